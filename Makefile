@@ -1,0 +1,78 @@
+# maas: run `make` for the list of targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+EXTRAS ?= cpu,export,dev
+INSTALL_STAMP := $(VENV)/.installed
+PROTOS := $(shell find proto -name '*.proto' | sort)
+PROTO_OUT := services/_proto
+PROTO_STAMP := $(PROTO_OUT)/.stamp
+EXAMPLES := .data/model_repository
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q 'grpcio-tools>=1.66'
+
+$(PROTO_STAMP): $(PROTOS) | $(PY)
+	rm -rf $(PROTO_OUT) && mkdir -p $(PROTO_OUT)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
+		--grpc_python_out=$(PROTO_OUT) $(PROTOS)
+	find $(PROTO_OUT) -mindepth 1 -type d -exec touch {}/__init__.py \;
+	touch $@
+
+.PHONY: proto
+proto: $(PROTO_STAMP) ## Generate the Python stubs from proto/ (never edited by hand)
+
+$(INSTALL_STAMP): pyproject.toml $(PROTO_STAMP)
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+.PHONY: install
+install: $(INSTALL_STAMP) $(PROTO_STAMP) ## Create .venv/ with maas and its tools installed
+
+.PHONY: lint
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: format
+format: install ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+.PHONY: typecheck
+typecheck: install ## mypy over services/ and tools/
+	$(BIN)/mypy
+
+.PHONY: examples
+examples: install ## Export the example models from PyTorch into .data/model_repository
+	$(PY) -m tools.examples --out $(EXAMPLES)
+
+# Tests that drive servers with tritonclient run in their own pytest process:
+# tritonclient registers the same protobuf symbols (package `inference`) as our
+# stubs, and one process cannot hold both descriptor sets.
+.PHONY: test
+test: install ## Run the whole test suite
+	$(BIN)/pytest tests --ignore=tests/interop $(PYTEST_ARGS)
+	$(BIN)/pytest tests/interop $(PYTEST_ARGS)
+
+.PHONY: run
+run: install examples ## Serve the example models on localhost:8021
+	$(BIN)/maas-inference --model-repository $(EXAMPLES)
+
+.PHONY: check
+check: lint typecheck test ## Everything CI runs
+
+.PHONY: clean
+clean: ## Remove generated files and the venv
+	rm -rf $(VENV) $(PROTO_OUT) .data .pytest_cache .mypy_cache .ruff_cache *.egg-info

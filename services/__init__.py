@@ -1,0 +1,1 @@
+"""The maas services: gateway, registry and inference, and what they share."""

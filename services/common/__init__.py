@@ -1,0 +1,1 @@
+"""What every maas service shares: settings, server lifecycle, errors, tensors."""

@@ -1,0 +1,97 @@
+"""The one error hierarchy: each error names the gRPC status it maps to.
+
+Application code raises these without importing grpc; the server interceptor in
+`services.common.interceptor` is the single place that turns them into statuses.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ServiceError(Exception):
+    """Base of every error a client may see; `status` is a grpc.StatusCode name."""
+
+    status: ClassVar[str] = "UNKNOWN"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ServiceError):
+    """The request itself is wrong (names, types, shapes, contents)."""
+
+    status = "INVALID_ARGUMENT"
+
+
+class NotFound(ServiceError):
+    """A named model, version, alias or object does not exist."""
+
+    status = "NOT_FOUND"
+
+
+class AlreadyExists(ServiceError):
+    """The object to create exists already."""
+
+    status = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(ServiceError):
+    """The system is not in a state that allows the operation."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class Unavailable(ServiceError):
+    """Temporarily unable to serve (model not ready, unloading, draining)."""
+
+    status = "UNAVAILABLE"
+
+
+class ResourceExhausted(ServiceError):
+    """A limit was hit: queue full, message too large, rate limit."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
+class DeadlineExceeded(ServiceError):
+    """The caller's deadline passed before the work could run."""
+
+    status = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(ServiceError):
+    """The caller went away."""
+
+    status = "CANCELLED"
+
+
+class Unauthenticated(ServiceError):
+    """No credentials, or credentials that match nothing."""
+
+    status = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ServiceError):
+    """Valid credentials without the right to do this."""
+
+    status = "PERMISSION_DENIED"
+
+
+class Unimplemented(ServiceError):
+    """The operation is not supported by this server."""
+
+    status = "UNIMPLEMENTED"
+
+
+class Aborted(ServiceError):
+    """A concurrent change conflicted; the caller may retry."""
+
+    status = "ABORTED"
+
+
+class Internal(ServiceError):
+    """An invariant broke; the message is fixed so internals never leak."""
+
+    status = "INTERNAL"

@@ -1,0 +1,1 @@
+"""The inference service: ONNX Runtime sessions behind the v2 protocol."""

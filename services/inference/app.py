@@ -1,0 +1,122 @@
+"""The inference application layer: plain Python, no grpc."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.common.errors import DeadlineExceeded, Unimplemented
+from services.inference.manager import IndexEntry, ModelManager
+from services.inference.model import LoadedModel
+from services.inference.repository import DirectorySource
+from services.inference.runtime import TensorSpec
+from services.inference.validate import check_inputs, check_outputs
+
+PLATFORM = "onnxruntime_onnx"
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """One inference request, decoded."""
+
+    model: str
+    version: str
+    id: str
+    inputs: dict[str, np.ndarray]
+    outputs: tuple[str, ...] = ()
+    # Event-loop time after which the request must not run; None for no deadline.
+    deadline: float | None = None
+
+
+@dataclass(frozen=True)
+class InferResult:
+    """The outputs of one request and the version that produced them."""
+
+    model: str
+    version: str
+    id: str
+    outputs: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What ModelMetadata reports."""
+
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+class InferenceApp:
+    """Requests in, results out, over the model manager."""
+
+    def __init__(self, manager: ModelManager, source: DirectorySource | None = None) -> None:
+        self.manager = manager
+        self.source = source
+        self.draining = False
+
+    async def infer(self, request: InferRequest) -> InferResult:
+        """Validate, queue and run one request, recording its statistics."""
+        started = time.monotonic_ns()
+        model = self.manager.resolve(request.model, request.version)
+        queue_ns: int | None = None
+        try:
+            inputs = check_inputs(model.signature, request.inputs)
+            names = check_outputs(model.signature, request.outputs)
+            deadline = request.deadline
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                raise DeadlineExceeded("deadline passed before the request was queued")
+            outputs, queue_ns = await model.infer(inputs, deadline)
+        except Exception:
+            model.stats.record_request(False, time.monotonic_ns() - started, queue_ns)
+            raise
+        model.stats.record_request(True, time.monotonic_ns() - started, queue_ns)
+        return InferResult(
+            model.name, str(model.version), request.id, {n: outputs[n] for n in names}
+        )
+
+    def metadata(self, name: str, version: str) -> ModelMetadata:
+        """Names, datatypes and shapes of a ready version."""
+        model = self.manager.resolve(name, version)
+        versions = tuple(str(m.version) for m in self.manager.loaded() if m.name == name)
+        return ModelMetadata(
+            name, versions, PLATFORM, model.signature.inputs, model.signature.outputs
+        )
+
+    def model(self, name: str, version: str) -> LoadedModel:
+        """The ready version a request names."""
+        return self.manager.resolve(name, version)
+
+    def statistics(self, name: str, version: str) -> list[LoadedModel]:
+        """The loaded versions whose statistics were asked for (all when name is empty)."""
+        if name:
+            if version:
+                return [self.manager.resolve(name, version)]
+            self.manager.resolve(name, "")
+            return [m for m in self.manager.loaded() if m.name == name]
+        return self.manager.loaded()
+
+    def index(self, ready_only: bool) -> list[IndexEntry]:
+        """Every model version this server knows, with its state."""
+        return self.manager.index(ready_only)
+
+    async def load(self, name: str) -> None:
+        """Load or reload a model from the repository."""
+        if self.source is None:
+            raise Unimplemented("this server follows the registry; load models there")
+        await self.source.load(name)
+
+    async def unload(self, name: str) -> None:
+        """Unload every version of a model; in-flight requests finish first."""
+        if self.source is None:
+            raise Unimplemented("this server follows the registry; unload models there")
+        await self.source.unload(name)
+
+    def ready(self) -> bool:
+        """Server readiness: up and not draining."""
+        return not self.draining

@@ -1,0 +1,106 @@
+"""A model's serving configuration: `<repo>/<model>/config.yaml`, or registry labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from services.common.errors import InvalidArgument
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DynamicBatching(_Strict):
+    """The dynamic batcher: merge queued requests along the batch dimension."""
+
+    enabled: bool = True
+    max_batch_size: int = Field(32, ge=1)
+    max_queue_delay_us: int = Field(0, ge=0)
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = Field(1024, ge=1)
+
+
+class CudaOptions(_Strict):
+    """CUDAExecutionProvider options, with safe defaults."""
+
+    device_id: int = Field(0, ge=0)
+    gpu_mem_limit: int | None = Field(None, gt=0, description="Bytes; None means no limit.")
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
+    arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = "kSameAsRequested"
+    io_binding: bool = True
+
+
+class TensorRtOptions(_Strict):
+    """TensorrtExecutionProvider options; used only when `tensorrt` is a provider."""
+
+    fp16: bool = False
+    engine_cache_dir: str | None = None
+
+
+class Threads(_Strict):
+    """ONNX Runtime thread pools; 0 means derived from the cores and instances."""
+
+    intra_op: int = Field(0, ge=0)
+    inter_op: int = Field(0, ge=0)
+
+
+class ModelConfig(_Strict):
+    """How one model is served. Every key is optional."""
+
+    dynamic_batching: DynamicBatching = DynamicBatching()
+    instances: int = Field(1, ge=1, le=64)
+    # Tried in order; "auto" means CUDA where ONNX Runtime has it, else CPU.
+    providers: tuple[str, ...] = ("auto",)
+    # Fail the load instead of falling back to CPU when CUDA was asked for.
+    require_cuda: bool = False
+    cuda: CudaOptions = CudaOptions()
+    tensorrt: TensorRtOptions = TensorRtOptions()
+    threads: Threads = Threads()
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _providers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        allowed = {"auto", *PROVIDER_ALIASES}
+        for item in value:
+            if item not in allowed:
+                raise ValueError(f"unknown provider '{item}', expected one of {sorted(allowed)}")
+        return tuple(value)
+
+
+def parse_config(text: str, *, source: str) -> ModelConfig:
+    """A ModelConfig from YAML text; InvalidArgument naming the bad key."""
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise InvalidArgument(f"{source}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"{source}: expected a mapping, got {type(data).__name__}")
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidArgument(f"{source}: {problems}") from None
+
+
+def load_config(path: Path) -> ModelConfig:
+    """The config in `path`, or the defaults when there is no such file."""
+    if not path.is_file():
+        return ModelConfig()
+    return parse_config(path.read_text(), source=str(path))

@@ -1,0 +1,166 @@
+"""Conversion between v2 protobuf messages and the inference app's dataclasses."""
+
+from __future__ import annotations
+
+from inference import grpc_predict_v2_pb2 as pb
+from inference import model_config_pb2 as mc
+
+from services.common.errors import InvalidArgument
+from services.common.tensors import decode, encode
+from services.inference.app import InferRequest, InferResult, ModelMetadata
+from services.inference.manager import IndexEntry
+from services.inference.model import LoadedModel
+from services.inference.runtime import CPU, TensorSpec
+from services.inference.stats import Duration
+
+# Request parameter, as in Triton's HTTP protocol: false asks for typed contents.
+BINARY_OUTPUT_PARAM = "binary_data_output"
+
+
+def infer_request(msg: pb.ModelInferRequest, deadline: float | None) -> InferRequest:
+    """Decode a ModelInferRequest; InvalidArgument naming the first bad tensor."""
+    raws = msg.raw_input_contents
+    if raws and len(raws) != len(msg.inputs):
+        raise InvalidArgument(
+            f"raw_input_contents has {len(raws)} entries, expected {len(msg.inputs)} "
+            "(one per input, in order)"
+        )
+    inputs = {}
+    for i, tensor in enumerate(msg.inputs):
+        if tensor.name in inputs:
+            raise InvalidArgument(f"input '{tensor.name}' appears more than once")
+        if raws and tensor.HasField("contents"):
+            raise InvalidArgument(
+                f"input '{tensor.name}': has typed contents but the request uses "
+                "raw_input_contents; expected one or the other for all inputs"
+            )
+        if not raws and not tensor.HasField("contents"):
+            raise InvalidArgument(
+                f"input '{tensor.name}': has no data, expected typed contents or raw_input_contents"
+            )
+        inputs[tensor.name] = decode(tensor, raws[i] if raws else None)
+    outputs = tuple(o.name for o in msg.outputs)
+    return InferRequest(msg.model_name, msg.model_version, msg.id, inputs, outputs, deadline)
+
+
+def wants_raw(msg: pb.ModelInferRequest) -> bool:
+    """Raw output contents unless the request sets binary_data_output to false."""
+    param = msg.parameters.get(BINARY_OUTPUT_PARAM)
+    return param is None or param.WhichOneof("parameter_choice") != "bool_param" or param.bool_param
+
+
+def infer_response(result: InferResult, *, raw: bool) -> pb.ModelInferResponse:
+    """Encode outputs: raw_output_contents for all outputs, or typed contents for all."""
+    response = pb.ModelInferResponse(
+        model_name=result.model, model_version=result.version, id=result.id
+    )
+    for name, array in result.outputs.items():
+        tensor = response.outputs.add(name=name)
+        data = encode(array, tensor, raw=raw)
+        if data is not None:
+            raw = True  # a type without typed contents (FP16) makes the whole response raw
+            response.raw_output_contents.append(data)
+    if len(response.raw_output_contents) not in (0, len(response.outputs)):
+        return infer_response(result, raw=True)
+    return response
+
+
+def _tensor_meta(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=spec.name, datatype=spec.datatype.name, shape=list(spec.shape)
+    )
+
+
+def metadata_response(meta: ModelMetadata) -> pb.ModelMetadataResponse:
+    """ModelMetadataResponse from the app's metadata."""
+    return pb.ModelMetadataResponse(
+        name=meta.name,
+        versions=list(meta.versions),
+        platform=meta.platform,
+        inputs=[_tensor_meta(s) for s in meta.inputs],
+        outputs=[_tensor_meta(s) for s in meta.outputs],
+    )
+
+
+def config_response(model: LoadedModel, platform: str) -> pb.ModelConfigResponse:
+    """Triton's model_config shape, so perf_analyzer and tritonclient accept it."""
+    batch = model.max_batch_size
+    skip = 1 if batch > 0 else 0
+    config = mc.ModelConfig(
+        name=model.name,
+        platform=platform,
+        backend="onnxruntime",
+        max_batch_size=batch,
+        default_model_filename=model.path.name,
+    )
+    for spec in model.signature.inputs:
+        config.input.add(
+            name=spec.name,
+            data_type=mc.DataType.Value(spec.datatype.triton),
+            dims=spec.shape[skip:],
+        )
+    for spec in model.signature.outputs:
+        config.output.add(
+            name=spec.name,
+            data_type=mc.DataType.Value(spec.datatype.triton),
+            dims=spec.shape[skip:],
+        )
+    kind = (
+        mc.ModelInstanceGroup.KIND_CPU if model.provider == CPU else mc.ModelInstanceGroup.KIND_GPU
+    )
+    config.instance_group.add(name=model.name, kind=kind, count=model.config.instances)
+    batching = model.config.dynamic_batching
+    if batch > 0 and batching.enabled:
+        config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
+        config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
+        config.dynamic_batching.default_queue_policy.max_queue_size = batching.max_queue_size
+    config.parameters["execution_provider"].string_value = model.provider
+    return pb.ModelConfigResponse(config=config)
+
+
+def _duration(d: Duration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+
+def statistics_response(models: list[LoadedModel]) -> pb.ModelStatisticsResponse:
+    """ModelStatisticsResponse in Triton's shape."""
+    response = pb.ModelStatisticsResponse()
+    for model in models:
+        s = model.stats
+        entry = response.model_stats.add(
+            name=model.name,
+            version=str(model.version),
+            last_inference=s.last_inference_ms,
+            inference_count=s.inference_count,
+            execution_count=s.execution_count,
+        )
+        stats = entry.inference_stats
+        for field in (
+            "success",
+            "fail",
+            "queue",
+            "compute_input",
+            "compute_infer",
+            "compute_output",
+        ):
+            getattr(stats, field).CopyFrom(_duration(getattr(s, field)))
+        for size, batch in sorted(s.batches.items()):
+            entry.batch_stats.add(
+                batch_size=size,
+                compute_input=_duration(batch.compute_input),
+                compute_infer=_duration(batch.compute_infer),
+                compute_output=_duration(batch.compute_output),
+            )
+    return response
+
+
+def index_response(rows: list[IndexEntry]) -> pb.RepositoryIndexResponse:
+    """RepositoryIndexResponse from the manager's index."""
+    return pb.RepositoryIndexResponse(
+        models=[
+            pb.RepositoryIndexResponse.ModelIndex(
+                name=r.name, version=r.version, state=r.state, reason=r.reason
+            )
+            for r in rows
+        ]
+    )

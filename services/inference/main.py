@@ -1,0 +1,120 @@
+"""`maas-inference`: the inference service's entry point and wiring."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from inference import grpc_predict_v2_pb2 as pb
+from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+
+from services.common.logs import configure_logging
+from services.common.server import NOT_SERVING, SERVING, GrpcServer, ServiceBinding
+from services.inference.app import InferenceApp
+from services.inference.manager import ModelManager
+from services.inference.repository import DirectorySource
+from services.inference.servicer import InferenceServicer
+from services.inference.settings import InferenceSettings
+
+_log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+class InferenceServer:
+    """The inference service: models loaded, then the gRPC server started."""
+
+    def __init__(self, settings: InferenceSettings) -> None:
+        self.settings = settings
+        self.manager = ModelManager(on_ready_change=self._model_health)
+        source = None
+        if settings.model_repository:
+            source = DirectorySource(
+                Path(settings.model_repository), self.manager, require_cuda=settings.require_cuda
+            )
+        self.app = InferenceApp(self.manager, source)
+        servicer = InferenceServicer(self.app)
+        self.grpc = GrpcServer(
+            settings,
+            [
+                ServiceBinding(
+                    SERVICE_NAME,
+                    lambda s: pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, s),
+                )
+            ],
+            on_drain=[self._drain],
+            on_shutdown=[self.manager.unload_all],
+        )
+
+    def _drain(self) -> None:
+        self.app.draining = True
+
+    async def _model_health(self, name: str, ready: bool) -> None:
+        await self.grpc.health.set(name, SERVING if ready else NOT_SERVING)
+
+    async def start(self) -> int:
+        """Load the models, start serving, and return the bound port."""
+        if self.app.source is not None:
+            await self.app.source.load_all()
+        port = await self.grpc.start()
+        for name in self.manager.models:
+            await self._model_health(name, self.manager.ready(name))
+        _log.info("maas-inference listening on port %d", port, extra={"port": port})
+        return port
+
+    async def wait(self) -> None:
+        """Block until stopped."""
+        await self.grpc.wait()
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Drain and stop."""
+        await self.grpc.shutdown(grace)
+
+
+def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
+    """Command-line flags; unset ones fall back to the environment, then defaults."""
+    parser = argparse.ArgumentParser(prog="maas-inference", description=__doc__)
+    parser.add_argument("--model-repository", help="directory of <model>/<version>/model.onnx")
+    parser.add_argument("--registry", help="registry host:port to follow instead")
+    parser.add_argument("--registry-token", help="registry reader token")
+    parser.add_argument("--models", help="comma-separated models to serve from the registry")
+    parser.add_argument("--cache-dir", help="local cache of registry models")
+    parser.add_argument("--host", help="address to bind (default [::])")
+    parser.add_argument("--port", type=int, help="gRPC port (default 8021; 0 picks one)")
+    parser.add_argument("--metrics-port", type=int, help="metrics port (default 9021)")
+    parser.add_argument("--max-message-bytes", type=int, help="gRPC message limit")
+    parser.add_argument("--grace-seconds", type=float, help="drain time on SIGTERM")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--port-file", help="write the bound gRPC port to this file")
+    parser.add_argument(
+        "--require-cuda",
+        action="store_true",
+        default=None,
+        help="fail loads that would not run on CUDA",
+    )
+    return vars(parser.parse_args(argv))
+
+
+async def serve(settings: InferenceSettings) -> None:
+    """Run until SIGTERM or SIGINT, then drain."""
+    server = InferenceServer(settings)
+    server.grpc.install_signal_handlers()
+    await server.start()
+    await server.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    settings = InferenceSettings.from_args(parse_args(argv))
+    configure_logging(settings.log_level, "inference")
+    if not settings.model_repository and not settings.registry:
+        _log.error("give --model-repository DIR or --registry HOST:PORT")
+        return 2
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""Which model versions exist, their states, and resolving a request to one.
+
+Sources (a model directory, or the registry) tell the manager which versions
+to load and unload; the manager loads and warms a version before it takes
+traffic, and drains a version's in-flight requests before releasing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.common.errors import NotFound, Unavailable
+from services.inference.config import ModelConfig
+from services.inference.model import LoadedModel, open_sessions
+from services.inference.runtime import LoadError
+
+_log = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    """A model version's state, as RepositoryIndex reports it."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass
+class VersionEntry:
+    """What is known of one version, loaded or not."""
+
+    version: int
+    state: State
+    reason: str = ""
+    model: LoadedModel | None = None
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One row of RepositoryIndex."""
+
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+ReadyListener = Callable[[str, bool], Awaitable[None]]
+
+
+@dataclass
+class ModelManager:
+    """All model versions of this server, by name and version number."""
+
+    on_ready_change: ReadyListener | None = None
+    models: dict[str, dict[int, VersionEntry]] = field(default_factory=dict)
+    # alias -> version, per model; filled by the registry source.
+    aliases: dict[str, dict[str, int]] = field(default_factory=dict)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, name: str) -> asyncio.Lock:
+        """Serialises loads and unloads of one model."""
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def load_version(self, name: str, version: int, path: Path, config: ModelConfig) -> bool:
+        """Load and warm a version, then swap it in; the old copy drains. False on failure."""
+        versions = self.models.setdefault(name, {})
+        entry = versions.get(version)
+        if entry is None or entry.model is None:
+            entry = versions[version] = VersionEntry(version, State.LOADING)
+        try:
+            sessions = await asyncio.to_thread(open_sessions, path, config)
+        except LoadError as exc:
+            _log.warning("model %s version %s failed to load: %s", name, version, exc)
+            if entry.model is None:
+                entry.state, entry.reason = State.UNAVAILABLE, str(exc)
+            await self._notify(name)
+            return False
+        old = entry.model
+        entry.model = LoadedModel.start(name, version, path, config, sessions)
+        entry.state, entry.reason = State.READY, ""
+        await self._notify(name)
+        if old is not None:
+            await old.close()
+        return True
+
+    def fail_version(self, name: str, version: int, reason: str) -> None:
+        """Record a version that cannot be loaded at all (missing or broken files)."""
+        self.models.setdefault(name, {})[version] = VersionEntry(version, State.UNAVAILABLE, reason)
+
+    async def unload_version(self, name: str, version: int, *, forget: bool = False) -> None:
+        """Stop new requests to a version, let in-flight ones finish, release it."""
+        entry = self.models.get(name, {}).get(version)
+        if entry is None:
+            return
+        model, entry.model = entry.model, None
+        entry.state, entry.reason = State.UNLOADING, ""
+        await self._notify(name)
+        if model is not None:
+            await model.close()
+        entry.state, entry.reason = State.UNAVAILABLE, "unloaded"
+        if forget:
+            self.models[name].pop(version, None)
+        await self._notify(name)
+
+    async def unload_all(self) -> None:
+        """Unload every version of every model."""
+        for name, versions in list(self.models.items()):
+            for version in list(versions):
+                await self.unload_version(name, version)
+
+    def resolve(self, name: str, version: str) -> LoadedModel:
+        """The ready version a request names: a number, an alias, or empty for the latest."""
+        versions = self.models.get(name)
+        if not versions:
+            raise NotFound(f"unknown model '{name}'")
+        if not version:
+            ready = [e for e in versions.values() if e.model is not None]
+            if not ready:
+                raise Unavailable(f"model '{name}' has no ready version")
+            model = max(ready, key=lambda e: e.version).model
+            assert model is not None
+            return model
+        number = self._version_number(name, version)
+        entry = versions.get(number)
+        if entry is None:
+            raise NotFound(f"model '{name}' has no version '{version}'")
+        if entry.model is None:
+            detail = f": {entry.reason}" if entry.reason else ""
+            raise Unavailable(f"model '{name}' version {number} is {entry.state.value}{detail}")
+        return entry.model
+
+    def _version_number(self, name: str, version: str) -> int:
+        if version.isdigit():
+            return int(version)
+        alias = self.aliases.get(name, {}).get(version)
+        if alias is None:
+            raise NotFound(
+                f"model '{name}' has no version '{version}': expected a version number or an alias"
+            )
+        return alias
+
+    def ready(self, name: str, version: str = "") -> bool:
+        """Whether the named version (or any version) is ready."""
+        try:
+            self.resolve(name, version)
+        except (NotFound, Unavailable):
+            return False
+        return True
+
+    def loaded(self) -> list[LoadedModel]:
+        """Every ready model version."""
+        return [e.model for versions in self.models.values() for e in versions.values() if e.model]
+
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
+        """Every known version with its state and, when not ready, why."""
+        rows = [
+            IndexEntry(name, str(e.version), e.state.value, e.reason)
+            for name, versions in sorted(self.models.items())
+            for e in sorted(versions.values(), key=lambda e: e.version)
+        ]
+        return [r for r in rows if r.state == State.READY.value] if ready_only else rows
+
+    async def _notify(self, name: str) -> None:
+        if self.on_ready_change is not None:
+            await self.on_ready_change(name, self.ready(name))

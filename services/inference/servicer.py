@@ -1,0 +1,157 @@
+"""The v2 GRPCInferenceService servicer: protobuf in, app call, protobuf out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from inference import grpc_predict_v2_pb2 as pb
+from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+
+from services.common.errors import ServiceError
+from services.common.interceptor import INTERNAL_MESSAGE
+from services.inference import convert
+from services.inference.app import PLATFORM, InferenceApp
+
+_log = logging.getLogger(__name__)
+SERVER_NAME = "maas"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = (
+    "model_repository",
+    "model_configuration",
+    "statistics",
+    "binary_tensor_data",
+    "parameters",
+)
+# Requests of one stream that may run at once; reading pauses beyond it (backpressure).
+STREAM_WINDOW = 64
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's deadline in event-loop time, or None."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return asyncio.get_running_loop().time() + remaining
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Thin adapter from the v2 protocol to InferenceApp."""
+
+    def __init__(self, app: InferenceApp) -> None:
+        self.app = app
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.app.ready())
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self.app.manager.ready(request.name, request.version))
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=SERVER_VERSION, extensions=list(EXTENSIONS)
+        )
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        return convert.metadata_response(self.app.metadata(request.name, request.version))
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        return convert.config_response(self.app.model(request.name, request.version), PLATFORM)
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        return convert.statistics_response(self.app.statistics(request.name, request.version))
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        return convert.index_response(self.app.index(request.ready))
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        await self.app.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self.app.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        result = await self.app.infer(convert.infer_request(request, deadline_of(context)))
+        return convert.infer_response(result, raw=convert.wants_raw(request))
+
+    async def ModelStreamInfer(
+        self,
+        request_iterator: AsyncIterator[pb.ModelInferRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Each request runs as it arrives (so stream requests batch together); an
+        error answers that request only, and the stream stays open."""
+        responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        deadline = deadline_of(context)
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            try:
+                responses.put_nowait(await self._stream_one(request, deadline))
+            finally:
+                window.release()
+
+        async def read() -> None:
+            tasks: set[asyncio.Task[None]] = set()
+            try:
+                async for request in request_iterator:
+                    await window.acquire()
+                    task = asyncio.ensure_future(answer(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                await asyncio.gather(*tasks)
+            finally:
+                responses.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (response := await responses.get()) is not None:
+                yield response
+            await reader
+        finally:
+            reader.cancel()
+
+    async def _stream_one(
+        self, request: pb.ModelInferRequest, deadline: float | None
+    ) -> pb.ModelStreamInferResponse:
+        echo = pb.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id
+        )
+        try:
+            result = await self.app.infer(convert.infer_request(request, deadline))
+        except ServiceError as exc:
+            return pb.ModelStreamInferResponse(error_message=exc.message, infer_response=echo)
+        except Exception:  # noqa: BLE001 - one request's failure must not end the stream
+            _log.exception("unexpected error in a stream request")
+            return pb.ModelStreamInferResponse(error_message=INTERNAL_MESSAGE, infer_response=echo)
+        response = convert.infer_response(result, raw=convert.wants_raw(request))
+        return pb.ModelStreamInferResponse(infer_response=response)

@@ -1,0 +1,33 @@
+"""Settings of the inference service (env prefix MAAS_INFERENCE_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class InferenceSettings(ServiceSettings):
+    """Where models come from and how the server listens."""
+
+    model_config = SettingsConfigDict(env_prefix="MAAS_INFERENCE_", extra="ignore")
+
+    port: int = Field(8021, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    metrics_port: int = Field(9021, ge=0, le=65535, description="Prometheus /metrics port.")
+    model_repository: str | None = Field(
+        None, description="Directory laid out as <model>/<version>/model.onnx."
+    )
+    registry: str | None = Field(
+        None, description="Registry address host:port; serve what the registry says."
+    )
+    registry_token: str | None = Field(None, description="Reader token for the registry.")
+    models: str = Field(
+        "",
+        description="Comma-separated models (or model:alias) to serve in registry mode; "
+        "empty serves all.",
+    )
+    cache_dir: str = Field(
+        ".data/inference-cache", description="Where registry models are cached on disk."
+    )
+    require_cuda: bool = Field(False, description="Fail model loads that would not run on CUDA.")

@@ -1,0 +1,1 @@
+"""The model registry: models, immutable ONNX versions, aliases and a change feed."""

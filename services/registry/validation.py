@@ -1,0 +1,188 @@
+"""What an uploaded model must pass: ONNX checker, opset range, external data, config.
+
+Runs on files already on disk (the upload's staging directory), so models with
+external data and models over 2 GiB are checked by path, never in memory.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import yaml
+from google.protobuf.message import DecodeError
+
+from services.common.datatypes import by_onnx
+from services.common.errors import InvalidArgument
+from services.registry.domain import MAIN_FILE, Signature, TensorSpec
+
+ONNX_DOMAINS = ("", "ai.onnx")
+_MAX_MESSAGE = 600
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What validation learned about a model."""
+
+    signature: Signature
+    opset: int
+    ir_version: int
+
+
+def check_config(text: str) -> str:
+    """`text` unchanged if it is empty or YAML that parses as a mapping."""
+    if not text.strip():
+        return text
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidArgument(f"config: not valid YAML: {_short(str(exc))}") from None
+    if data is not None and not isinstance(data, dict):
+        raise InvalidArgument(
+            f"config: expected a YAML mapping (dynamic_batching, instances, providers, ...), "
+            f"got {type(data).__name__}"
+        )
+    return text
+
+
+def validate_model(
+    directory: Path, sizes: Mapping[str, int], *, opset_min: int, opset_max: int
+) -> ModelFacts:
+    """Check `directory/model.onnx` and its external data; return its signature.
+
+    `sizes` maps each uploaded file (relative path) to its size.
+    """
+    path = directory / MAIN_FILE
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, OSError) as exc:
+        raise InvalidArgument(
+            f"{MAIN_FILE} is not an ONNX model: expected a serialized ModelProto, "
+            f"could not parse it ({_short(str(exc))})"
+        ) from None
+    opset = _check_opset(model, opset_min, opset_max)
+    _check_external_data(model, sizes)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise InvalidArgument(f"{MAIN_FILE} failed the ONNX checker: {_short(str(exc))}") from None
+    except Exception as exc:  # noqa: BLE001 - the checker raises many types on odd input
+        raise InvalidArgument(f"{MAIN_FILE} failed the ONNX checker: {_short(str(exc))}") from None
+    return ModelFacts(signature(model), opset, int(model.ir_version))
+
+
+def _check_opset(model: onnx.ModelProto, opset_min: int, opset_max: int) -> int:
+    versions = [imp.version for imp in model.opset_import if imp.domain in ONNX_DOMAINS]
+    if not versions:
+        raise InvalidArgument(
+            f"{MAIN_FILE} imports no ai.onnx opset: expected one in {opset_min}..{opset_max}"
+        )
+    opset = int(max(versions))
+    if not opset_min <= opset <= opset_max:
+        raise InvalidArgument(
+            f"{MAIN_FILE} uses opset {opset}, outside the allowed range: "
+            f"expected {opset_min}..{opset_max}, got {opset}"
+        )
+    return opset
+
+
+def _check_external_data(model: onnx.ModelProto, sizes: Mapping[str, int]) -> None:
+    uploaded = sorted(p for p in sizes if p != MAIN_FILE)
+    for tensor in _all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        where = f"tensor '{tensor.name}': external data location {location!r}"
+        if not location:
+            raise InvalidArgument(f"tensor '{tensor.name}': external data has no location")
+        normalized = posixpath.normpath(location.replace("\\", "/"))
+        if (
+            location.startswith(("/", "\\"))
+            or (len(location) > 1 and location[1] == ":")
+            or normalized == ".."
+            or normalized.startswith("../")
+        ):
+            raise InvalidArgument(
+                f"{where} points outside the model directory: "
+                "expected a relative path inside it"
+            )
+        if normalized not in sizes or normalized == MAIN_FILE:
+            raise InvalidArgument(
+                f"{where} names a file that was not uploaded: "
+                f"expected one of {uploaded}, got {normalized!r}"
+            )
+        _check_extent(where, info, sizes[normalized])
+
+
+def _check_extent(where: str, info: dict[str, str], size: int) -> None:
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info["length"]) if "length" in info else size - offset
+    except ValueError:
+        raise InvalidArgument(f"{where}: offset and length must be integers") from None
+    if offset < 0 or length < 0 or offset + length > size:
+        raise InvalidArgument(
+            f"{where}: bytes {offset}..{offset + length} are outside the file: "
+            f"expected at most {size} bytes"
+        )
+
+
+def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    graphs = [model.graph]
+    nodes = [node for fn in model.functions for node in fn.node]
+    while graphs or nodes:
+        if graphs:
+            graph = graphs.pop()
+            yield from graph.initializer
+            for sparse in graph.sparse_initializer:
+                yield sparse.values
+                yield sparse.indices
+            nodes.extend(graph.node)
+            continue
+        node = nodes.pop()
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                graphs.append(attr.g)
+            graphs.extend(attr.graphs)
+
+
+def signature(model: onnx.ModelProto) -> Signature:
+    """Inputs (initializers excluded) and outputs with v2 datatypes and shapes."""
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = tuple(_spec(v) for v in model.graph.input if v.name not in initializers)
+    outputs = tuple(_spec(v) for v in model.graph.output)
+    return Signature(inputs, outputs)
+
+
+def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        raise InvalidArgument(
+            f"tensor '{value.name}': type is {kind or 'missing'}, expected a tensor"
+        )
+    tensor_type = value.type.tensor_type
+    elem = onnx.TensorProto.DataType.Name(tensor_type.elem_type).lower()
+    datatype = by_onnx(f"tensor({elem})")
+    if datatype is None:
+        raise InvalidArgument(
+            f"tensor '{value.name}': element type {elem} has no KServe v2 datatype: "
+            "expected bool, (u)int8..64, float16, float, double or string"
+        )
+    if not tensor_type.HasField("shape"):
+        return TensorSpec(value.name, datatype.name, (), unknown_rank=True)
+    shape = tuple(
+        int(d.dim_value) if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim
+    )
+    return TensorSpec(value.name, datatype.name, shape)
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."

@@ -1,0 +1,1 @@
+"""maas tools: export, examples, benchmarks and the `maas` command line."""
