@@ -16,6 +16,10 @@ INTERNAL_MESSAGE = "internal error"
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+    if context.cancelled() or context.done():
+        # The caller or the server went away first; there is no one to tell.
+        _log.debug("%s ended after its call finished: %r", method, exc)
+        return
     if isinstance(exc, ServiceError):
         await context.abort(grpc.StatusCode[exc.status], exc.message)
     _log.exception("unexpected error in %s", method, exc_info=exc)

@@ -94,12 +94,17 @@ def _decode_typed(
         array = np.empty(count, dtype=object)
         array[:] = list(values)
         return array.reshape(shape)
-    try:
-        return np.array(values, dtype=dtype.numpy).reshape(shape)
-    except OverflowError:
-        raise InvalidArgument(
-            f"tensor '{name}': a value in {dtype.contents_field} is out of range for {dtype.name}"
-        ) from None
+    array = np.array(values)
+    if dtype.numpy.kind in "iu" and array.size:
+        info = np.iinfo(dtype.numpy)
+        low, high = array.min(), array.max()
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
+            raise InvalidArgument(
+                f"tensor '{name}': value {bad} in {dtype.contents_field} is out of range for "
+                f"{dtype.name}, expected {info.min}..{info.max}"
+            )
+    return array.astype(dtype.numpy, copy=False).reshape(shape)
 
 
 def decode_bytes_elements(name: str, raw: bytes, count: int) -> np.ndarray:

@@ -1,0 +1,30 @@
+"""In-process servers for integration tests, started through their public start()."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.inference.main import InferenceServer
+from services.inference.settings import InferenceSettings
+
+
+@pytest.fixture
+async def inference_server(test_models: Path) -> AsyncIterator[InferenceServer]:
+    """The inference service on port 0 over the shared test models."""
+    server = InferenceServer(
+        InferenceSettings(port=0, model_repository=str(test_models), grace_seconds=1)
+    )
+    await server.start()
+    yield server
+    await server.shutdown(0)
+
+
+@pytest.fixture
+async def channel(inference_server: InferenceServer) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to the in-process inference server."""
+    async with grpc.aio.insecure_channel(f"localhost:{inference_server.grpc.port}") as ch:
+        yield ch

@@ -1,0 +1,35 @@
+"""Fixtures for driving real servers with clients nobody here wrote.
+
+This suite runs in its own pytest process (see the Makefile): it imports
+tritonclient, whose protobuf descriptors clash with our generated stubs, so it
+talks only to servers in other processes and never imports services.*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tritonclient.grpc as tc
+
+from tests.servers import ServiceProcess
+
+
+@pytest.fixture(scope="module")
+def inference(
+    test_models: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """The inference service on the shared test models, for a whole module."""
+    workdir = tmp_path_factory.mktemp("inference")
+    server = ServiceProcess("inference", ["--model-repository", str(test_models)], workdir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(inference: ServiceProcess) -> Iterator[tc.InferenceServerClient]:
+    """tritonclient's standard gRPC client pointed at the inference service."""
+    c = tc.InferenceServerClient(inference.address)
+    yield c
+    c.close()
