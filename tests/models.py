@@ -66,6 +66,13 @@ class Pair(torch.nn.Module):
         return a + b, a - b
 
 
+class PairV2(torch.nn.Module):
+    """The same signature as Pair, with different outputs: a second version."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return a + b + 100.0, a - b - 100.0
+
+
 class SmallCnn(torch.nn.Module):
     """An 8x8 one-channel image classifier with random (seeded) weights."""
 
@@ -146,13 +153,9 @@ def build(root: Path) -> None:
         export(Twice(), (x,), ["x"], ["y"], root / f"dt_{name.lower()}" / "1" / "model.onnx")
     bytes_model(root / "dt_bytes" / "1" / "model.onnx")
     # Distinct tensors: torch.export treats one tensor passed twice as one input.
-    export(
-        Pair(),
-        (torch.ones(2, 4), torch.ones(2, 4)),
-        ["a", "b"],
-        ["sum", "diff"],
-        root / "pair" / "1" / "model.onnx",
-    )
+    for name, module in (("pair", Pair()), ("pair_v2", PairV2())):
+        pair = (torch.ones(2, 4), torch.ones(2, 4))
+        export(module, pair, ["a", "b"], ["sum", "diff"], root / name / "1" / "model.onnx")
     export(
         SmallCnn(),
         (torch.ones(2, 1, 8, 8),),
@@ -173,6 +176,9 @@ def test_repository() -> Path:
     if target.is_dir():
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
+    for stale in CACHE.iterdir():
+        if not stale.name.startswith("."):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix=".build-"))
     build(tmp)
     try:

@@ -15,9 +15,11 @@ from services.common.logs import configure_logging
 from services.common.server import NOT_SERVING, SERVING, GrpcServer, ServiceBinding
 from services.inference.app import InferenceApp
 from services.inference.manager import ModelManager
+from services.inference.registry_source import RegistrySource, Selection
 from services.inference.repository import DirectorySource
 from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings
+from services.registry.client import RegistryClient
 
 _log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -34,6 +36,16 @@ class InferenceServer:
             source = DirectorySource(
                 Path(settings.model_repository), self.manager, require_cuda=settings.require_cuda
             )
+        self.follower: RegistrySource | None = None
+        if settings.registry:
+            address, token = settings.registry, settings.registry_token
+            self.follower = RegistrySource(
+                lambda: RegistryClient(address, token),
+                self.manager,
+                Path(settings.cache_dir),
+                Selection.parse(settings.models),
+                require_cuda=settings.require_cuda,
+            )
         self.app = InferenceApp(self.manager, source)
         servicer = InferenceServicer(self.app)
         self.grpc = GrpcServer(
@@ -45,8 +57,12 @@ class InferenceServer:
                 )
             ],
             on_drain=[self._drain],
-            on_shutdown=[self.manager.unload_all],
+            on_shutdown=[self._stop_following, self.manager.unload_all],
         )
+
+    async def _stop_following(self) -> None:
+        if self.follower is not None:
+            await self.follower.stop()
 
     def _drain(self) -> None:
         self.app.draining = True
@@ -58,6 +74,8 @@ class InferenceServer:
         """Load the models, start serving, and return the bound port."""
         if self.app.source is not None:
             await self.app.source.load_all()
+        if self.follower is not None:
+            await self.follower.start()
         port = await self.grpc.start()
         for name in self.manager.models:
             await self._model_health(name, self.manager.ready(name))
