@@ -11,6 +11,7 @@ from collections.abc import Sequence
 # `set_defaults(func=...)`; func(args) returns the exit code.
 _SUBCOMMAND_MODULES = (
     "tools.export",
+    "tools.models",
 )
 
 

@@ -122,7 +122,7 @@ class FilesystemBlobStore:
         _fsync_dir(path.parent)
 
     def list(self) -> list[str]:
-        found = []
+        found: list[str] = []
         for shard in self._blobs.iterdir():
             if shard.is_dir():
                 found.extend(p.name for p in shard.iterdir() if SHA256_HEX.fullmatch(p.name))

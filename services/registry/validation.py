@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-import yaml
 from google.protobuf.message import DecodeError
 
 from services.common.datatypes import by_onnx
@@ -30,22 +29,6 @@ class ModelFacts:
     signature: Signature
     opset: int
     ir_version: int
-
-
-def check_config(text: str) -> str:
-    """`text` unchanged if it is empty or YAML that parses as a mapping."""
-    if not text.strip():
-        return text
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidArgument(f"config: not valid YAML: {_short(str(exc))}") from None
-    if data is not None and not isinstance(data, dict):
-        raise InvalidArgument(
-            f"config: expected a YAML mapping (dynamic_batching, instances, providers, ...), "
-            f"got {type(data).__name__}"
-        )
-    return text
 
 
 def validate_model(
@@ -89,6 +72,17 @@ def _check_opset(model: onnx.ModelProto, opset_min: int, opset_max: int) -> int:
     return opset
 
 
+def external_data_locations(model: onnx.ModelProto) -> list[str]:
+    """The external-data file locations a model's tensors name, as written."""
+    found = []
+    for tensor in _all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location" and entry.value not in found:
+                    found.append(entry.value)
+    return found
+
+
 def _check_external_data(model: onnx.ModelProto, sizes: Mapping[str, int]) -> None:
     uploaded = sorted(p for p in sizes if p != MAIN_FILE)
     for tensor in _all_tensors(model):
@@ -107,8 +101,7 @@ def _check_external_data(model: onnx.ModelProto, sizes: Mapping[str, int]) -> No
             or normalized.startswith("../")
         ):
             raise InvalidArgument(
-                f"{where} points outside the model directory: "
-                "expected a relative path inside it"
+                f"{where} points outside the model directory: expected a relative path inside it"
             )
         if normalized not in sizes or normalized == MAIN_FILE:
             raise InvalidArgument(

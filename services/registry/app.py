@@ -1,0 +1,249 @@
+"""The registry's application layer: plain Python, no grpc; returns domain objects."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from services.common.errors import Aborted
+from services.registry import names
+from services.registry.blobs import BlobStore, FilesystemBlobStore, read_chunks
+from services.registry.domain import (
+    AliasChange,
+    Event,
+    FileInfo,
+    Model,
+    NewVersion,
+    Page,
+    Snapshot,
+    Version,
+    VersionState,
+)
+from services.registry.integrity import recover
+from services.registry.settings import RegistrySettings
+from services.registry.store import MetadataStore, create_store
+from services.registry.uploads import UploadPart, receive
+from services.registry.validation import validate_model
+from services.registry.watch import WatchHub
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class Download:
+    """An open version: its files are held open, so a concurrent delete cannot cut it short."""
+
+    version: Version
+    handles: list[tuple[FileInfo, BinaryIO]]
+
+    async def chunks(self, chunk_size: int) -> AsyncIterator[tuple[str, bytes]]:
+        """(file path, data) pairs, file after file."""
+        for info, handle in self.handles:
+            async for data in read_chunks(handle, chunk_size):
+                yield info.path, data
+
+    def close(self) -> None:
+        """Release the files."""
+        for _, handle in self.handles:
+            handle.close()
+
+
+class Registry:
+    """Models, versions, aliases, uploads, downloads and the change feed."""
+
+    def __init__(
+        self, settings: RegistrySettings, store: MetadataStore, blobs: BlobStore, hub: WatchHub
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.blobs = blobs
+        self.hub = hub
+        # Orders blob moves + version inserts against blob deletions, so a blob that a
+        # concurrent upload just deduplicated against is never removed under it.
+        self._blob_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, settings: RegistrySettings) -> Registry:
+        """Open the stores, clean up after any crash, and start the change feed."""
+        blobs = FilesystemBlobStore(settings.data_dir / "blobs")
+        store = create_store(settings.database(), settings.data_dir, history=settings.watch_history)
+        await store.open()
+        await recover(store, blobs)
+        hub = WatchHub(
+            store,
+            queue_size=settings.watch_queue_size,
+            poll_seconds=settings.watch_poll_seconds,
+            bookmark_seconds=settings.watch_bookmark_seconds,
+        )
+        await hub.start()
+        return cls(settings, store, blobs, hub)
+
+    async def close(self) -> None:
+        """End watches, then close the store."""
+        await self.hub.close()
+        await self.store.close()
+
+    # Models.
+
+    async def create_model(self, name: str, description: str, labels: dict[str, str]) -> Model:
+        model = await self.store.create_model(
+            names.model_name(name), names.description(description), names.labels(labels)
+        )
+        self.hub.notify()
+        return model
+
+    async def get_model(self, name: str) -> Model:
+        return await self.store.get_model(names.model_name(name))
+
+    async def list_models(self, *, page_size: int, page_token: str, prefix: str) -> Page[Model]:
+        limit = names.page_size(page_size)
+        after = names.decode_page_token("models", page_token)
+        models, revision = await self.store.list_models(prefix=prefix, after=after, limit=limit + 1)
+        token = (
+            names.encode_page_token("models", models[limit - 1].name) if len(models) > limit else ""
+        )
+        return Page(models[:limit], token, revision)
+
+    async def delete_model(self, name: str) -> None:
+        async with self._blob_lock:
+            released = await self.store.delete_model(names.model_name(name))
+            await self._delete_blobs(released)
+        self.hub.notify()
+
+    # Versions.
+
+    async def upload(self, parts: AsyncIterator[UploadPart]) -> Version:
+        """Receive, verify and validate an upload, then make it visible atomically."""
+        settings = self.settings
+        staging = await asyncio.to_thread(self.blobs.new_staging_dir)
+        try:
+            meta, files = await receive(parts, staging, max_bytes=settings.max_model_bytes)
+            sizes = {f.path: f.size_bytes for f in files}
+            facts = await asyncio.to_thread(
+                validate_model,
+                staging,
+                sizes,
+                opset_min=settings.opset_min,
+                opset_max=settings.opset_max,
+            )
+            new = NewVersion(
+                model=meta.model,
+                files=files,
+                signature=facts.signature,
+                description=meta.description,
+                labels=dict(meta.labels),
+                config=meta.config,
+                opset=facts.opset,
+                ir_version=facts.ir_version,
+                alias=meta.alias,
+            )
+            version = await self._commit(staging, new)
+        finally:
+            await asyncio.to_thread(self.blobs.discard_staging_dir, staging)
+        self.hub.notify()
+        _log.info(
+            "version added",
+            extra={"model": version.model, "version": version.version, "sha256": version.sha256},
+        )
+        return version
+
+    async def _commit(self, staging: Path, new: NewVersion) -> Version:
+        async with self._blob_lock:
+            for f in new.files:
+                await asyncio.to_thread(self.blobs.put, staging / f.path, f.sha256)
+            # The insert runs to its end even if the caller goes away, so that the
+            # cleanup below never races a commit that is still in flight.
+            insert = asyncio.ensure_future(self.store.add_version(new))
+            try:
+                return await asyncio.shield(insert)
+            except asyncio.CancelledError:
+                await asyncio.wait([insert])
+                if insert.cancelled() or insert.exception() is not None:
+                    await self._release(new)
+                raise
+            except Exception:
+                await self._release(new)
+                raise
+
+    async def _release(self, new: NewVersion) -> None:
+        released = await self.store.unreferenced({f.sha256 for f in new.files})
+        await self._delete_blobs(released)
+
+    async def get_version(self, model: str, version: int) -> Version:
+        return await self.store.get_version(names.model_name(model), names.version_number(version))
+
+    async def list_versions(
+        self, model: str, *, page_size: int, page_token: str, state: VersionState | None
+    ) -> Page[Version]:
+        limit = names.page_size(page_size)
+        token_key = names.decode_page_token("versions", page_token)
+        after = int(token_key) if token_key and token_key.isdigit() else 0
+        versions, revision = await self.store.list_versions(
+            names.model_name(model), after=after, limit=limit + 1, state=state
+        )
+        more = len(versions) > limit
+        token = (
+            names.encode_page_token("versions", str(versions[limit - 1].version)) if more else ""
+        )
+        return Page(versions[:limit], token, revision)
+
+    async def archive_version(self, model: str, version: int) -> Version:
+        archived = await self.store.archive_version(
+            names.model_name(model), names.version_number(version)
+        )
+        self.hub.notify()
+        return archived
+
+    async def delete_version(self, model: str, version: int) -> None:
+        async with self._blob_lock:
+            released = await self.store.delete_version(
+                names.model_name(model), names.version_number(version)
+            )
+            await self._delete_blobs(released)
+        self.hub.notify()
+
+    async def open_download(self, model: str, selector: str) -> Download:
+        """Resolve and open a version's files for streaming; close() the result."""
+        version = await self.resolve(model, selector)
+        handles: list[tuple[FileInfo, BinaryIO]] = []
+        try:
+            for f in version.files:
+                handles.append((f, await asyncio.to_thread(self.blobs.open, f.sha256)))
+        except FileNotFoundError:
+            for _, handle in handles:
+                handle.close()
+            raise Aborted(
+                f"version {version.version} of '{model}' was deleted while opening it; retry"
+            ) from None
+        return Download(version, handles)
+
+    # Aliases, resolution, snapshot, watch.
+
+    async def set_alias(self, model: str, alias: str, version: int) -> AliasChange:
+        change = await self.store.set_alias(
+            names.model_name(model), names.alias_name(alias), names.version_number(version)
+        )
+        self.hub.notify()
+        return change
+
+    async def delete_alias(self, model: str, alias: str) -> None:
+        await self.store.delete_alias(names.model_name(model), names.alias_name(alias))
+        self.hub.notify()
+
+    async def resolve(self, model: str, selector: str) -> Version:
+        return await self.store.resolve(names.model_name(model), names.selector(selector))
+
+    async def snapshot(self, model: str) -> Snapshot:
+        return await self.store.snapshot(names.model_name(model) if model else None)
+
+    def watch(self, since: int | None, model: str) -> AsyncIterator[Event]:
+        """The change feed after `since` (None: from now), optionally for one model."""
+        return self.hub.subscribe(since, names.model_name(model) if model else "")
+
+    async def _delete_blobs(self, shas: list[str]) -> None:
+        for sha in shas:
+            await asyncio.to_thread(self.blobs.delete, sha)

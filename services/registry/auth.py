@@ -1,0 +1,213 @@
+"""Bearer-token authentication for the registry: admin tokens change, reader tokens read.
+
+Tokens are kept only as sha256 digests and compared in constant time. The
+interceptor is generic over a policy (method -> required role), so the token
+checks stay separate from which registry methods need what.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+
+from services.common.errors import PermissionDenied, ServiceError, Unauthenticated
+from services.registry.names import SHA256_HEX
+from services.registry.settings import RegistrySettings
+
+REGISTRY_SERVICE = "maas.registry.v1.ModelRegistry"
+READ_METHODS = frozenset(
+    {
+        "GetModel",
+        "ListModels",
+        "GetVersion",
+        "ListVersions",
+        "DownloadVersion",
+        "ResolveVersion",
+        "GetSnapshot",
+        "Watch",
+    }
+)
+
+
+class Role(StrEnum):
+    """What a token may do; admin includes reader."""
+
+    READER = "reader"
+    ADMIN = "admin"
+
+    def allows(self, required: Role) -> bool:
+        return self is Role.ADMIN or required is Role.READER
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A configured token: its id (safe to log), role and sha256 digest."""
+
+    id: str
+    role: Role
+    digest: bytes
+
+    def __repr__(self) -> str:
+        return f"Principal(id={self.id!r}, role={self.role.value})"
+
+
+def hash_token(token: str) -> str:
+    """The hex sha256 of a token, as written in a tokens file."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenTable:
+    """The configured tokens; looks one up in constant time per entry."""
+
+    def __init__(self, principals: Sequence[Principal]) -> None:
+        self._principals = tuple(principals)
+
+    def __len__(self) -> int:
+        return len(self._principals)
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal whose token this is, or None."""
+        digest = hashlib.sha256(token.encode()).digest()
+        found = None
+        for principal in self._principals:
+            # No early exit: the time taken does not depend on which entry matched.
+            if hmac.compare_digest(principal.digest, digest) and found is None:
+                found = principal
+        return found
+
+    def authorize(self, metadata: Sequence[tuple[str, Any]], required: Role) -> Principal:
+        """The caller's principal if it may act as `required`; else the matching error."""
+        token = bearer_token(metadata)
+        if token is None:
+            raise Unauthenticated(
+                "missing credentials: expected 'authorization: Bearer <token>' metadata"
+            )
+        principal = self.authenticate(token)
+        if principal is None:
+            raise Unauthenticated("invalid token: it matches no configured token")
+        if not principal.role.allows(required):
+            raise PermissionDenied(
+                f"token '{principal.id}' has role {principal.role.value}: "
+                f"expected {required.value} for this call"
+            )
+        return principal
+
+
+def bearer_token(metadata: Sequence[tuple[str, Any]]) -> str | None:
+    """The token of an `authorization: Bearer <token>` entry, or None."""
+    for key, value in metadata or ():
+        if key.lower() != "authorization":
+            continue
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        scheme, _, token = text.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
+
+
+def parse_tokens(data: Any, *, source: str) -> list[Principal]:
+    """Principals from a parsed tokens file: {tokens: [{id, role, sha256 | token}]}."""
+    entries = data.get("tokens") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"{source}: expected a mapping with a 'tokens' list")
+    principals = []
+    for i, entry in enumerate(entries):
+        where = f"{source}: tokens[{i}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(entry).__name__}")
+        ident = str(entry.get("id") or f"token-{i}")
+        try:
+            role = Role(str(entry.get("role", "")))
+        except ValueError:
+            raise ValueError(
+                f"{where}: role must be 'admin' or 'reader', got {entry.get('role')!r}"
+            ) from None
+        if "sha256" in entry:
+            hexdigest = str(entry["sha256"]).lower()
+            if not SHA256_HEX.fullmatch(hexdigest):
+                raise ValueError(f"{where}: sha256 must be 64 hex digits")
+        elif entry.get("token"):
+            hexdigest = hash_token(str(entry["token"]))
+        else:
+            raise ValueError(f"{where}: expected 'sha256' (hex digest) or 'token'")
+        principals.append(Principal(ident, role, bytes.fromhex(hexdigest)))
+    return principals
+
+
+def load_tokens(settings: RegistrySettings) -> TokenTable:
+    """Tokens from the tokens file and the admin/reader token settings."""
+    principals: list[Principal] = []
+    if settings.tokens_file is not None:
+        path = Path(settings.tokens_file)
+        principals += parse_tokens(yaml.safe_load(path.read_text()), source=str(path))
+    for ident, secret, role in (
+        ("env-admin", settings.admin_token, Role.ADMIN),
+        ("env-reader", settings.reader_token, Role.READER),
+    ):
+        if secret is not None and secret.get_secret_value():
+            digest = hashlib.sha256(secret.get_secret_value().encode()).digest()
+            principals.append(Principal(ident, role, digest))
+    return TokenTable(principals)
+
+
+def registry_policy(method: str) -> Role | None:
+    """The role a registry method needs; None (open) for health and reflection."""
+    prefix = f"/{REGISTRY_SERVICE}/"
+    if not method.startswith(prefix):
+        return None
+    return Role.READER if method[len(prefix) :] in READ_METHODS else Role.ADMIN
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Checks the bearer token before a call runs; rejections raise ServiceErrors.
+
+    Must come after services.common's ErrorInterceptor, which maps the errors.
+    """
+
+    def __init__(self, tokens: TokenTable, policy: Callable[[str], Role | None]) -> None:
+        self._tokens = tokens
+        self._policy = policy
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        required = self._policy(details.method)
+        if handler is None or required is None:
+            return handler
+        try:
+            self._tokens.authorize(details.invocation_metadata or (), required)
+        except ServiceError as exc:
+            return _rejecting(handler, exc)
+        return handler
+
+
+def _rejecting(handler: grpc.RpcMethodHandler, error: ServiceError) -> grpc.RpcMethodHandler:
+    async def unary(request: Any, context: Any) -> Any:
+        raise error
+
+    async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        raise error
+        yield  # an async generator, as streaming handlers must be
+
+    common = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary, **common)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary, **common)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream, **common)
+    return grpc.stream_stream_rpc_method_handler(stream, **common)

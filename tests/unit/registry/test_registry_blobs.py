@@ -1,0 +1,69 @@
+"""The filesystem blob store, crash recovery and the integrity check."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from services.registry.blobs import FilesystemBlobStore
+from services.registry.domain import FileInfo, NewVersion, Signature
+from services.registry.integrity import check_integrity, recover
+from services.registry.store import SqlStore
+
+
+def staged_file(blobs: FilesystemBlobStore, data: bytes) -> tuple[Path, str]:
+    path = blobs.new_staging_dir() / "f"
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def test_put_is_content_addressed_and_deduplicated(tmp_path: Path) -> None:
+    blobs = FilesystemBlobStore(tmp_path)
+    first, sha = staged_file(blobs, b"hello")
+    blobs.put(first, sha)
+    assert blobs.path(sha) == tmp_path / "sha256" / sha[:2] / sha
+    assert not first.exists()
+    second, _ = staged_file(blobs, b"hello")
+    blobs.put(second, sha)
+    assert not second.exists()
+    assert blobs.list() == [sha]
+    with blobs.open(sha) as handle:
+        assert handle.read() == b"hello"
+    blobs.delete(sha)
+    assert blobs.list() == []
+
+
+async def test_recover_and_check(store: SqlStore, tmp_path: Path) -> None:
+    blobs = FilesystemBlobStore(tmp_path / "blobs")
+    kept, kept_sha = staged_file(blobs, b"kept")
+    blobs.put(kept, kept_sha)
+    orphan, orphan_sha = staged_file(blobs, b"orphan")
+    blobs.put(orphan, orphan_sha)
+    leftover = blobs.new_staging_dir() / "partial"
+    leftover.write_bytes(b"half an upload")
+    await store.add_version(NewVersion("m", (FileInfo("model.onnx", kept_sha, 4),), Signature()))
+    missing = "0" * 64
+    await store.add_version(NewVersion("m", (FileInfo("model.onnx", missing, 1),), Signature()))
+
+    report = await check_integrity(store, blobs, verify_hashes=True)
+    assert not report.ok
+    assert report.orphans == [orphan_sha]
+    assert [(m.model, m.version, m.sha256) for m in report.missing] == [("m", 2, missing)]
+    assert len(report.staging) == 3
+
+    staging, orphans = await recover(store, blobs)
+    assert (len(staging), orphans) == (3, [orphan_sha])
+    await store.delete_version("m", 2)
+    report = await check_integrity(store, blobs, verify_hashes=True)
+    assert report.ok, report
+    assert (report.files, report.blobs) == (1, 1)
+
+
+async def test_check_finds_corruption(store: SqlStore, tmp_path: Path) -> None:
+    blobs = FilesystemBlobStore(tmp_path / "blobs")
+    path, sha = staged_file(blobs, b"data")
+    blobs.put(path, sha)
+    await store.add_version(NewVersion("m", (FileInfo("model.onnx", sha, 4),), Signature()))
+    blobs.path(sha).write_bytes(b"DATA")
+    assert (await check_integrity(store, blobs)).ok
+    assert (await check_integrity(store, blobs, verify_hashes=True)).corrupt == [sha]
