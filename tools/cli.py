@@ -15,6 +15,10 @@ _SUBCOMMAND_MODULES = (
 )
 
 
+class CliError(Exception):
+    """An error printed as one line, with a non-zero exit code and no traceback."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand whose module is present."""
     parser = argparse.ArgumentParser(prog="maas", description="Model-as-a-Service tools")
@@ -36,9 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-class CliError(Exception):
-    """An error printed as one line, with a non-zero exit code and no traceback."""
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the importable module, so `CliError` raised by subcommands is the
+    # same class `main` catches (under -m this file is also loaded as __main__).
+    from tools.cli import main as _main
+
+    sys.exit(_main())

@@ -1,18 +1,45 @@
-"""The one server interceptor that maps `ServiceError` to gRPC status codes."""
+"""Server interceptors: the one ServiceError-to-status mapping, and call metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from services.common.errors import ServiceError
+from services.common.metrics import RpcMetrics
 
 _log = logging.getLogger(__name__)
 INTERNAL_MESSAGE = "internal error"
+_PASS_THROUGH = (asyncio.CancelledError, grpc.aio.AbortError)
+
+Behavior = Callable[..., Any]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+
+
+def rewrap_handler(
+    handler: grpc.RpcMethodHandler,
+    unary: Callable[[Behavior], Behavior],
+    stream: Callable[[Behavior], Behavior],
+) -> grpc.RpcMethodHandler:
+    """The handler with its behavior wrapped: `unary` for unary responses, else `stream`."""
+    common = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **common)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **common)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **common)
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **common)
+    return handler
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
@@ -26,64 +53,87 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
-_PASS_THROUGH = (asyncio.CancelledError, grpc.aio.AbortError)
-
-
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Any]:
-    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await behavior(request, context)
-        except _PASS_THROUGH:
-            raise
-        except Exception as exc:  # noqa: BLE001 - this is the one place that maps all errors
-            await _abort(context, exc, method)
-
-    return handle
-
-
-def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., Any]:
-    async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        try:
-            async for response in behavior(request, context):
-                yield response
-        except _PASS_THROUGH:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            await _abort(context, exc, method)
-
-    return handle
-
-
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns ServiceError into its status and anything else into INTERNAL."""
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
-        common = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method), **common
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, method), **common
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method), **common
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream, method), **common
-            )
-        return handler
+
+        def unary(behavior: Behavior) -> Behavior:
+            async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await behavior(request, context)
+                except _PASS_THROUGH:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the one place that maps all errors
+                    await _abort(context, exc, method)
+
+            return handle
+
+        def stream(behavior: Behavior) -> Behavior:
+            async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                except _PASS_THROUGH:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    await _abort(context, exc, method)
+
+            return handle
+
+        return rewrap_handler(handler, unary, stream)
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every call by method and final status code, and times it."""
+
+    def __init__(self, metrics: RpcMetrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        metrics = self._metrics
+
+        def done(context: grpc.aio.ServicerContext, started: float, failed: bool) -> None:
+            code = context.code()
+            if code is None:
+                code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+            metrics.requests.labels(method, code.name).inc()
+            metrics.latency.labels(method).observe(time.perf_counter() - started)
+
+        def unary(behavior: Behavior) -> Behavior:
+            async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                started, failed = time.perf_counter(), True
+                try:
+                    result = await behavior(request, context)
+                    failed = False
+                    return result
+                finally:
+                    done(context, started, failed)
+
+            return handle
+
+        def stream(behavior: Behavior) -> Behavior:
+            async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                started, failed = time.perf_counter(), True
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                    failed = False
+                finally:
+                    done(context, started, failed)
+
+            return handle
+
+        return rewrap_handler(handler, unary, stream)

@@ -13,9 +13,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
-from services.common.interceptor import ErrorInterceptor
+from services.common.interceptor import ErrorInterceptor, MetricsInterceptor
+from services.common.metrics import MetricsServer, RpcMetrics
 from services.common.settings import ServiceSettings
+from services.common.telemetry import Telemetry
 
 _log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -41,14 +44,21 @@ class GrpcServer:
 
     settings: ServiceSettings
     bindings: Sequence[ServiceBinding]
+    # Run inside the error mapping, so the errors they raise become statuses.
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    # With a registry (and a service name for the metric names), /metrics is served.
+    metrics_registry: CollectorRegistry | None = None
+    service: str = "service"
     # Called when a shutdown starts, before the server stops taking calls.
     on_drain: list[Callable[[], None]] = field(default_factory=list)
     # Awaited once the server has stopped.
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     health: health.aio.HealthServicer = field(init=False)
     port: int = field(init=False, default=0)
+    metrics_port: int = field(init=False, default=0)
     _server: grpc.aio.Server | None = field(init=False, default=None)
+    _metrics: MetricsServer | None = field(init=False, default=None)
     _stopping: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -57,8 +67,12 @@ class GrpcServer:
     async def start(self) -> int:
         """Bind, start serving and return the bound port."""
         limit = self.settings.max_message_bytes
+        interceptors: list[grpc.aio.ServerInterceptor] = [*self.telemetry.server_interceptors()]
+        if self.metrics_registry is not None:
+            interceptors.append(MetricsInterceptor(RpcMetrics(self.metrics_registry, self.service)))
+        interceptors += [ErrorInterceptor(), *self.interceptors]
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(), *self.interceptors],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -76,6 +90,11 @@ class GrpcServer:
             raise OSError(f"could not bind {self.settings.host}:{self.settings.port}")
         await server.start()
         self._server = server
+        if self.metrics_registry is not None:
+            self._metrics = MetricsServer(
+                self.metrics_registry, self.settings.host, self.settings.metrics_port
+            )
+            self.metrics_port = self._metrics.start()
         await self.health.set("", SERVING)
         for binding in self.bindings:
             await self.health.set(binding.name, SERVING)
@@ -107,6 +126,9 @@ class GrpcServer:
         await self._server.stop(grace)
         for hook in self.on_shutdown:
             await hook()
+        if self._metrics is not None:
+            self._metrics.stop()
+        self.telemetry.shutdown()
         _log.info("stopped")
 
     def install_signal_handlers(self) -> None:

