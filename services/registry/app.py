@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from services.common.errors import Aborted
+from opentelemetry import trace
+
+from services.common.errors import Aborted, InvalidArgument
 from services.registry import names
 from services.registry.blobs import BlobStore, FilesystemBlobStore, read_chunks
 from services.registry.domain import (
@@ -24,6 +26,7 @@ from services.registry.domain import (
     VersionState,
 )
 from services.registry.integrity import recover
+from services.registry.metrics import RegistryMetrics
 from services.registry.settings import RegistrySettings
 from services.registry.store import MetadataStore, create_store
 from services.registry.uploads import UploadPart, receive
@@ -62,6 +65,14 @@ class Registry:
         self.store = store
         self.blobs = blobs
         self.hub = hub
+        self.metrics: RegistryMetrics | None = None
+        self.tracer: trace.Tracer = trace.NoOpTracer()
+
+    def observe(self, metrics: RegistryMetrics, tracer: trace.Tracer) -> None:
+        """Report to these metrics and trace with this tracer."""
+        self.metrics = metrics
+        self.tracer = tracer
+        metrics.track_subscribers(lambda: self.hub.subscriber_count)
         # Orders blob moves + version inserts against blob deletions, so a blob that a
         # concurrent upload just deduplicated against is never removed under it.
         self._blob_lock = asyncio.Lock()
@@ -120,16 +131,24 @@ class Registry:
         """Receive, verify and validate an upload, then make it visible atomically."""
         settings = self.settings
         staging = await asyncio.to_thread(self.blobs.new_staging_dir)
+        result = "failed"
         try:
-            meta, files = await receive(parts, staging, max_bytes=settings.max_model_bytes)
-            sizes = {f.path: f.size_bytes for f in files}
-            facts = await asyncio.to_thread(
-                validate_model,
-                staging,
-                sizes,
-                opset_min=settings.opset_min,
-                opset_max=settings.opset_max,
-            )
+            try:
+                meta, files = await receive(parts, staging, max_bytes=settings.max_model_bytes)
+                sizes = {f.path: f.size_bytes for f in files}
+                with self.tracer.start_as_current_span("registry.validate") as span:
+                    span.set_attribute("maas.model", meta.model)
+                    span.set_attribute("maas.upload_bytes", sum(sizes.values()))
+                    facts = await asyncio.to_thread(
+                        validate_model,
+                        staging,
+                        sizes,
+                        opset_min=settings.opset_min,
+                        opset_max=settings.opset_max,
+                    )
+            except InvalidArgument:
+                result = "rejected"
+                raise
             new = NewVersion(
                 model=meta.model,
                 files=files,
@@ -142,7 +161,12 @@ class Registry:
                 alias=meta.alias,
             )
             version = await self._commit(staging, new)
+            result = "ok"
+            if self.metrics is not None:
+                self.metrics.upload_bytes.inc(sum(sizes.values()))
         finally:
+            if self.metrics is not None:
+                self.metrics.uploads.labels(result).inc()
             await asyncio.to_thread(self.blobs.discard_staging_dir, staging)
         self.hub.notify()
         _log.info(

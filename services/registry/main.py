@@ -11,14 +11,17 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from services.common.logs import configure_logging
 from services.common.server import GrpcServer
+from services.common.telemetry import Telemetry
 from services.registry.app import Registry
 from services.registry.auth import AuthInterceptor, load_tokens, registry_policy
 from services.registry.blobs import FilesystemBlobStore
 from services.registry.integrity import check_integrity
+from services.registry.metrics import RegistryMetrics
 from services.registry.servicer import ModelRegistryServicer
 from services.registry.settings import RegistrySettings
 from services.registry.store import create_store
@@ -66,12 +69,18 @@ async def create_server(settings: RegistrySettings) -> RegistryServer:
             )
         interceptors.append(AuthInterceptor(tokens, registry_policy))
     registry = await Registry.open(settings)
+    telemetry = Telemetry.from_env("maas-registry")
+    metrics_registry = CollectorRegistry()
+    registry.observe(RegistryMetrics(metrics_registry), telemetry.tracer("maas.registry"))
     servicer = ModelRegistryServicer(registry)
     server = GrpcServer(
         settings,
         bindings=[servicer.binding()],
         interceptors=interceptors,
         on_shutdown=[registry.close],
+        telemetry=telemetry,
+        metrics_registry=metrics_registry,
+        service="registry",
     )
     return RegistryServer(registry, server)
 
