@@ -76,3 +76,29 @@ check: lint typecheck test ## Everything CI runs
 .PHONY: clean
 clean: ## Remove generated files and the venv
 	rm -rf $(VENV) $(PROTO_OUT) .data .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# ---- Kubernetes: container images and the Helm chart (deploy/, docs/kubernetes.md) ----
+IMAGE_REPO ?= maas
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+DOCKER ?= docker
+IMAGE_ARGS = --build-arg VERSION=$(IMAGE_TAG) \
+	--build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) \
+	--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+.PHONY: images image-cpu image-gpu docker-check helm-check
+images: image-cpu image-gpu ## Build the CPU and GPU images (needs a Docker engine)
+
+image-cpu: docker-check ## Build the CPU image maas:<version> (what kind and minikube use)
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f deploy/docker/cpu.Dockerfile $(IMAGE_ARGS) \
+		-t $(IMAGE_REPO):$(IMAGE_TAG) .
+
+image-gpu: docker-check ## Build the GPU image maas:<version>-gpu (CUDA + onnxruntime-gpu)
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f deploy/docker/gpu.Dockerfile $(IMAGE_ARGS) \
+		-t $(IMAGE_REPO):$(IMAGE_TAG)-gpu .
+
+docker-check:
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: no Docker engine reachable" \
+		"('$(DOCKER) info' failed); images need one (Docker, or DOCKER=podman)." >&2; exit 1; }
+
+helm-check: install ## helm lint --strict + kubernetes-validate (1.30, newest) on the chart
+	VENV=$(VENV) tools/helm-check.sh

@@ -1,0 +1,285 @@
+{{/*
+Helpers shared by the component templates. Most take a dict:
+  root       the top-level context ($)
+  component  "gateway", "inference" or "registry" (also the key of its values section)
+Numbers from values are float64 inside templates: pass them through int before printing.
+*/}}
+
+{{- define "maas.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "maas.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* <fullname>-<component>; dict: root, component */}}
+{{- define "maas.componentName" -}}
+{{- printf "%s-%s" (include "maas.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* dict: root, component */}}
+{{- define "maas.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "maas.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* dict: root, component */}}
+{{- define "maas.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "maas.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: maas
+{{- end }}
+
+{{/* The image reference; dict: root, gpu (bool) */}}
+{{- define "maas.image" -}}
+{{- $tag := .root.Values.image.tag | default .root.Chart.AppVersion }}
+{{- if .gpu }}
+{{- $gpu := .root.Values.inference.gpu.image }}
+{{- printf "%s:%s" ($gpu.repository | default .root.Values.image.repository) ($gpu.tag | default (printf "%s-gpu" $tag)) }}
+{{- else }}
+{{- printf "%s:%s" .root.Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Service DNS names and addresses; dict: root, component */}}
+{{- define "maas.serviceHost" -}}
+{{- printf "%s.%s.svc.%s" (include "maas.componentName" .) .root.Release.Namespace .root.Values.clusterDomain }}
+{{- end }}
+
+{{- define "maas.registryAddress" -}}
+{{- printf "%s:%d" (include "maas.serviceHost" (dict "root" . "component" "registry")) (int .Values.registry.service.port) }}
+{{- end }}
+
+{{- define "maas.gatewayAddress" -}}
+{{- printf "%s:%d" (include "maas.serviceHost" (dict "root" . "component" "gateway")) (int .Values.gateway.service.port) }}
+{{- end }}
+
+{{- define "maas.inferenceHeadlessName" -}}
+{{- include "maas.componentName" (dict "root" . "component" "inference-headless") }}
+{{- end }}
+
+{{/* Secrets: the one the chart generates, and which one each consumer reads. */}}
+{{- define "maas.authSecretName" -}}
+{{- include "maas.componentName" (dict "root" . "component" "auth") }}
+{{- end }}
+
+{{- define "maas.registryAuthSecret" -}}
+{{- .Values.registry.auth.existingSecret | default (include "maas.authSecretName" .) }}
+{{- end }}
+
+{{- define "maas.gatewayAuthSecret" -}}
+{{- .Values.gateway.auth.existingSecret | default (include "maas.authSecretName" .) }}
+{{- end }}
+
+{{/* env entries: the reader token for registry clients (gateway, inference); dict: root, name */}}
+{{- define "maas.readerTokenEnv" -}}
+{{- if .root.Values.registry.auth.enabled -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "maas.registryAuthSecret" .root }}
+      key: reader-token
+{{- end }}
+{{- end }}
+
+{{/* Settings every service reads (MAAS_<SVC>_*) and OpenTelemetry; dict: root, component */}}
+{{- define "maas.commonEnv" -}}
+{{- $v := index .root.Values .component -}}
+{{- $p := printf "MAAS_%s_" (upper .component) -}}
+- name: {{ $p }}PORT
+  value: {{ int $v.ports.grpc | quote }}
+- name: {{ $p }}METRICS_PORT
+  value: {{ int $v.ports.metrics | quote }}
+- name: {{ $p }}MAX_MESSAGE_BYTES
+  value: {{ int64 $v.maxMessageBytes | quote }}
+- name: {{ $p }}GRACE_SECONDS
+  value: {{ int $v.shutdown.graceSeconds | quote }}
+- name: {{ $p }}LOG_LEVEL
+  value: {{ $v.logLevel | quote }}
+{{- with .root.Values.otel }}
+{{- if .endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .endpoint | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "maas-%s" $.component | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ .sampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ .samplerArg | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Container ports, probes, lifecycle; dict: root, component */}}
+{{- define "maas.containerPorts" -}}
+{{- $v := index .root.Values .component -}}
+- name: grpc
+  containerPort: {{ int $v.ports.grpc }}
+  protocol: TCP
+- name: metrics
+  containerPort: {{ int $v.ports.metrics }}
+  protocol: TCP
+{{- end }}
+
+{{/* Native gRPC probes (grpc.health.v1, service "" = the whole server) */}}
+{{- define "maas.probes" -}}
+{{- $v := index .root.Values .component -}}
+{{- range $kind := list "startup" "readiness" "liveness" }}
+{{- $probe := index $v.probes $kind }}
+{{ $kind }}Probe:
+  grpc:
+    port: {{ int $v.ports.grpc }}
+  {{- range $key := list "initialDelaySeconds" "periodSeconds" "timeoutSeconds" "failureThreshold" }}
+  {{- if hasKey $probe $key }}
+  {{ $key }}: {{ int (index $probe $key) }}
+  {{- end }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "maas.lifecycle" -}}
+{{- $v := index .root.Values .component -}}
+{{- if gt (int $v.shutdown.preStopSleepSeconds) 0 -}}
+lifecycle:
+  preStop:
+    exec:
+      command: ["sleep", {{ int $v.shutdown.preStopSleepSeconds | quote }}]
+{{- end }}
+{{- end }}
+
+{{- define "maas.terminationGracePeriod" -}}
+{{- $s := (index .root.Values .component).shutdown -}}
+{{- add (int $s.preStopSleepSeconds) (int $s.graceSeconds) (int $s.marginSeconds) }}
+{{- end }}
+
+{{- define "maas.containerSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+{{- end }}
+
+{{/* Pod-level scheduling and security; dict: root, component, matchLabelKeys (list) */}}
+{{- define "maas.podCommon" -}}
+{{- $v := index .root.Values .component -}}
+securityContext:
+  {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $v.topologySpread.enabled }}
+topologySpreadConstraints:
+  - maxSkew: {{ int $v.topologySpread.maxSkew }}
+    topologyKey: {{ $v.topologySpread.topologyKey }}
+    whenUnsatisfiable: {{ $v.topologySpread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "maas.selectorLabels" . | nindent 8 }}
+    {{- with .matchLabelKeys }}
+    matchLabelKeys:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod annotations: Prometheus scrape hints and the user's own; dict: root, component */}}
+{{- define "maas.podAnnotations" -}}
+{{- $v := index .root.Values .component -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ int $v.ports.metrics | quote }}
+prometheus.io/path: /metrics
+{{- with $v.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The ingress rule for metrics scrapers, if any are configured; dict: root, component */}}
+{{- define "maas.metricsIngress" -}}
+{{- $v := index .root.Values .component -}}
+{{- with .root.Values.networkPolicy.metricsFrom }}
+- from:
+    {{- toYaml . | nindent 4 }}
+  ports:
+    - port: {{ int $v.ports.metrics }}
+      protocol: TCP
+{{- end }}
+{{- end }}
+
+{{/* autoscaling/v2 HPA for a Deployment; dict: root, component */}}
+{{- define "maas.hpa" -}}
+{{- $v := index .root.Values .component -}}
+{{- $a := $v.autoscaling }}
+{{- if and (not $a.targetCPUUtilizationPercentage) (not $a.podsMetric.enabled) }}
+{{- fail (printf "%s.autoscaling: set targetCPUUtilizationPercentage or enable podsMetric" .component) }}
+{{- end }}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "maas.componentName" . }}
+  labels:
+    {{- include "maas.labels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "maas.componentName" . }}
+  minReplicas: {{ int $a.minReplicas }}
+  maxReplicas: {{ int $a.maxReplicas }}
+  metrics:
+    {{- if $a.targetCPUUtilizationPercentage }}
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ int $a.targetCPUUtilizationPercentage }}
+    {{- end }}
+    {{- if $a.podsMetric.enabled }}
+    - type: Pods
+      pods:
+        metric:
+          name: {{ $a.podsMetric.name }}
+        target:
+          type: AverageValue
+          averageValue: {{ $a.podsMetric.averageValue | quote }}
+    {{- end }}
+  {{- with $a.behavior }}
+  behavior:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{/* policy/v1 PDB; dict: root, component */}}
+{{- define "maas.pdb" -}}
+{{- $v := index .root.Values .component -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "maas.componentName" . }}
+  labels:
+    {{- include "maas.labels" . | nindent 4 }}
+spec:
+  maxUnavailable: {{ $v.pdb.maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- include "maas.selectorLabels" . | nindent 6 }}
+{{- end }}
