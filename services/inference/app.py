@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.common.errors import DeadlineExceeded, Unimplemented
+from services.common.errors import DeadlineExceeded, ServiceError, Unimplemented
 from services.inference.manager import IndexEntry, ModelManager
+from services.inference.metrics import InferenceMetrics
 from services.inference.model import LoadedModel
 from services.inference.repository import DirectorySource
 from services.inference.runtime import TensorSpec
@@ -55,16 +56,27 @@ class ModelMetadata:
 class InferenceApp:
     """Requests in, results out, over the model manager."""
 
-    def __init__(self, manager: ModelManager, source: DirectorySource | None = None) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        source: DirectorySource | None = None,
+        metrics: InferenceMetrics | None = None,
+    ) -> None:
         self.manager = manager
         self.source = source
+        self.metrics = metrics
         self.draining = False
 
     async def infer(self, request: InferRequest) -> InferResult:
         """Validate, queue and run one request, recording its statistics."""
         started = time.monotonic_ns()
-        model = self.manager.resolve(request.model, request.version)
+        try:
+            model = self.manager.resolve(request.model, request.version)
+        except ServiceError as exc:
+            self._count(request.model, request.version, exc.status)
+            raise
         queue_ns: int | None = None
+        code = "INTERNAL"
         try:
             inputs = check_inputs(model.signature, request.inputs)
             names = check_outputs(model.signature, request.outputs)
@@ -72,13 +84,35 @@ class InferenceApp:
             if deadline is not None and asyncio.get_running_loop().time() >= deadline:
                 raise DeadlineExceeded("deadline passed before the request was queued")
             outputs, queue_ns = await model.infer(inputs, deadline)
-        except Exception:
-            model.stats.record_request(False, time.monotonic_ns() - started, queue_ns)
+            code = "OK"
+        except ServiceError as exc:
+            code = exc.status
             raise
-        model.stats.record_request(True, time.monotonic_ns() - started, queue_ns)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            elapsed = time.monotonic_ns() - started
+            model.stats.record_request(code == "OK", elapsed, queue_ns)
+            self._observe(model, code, elapsed, queue_ns)
         return InferResult(
             model.name, str(model.version), request.id, {n: outputs[n] for n in names}
         )
+
+    def _count(self, model: str, version: str, code: str) -> None:
+        if self.metrics is not None:
+            self.metrics.requests.labels(model, version, code).inc()
+
+    def _observe(
+        self, model: LoadedModel, code: str, elapsed_ns: int, queue_ns: int | None
+    ) -> None:
+        if self.metrics is None:
+            return
+        labels = (model.name, str(model.version))
+        self.metrics.requests.labels(*labels, code).inc()
+        self.metrics.request_seconds.labels(*labels).observe(elapsed_ns / 1e9)
+        if queue_ns is not None:
+            self.metrics.queue_seconds.labels(*labels).observe(queue_ns / 1e9)
 
     def metadata(self, name: str, version: str) -> ModelMetadata:
         """Names, datatypes and shapes of a ready version."""

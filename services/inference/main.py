@@ -10,11 +10,14 @@ from pathlib import Path
 
 from inference import grpc_predict_v2_pb2 as pb
 from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from prometheus_client import CollectorRegistry
 
 from services.common.logs import configure_logging
 from services.common.server import NOT_SERVING, SERVING, GrpcServer, ServiceBinding
+from services.common.telemetry import Telemetry
 from services.inference.app import InferenceApp
 from services.inference.manager import ModelManager
+from services.inference.metrics import InferenceMetrics
 from services.inference.registry_source import RegistrySource, Selection
 from services.inference.repository import DirectorySource
 from services.inference.servicer import InferenceServicer
@@ -30,7 +33,11 @@ class InferenceServer:
 
     def __init__(self, settings: InferenceSettings) -> None:
         self.settings = settings
-        self.manager = ModelManager(on_ready_change=self._model_health)
+        self.telemetry = Telemetry.from_env("maas-inference")
+        self.metrics_registry = CollectorRegistry()
+        self.metrics = InferenceMetrics(self.metrics_registry)
+        self.manager = ModelManager(on_ready_change=self._model_health, metrics=self.metrics)
+        self.metrics.track(self.metrics_registry, self.manager.loaded)
         source = None
         if settings.model_repository:
             source = DirectorySource(
@@ -46,7 +53,7 @@ class InferenceServer:
                 Selection.parse(settings.models),
                 require_cuda=settings.require_cuda,
             )
-        self.app = InferenceApp(self.manager, source)
+        self.app = InferenceApp(self.manager, source, self.metrics)
         servicer = InferenceServicer(self.app)
         self.grpc = GrpcServer(
             settings,
@@ -58,6 +65,9 @@ class InferenceServer:
             ],
             on_drain=[self._drain],
             on_shutdown=[self._stop_following, self.manager.unload_all],
+            telemetry=self.telemetry,
+            metrics_registry=self.metrics_registry,
+            service="inference",
         )
 
     async def _stop_following(self) -> None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from services.common.errors import NotFound, Unavailable
 from services.inference.config import ModelConfig
+from services.inference.metrics import InferenceMetrics
 from services.inference.model import LoadedModel, open_sessions
 from services.inference.runtime import LoadError
 
@@ -59,6 +62,7 @@ class ModelManager:
     """All model versions of this server, by name and version number."""
 
     on_ready_change: ReadyListener | None = None
+    metrics: InferenceMetrics | None = None
     models: dict[str, dict[int, VersionEntry]] = field(default_factory=dict)
     # alias -> version, per model; filled by the registry source.
     aliases: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -74,16 +78,23 @@ class ModelManager:
         entry = versions.get(version)
         if entry is None or entry.model is None:
             entry = versions[version] = VersionEntry(version, State.LOADING)
+        started = time.perf_counter()
         try:
             sessions = await asyncio.to_thread(open_sessions, path, config)
         except LoadError as exc:
             _log.warning("model %s version %s failed to load: %s", name, version, exc)
+            if self.metrics is not None:
+                self.metrics.load_failures.labels(name).inc()
             if entry.model is None:
                 entry.state, entry.reason = State.UNAVAILABLE, str(exc)
             await self._notify(name)
             return False
         old = entry.model
-        entry.model = LoadedModel.start(name, version, path, config, sessions)
+        model = LoadedModel.start(name, version, path, config, sessions)
+        if self.metrics is not None:
+            self.metrics.load_seconds.labels(name).observe(time.perf_counter() - started)
+            model.stats.listener = partial(self.metrics.execution, model)
+        entry.model = model
         entry.state, entry.reason = State.READY, ""
         await self._notify(name)
         if old is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -42,6 +43,8 @@ class ModelStats:
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
     batches: dict[int, BatchStats] = field(default_factory=dict)
+    # Told of each execution: (rows, ONNX Runtime nanoseconds).
+    listener: Callable[[int, int], None] | None = None
 
     def record_execution(
         self, batch_size: int, requests: int, input_ns: int, infer_ns: int, output_ns: int
@@ -57,6 +60,8 @@ class ModelStats:
         self.compute_input.add(input_ns * requests, requests)
         self.compute_infer.add(infer_ns * requests, requests)
         self.compute_output.add(output_ns * requests, requests)
+        if self.listener is not None:
+            self.listener(batch_size, infer_ns)
 
     def record_request(self, ok: bool, total_ns: int, queue_ns: int | None) -> None:
         """One request finished; queue_ns is None when it never reached the queue."""
