@@ -67,7 +67,11 @@ test: install ## Run the whole test suite
 	$(BIN)/pytest tests/interop $(PYTEST_ARGS)
 
 .PHONY: run
-run: install examples ## Serve the example models on localhost:8021
+run: install ## Start registry, inference and gateway on this machine (maas up; Ctrl-C stops)
+	$(BIN)/maas up
+
+.PHONY: run-inference
+run-inference: install examples ## Serve only the example models with the inference service
 	$(BIN)/maas-inference --model-repository $(EXAMPLES)
 
 .PHONY: check

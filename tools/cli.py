@@ -12,6 +12,8 @@ from collections.abc import Sequence
 _SUBCOMMAND_MODULES = (
     "tools.export",
     "tools.models",
+    "tools.up",
+    "tools.infer",
 )
 
 

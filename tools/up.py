@@ -1,0 +1,369 @@
+"""`maas up`: registry, inference and gateway on this machine, as separate processes.
+
+The embedded defaults: SQLite and a blob directory under the data folder, CPU
+ONNX Runtime, and auth off unless `--auth`. The demo model `digits` is exported
+from PyTorch and registered when the registry does not have it yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tools.cli import CliError
+
+DEMO_MODEL = "digits"
+SERVICES = ("registry", "inference", "gateway")
+
+
+# gRPC ports; each metrics port is its gRPC port plus 1000.
+GATEWAY_PORT, REGISTRY_PORT, INFERENCE_PORT = 8001, 8011, 8021
+
+
+@dataclass
+class Secrets:
+    """What `--auth` generates; shown once, stored only as sha256 digests."""
+
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    reader_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+
+    def write(self, folder: Path) -> tuple[Path, Path]:
+        """The registry's tokens file and the gateway's keys file, hashed."""
+        from services.common.tokens import hash_token
+
+        folder.mkdir(parents=True, exist_ok=True)
+        tokens = folder / "registry-tokens.yaml"
+        keys = folder / "gateway-keys.yaml"
+        tokens.write_text(
+            yaml.safe_dump(
+                {
+                    "tokens": [
+                        {"id": "admin", "role": "admin", "sha256": hash_token(self.admin_token)},
+                        {
+                            "id": "services",
+                            "role": "reader",
+                            "sha256": hash_token(self.reader_token),
+                        },
+                    ]
+                }
+            )
+        )
+        keys.write_text(
+            yaml.safe_dump(
+                {
+                    "keys": [
+                        {"id": "local", "sha256": hash_token(self.api_key)},
+                    ]
+                }
+            )
+        )
+        return tokens, keys
+
+
+class Process:
+    """One service: started with its port (0 picks one), its log file, its bound ports."""
+
+    def __init__(
+        self, service: str, name: str, port: int, args: list[str], env: dict[str, str], folder: Path
+    ) -> None:
+        self.service = service
+        self.name = name
+        (folder / "logs").mkdir(parents=True, exist_ok=True)
+        self.log_path = folder / "logs" / f"{name}.log"
+        self.port_file = folder / "run" / f"{name}.port"
+        self.port_file.parent.mkdir(parents=True, exist_ok=True)
+        self.port_file.unlink(missing_ok=True)
+        self.metrics_port = port + 1000 if port else 0
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                f"services.{service}.main",
+                "--port",
+                str(port),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--port-file",
+                str(self.port_file),
+                *args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            start_new_session=True,  # Ctrl-C reaches `maas up`, which stops them in order
+        )
+        log.close()
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.port}"
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+    def died(self) -> CliError:
+        tail = self.log_path.read_text(errors="replace")[-2000:]
+        return CliError(f"{self.name} exited; its log ends:\n{tail}")
+
+
+def wait_healthy(process: Process, timeout: float = 180.0) -> None:
+    """Until the service has bound its port and its health is SERVING."""
+    deadline = time.monotonic() + timeout
+    while not process.port_file.is_file():
+        if not process.alive():
+            raise process.died()
+        if time.monotonic() > deadline:
+            raise CliError(
+                f"{process.name} did not start in {timeout:.0f}s; see {process.log_path}"
+            )
+        time.sleep(0.1)
+    process.port = int(process.port_file.read_text())
+    with grpc.insecure_channel(process.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if not process.alive():
+                raise process.died()
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise CliError(f"{process.name} was not healthy in {timeout:.0f}s; see {process.log_path}")
+
+
+def ensure_demo_model(data: Path, registry: str, token: str | None) -> str:
+    """Register the digits demo (exported from PyTorch) unless the registry has it."""
+    import asyncio
+
+    from services.common.errors import NotFound
+    from services.registry.client import RegistryClient
+
+    async def has_model() -> bool:
+        async with RegistryClient(registry, token) as client:
+            try:
+                await client.get_model(DEMO_MODEL)
+            except NotFound:
+                return False
+            return True
+
+    if asyncio.run(has_model()):
+        return f"the registry already has '{DEMO_MODEL}'"
+    import logging
+
+    from tools.digits import train_and_export
+    from tools.models import upload_file
+
+    logging.getLogger("torch").setLevel(logging.ERROR)  # exporter chatter, not ours
+
+    path = data / "models" / DEMO_MODEL / "model.onnx"
+    if not path.is_file():
+        print(f"exporting the {DEMO_MODEL} demo model from PyTorch ...", flush=True)
+        result = train_and_export(path, holdout_path=path.with_name("holdout.npz"))
+        print(f"  held-out accuracy {result.accuracy:.3f}", flush=True)
+    upload_file(registry, token, DEMO_MODEL, path, aliases=["production"])
+    return f"registered '{DEMO_MODEL}' (alias production)"
+
+
+def start(args: argparse.Namespace) -> tuple[list[Process], Secrets | None]:
+    """Start the three services in order, each healthy before the next."""
+    data = Path(args.data_dir).resolve()
+    creds = Secrets() if args.auth else None
+    env: dict[str, str] = {}
+    if args.otlp_endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.otlp_endpoint
+    common = ["--log-level", args.log_level]
+    registry_args = ["--data-dir", str(data / "registry")]
+    gateway_auth = ["--no-auth"]
+    if creds is None:
+        registry_args.append("--no-auth")
+    else:
+        tokens, keys = creds.write(data / "secrets")
+        registry_args += ["--tokens-file", str(tokens)]
+        gateway_auth = ["--api-keys-file", str(keys)]
+        env["MAAS_INFERENCE_REGISTRY_TOKEN"] = creds.reader_token
+        env["MAAS_GATEWAY_REGISTRY_TOKEN"] = creds.reader_token
+    processes: list[Process] = []
+
+    def launch(service: str, name: str, port: int, extra: list[str]) -> Process:
+        process = Process(service, name, port, [*extra, *common], _service_env(env, service), data)
+        processes.append(process)
+        wait_healthy(process)
+        return process
+
+    try:
+        registry = launch("registry", "registry", args.registry_port, registry_args)
+        admin = creds.admin_token if creds else None
+        print(ensure_demo_model(data, registry.address, admin), flush=True)
+        backends = []
+        for i in range(args.inference_replicas):
+            port = args.inference_port + i if args.inference_port else 0
+            name = "inference" if i == 0 else f"inference-{i + 1}"
+            backends.append(
+                launch(
+                    "inference",
+                    name,
+                    port,
+                    [
+                        "--registry",
+                        registry.address,
+                        "--cache-dir",
+                        str(data / "cache" / name),
+                    ],
+                )
+            )
+        launch(
+            "gateway",
+            "gateway",
+            args.gateway_port,
+            [
+                "--registry",
+                registry.address,
+                "--backends",
+                ",".join(b.address for b in backends),
+                *gateway_auth,
+            ],
+        )
+    except BaseException:
+        for process in reversed(processes):
+            process.stop()
+        raise
+    if args.ports_file:
+        ports = {p.name: p.port for p in processes}
+        Path(args.ports_file).write_text(json.dumps(ports))
+    return processes, creds
+
+
+def _service_env(env: dict[str, str], service: str) -> dict[str, str]:
+    out = dict(env)
+    if "OTEL_EXPORTER_OTLP_ENDPOINT" in env:
+        out["OTEL_SERVICE_NAME"] = f"maas-{service}"
+    return out
+
+
+def banner(processes: list[Process], data_dir: str, creds: Secrets | None) -> str:
+    """How to call what is running."""
+    by_name = {p.name: p for p in processes}
+    gw = by_name["gateway"].address
+    lines = ["", "maas is up."]
+    for p in processes:
+        metrics = f"metrics http://localhost:{p.metrics_port}/metrics" if p.metrics_port else ""
+        lines.append(f"  {p.name:<12} {p.address:<16} {metrics}".rstrip())
+    if creds:
+        lines += [
+            f"  auth: ON.  admin token (registry): {creds.admin_token}",
+            f"             API key (gateway):      {creds.api_key}",
+            "             shown once; only their sha256 digests are stored.",
+        ]
+        headers = ', headers={"authorization": "Bearer <API key>"}'
+        grpcurl_auth = "-H 'authorization: Bearer <API key>' "
+        token = " --token <admin token>"
+    else:
+        lines += [
+            "  auth: OFF (--no-auth). Anyone who can reach these ports can call them and",
+            "        change the registry. `maas up --auth` turns keys on.",
+        ]
+        headers = grpcurl_auth = token = ""
+    method = "inference.GRPCInferenceService/ModelMetadata"
+    lines += [
+        f"  logs: {Path(data_dir).resolve() / 'logs'}",
+        "",
+        "Python (tritonclient):",
+        "    import numpy as np, tritonclient.grpc as tc",
+        f'    client = tc.InferenceServerClient("{gw}")',
+        '    x = tc.InferInput("input", [1, 1, 8, 8], "FP32")',
+        "    x.set_data_from_numpy(np.zeros((1, 1, 8, 8), np.float32))",
+        f'    print(client.infer("{DEMO_MODEL}", [x]{headers}).as_numpy("probabilities"))',
+        "",
+        "grpcurl:",
+        f"    grpcurl -plaintext {gw} list",
+        f'    grpcurl -plaintext {grpcurl_auth}-d \'{{"name": "{DEMO_MODEL}"}}\' {gw} {method}',
+        "",
+        "Register another model (callable through the gateway within seconds):",
+        f"    maas models register NAME model.onnx --alias production{token}",
+        f"Classify an image:  maas infer {DEMO_MODEL} --input digit.png",
+        "",
+        "Ctrl-C stops all three.",
+    ]
+    return "\n".join(lines)
+
+
+def up(args: argparse.Namespace) -> int:
+    """Start everything, print how to call it, and stop everything on Ctrl-C or SIGTERM."""
+    stop = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    processes, creds = start(args)
+    print(banner(processes, args.data_dir, creds), flush=True)
+    try:
+        while not stop:
+            dead = [p for p in processes if not p.alive()]
+            if dead:
+                print(
+                    f"maas up: {dead[0].service} exited; see {dead[0].log_path}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return 1
+            time.sleep(0.2)
+    finally:
+        print("stopping ...", flush=True)
+        for process in reversed(processes):
+            process.stop()
+        print("stopped.", flush=True)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add `maas up`."""
+    parser = subparsers.add_parser(
+        "up", help="run registry, inference and gateway locally", description=__doc__
+    )
+    parser.add_argument("--data-dir", default=".data/maas", help="where everything is kept")
+    parser.add_argument("--auth", action="store_true", help="turn auth on (generates keys)")
+    parser.add_argument("--otlp-endpoint", help="send traces here (OTLP/gRPC)")
+    parser.add_argument("--gateway-port", type=int, default=GATEWAY_PORT, help="0 picks one")
+    parser.add_argument("--registry-port", type=int, default=REGISTRY_PORT, help="0 picks one")
+    parser.add_argument(
+        "--inference-port",
+        type=int,
+        default=INFERENCE_PORT,
+        help="the first replica's; 0 picks them",
+    )
+    parser.add_argument(
+        "--inference-replicas", type=int, default=1, help="inference processes behind the gateway"
+    )
+    parser.add_argument("--ports-file", help="write the bound ports here as JSON")
+    parser.add_argument("--log-level", default="INFO")
+    parser.set_defaults(func=up)
