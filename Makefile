@@ -63,8 +63,8 @@ examples: install ## Export the example models from PyTorch into .data/model_rep
 # stubs, and one process cannot hold both descriptor sets.
 .PHONY: test
 test: install ## Run the whole test suite
-	$(BIN)/pytest tests --ignore=tests/interop $(PYTEST_ARGS)
-	$(BIN)/pytest tests/interop $(PYTEST_ARGS)
+	$(BIN)/pytest tests --ignore=tests/interop --ignore=tests/e2e $(PYTEST_ARGS)
+	$(BIN)/pytest tests/interop tests/e2e $(PYTEST_ARGS)
 
 .PHONY: run
 run: install ## Start registry, inference and gateway on this machine (maas up; Ctrl-C stops)

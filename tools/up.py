@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tools.cli import CliError
 
 DEMO_MODEL = "digits"
+MAX_RESTARTS = 5
 SERVICES = ("registry", "inference", "gateway")
 
 
@@ -82,33 +83,45 @@ class Process:
     ) -> None:
         self.service = service
         self.name = name
+        self._args, self._env, self._folder = args, env, folder
         (folder / "logs").mkdir(parents=True, exist_ok=True)
+        (folder / "run").mkdir(parents=True, exist_ok=True)
         self.log_path = folder / "logs" / f"{name}.log"
         self.port_file = folder / "run" / f"{name}.port"
-        self.port_file.parent.mkdir(parents=True, exist_ok=True)
-        self.port_file.unlink(missing_ok=True)
         self.metrics_port = port + 1000 if port else 0
-        log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                f"services.{service}.main",
-                "--port",
-                str(port),
-                "--metrics-port",
-                str(self.metrics_port),
-                "--port-file",
-                str(self.port_file),
-                *args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
-            start_new_session=True,  # Ctrl-C reaches `maas up`, which stops them in order
-        )
-        log.close()
         self.port = 0
+        self.restarts = 0
+        self.popen = self._launch(port)
+
+    def _launch(self, port: int) -> subprocess.Popen[bytes]:
+        self.port_file.unlink(missing_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            f"services.{self.service}.main",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--port-file",
+            str(self.port_file),
+            *self._args,
+        ]
+        with self.log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self._env},
+                start_new_session=True,  # Ctrl-C reaches `maas up`, which stops them in order
+            )
+        (self._folder / "run" / f"{self.name}.pid").write_text(f"{popen.pid}\n")
+        return popen
+
+    def restart(self) -> None:
+        """Start it again on the port it had, after it died."""
+        self.restarts += 1
+        self.popen = self._launch(self.port)
 
     @property
     def address(self) -> str:
@@ -206,7 +219,7 @@ def start(args: argparse.Namespace) -> tuple[list[Process], Secrets | None]:
     else:
         tokens, keys = creds.write(data / "secrets")
         registry_args += ["--tokens-file", str(tokens)]
-        gateway_auth = ["--api-keys-file", str(keys)]
+        gateway_auth = ["--api-keys-file", args.api_keys_file or str(keys)]
         env["MAAS_INFERENCE_REGISTRY_TOKEN"] = creds.reader_token
         env["MAAS_GATEWAY_REGISTRY_TOKEN"] = creds.reader_token
     processes: list[Process] = []
@@ -328,15 +341,25 @@ def up(args: argparse.Namespace) -> int:
     print(banner(processes, args.data_dir, creds), flush=True)
     try:
         while not stop:
-            dead = [p for p in processes if not p.alive()]
-            if dead:
+            for process in processes:
+                if process.alive():
+                    continue
+                if process.restarts >= MAX_RESTARTS:
+                    print(
+                        f"maas up: {process.name} keeps exiting; see {process.log_path}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return 1
+                # Like a Deployment: the others keep serving while it comes back.
                 print(
-                    f"maas up: {dead[0].service} exited; see {dead[0].log_path}",
+                    f"maas up: {process.name} exited (code {process.popen.returncode}); "
+                    "restarting it",
                     file=sys.stderr,
                     flush=True,
                 )
-                return 1
-            time.sleep(0.2)
+                process.restart()
+            time.sleep(0.5)
     finally:
         print("stopping ...", flush=True)
         for process in reversed(processes):
@@ -352,6 +375,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--data-dir", default=".data/maas", help="where everything is kept")
     parser.add_argument("--auth", action="store_true", help="turn auth on (generates keys)")
+    parser.add_argument(
+        "--api-keys-file",
+        help="with --auth: the gateway's keys (YAML, hashed) instead of one generated key",
+    )
     parser.add_argument("--otlp-endpoint", help="send traces here (OTLP/gRPC)")
     parser.add_argument("--gateway-port", type=int, default=GATEWAY_PORT, help="0 picks one")
     parser.add_argument("--registry-port", type=int, default=REGISTRY_PORT, help="0 picks one")
