@@ -46,8 +46,9 @@ class InferenceServer:
         self.follower: RegistrySource | None = None
         if settings.registry:
             address, token = settings.registry, settings.registry_token
+            tracing = self.telemetry.client_interceptors()
             self.follower = RegistrySource(
-                lambda: RegistryClient(address, token),
+                lambda: RegistryClient(address, token, interceptors=tracing),
                 self.manager,
                 Path(settings.cache_dir),
                 Selection.parse(settings.models),

@@ -68,16 +68,23 @@ class RegistryClient:
     """A connection to one registry; use as `async with RegistryClient(addr, token) as c`."""
 
     def __init__(
-        self, address: str, token: str | None = None, *, timeout: float | None = 60.0
+        self,
+        address: str,
+        token: str | None = None,
+        *,
+        timeout: float | None = 60.0,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         self.address = address
         self.timeout = timeout
+        # `interceptors` carry trace context (see services.common.telemetry).
         self._channel = grpc.aio.insecure_channel(
             address,
             options=[
                 ("grpc.max_receive_message_length", 64 * MIB),
                 ("grpc.max_send_message_length", 64 * MIB),
             ],
+            interceptors=list(interceptors) or None,
         )
         self._stub = registry_pb2_grpc.ModelRegistryStub(self._channel)
         self._metadata: tuple[tuple[str, str], ...] = (
