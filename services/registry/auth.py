@@ -1,14 +1,13 @@
 """Bearer-token authentication for the registry: admin tokens change, reader tokens read.
 
-Tokens are kept only as sha256 digests and compared in constant time. The
+Tokens are kept only as sha256 digests and compared in constant time (the helpers
+in services.common.tokens, shared with the gateway's API keys). The
 interceptor is generic over a policy (method -> required role), so the token
 checks stay separate from which registry methods need what.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,6 +18,7 @@ import grpc
 import yaml
 
 from services.common.errors import PermissionDenied, ServiceError, Unauthenticated
+from services.common.tokens import bearer_token, hash_token, match_digest, token_digest
 from services.registry.names import SHA256_HEX
 from services.registry.settings import RegistrySettings
 
@@ -59,11 +59,6 @@ class Principal:
         return f"Principal(id={self.id!r}, role={self.role.value})"
 
 
-def hash_token(token: str) -> str:
-    """The hex sha256 of a token, as written in a tokens file."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 class TokenTable:
     """The configured tokens; looks one up in constant time per entry."""
 
@@ -74,14 +69,8 @@ class TokenTable:
         return len(self._principals)
 
     def authenticate(self, token: str) -> Principal | None:
-        """The principal whose token this is, or None."""
-        digest = hashlib.sha256(token.encode()).digest()
-        found = None
-        for principal in self._principals:
-            # No early exit: the time taken does not depend on which entry matched.
-            if hmac.compare_digest(principal.digest, digest) and found is None:
-                found = principal
-        return found
+        """The principal whose token this is, or None (constant time per entry)."""
+        return match_digest(self._principals, token, lambda p: p.digest)
 
     def authorize(self, metadata: Sequence[tuple[str, Any]], required: Role) -> Principal:
         """The caller's principal if it may act as `required`; else the matching error."""
@@ -99,18 +88,6 @@ class TokenTable:
                 f"expected {required.value} for this call"
             )
         return principal
-
-
-def bearer_token(metadata: Sequence[tuple[str, Any]]) -> str | None:
-    """The token of an `authorization: Bearer <token>` entry, or None."""
-    for key, value in metadata or ():
-        if key.lower() != "authorization":
-            continue
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        scheme, _, token = text.strip().partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    return None
 
 
 def parse_tokens(data: Any, *, source: str) -> list[Principal]:
@@ -153,7 +130,7 @@ def load_tokens(settings: RegistrySettings) -> TokenTable:
         ("env-reader", settings.reader_token, Role.READER),
     ):
         if secret is not None and secret.get_secret_value():
-            digest = hashlib.sha256(secret.get_secret_value().encode()).digest()
+            digest = token_digest(secret.get_secret_value())
             principals.append(Principal(ident, role, digest))
     return TokenTable(principals)
 

@@ -1,0 +1,142 @@
+"""The gateway's decisions, in plain Python: who may call, and which version serves.
+
+The servicer hands this the few fields it read off the wire and forwards the
+bytes wherever the returned Route says; nothing here touches gRPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.errors import Unavailable
+from services.gateway.auth import ApiKey, KeyTable
+from services.gateway.canary import CanaryPolicy
+from services.gateway.routes import LATEST, PRODUCTION, RouteTable
+
+VERSION_HEADER = "x-maas-version"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request goes: the version sent as model_version ("" leaves it to the backend)."""
+
+    model: str
+    version: str
+    # The version came from a traffic split rather than from the request.
+    canary: bool = False
+    # When `version` is an alias: its number, for a backend that knows no aliases.
+    fallback: str = ""
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One row of RepositoryIndex."""
+
+    name: str
+    version: str
+    state: str
+    reason: str = ""
+
+
+def pinned_version(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+    """The version an `x-maas-version` metadata entry pins, or None."""
+    for key, value in metadata or ():
+        if key.lower() == VERSION_HEADER:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            return text.strip() or None
+    return None
+
+
+class GatewayApp:
+    """Authentication, limits, version resolution and traffic splits."""
+
+    def __init__(
+        self,
+        routes: RouteTable | None,
+        canary: CanaryPolicy,
+        keys: KeyTable | None,
+        backends_ready: Callable[[], bool],
+    ) -> None:
+        self.routes = routes
+        self.canary = canary
+        self.keys = keys
+        self.backends_ready = backends_ready
+        self.draining = False
+
+    def authenticate(self, metadata: Sequence[tuple[str, Any]] | None) -> ApiKey | None:
+        """The caller's API key (None when auth is off); UNAUTHENTICATED otherwise."""
+        if self.keys is None:
+            return None
+        return self.keys.authenticate(metadata)
+
+    def admit(self, key: ApiKey | None, model: str) -> None:
+        """May this key use this model now? PERMISSION_DENIED or RESOURCE_EXHAUSTED if not."""
+        if key is not None and self.keys is not None:
+            self.keys.admit(key, model)
+
+    def charge(self, key: ApiKey | None) -> None:
+        """Count a call that names no model against the key's rate limit."""
+        if key is not None and self.keys is not None:
+            self.keys.charge(key)
+
+    def resolve(self, model: str, selector: str) -> str:
+        """The version selector to forward for a request's model and selector, without splits.
+
+        Aliases (and "" when there is a production alias) are forwarded as the alias:
+        an inference service following the registry moves an alias only once the new
+        version is loaded, so no request lands on a version still loading. Everything
+        else is forwarded as the number it resolves to. Either way the selector is
+        checked here, so unknown models and versions never reach a backend.
+        """
+        return self.resolve_with_fallback(model, selector)[0]
+
+    def resolve_with_fallback(self, model: str, selector: str) -> tuple[str, str]:
+        """The selector to forward and, when it is an alias, the number it names now."""
+        if self.routes is None:
+            return selector, ""
+        if not self.routes.loaded:
+            raise Unavailable("the gateway has not loaded the model registry yet")
+        number = str(self.routes.resolve(model, selector))
+        alias = PRODUCTION if not selector else selector
+        if not alias.isdigit() and alias != LATEST and alias in self.routes.get(model).aliases:
+            return alias, number
+        return number, ""
+
+    def route(self, model: str, requested: str, pin: str | None = None) -> Route:
+        """Where an inference request goes: a pin, else a split, else what it asked for."""
+        if pin is not None:
+            return Route(model, *self._forward(model, pin))
+        known = self.routes.models.get(model) if self.routes is not None else None
+        choice = self.canary.choose(model, requested, known)
+        if choice is None:
+            return Route(model, *self._forward(model, requested))
+        version, fallback = self.resolve_with_fallback(model, choice)
+        return Route(model, version, canary=choice != requested, fallback=fallback)
+
+    def _forward(self, model: str, selector: str) -> tuple[str, bool, str]:
+        version, fallback = self.resolve_with_fallback(model, selector)
+        return version, False, fallback
+
+    def ready(self) -> bool:
+        """Registry loaded (when there is one), a backend healthy, not draining."""
+        loaded = self.routes is None or self.routes.loaded
+        return loaded and self.backends_ready() and not self.draining
+
+    def index(self, key: ApiKey | None, ready_only: bool) -> list[IndexRow] | None:
+        """The registry's models and versions, or None to ask a backend instead."""
+        if self.routes is None:
+            return None
+        if not self.routes.loaded:
+            raise Unavailable("the gateway has not loaded the model registry yet")
+        rows = []
+        for name, model in sorted(self.routes.models.items()):
+            if key is not None and key.models is not None and name not in key.models:
+                continue
+            for number, version in sorted(model.versions.items()):
+                if version.active:
+                    rows.append(IndexRow(name, str(number), "READY"))
+                elif not ready_only:
+                    rows.append(IndexRow(name, str(number), "UNAVAILABLE", "archived"))
+        return rows

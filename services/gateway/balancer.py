@@ -1,0 +1,92 @@
+"""Per-request backend choice, and the ejection of backends that fail.
+
+Plain state and arithmetic, no I/O: the pool (services.gateway.pool) owns the
+channels and the health probes and calls into this.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+
+class Health(enum.Enum):
+    """Whether a backend takes traffic."""
+
+    # New, or back from an ejection: one health Check must pass first.
+    PROBING = "PROBING"
+    HEALTHY = "HEALTHY"
+    EJECTED = "EJECTED"
+
+
+@dataclass
+class BackendState:
+    """One backend's load and health."""
+
+    address: str
+    inflight: int = 0
+    health: Health = Health.PROBING
+    # Ejections since the last successful request; sets the next backoff.
+    failures: int = 0
+    ejected_until: float = 0.0
+    # Requests answered, for tests and metrics.
+    served: int = 0
+
+    def eject(self, now: float, base: float, cap: float) -> float:
+        """Take the backend out of rotation; the backoff doubles per consecutive ejection."""
+        self.failures += 1
+        backoff = min(base * 2 ** (self.failures - 1), cap)
+        self.health = Health.EJECTED
+        self.ejected_until = now + backoff
+        return backoff
+
+    def probe_due(self, now: float) -> bool:
+        """Whether a health Check should run now."""
+        if self.health is Health.PROBING:
+            return True
+        return self.health is Health.EJECTED and now >= self.ejected_until
+
+    def probed(self, serving: bool, now: float, base: float, cap: float) -> None:
+        """Record a health Check: serving backends take traffic again."""
+        if serving:
+            self.health = Health.HEALTHY
+        else:
+            self.eject(now, base, cap)
+
+    def succeeded(self) -> None:
+        """A request went through: the next ejection starts from the base backoff."""
+        self.failures = 0
+        self.served += 1
+
+
+Rng = random.Random
+Picker = Callable[[Sequence[BackendState], Rng], BackendState]
+
+
+def least_loaded(candidates: Sequence[BackendState], rng: Rng) -> BackendState:
+    """The backend with the fewest requests in flight; ties broken at random."""
+    fewest = min(c.inflight for c in candidates)
+    return rng.choice([c for c in candidates if c.inflight == fewest])
+
+
+def power_of_two(candidates: Sequence[BackendState], rng: Rng) -> BackendState:
+    """The less loaded of two backends drawn at random (Mitzenmacher's p2c)."""
+    if len(candidates) == 1:
+        return candidates[0]
+    a, b = rng.sample(list(candidates), 2)
+    return b if b.inflight < a.inflight else a
+
+
+PICKERS: dict[str, Picker] = {"least_loaded": least_loaded, "p2c": power_of_two}
+
+
+def choose(
+    backends: Sequence[BackendState], exclude: set[str], pick: Picker, rng: Rng
+) -> BackendState | None:
+    """A healthy backend not in `exclude` (or any healthy one if all were excluded)."""
+    healthy = [b for b in backends if b.health is Health.HEALTHY]
+    fresh = [b for b in healthy if b.address not in exclude]
+    pool = fresh or healthy
+    return pick(pool, rng) if pool else None

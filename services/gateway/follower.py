@@ -1,0 +1,93 @@
+"""Keeps the route table in step with the registry: snapshot, then Watch from its revision.
+
+On RESYNC (events were lost) it takes a new snapshot. Models that were created,
+or got a version, are re-read on their own for their labels. If the registry is
+unreachable, the last table keeps serving and the follower retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+
+from services.common.errors import ServiceError
+from services.gateway.routes import RouteTable
+from services.registry.client import RegistryClient
+from services.registry.domain import EventType
+
+_log = logging.getLogger(__name__)
+
+
+class RegistryFollower:
+    """Runs the snapshot-and-watch loop in the background."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        table: RouteTable,
+        on_change: Callable[[], None] | None = None,
+        *,
+        min_backoff: float = 0.2,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.table = table
+        self.on_change = on_change
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.loaded = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def sync(self) -> None:
+        """Load a snapshot, then apply events until a RESYNC (returns) or an error (raises)."""
+        snapshot = await self.client.snapshot()
+        self.table.load(snapshot)
+        self.loaded.set()
+        self._changed()
+        _log.info(
+            "registry snapshot loaded",
+            extra={"revision": snapshot.revision, "models": len(snapshot.models)},
+        )
+        async for event in self.client.watch(snapshot.revision):
+            if event.type is EventType.RESYNC:
+                _log.info("registry asked for a resync", extra={"revision": event.revision})
+                return
+            if self.table.apply(event):
+                model = await self.client.snapshot(event.model)
+                self.table.replace_model(event.model, model)
+            self._changed()
+
+    async def run(self) -> None:
+        """sync() forever, backing off while the registry fails."""
+        backoff = self.min_backoff
+        while True:
+            try:
+                await self.sync()
+                backoff = self.min_backoff
+            except ServiceError as exc:
+                _log.warning(
+                    "registry unreachable; serving the last known routes",
+                    extra={"status": exc.status, "retry_seconds": round(backoff, 2)},
+                )
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self.max_backoff)
+
+    def start(self) -> None:
+        """Start following in the background."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self.run())
+
+    async def close(self) -> None:
+        """Stop following and close the client."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.client.close()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()

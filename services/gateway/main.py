@@ -1,0 +1,239 @@
+"""`maas-gateway`: the public entry point, wired from GatewaySettings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import random
+import sys
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry
+
+from services.common.logs import configure_logging
+from services.common.server import NOT_SERVING, SERVING, GrpcServer
+from services.common.telemetry import Telemetry
+from services.gateway.app import GatewayApp
+from services.gateway.auth import KeyTable, load_keys
+from services.gateway.canary import CanaryPolicy, load_canary
+from services.gateway.discovery import Discovery, DnsDiscovery, StaticDiscovery
+from services.gateway.endpointslices import EndpointSliceDiscovery
+from services.gateway.follower import RegistryFollower
+from services.gateway.forward import Forwarder
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.pool import BackendPool, PoolOptions
+from services.gateway.routes import RouteTable
+from services.gateway.servicer import SERVICE_NAME, GatewayServicer
+from services.gateway.settings import GatewaySettings
+from services.registry.client import RegistryClient
+
+_log = logging.getLogger(__name__)
+
+
+def make_keys(settings: GatewaySettings) -> KeyTable | None:
+    """The API keys, or None with --no-auth; no keys at all is a configuration error."""
+    if settings.no_auth:
+        _log.warning("authentication is disabled (--no-auth): anyone may call the gateway")
+        return None
+    keys = load_keys(settings.api_keys_file, settings.secret("api_keys"))
+    if not len(keys):
+        raise ValueError(
+            "no API keys configured: pass --api-keys-file, set MAAS_GATEWAY_API_KEYS, "
+            "or pass --no-auth"
+        )
+    return keys
+
+
+class GatewayServer:
+    """Discovery, the registry follower, the backend pool and the gRPC server."""
+
+    def __init__(self, settings: GatewaySettings, *, rng: random.Random | None = None) -> None:
+        if not (settings.backends or settings.backend_dns or settings.backend_endpointslice):
+            raise ValueError(
+                "no backends: set --backends, --backend-dns or --backend-endpointslice"
+            )
+        self.settings = settings
+        rng = rng or random.Random()
+        self.telemetry = Telemetry.from_env("maas-gateway")
+        self.metrics_registry = CollectorRegistry()
+        self.metrics = GatewayMetrics(self.metrics_registry)
+        self.pool = BackendPool(
+            PoolOptions(
+                max_message_bytes=settings.max_message_bytes,
+                balancer=settings.balancer,
+                eject_base_seconds=settings.eject_base_seconds,
+                eject_max_seconds=settings.eject_max_seconds,
+                probe_timeout_seconds=settings.probe_timeout_seconds,
+                interceptors=tuple(self.telemetry.client_interceptors()),
+            ),
+            rng,
+            on_change=self._state_changed,
+            metrics=self.metrics,
+        )
+        self.metrics.track_backends(self.metrics_registry, self.pool.states)
+        self.routes = RouteTable() if settings.registry else None
+        self.follower: RegistryFollower | None = None
+        if settings.registry and self.routes is not None:
+            client = RegistryClient(settings.registry, settings.secret("registry_token"))
+            self.follower = RegistryFollower(client, self.routes, self._state_changed)
+        self.app = GatewayApp(
+            self.routes,
+            CanaryPolicy(load_canary(settings.canary_file), rng),
+            make_keys(settings),
+            backends_ready=lambda: self.pool.healthy() > 0,
+        )
+        self.servicer = GatewayServicer(
+            self.app,
+            Forwarder(self.pool, settings.max_attempts, self.metrics),
+            default_timeout=settings.default_timeout_seconds,
+            metrics=self.metrics,
+            stream_window=settings.stream_window,
+            tracing=self.telemetry.enabled,
+        )
+        self.discovery = self._discovery()
+        self.grpc = GrpcServer(
+            settings,
+            [self.servicer.binding()],
+            on_drain=[self._drain],
+            on_shutdown=[self._close],
+            telemetry=self.telemetry,
+            metrics_registry=self.metrics_registry,
+            service="gateway",
+        )
+        self._ready: bool | None = None
+        self._ready_changed = asyncio.Event()
+        self._health_tasks: set[asyncio.Task[None]] = set()
+
+    def _discovery(self) -> Discovery:
+        s = self.settings
+        if s.backend_endpointslice:
+            return EndpointSliceDiscovery(
+                s.backend_endpointslice, self.pool.update, namespace=s.namespace
+            )
+        if s.backend_dns:
+            return DnsDiscovery(s.backend_dns, self.pool.update, interval=s.dns_refresh_seconds)
+        return StaticDiscovery(s.backend_list(), self.pool.update)
+
+    def _drain(self) -> None:
+        self.app.draining = True
+
+    def _state_changed(self) -> None:
+        """Health (service "" and the v2 service) follows readiness."""
+        if self.grpc.port == 0:
+            return
+        ready = self.app.ready()
+        if ready == self._ready:
+            return
+        self._ready = ready
+        self._ready_changed.set()
+        status = SERVING if ready else NOT_SERVING
+        _log.info("gateway readiness", extra={"ready": ready})
+
+        async def publish() -> None:
+            for name in ("", SERVICE_NAME):
+                await self.grpc.health.set(name, status)
+
+        task = asyncio.ensure_future(publish())
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
+
+    async def start(self, ready_timeout: float = 10.0) -> int:
+        """Serve, start discovery and following, and wait (bounded) until ready."""
+        port = await self.grpc.start()
+        self._state_changed()
+        await self.discovery.start()
+        # Every backend found at start is checked once before start() returns.
+        await self.pool.probe_due()
+        self.pool.start()
+        if self.follower is not None:
+            self.follower.start()
+        await self.wait_ready(ready_timeout)
+        _log.info(
+            "maas-gateway listening",
+            extra={"port": port, "ready": self.app.ready(), "backends": len(self.pool.backends)},
+        )
+        return port
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until ready, at most `timeout` seconds; whether it is."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not self.app.ready() and loop.time() < end:
+            self._ready_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready_changed.wait(), end - loop.time())
+        return self.app.ready()
+
+    async def wait(self) -> None:
+        """Block until stopped."""
+        await self.grpc.wait()
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Drain and stop."""
+        await self.grpc.shutdown(grace)
+
+    async def _close(self) -> None:
+        await self.discovery.close()
+        if self.follower is not None:
+            await self.follower.close()
+        await self.pool.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags mirror GatewaySettings; secrets only from the environment or files."""
+    p = argparse.ArgumentParser(
+        prog="maas-gateway",
+        description="The maas gateway. Every flag can also be set as MAAS_GATEWAY_<FLAG>; "
+        "secrets only as MAAS_GATEWAY_REGISTRY_TOKEN / MAAS_GATEWAY_API_KEYS or in "
+        "--api-keys-file, never on the command line.",
+    )
+    p.add_argument("--host", help="address to bind (default [::])")
+    p.add_argument("--port", type=int, help="gRPC port (default 8001; 0 picks a free one)")
+    p.add_argument("--port-file", help="write the bound port here once serving")
+    p.add_argument("--metrics-port", type=int, help="metrics port (default 9001)")
+    p.add_argument("--registry", help="registry host:port to resolve versions through")
+    p.add_argument("--backends", help="comma-separated inference backends host:port")
+    p.add_argument("--backend-dns", help="headless Service name:port, re-resolved")
+    p.add_argument("--backend-endpointslice", help="Service name[:port] whose slices to watch")
+    p.add_argument("--namespace", help="Kubernetes namespace of that Service")
+    p.add_argument("--dns-refresh-seconds", type=float, help="DNS re-resolve period")
+    p.add_argument("--api-keys-file", help="YAML file of hashed API keys")
+    p.add_argument("--no-auth", action="store_true", default=None, help="serve without keys")
+    p.add_argument("--balancer", choices=["least_loaded", "p2c"], help="per-request choice")
+    p.add_argument("--default-timeout-seconds", type=float, help="deadline for calls without")
+    p.add_argument("--max-attempts", type=int, help="backends tried per request")
+    p.add_argument("--eject-base-seconds", type=float, help="first ejection of a backend")
+    p.add_argument("--eject-max-seconds", type=float, help="longest ejection of a backend")
+    p.add_argument("--canary-file", help="YAML traffic splits per model")
+    p.add_argument("--max-message-bytes", type=int, help="gRPC message limit")
+    p.add_argument("--grace-seconds", type=float, help="drain time on SIGTERM")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    return p
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Run until SIGTERM or SIGINT, then drain."""
+    server = GatewayServer(settings)
+    server.grpc.install_signal_handlers()
+    await server.start()
+    await server.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `maas-gateway` console script."""
+    args = vars(build_parser().parse_args(argv))
+    try:
+        settings = GatewaySettings.from_args(args)
+    except ValueError as exc:
+        sys.exit(f"maas-gateway: invalid settings: {exc}")
+    configure_logging(settings.log_level, "gateway")
+    try:
+        asyncio.run(serve(settings))
+    except (ValueError, OSError) as exc:
+        sys.exit(f"maas-gateway: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The gateway's Prometheus metrics, on a registry made per server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from services.gateway.balancer import BackendState, Health
+
+
+class GatewayMetrics:
+    """In-flight requests (the autoscaling signal), routing, retries and ejections."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.inflight = Gauge(
+            "maas_gateway_inflight_requests",
+            "Inference requests being forwarded right now.",
+            registry=registry,
+        )
+        self.routed = Counter(
+            "maas_gateway_routed_requests_total",
+            "Inference requests forwarded, by model, resolved version and whether a "
+            "traffic split chose the version.",
+            ["model", "version", "canary"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "maas_gateway_retries_total",
+            "Attempts sent to another backend after UNAVAILABLE.",
+            registry=registry,
+        )
+        self.ejections = Counter(
+            "maas_gateway_backend_ejections_total",
+            "Backends taken out of rotation after a failure.",
+            registry=registry,
+        )
+
+    def track_backends(
+        self, registry: CollectorRegistry, backends: Callable[[], list[BackendState]]
+    ) -> None:
+        """Report backends by health, read when scraped."""
+        registry.register(_BackendCollector(backends))
+
+
+class _BackendCollector(Collector):
+    def __init__(self, backends: Callable[[], list[BackendState]]) -> None:
+        self._backends = backends
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "maas_gateway_backends", "Known inference backends, by health.", labels=["health"]
+        )
+        states = self._backends()
+        for health in Health:
+            family.add_metric([health.value.lower()], sum(s.health is health for s in states))
+        yield family

@@ -1,0 +1,95 @@
+"""Settings of the gateway (env prefix MAAS_GATEWAY_); the Helm chart sets these names."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    """Where models are resolved and served, who may call, and how calls are forwarded."""
+
+    model_config = SettingsConfigDict(env_prefix="MAAS_GATEWAY_", extra="ignore")
+
+    port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    metrics_port: int = Field(9001, ge=0, le=65535, description="Prometheus /metrics port.")
+    registry: str | None = Field(
+        None,
+        description="Registry host:port to resolve versions and aliases through; without "
+        "it, model_version is forwarded as given.",
+    )
+    registry_token: SecretStr | None = Field(None, description="Reader token for the registry.")
+    backends: str = Field("", description="Comma-separated static inference backends host:port.")
+    backend_dns: str | None = Field(
+        None,
+        description="name:port of a headless Service, re-resolved periodically; every A/AAAA "
+        "record is a backend.",
+    )
+    backend_endpointslice: str | None = Field(
+        None,
+        description="Service name (optionally :port, by name or number; default the port named "
+        "'grpc') whose EndpointSlices are watched through the Kubernetes API.",
+    )
+    namespace: str | None = Field(
+        None, description="Kubernetes namespace of that Service (default: the pod's own)."
+    )
+    dns_refresh_seconds: float = Field(
+        5.0, gt=0, description="How often backend_dns is resolved again."
+    )
+    api_keys_file: str | None = Field(
+        None,
+        description="YAML file {keys: [{id, sha256 | key, rate_per_second, burst, models}]}.",
+    )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated API keys, each 'key' or 'id:key', without limits; "
+        "hashed at load.",
+    )
+    no_auth: bool = Field(False, description="Serve without API keys (explicit opt-out).")
+    balancer: Literal["least_loaded", "p2c"] = Field(
+        "least_loaded",
+        description="Per-request choice: least in-flight, or the less loaded of two at random.",
+    )
+    default_timeout_seconds: float = Field(
+        30.0, gt=0, description="Deadline given to calls that arrive without one."
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="Backends tried per request on UNAVAILABLE, within deadline."
+    )
+    eject_base_seconds: float = Field(
+        1.0, gt=0, description="First ejection of a failing backend; doubles per failure."
+    )
+    eject_max_seconds: float = Field(30.0, gt=0, description="Longest ejection of a backend.")
+    probe_timeout_seconds: float = Field(
+        1.0, gt=0, description="Timeout of a health Check on a backend."
+    )
+    canary_file: str | None = Field(
+        None,
+        description="YAML {canary: {model: {version_or_alias: weight, ...}}}; overrides "
+        "registry canary labels for the models it names.",
+    )
+    stream_window: int = Field(
+        64, ge=1, description="Requests of one ModelStreamInfer call forwarded at once."
+    )
+
+    @model_validator(mode="after")
+    def _ejection_range(self) -> Self:
+        if self.eject_base_seconds > self.eject_max_seconds:
+            raise ValueError(
+                f"eject_base_seconds {self.eject_base_seconds} is above eject_max_seconds "
+                f"{self.eject_max_seconds}: expected base <= max"
+            )
+        return self
+
+    def backend_list(self) -> list[str]:
+        """The static backends, cleaned."""
+        return [b.strip() for b in self.backends.split(",") if b.strip()]
+
+    def secret(self, name: Literal["registry_token", "api_keys"]) -> str | None:
+        """A secret setting unwrapped, or None."""
+        value: SecretStr | None = getattr(self, name)
+        return value.get_secret_value() if value is not None else None

@@ -1,0 +1,168 @@
+"""Gateway integration fixtures: real registry, inference and gateway servers on port 0.
+
+The inference servers run in directory mode over a repository holding the same
+`pair` model as versions 1 and 2 (the registry holds the same files), so the
+answering version shows in each response's model_version.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from inference import grpc_predict_v2_pb2 as pb
+from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+
+from services.gateway.main import GatewayServer
+from services.gateway.settings import GatewaySettings
+from services.inference.main import InferenceServer
+from services.inference.settings import InferenceSettings
+from services.registry.client import RegistryClient
+from services.registry.main import RegistryServer, create_server
+from services.registry.settings import RegistrySettings
+
+ADMIN = "admin-secret"
+READER = "reader-secret"
+StartInference = Callable[..., Awaitable[InferenceServer]]
+StartGateway = Callable[..., Awaitable[GatewayServer]]
+
+
+def pair_request(version: str = "", rows: int = 1, id: str = "") -> pb.ModelInferRequest:
+    """A `pair` request with a = 1..4 and b = 1 per row, as raw contents."""
+    a = np.tile(np.arange(1, 5, dtype=np.float32), (rows, 1))
+    b = np.ones((rows, 4), dtype=np.float32)
+    request = pb.ModelInferRequest(model_name="pair", model_version=version, id=id)
+    for name in ("a", "b"):
+        request.inputs.add(name=name, datatype="FP32", shape=[rows, 4])
+    request.raw_input_contents.extend([a.tobytes(), b.tobytes()])
+    return request
+
+
+def output(response: pb.ModelInferResponse, name: str) -> np.ndarray:
+    """One FP32 output of a response, from its raw contents."""
+    index = [o.name for o in response.outputs].index(name)
+    shape = list(response.outputs[index].shape)
+    return np.frombuffer(response.raw_output_contents[index], np.float32).reshape(shape)
+
+
+@pytest.fixture
+def pair_repository(test_models: Path, tmp_path: Path) -> Path:
+    """A model repository with `pair` as versions 1 and 2."""
+    root = tmp_path / "repository"
+    for version in (1, 2):
+        target = root / "pair" / str(version)
+        target.mkdir(parents=True)
+        shutil.copy(test_models / "pair" / "1" / "model.onnx", target / "model.onnx")
+    return root
+
+
+@pytest.fixture
+async def start_inference(pair_repository: Path) -> AsyncIterator[StartInference]:
+    """Start inference servers over the pair repository; all stop at the end."""
+    started: list[InferenceServer] = []
+
+    async def start(repository: Path | None = None) -> InferenceServer:
+        settings = InferenceSettings(
+            port=0,
+            metrics_port=0,
+            host="localhost",
+            model_repository=str(repository or pair_repository),
+            grace_seconds=0,
+        )
+        server = InferenceServer(settings)
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.shutdown(0)
+
+
+@pytest.fixture
+async def registry(tmp_path: Path) -> AsyncIterator[RegistryServer]:
+    """A registry with admin and reader tokens, polling its change feed quickly."""
+    settings = RegistrySettings(
+        data_dir=tmp_path / "registry",
+        host="localhost",
+        port=0,
+        metrics_port=0,
+        admin_token=ADMIN,
+        reader_token=READER,
+        grace_seconds=0,
+        watch_poll_seconds=0.1,
+    )
+    server = await create_server(settings)
+    await server.start()
+    yield server
+    await server.stop(0)
+
+
+@pytest.fixture
+async def admin(registry: RegistryServer) -> AsyncIterator[RegistryClient]:
+    """An admin client of the registry."""
+    async with RegistryClient(f"localhost:{registry.server.port}", ADMIN) as client:
+        yield client
+
+
+@pytest.fixture
+async def pair_in_registry(admin: RegistryClient, test_models: Path) -> RegistryClient:
+    """`pair` uploaded twice, with `production` on version 1."""
+    for _ in range(2):
+        await admin.upload("pair", test_models / "pair" / "1" / "model.onnx")
+    await admin.set_alias("pair", "production", 1)
+    return admin
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[StartGateway]:
+    """Start gateways with settings overrides (no auth unless keys are given)."""
+    started: list[GatewayServer] = []
+
+    async def start(**overrides: Any) -> GatewayServer:
+        rng = overrides.pop("rng", None)
+        values: dict[str, Any] = {
+            "port": 0,
+            "metrics_port": 0,
+            "host": "localhost",
+            "grace_seconds": 0,
+            "no_auth": "api_keys" not in overrides and "api_keys_file" not in overrides,
+            "eject_base_seconds": 0.5,
+        }
+        values.update(overrides)
+        server = GatewayServer(GatewaySettings(**values), rng=rng)
+        await server.start(ready_timeout=10)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.shutdown(0)
+
+
+def registry_address(registry: RegistryServer) -> str:
+    return f"localhost:{registry.server.port}"
+
+
+def backend_address(server: InferenceServer) -> str:
+    return f"localhost:{server.grpc.port}"
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[[GatewayServer], pb_grpc.GRPCInferenceServiceStub]]:
+    """Stubs of the v2 service on gateways; channels close at the end."""
+    channels: list[grpc.aio.Channel] = []
+
+    def stub(gateway: GatewayServer) -> pb_grpc.GRPCInferenceServiceStub:
+        channel = grpc.aio.insecure_channel(f"localhost:{gateway.grpc.port}")
+        channels.append(channel)
+        return pb_grpc.GRPCInferenceServiceStub(channel)
+
+    yield stub
+    for channel in channels:
+        await channel.close()
