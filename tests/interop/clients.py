@@ -8,6 +8,10 @@ import numpy as np
 import tritonclient.grpc as tc
 from tritonclient.utils import InferenceServerException
 
+# The API key the interop gateway accepts.
+KEY = "interop-key"
+HEADERS = {"authorization": f"Bearer {KEY}"}
+
 
 def pair_inputs(value: float) -> list[tc.InferInput]:
     inputs = [tc.InferInput("a", [1, 4], "FP32"), tc.InferInput("b", [1, 4], "FP32")]

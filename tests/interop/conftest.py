@@ -7,12 +7,14 @@ talks only to servers in other processes and never imports services.*.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import tritonclient.grpc as tc
 
+from tests.interop.clients import KEY
 from tests.servers import ServiceProcess
 
 
@@ -33,3 +35,38 @@ def client(inference: ServiceProcess) -> Iterator[tc.InferenceServerClient]:
     c = tc.InferenceServerClient(inference.address)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    test_models: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """An inference service on the test models, and a gateway with one API key in front."""
+    workdir = tmp_path_factory.mktemp("gateway")
+    keys = workdir / "keys.yaml"
+    digest = hashlib.sha256(KEY.encode()).hexdigest()
+    keys.write_text(f"keys:\n  - {{id: interop, sha256: {digest}}}\n")
+    backend = ServiceProcess(
+        "inference", ["--model-repository", str(test_models), "--metrics-port", "0"], workdir
+    )
+    try:
+        gateway = ServiceProcess(
+            "gateway",
+            [
+                "--backends",
+                backend.address,
+                "--api-keys-file",
+                str(keys),
+                "--metrics-port",
+                "0",
+                "--grace-seconds",
+                "1",
+            ],
+            workdir,
+        )
+        try:
+            yield gateway
+        finally:
+            gateway.stop()
+    finally:
+        backend.stop()

@@ -2,56 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as tc
 from tritonclient.utils import InferenceServerException
 
+from tests.interop.clients import HEADERS
 from tests.servers import ServiceProcess
-
-KEY = "interop-key"
-HEADERS = {"authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    test_models: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServiceProcess]:
-    """An inference service on the test models, and a gateway with one API key in front."""
-    workdir = tmp_path_factory.mktemp("gateway")
-    keys = workdir / "keys.yaml"
-    digest = hashlib.sha256(KEY.encode()).hexdigest()
-    keys.write_text(f"keys:\n  - {{id: interop, sha256: {digest}}}\n")
-    backend = ServiceProcess(
-        "inference", ["--model-repository", str(test_models), "--metrics-port", "0"], workdir
-    )
-    try:
-        gateway = ServiceProcess(
-            "gateway",
-            [
-                "--backends",
-                backend.address,
-                "--api-keys-file",
-                str(keys),
-                "--metrics-port",
-                "0",
-                "--grace-seconds",
-                "1",
-            ],
-            workdir,
-        )
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
-    finally:
-        backend.stop()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.interop.clients import KEY
 from tests.servers import ROOT, ServiceProcess
 
 NODE_DIR = Path(__file__).with_name("node")
@@ -21,20 +22,38 @@ def node_client() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.fail("Node.js and npm are needed for the cross-language client test")
     if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     return NODE_DIR / "infer.js"
 
 
 def run_node(script: Path, address: str, model: str, key: str = "") -> dict[str, object]:
     args = ["node", str(script), address, str(ROOT / "proto"), model]
-    result = subprocess.run([*args, key] if key else args, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [*args, key] if key else args, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
-def test_node_client_calls_model_infer(node_client: Path, inference: ServiceProcess) -> None:
-    response = run_node(node_client, inference.address, "pair")
+def test_node_client_calls_model_infer_on_the_gateway(
+    node_client: Path, gateway: ServiceProcess
+) -> None:
+    response = run_node(node_client, gateway.address, "pair", KEY)
     assert response["id"] == "from-node"
+    assert response["model_version"] == "1"
     assert response["outputs"] == {"sum": [11, 22, 33, 44], "diff": [-9, -18, -27, -36]}
+
+
+def test_node_client_without_a_key_gets_unauthenticated(
+    node_client: Path, gateway: ServiceProcess
+) -> None:
+    args = ["node", str(node_client), gateway.address, str(ROOT / "proto"), "pair"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert json.loads(result.stderr)["code"] == 16  # UNAUTHENTICATED
