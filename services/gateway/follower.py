@@ -1,8 +1,9 @@
 """Keeps the route table in step with the registry: snapshot, then Watch from its revision.
 
 On RESYNC (events were lost) it takes a new snapshot. Models that were created,
-or got a version, are re-read on their own for their labels. If the registry is
-unreachable, the last table keeps serving and the follower retries.
+or got a version, are re-read on their own, by the next request that needs them
+(`refresh`, in that request's trace). If the registry is unreachable, the last
+table keeps serving and the follower retries.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import logging
 import random
 from collections.abc import Callable
 
-from services.common.errors import ServiceError
+from services.common.errors import NotFound, ServiceError
 from services.gateway.routes import RouteTable
 from services.registry.client import RegistryClient
-from services.registry.domain import EventType
+from services.registry.domain import EventType, Snapshot
 
 _log = logging.getLogger(__name__)
+# How long a name the registry did not have is not asked about again.
+ABSENT_SECONDS = 1.0
 
 
 class RegistryFollower:
@@ -40,6 +43,39 @@ class RegistryFollower:
         self.max_backoff = max_backoff
         self.loaded = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # One re-read per model at a time; concurrent requests wait for it.
+        self._reading: dict[str, asyncio.Future[None]] = {}
+        # Names the registry did not have, and when that was learnt.
+        self._absent: dict[str, float] = {}
+
+    def needs_read(self, name: str) -> bool:
+        """Whether a request for `name` must re-read it first (a cache miss)."""
+        model = self.table.models.get(name)
+        if model is not None:
+            return model.stale
+        seen = self._absent.get(name)
+        return seen is None or asyncio.get_running_loop().time() - seen > ABSENT_SECONDS
+
+    async def refresh(self, name: str) -> None:
+        """Re-read one model from the registry, once however many requests wait for it."""
+        pending = self._reading.get(name)
+        if pending is None:
+            pending = asyncio.ensure_future(self._read(name))
+            self._reading[name] = pending
+            pending.add_done_callback(lambda _: self._reading.pop(name, None))
+        await asyncio.shield(pending)
+
+    async def _read(self, name: str) -> None:
+        try:
+            snapshot = await self.client.snapshot(name)
+        except NotFound:
+            snapshot = Snapshot(self.table.revision, [])
+        self.table.replace_model(name, snapshot)
+        if name in self.table.models:
+            self.table.models[name].stale = False
+            self._absent.pop(name, None)
+        else:
+            self._absent[name] = asyncio.get_running_loop().time()
 
     async def sync(self) -> None:
         """Load a snapshot, then apply events until a RESYNC (returns) or an error (raises)."""
@@ -55,9 +91,7 @@ class RegistryFollower:
             if event.type is EventType.RESYNC:
                 _log.info("registry asked for a resync", extra={"revision": event.revision})
                 return
-            if self.table.apply(event):
-                model = await self.client.snapshot(event.model)
-                self.table.replace_model(event.model, model)
+            self.table.apply(event)
             self._changed()
 
     async def run(self) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
+from opentelemetry import trace
 
 from services.common import errors
 from services.gateway.metrics import GatewayMetrics
@@ -47,11 +48,17 @@ class Forwarder:
     """Sends serialized requests to backends, with bounded retries within a deadline."""
 
     def __init__(
-        self, pool: BackendPool, max_attempts: int, metrics: GatewayMetrics | None = None
+        self,
+        pool: BackendPool,
+        max_attempts: int,
+        metrics: GatewayMetrics | None = None,
+        *,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.pool = pool
         self.max_attempts = max_attempts
         self.metrics = metrics
+        self.tracer = tracer or trace.NoOpTracer()
 
     async def unary(
         self,
@@ -75,7 +82,11 @@ class Forwarder:
             if attempt and self.metrics is not None:
                 self.metrics.retries.inc()
             try:
-                data = await self._call(backend, path, request, remaining, metadata)
+                with self.tracer.start_as_current_span(
+                    "gateway.backend",
+                    attributes={"maas.backend": backend.address, "maas.attempt": attempt},
+                ):
+                    data = await self._call(backend, path, request, remaining, metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() is not grpc.StatusCode.UNAVAILABLE:
                     raise error_from_rpc(exc) from None

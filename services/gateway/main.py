@@ -76,7 +76,11 @@ class GatewayServer:
         self.routes = RouteTable() if settings.registry else None
         self.follower: RegistryFollower | None = None
         if settings.registry and self.routes is not None:
-            client = RegistryClient(settings.registry, settings.secret("registry_token"))
+            client = RegistryClient(
+                settings.registry,
+                settings.secret("registry_token"),
+                interceptors=self.telemetry.client_interceptors(),
+            )
             self.follower = RegistryFollower(client, self.routes, self._state_changed)
         self.app = GatewayApp(
             self.routes,
@@ -86,11 +90,18 @@ class GatewayServer:
         )
         self.servicer = GatewayServicer(
             self.app,
-            Forwarder(self.pool, settings.max_attempts, self.metrics),
+            Forwarder(
+                self.pool,
+                settings.max_attempts,
+                self.metrics,
+                tracer=self.telemetry.tracer("maas.gateway"),
+            ),
             default_timeout=settings.default_timeout_seconds,
             metrics=self.metrics,
             stream_window=settings.stream_window,
             tracing=self.telemetry.enabled,
+            follower=self.follower,
+            tracer=self.telemetry.tracer("maas.gateway"),
         )
         self.discovery = self._discovery()
         self.grpc = GrpcServer(

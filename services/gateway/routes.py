@@ -1,10 +1,12 @@
 """The gateway's copy of the registry: versions and aliases per model, kept by events.
 
 It is loaded from a snapshot and kept fresh by the Watch feed, so resolving a
-request's version never costs a registry round-trip. A model can be re-read on
-its own (for labels, which events do not carry); events at or below the revision
-it was re-read at are then skipped for that model, so nothing is applied twice
-or out of order.
+request's version does not cost a registry round-trip. Alias moves, archives and
+deletions apply straight from their events. A new model or version marks the
+model stale instead (events do not carry labels, which canary weights live in),
+and the next request for it re-reads that one model (a cache miss). Events at or
+below the revision a model was read at are skipped for it, so nothing is applied
+twice or out of order.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class ModelRoute:
     aliases: dict[str, int] = field(default_factory=dict)
     # Events at or below this revision are already reflected.
     revision: int = 0
+    # A new model or version arrived: re-read before the next request resolves.
+    stale: bool = False
 
     def latest(self) -> int | None:
         """The highest active version."""
@@ -95,7 +99,7 @@ class RouteTable:
         """Replace one model with a snapshot of it (read at a revision of its own)."""
         found = [m for m in snapshot.models if m.model.name == name]
         current = self.models.get(name)
-        if current is not None and current.revision >= snapshot.revision:
+        if current is not None and current.revision >= snapshot.revision and not current.stale:
             return
         if found:
             self.models[name] = model_route(found[0], snapshot.revision)
@@ -103,7 +107,7 @@ class RouteTable:
             self.models.pop(name, None)
 
     def apply(self, event: Event) -> bool:
-        """Apply one change; True when the model should be re-read (labels unknown)."""
+        """Apply one change; True when it left the model stale (to re-read on demand)."""
         self.revision = max(self.revision, event.revision)
         if event.type in (EventType.BOOKMARK, EventType.RESYNC):
             return False
@@ -114,13 +118,15 @@ class RouteTable:
             self.models.pop(event.model, None)
             return False
         if model is None:
-            model = self.models[event.model] = ModelRoute(event.model)
+            model = self.models[event.model] = ModelRoute(event.model, stale=True)
         model.revision = event.revision
         kind = event.type
         if kind is EventType.MODEL_CREATED:
+            model.stale = True
             return True
         if kind is EventType.VERSION_ADDED:
             model.versions[event.version] = VersionRoute(active=True)
+            model.stale = True
             return True
         if kind is EventType.VERSION_ARCHIVED:
             model.versions.setdefault(event.version, VersionRoute()).active = False

@@ -18,13 +18,21 @@ from typing import TypeAlias
 import grpc
 from google.protobuf.message import DecodeError
 from inference import grpc_predict_v2_pb2 as pb
+from opentelemetry import trace
 
-from services.common.errors import InvalidArgument, NotFound, ServiceError, Unimplemented
+from services.common.errors import (
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    Unimplemented,
+)
 from services.common.interceptor import INTERNAL_MESSAGE
 from services.common.server import ServiceBinding
 from services.gateway import wire
-from services.gateway.app import VERSION_HEADER, GatewayApp, pinned_version
+from services.gateway.app import VERSION_HEADER, GatewayApp, Route, pinned_version
 from services.gateway.auth import ApiKey
+from services.gateway.follower import RegistryFollower
 from services.gateway.forward import REQUEST_ID, TRACE_CONTEXT, Forwarder, Reply, forwarded
 from services.gateway.metrics import GatewayMetrics
 
@@ -59,9 +67,13 @@ class GatewayServicer:
         metrics: GatewayMetrics,
         stream_window: int = 64,
         tracing: bool = False,
+        follower: RegistryFollower | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.app = app
         self.forwarder = forwarder
+        self.follower = follower
+        self.tracer = tracer or trace.NoOpTracer()
         self.default_timeout = default_timeout
         self.metrics = metrics
         self.stream_window = stream_window
@@ -99,6 +111,38 @@ class GatewayServicer:
 
     def _key(self, context: Context) -> ApiKey | None:
         return self.app.authenticate(context.invocation_metadata())
+
+    async def _refresh(self, model: str) -> None:
+        """Re-read a model the route cache lacks or holds stale (a cache miss)."""
+        with self.tracer.start_as_current_span("gateway.route.lookup") as span:
+            miss = self.follower is not None and self.follower.needs_read(model)
+            span.set_attribute("maas.model", model)
+            span.set_attribute("maas.cache_hit", not miss)
+            if not miss or self.follower is None:
+                return
+            try:
+                await self.follower.refresh(model)
+            except ServiceError as exc:
+                if self.app.routes is None or model not in self.app.routes.models:
+                    raise Unavailable(f"the model registry is unreachable ({exc.status})") from None
+                _log.warning(
+                    "registry unreachable; routing on the last known versions",
+                    extra={"model": model},
+                )
+
+    async def _route(self, key: ApiKey | None, head: wire.Head, pin: str | None) -> Route:
+        """Admit the key and pick the version, recording both on the request's span."""
+        span = trace.get_current_span()
+        span.set_attribute("maas.model", head.name)
+        span.set_attribute("maas.requested_version", head.version)
+        if key is not None:
+            span.set_attribute("maas.key_id", key.id)
+        self.app.admit(key, head.name)
+        await self._refresh(head.name)
+        route = self.app.route(head.name, head.version, pin)
+        span.set_attribute("maas.resolved_version", route.fallback or route.version)
+        span.set_attribute("maas.canary", route.canary)
+        return route
 
     # The gateway's own answers.
 
@@ -169,6 +213,7 @@ class GatewayServicer:
             self.app.admit(key, head.name)
             fallback = ""
             if not empty_means_all or (head.name and head.version):
+                await self._refresh(head.name)
                 version, fallback = self.app.resolve_with_fallback(head.name, head.version)
                 if version != head.version:
                     request = wire.with_version(request, version)
@@ -198,6 +243,7 @@ class GatewayServicer:
         key = self._key(context)
         head = wire.read_head(request)
         self.app.admit(key, head.name)
+        await self._refresh(head.name)
         try:
             version, fallback = self.app.resolve_with_fallback(head.name, head.version)
         except NotFound:
@@ -212,8 +258,7 @@ class GatewayServicer:
         metadata = context.invocation_metadata()
         key = self.app.authenticate(metadata)
         head = wire.read_head(request)
-        self.app.admit(key, head.name)
-        route = self.app.route(head.name, head.version, pinned_version(metadata))
+        route = await self._route(key, head, pinned_version(metadata))
         if route.version != head.version:
             request = wire.with_version(request, route.version)
         passed = forwarded(metadata, self.passed_keys)
@@ -282,8 +327,7 @@ class GatewayServicer:
         head = wire.Head()
         try:
             head = wire.read_head(request)
-            self.app.admit(key, head.name)
-            route = self.app.route(head.name, head.version, pin)
+            route = await self._route(key, head, pin)
             if route.version != head.version:
                 request = wire.with_version(request, route.version)
             with self.metrics.inflight.track_inprogress():
