@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from services.common.metrics import LATENCY_BUCKETS
 from services.gateway.balancer import BackendState, Health
 
 
@@ -25,6 +26,25 @@ class GatewayMetrics:
             "Inference requests forwarded, by model, resolved version and whether a "
             "traffic split chose the version.",
             ["model", "version", "canary"],
+            registry=registry,
+        )
+        self.requests = Counter(
+            "maas_gateway_requests_total",
+            "Inference requests, by model, answering version and status code.",
+            ["model", "version", "code"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "maas_gateway_request_duration_seconds",
+            "Inference request latency through the gateway, by model.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "maas_gateway_rate_limited_requests_total",
+            "Requests refused because their API key was over its rate, by key id.",
+            ["key"],
             registry=registry,
         )
         self.retries = Counter(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata as dist
 from typing import TypeAlias
@@ -23,6 +24,7 @@ from opentelemetry import trace
 from services.common.errors import (
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     ServiceError,
     Unavailable,
     Unimplemented,
@@ -137,7 +139,11 @@ class GatewayServicer:
         span.set_attribute("maas.requested_version", head.version)
         if key is not None:
             span.set_attribute("maas.key_id", key.id)
-        self.app.admit(key, head.name)
+        try:
+            self.app.admit(key, head.name)
+        except ResourceExhausted:
+            self.metrics.rate_limited.labels(key.id if key else "").inc()
+            raise
         await self._refresh(head.name)
         route = self.app.route(head.name, head.version, pin)
         span.set_attribute("maas.resolved_version", route.fallback or route.version)
@@ -257,19 +263,45 @@ class GatewayServicer:
     async def ModelInfer(self, request: bytes, context: Context) -> bytes:
         metadata = context.invocation_metadata()
         key = self.app.authenticate(metadata)
-        head = wire.read_head(request)
-        route = await self._route(key, head, pinned_version(metadata))
-        if route.version != head.version:
-            request = wire.with_version(request, route.version)
         passed = forwarded(metadata, self.passed_keys)
-        with self.metrics.inflight.track_inprogress():
-            reply = await self._forward(
-                path("ModelInfer"), request, self._deadline(context), route.fallback, passed
-            )
-        answered = wire.read_head(reply.data).version or route.version
-        self.metrics.routed.labels(route.model, answered, str(route.canary).lower()).inc()
+        reply, answered = await self._infer(
+            key, request, pinned_version(metadata), passed, self._deadline(context)
+        )
         await context.send_initial_metadata(((VERSION_HEADER, answered),))
-        return reply.data
+        return reply
+
+    async def _infer(
+        self,
+        key: ApiKey | None,
+        request: bytes,
+        pin: str | None,
+        passed: tuple[tuple[str, str], ...],
+        deadline: float,
+    ) -> tuple[bytes, str]:
+        """Route and forward one inference request; the reply and the version that answered."""
+        head = wire.read_head(request)
+        started, code, answered = time.perf_counter(), "INTERNAL", head.version
+        try:
+            route = await self._route(key, head, pin)
+            if route.version != head.version:
+                request = wire.with_version(request, route.version)
+            with self.metrics.inflight.track_inprogress():
+                reply = await self._forward(
+                    path("ModelInfer"), request, deadline, route.fallback, passed
+                )
+            answered = wire.read_head(reply.data).version or route.version
+            self.metrics.routed.labels(route.model, answered, str(route.canary).lower()).inc()
+            code = "OK"
+            return reply.data, answered
+        except ServiceError as exc:
+            code = exc.status
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            self.metrics.requests.labels(head.name, answered, code).inc()
+            self.metrics.request_seconds.labels(head.name).observe(time.perf_counter() - started)
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[bytes], context: Context
@@ -327,16 +359,8 @@ class GatewayServicer:
         head = wire.Head()
         try:
             head = wire.read_head(request)
-            route = await self._route(key, head, pin)
-            if route.version != head.version:
-                request = wire.with_version(request, route.version)
-            with self.metrics.inflight.track_inprogress():
-                reply = await self._forward(
-                    path("ModelInfer"), request, deadline, route.fallback, passed
-                )
-            answered = wire.read_head(reply.data).version or route.version
-            self.metrics.routed.labels(route.model, answered, str(route.canary).lower()).inc()
-            return wire.wrap_stream_response(reply.data)
+            reply, _ = await self._infer(key, request, pin, passed, deadline)
+            return wire.wrap_stream_response(reply)
         except ServiceError as exc:
             return _stream_error(head, exc.message)
         except Exception:  # noqa: BLE001 - one request's failure must not end the stream

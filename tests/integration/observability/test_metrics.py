@@ -124,3 +124,65 @@ async def test_registry_metrics_count_uploads_bytes_and_watchers(
     assert value(samples, "maas_registry_watch_subscribers") == 1
     rpc = "/maas.registry.v1.ModelRegistry/UploadVersion"
     assert value(samples, "maas_registry_grpc_requests_total", method=rpc, code="OK") == 2
+
+
+async def test_gateway_metrics_count_requests_codes_and_rate_limits(
+    server: InferenceServer, tmp_path: Path
+) -> None:
+    from services.common.tokens import hash_token
+    from services.gateway.main import GatewayServer
+    from services.gateway.settings import GatewaySettings
+
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(
+        f"keys:\n  - {{id: ci, sha256: {hash_token('k')}, rate_per_second: 0.001, burst: 4}}\n"
+    )
+    settings = GatewaySettings(
+        port=0,
+        metrics_port=0,
+        grace_seconds=0,
+        api_keys_file=str(keys),
+        backends=f"localhost:{server.grpc.port}",
+    )
+    gateway = GatewayServer(settings)
+    await gateway.start(ready_timeout=10)
+    metadata = (("authorization", "Bearer k"),)
+    try:
+        async with grpc.aio.insecure_channel(f"localhost:{gateway.grpc.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            for _ in range(3):
+                await stub.ModelInfer(pair_request(1), metadata=metadata)
+            with pytest.raises(grpc.aio.AioRpcError):  # the backend says INVALID_ARGUMENT
+                await stub.ModelInfer(pair_request(1, name_b="nope"), metadata=metadata)
+            for _ in range(2):  # the bucket (burst 4) is empty now
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.ModelInfer(pair_request(1), metadata=metadata)
+                assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        samples = scrape(gateway.grpc.metrics_port)
+    finally:
+        await gateway.shutdown(0)
+    assert value(samples, "maas_gateway_requests_total", model="pair", version="1", code="OK") == 3
+    assert (
+        value(
+            samples,
+            "maas_gateway_requests_total",
+            model="pair",
+            version="",
+            code="INVALID_ARGUMENT",
+        )
+        == 1
+    )
+    assert (
+        value(
+            samples,
+            "maas_gateway_requests_total",
+            model="pair",
+            version="",
+            code="RESOURCE_EXHAUSTED",
+        )
+        == 2
+    )
+    assert value(samples, "maas_gateway_rate_limited_requests_total", key="ci") == 2
+    assert value(samples, "maas_gateway_request_duration_seconds_count", model="pair") == 6
+    assert value(samples, "maas_gateway_inflight_requests") == 0
+    assert value(samples, "maas_gateway_backends", health="healthy") == 1
