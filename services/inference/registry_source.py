@@ -18,8 +18,11 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from services.common.errors import ServiceError
 from services.inference.config import ModelConfig, parse_config
@@ -72,6 +75,41 @@ class Desired:
 
     versions: dict[int, Version]
     aliases: dict[str, int]
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+CONFIG_LABEL = "maas.config."
+
+
+def config_from_labels(labels: dict[str, str]) -> dict[str, Any]:
+    """Serving config from labels such as `maas.config.dynamic_batching.max_batch_size=16`.
+
+    Values are read as YAML scalars (`16`, `true`, `[4, 8]`); labels override the
+    version's config file, and version labels override model labels.
+    """
+    out: dict[str, Any] = {}
+    for key, text in sorted(labels.items()):
+        if not key.startswith(CONFIG_LABEL):
+            continue
+        *parents, leaf = key[len(CONFIG_LABEL) :].split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        try:
+            node[leaf] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            node[leaf] = text
+    return out
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def desired_state(entry: ModelSnapshot, selection: Selection) -> Desired:
@@ -85,7 +123,7 @@ def desired_state(entry: ModelSnapshot, selection: Selection) -> Desired:
     wanted = set(aliases.values())
     if active and not selection.models.get(entry.model.name):
         wanted.add(max(active))
-    return Desired({v: active[v] for v in sorted(wanted)}, aliases)
+    return Desired({v: active[v] for v in sorted(wanted)}, aliases, dict(entry.model.labels))
 
 
 class RegistrySource:
@@ -183,7 +221,7 @@ class RegistrySource:
                     continue
                 try:
                     path = await self._local_copy(version)
-                    config = self._config(version)
+                    config = self._config(version, want.labels)
                 except ServiceError as exc:
                     self.manager.fail_version(name, number, exc.message)
                     continue
@@ -198,8 +236,16 @@ class RegistrySource:
                 self.manager.models.pop(name, None)
                 self.manager.aliases.pop(name, None)
 
-    def _config(self, version: Version) -> ModelConfig:
-        config = parse_config(version.config, source=f"{version.model} v{version.version} config")
+    def _config(self, version: Version, model_labels: dict[str, str]) -> ModelConfig:
+        source = f"{version.model} v{version.version} config"
+        text = version.config
+        overrides = config_from_labels({**model_labels, **version.labels})
+        if overrides:
+            base = yaml.safe_load(text) if text.strip() else {}
+            if not isinstance(base, dict):
+                base = {}
+            text = yaml.safe_dump(_merge(base, overrides))
+        config = parse_config(text, source=source)
         if self.require_cuda:
             config = config.model_copy(update={"require_cuda": True})
         return config

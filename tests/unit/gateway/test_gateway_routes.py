@@ -99,3 +99,19 @@ def test_a_re_read_model_skips_the_events_it_already_reflects() -> None:
     assert table.resolve("digits", "") == 1
     table.replace_model("digits", Snapshot(20, []))
     assert "digits" not in table.models
+
+
+def test_new_models_and_versions_mark_the_route_stale_until_re_read() -> None:
+    table = RouteTable()
+    table.load(snapshot())
+    assert not table.models["digits"].stale
+    table.apply(event(11, EventType.ALIAS_MOVED, alias="production", version=2))
+    assert not table.models["digits"].stale  # alias moves apply straight away
+    table.apply(event(12, EventType.VERSION_ADDED, version=4))
+    assert table.models["digits"].stale  # labels unknown: the next request re-reads
+    fresh = Model("digits", aliases={"production": 4})
+    table.replace_model("digits", Snapshot(12, [ModelSnapshot(fresh, [version(4)])]))
+    assert not table.models["digits"].stale
+    assert table.resolve("digits", "") == 4
+    table.apply(Event(13, EventType.MODEL_CREATED, model="other"))
+    assert table.models["other"].stale
