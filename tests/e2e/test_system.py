@@ -167,3 +167,35 @@ def test_auth_codes(auth_system: System) -> None:
     codes = [status("slow-key") for _ in range(6)]
     assert codes[0] == "OK" and "StatusCode.RESOURCE_EXHAUSTED" in codes
     client.close()
+
+
+def test_maas_infer_prints_the_predicted_digit(system: System, tmp_path: Path) -> None:
+    from PIL import Image
+
+    holdout = np.load(system.data / "models" / "digits" / "holdout.npz")
+    image, label = holdout["images"][0], int(holdout["labels"][0])
+    np.save(tmp_path / "digit.npy", image)
+    # The same digit as a picture: dark ink on white, 8x8 scaled up.
+    pixels = (255 - image[0] / 16.0 * 255).clip(0, 255).astype(np.uint8)
+    Image.fromarray(pixels).resize((32, 32), Image.NEAREST).save(tmp_path / "digit.png")
+    for name in ("digit.npy", "digit.png"):
+        result = system.maas(
+            "infer",
+            "digits",
+            "--input",
+            str(tmp_path / name),
+            "--gateway",
+            system.address("gateway"),
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"class {label} (p=" in result.stdout, result.stdout
+    missing = system.maas(
+        "infer",
+        "nope",
+        "--input",
+        str(tmp_path / "digit.npy"),
+        "--gateway",
+        system.address("gateway"),
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "maas infer: NOT_FOUND: unknown model 'nope'"
