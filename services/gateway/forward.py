@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
-from opentelemetry import trace
 
 from services.common import errors
+from services.common.telemetry import Tracing
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.pool import Backend, BackendPool
 from services.registry.client import error_from_rpc
@@ -53,12 +53,12 @@ class Forwarder:
         max_attempts: int,
         metrics: GatewayMetrics | None = None,
         *,
-        tracer: trace.Tracer | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.pool = pool
         self.max_attempts = max_attempts
         self.metrics = metrics
-        self.tracer = tracer or trace.NoOpTracer()
+        self.tracing = tracing or Tracing()
 
     async def unary(
         self,
@@ -82,9 +82,8 @@ class Forwarder:
             if attempt and self.metrics is not None:
                 self.metrics.retries.inc()
             try:
-                with self.tracer.start_as_current_span(
-                    "gateway.backend",
-                    attributes={"maas.backend": backend.address, "maas.attempt": attempt},
+                with self.tracing.span(
+                    "gateway.backend", {"maas.backend": backend.address, "maas.attempt": attempt}
                 ):
                     data = await self._call(backend, path, request, remaining, metadata)
             except grpc.aio.AioRpcError as exc:

@@ -94,14 +94,13 @@ class GatewayServer:
                 self.pool,
                 settings.max_attempts,
                 self.metrics,
-                tracer=self.telemetry.tracer("maas.gateway"),
+                tracing=self.telemetry.tracing("maas.gateway"),
             ),
             default_timeout=settings.default_timeout_seconds,
             metrics=self.metrics,
             stream_window=settings.stream_window,
-            tracing=self.telemetry.enabled,
             follower=self.follower,
-            tracer=self.telemetry.tracer("maas.gateway"),
+            tracing=self.telemetry.tracing("maas.gateway"),
         )
         self.discovery = self._discovery()
         self.grpc = GrpcServer(

@@ -31,6 +31,7 @@ from services.common.errors import (
 )
 from services.common.interceptor import INTERNAL_MESSAGE
 from services.common.server import ServiceBinding
+from services.common.telemetry import AttributeValue, Tracing
 from services.gateway import wire
 from services.gateway.app import VERSION_HEADER, GatewayApp, Route, pinned_version
 from services.gateway.auth import ApiKey
@@ -68,18 +69,17 @@ class GatewayServicer:
         default_timeout: float,
         metrics: GatewayMetrics,
         stream_window: int = 64,
-        tracing: bool = False,
         follower: RegistryFollower | None = None,
-        tracer: trace.Tracer | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.forwarder = forwarder
         self.follower = follower
-        self.tracer = tracer or trace.NoOpTracer()
+        self.tracing = tracing or Tracing()
         self.default_timeout = default_timeout
         self.metrics = metrics
         self.stream_window = stream_window
-        self.passed_keys = REQUEST_ID if tracing else REQUEST_ID | TRACE_CONTEXT
+        self.passed_keys = REQUEST_ID if self.tracing.enabled else REQUEST_ID | TRACE_CONTEXT
         self.version = _server_version()
 
     def binding(self) -> ServiceBinding:
@@ -116,10 +116,9 @@ class GatewayServicer:
 
     async def _refresh(self, model: str) -> None:
         """Re-read a model the route cache lacks or holds stale (a cache miss)."""
-        with self.tracer.start_as_current_span("gateway.route.lookup") as span:
-            miss = self.follower is not None and self.follower.needs_read(model)
-            span.set_attribute("maas.model", model)
-            span.set_attribute("maas.cache_hit", not miss)
+        miss = self.follower is not None and self.follower.needs_read(model)
+        attributes: dict[str, AttributeValue] = {"maas.model": model, "maas.cache_hit": not miss}
+        with self.tracing.span("gateway.route.lookup", attributes):
             if not miss or self.follower is None:
                 return
             try:

@@ -55,7 +55,7 @@ class InferenceServer:
                 require_cuda=settings.require_cuda,
             )
         self.app = InferenceApp(self.manager, source, self.metrics)
-        servicer = InferenceServicer(self.app)
+        servicer = InferenceServicer(self.app, self.telemetry.tracing("maas.inference"))
         self.grpc = GrpcServer(
             settings,
             [

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 import grpc
 from inference import grpc_predict_v2_pb2 as pb
 from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from opentelemetry import trace
 
 from services.common.errors import ServiceError
 from services.common.interceptor import INTERNAL_MESSAGE
+from services.common.telemetry import Tracing
 from services.inference import convert
 from services.inference.app import PLATFORM, InferenceApp
 
@@ -40,8 +42,9 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Thin adapter from the v2 protocol to InferenceApp."""
 
-    def __init__(self, app: InferenceApp) -> None:
+    def __init__(self, app: InferenceApp, tracing: Tracing | None = None) -> None:
         self.app = app
+        self.tracing = tracing or Tracing()
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
@@ -100,8 +103,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        result = await self.app.infer(convert.infer_request(request, deadline_of(context)))
-        return convert.infer_response(result, raw=convert.wants_raw(request))
+        return await self._infer(request, deadline_of(context))
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, deadline: float | None
+    ) -> pb.ModelInferResponse:
+        """Decode, run and encode one request, each step a span of its own when tracing."""
+        if self.tracing.enabled:
+            span = trace.get_current_span()
+            span.set_attribute("maas.model", request.model_name)
+            span.set_attribute("maas.requested_version", request.model_version)
+        with self.tracing.span("inference.decode"):
+            decoded = convert.infer_request(request, deadline)
+        result = await self.app.infer(decoded)
+        with self.tracing.span("inference.encode"):
+            return convert.infer_response(result, raw=convert.wants_raw(request))
 
     async def ModelStreamInfer(
         self,
@@ -147,11 +163,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             model_name=request.model_name, model_version=request.model_version, id=request.id
         )
         try:
-            result = await self.app.infer(convert.infer_request(request, deadline))
+            with self.tracing.span("inference.stream_request"):
+                response = await self._infer(request, deadline)
         except ServiceError as exc:
             return pb.ModelStreamInferResponse(error_message=exc.message, infer_response=echo)
         except Exception:  # noqa: BLE001 - one request's failure must not end the stream
             _log.exception("unexpected error in a stream request")
             return pb.ModelStreamInferResponse(error_message=INTERNAL_MESSAGE, infer_response=echo)
-        response = convert.infer_response(result, raw=convert.wants_raw(request))
         return pb.ModelStreamInferResponse(infer_response=response)

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from opentelemetry import trace
-
 from services.common.errors import Aborted, InvalidArgument
+from services.common.telemetry import AttributeValue, Tracing
 from services.registry import names
 from services.registry.blobs import BlobStore, FilesystemBlobStore, read_chunks
 from services.registry.domain import (
@@ -66,12 +65,12 @@ class Registry:
         self.blobs = blobs
         self.hub = hub
         self.metrics: RegistryMetrics | None = None
-        self.tracer: trace.Tracer = trace.NoOpTracer()
+        self.tracing = Tracing()
 
-    def observe(self, metrics: RegistryMetrics, tracer: trace.Tracer) -> None:
+    def observe(self, metrics: RegistryMetrics, tracing: Tracing) -> None:
         """Report to these metrics and trace with this tracer."""
         self.metrics = metrics
-        self.tracer = tracer
+        self.tracing = tracing
         metrics.track_subscribers(lambda: self.hub.subscriber_count)
         # Orders blob moves + version inserts against blob deletions, so a blob that a
         # concurrent upload just deduplicated against is never removed under it.
@@ -136,9 +135,11 @@ class Registry:
             try:
                 meta, files = await receive(parts, staging, max_bytes=settings.max_model_bytes)
                 sizes = {f.path: f.size_bytes for f in files}
-                with self.tracer.start_as_current_span("registry.validate") as span:
-                    span.set_attribute("maas.model", meta.model)
-                    span.set_attribute("maas.upload_bytes", sum(sizes.values()))
+                attributes: dict[str, AttributeValue] = {
+                    "maas.model": meta.model,
+                    "maas.upload_bytes": sum(sizes.values()),
+                }
+                with self.tracing.span("registry.validate", attributes):
                     facts = await asyncio.to_thread(
                         validate_model,
                         staging,

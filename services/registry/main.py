@@ -71,7 +71,7 @@ async def create_server(settings: RegistrySettings) -> RegistryServer:
     registry = await Registry.open(settings)
     telemetry = Telemetry.from_env("maas-registry")
     metrics_registry = CollectorRegistry()
-    registry.observe(RegistryMetrics(metrics_registry), telemetry.tracer("maas.registry"))
+    registry.observe(RegistryMetrics(metrics_registry), telemetry.tracing("maas.registry"))
     servicer = ModelRegistryServicer(registry)
     server = GrpcServer(
         settings,
