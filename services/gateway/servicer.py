@@ -31,6 +31,7 @@ from services.common.errors import (
 )
 from services.common.interceptor import INTERNAL_MESSAGE
 from services.common.server import ServiceBinding
+from services.common.streams import answer_each
 from services.common.telemetry import AttributeValue, Tracing
 from services.gateway import wire
 from services.gateway.app import VERSION_HEADER, GatewayApp, Route, pinned_version
@@ -313,39 +314,15 @@ class GatewayServicer:
         remaining = context.time_remaining()
         loop = asyncio.get_running_loop()
         stream_deadline = None if remaining is None else loop.time() + remaining
-        responses: asyncio.Queue[bytes | None] = asyncio.Queue()
-        window = asyncio.Semaphore(self.stream_window)
 
-        async def answer(request: bytes) -> None:
-            try:
-                deadline = loop.time() + self.default_timeout
-                if stream_deadline is not None:
-                    deadline = min(deadline, stream_deadline)
-                responses.put_nowait(await self._stream_one(key, request, pin, passed, deadline))
-            finally:
-                window.release()
+        async def answer(request: bytes) -> bytes:
+            deadline = loop.time() + self.default_timeout
+            if stream_deadline is not None:
+                deadline = min(deadline, stream_deadline)
+            return await self._stream_one(key, request, pin, passed, deadline)
 
-        async def read() -> None:
-            tasks: set[asyncio.Task[None]] = set()
-            try:
-                async for request in requests:
-                    await window.acquire()
-                    task = asyncio.ensure_future(answer(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                await asyncio.gather(*tasks)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                responses.put_nowait(None)
-
-        reader = asyncio.ensure_future(read())
-        try:
-            while (response := await responses.get()) is not None:
-                yield response
-            await reader
-        finally:
-            reader.cancel()
+        async for response in answer_each(requests, answer, self.stream_window):
+            yield response
 
     async def _stream_one(
         self,

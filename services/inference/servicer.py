@@ -13,6 +13,7 @@ from opentelemetry import trace
 
 from services.common.errors import ServiceError
 from services.common.interceptor import INTERNAL_MESSAGE
+from services.common.streams import answer_each
 from services.common.telemetry import Tracing
 from services.inference import convert
 from services.inference.app import PLATFORM, InferenceApp
@@ -126,35 +127,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Each request runs as it arrives (so stream requests batch together); an
         error answers that request only, and the stream stays open."""
-        responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        window = asyncio.Semaphore(STREAM_WINDOW)
         deadline = deadline_of(context)
 
-        async def answer(request: pb.ModelInferRequest) -> None:
-            try:
-                responses.put_nowait(await self._stream_one(request, deadline))
-            finally:
-                window.release()
+        async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            return await self._stream_one(request, deadline)
 
-        async def read() -> None:
-            tasks: set[asyncio.Task[None]] = set()
-            try:
-                async for request in request_iterator:
-                    await window.acquire()
-                    task = asyncio.ensure_future(answer(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                await asyncio.gather(*tasks)
-            finally:
-                responses.put_nowait(None)
-
-        reader = asyncio.ensure_future(read())
-        try:
-            while (response := await responses.get()) is not None:
-                yield response
-            await reader
-        finally:
-            reader.cancel()
+        async for response in answer_each(request_iterator, answer, STREAM_WINDOW):
+            yield response
 
     async def _stream_one(
         self, request: pb.ModelInferRequest, deadline: float | None
