@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -40,3 +41,16 @@ class ServiceSettings(BaseSettings):
     def from_args(cls, overrides: Mapping[str, Any]) -> Self:
         """Settings from the environment, with command-line values (not None) on top."""
         return cls(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def add_server_flags(parser: argparse.ArgumentParser, port: int, metrics_port: int) -> None:
+    """The flags every service takes for ServiceSettings' fields (unset: env, then default)."""
+    parser.add_argument("--host", help="address to bind (default [::])")
+    parser.add_argument("--port", type=int, help=f"gRPC port (default {port}; 0 picks one)")
+    parser.add_argument("--port-file", help="write the bound gRPC port here once serving")
+    parser.add_argument(
+        "--metrics-port", type=int, help=f"metrics port (default {metrics_port}; 0 picks one)"
+    )
+    parser.add_argument("--max-message-bytes", type=int, help="gRPC message limit, both ways")
+    parser.add_argument("--grace-seconds", type=float, help="drain time on SIGTERM")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.logs import configure_logging
 from services.common.server import NOT_SERVING, SERVING, GrpcServer
+from services.common.settings import add_server_flags
 from services.common.telemetry import Telemetry
 from services.gateway.app import GatewayApp
 from services.gateway.auth import KeyTable, load_keys
@@ -199,10 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "secrets only as MAAS_GATEWAY_REGISTRY_TOKEN / MAAS_GATEWAY_API_KEYS or in "
         "--api-keys-file, never on the command line.",
     )
-    p.add_argument("--host", help="address to bind (default [::])")
-    p.add_argument("--port", type=int, help="gRPC port (default 8001; 0 picks a free one)")
-    p.add_argument("--port-file", help="write the bound port here once serving")
-    p.add_argument("--metrics-port", type=int, help="metrics port (default 9001)")
+    add_server_flags(p, port=8001, metrics_port=9001)
     p.add_argument("--registry", help="registry host:port to resolve versions through")
     p.add_argument("--backends", help="comma-separated inference backends host:port")
     p.add_argument("--backend-dns", help="headless Service name:port, re-resolved")
@@ -217,9 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eject-base-seconds", type=float, help="first ejection of a backend")
     p.add_argument("--eject-max-seconds", type=float, help="longest ejection of a backend")
     p.add_argument("--canary-file", help="YAML traffic splits per model")
-    p.add_argument("--max-message-bytes", type=int, help="gRPC message limit")
-    p.add_argument("--grace-seconds", type=float, help="drain time on SIGTERM")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     return p
 
 

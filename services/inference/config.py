@@ -38,7 +38,10 @@ class CudaOptions(_Strict):
     gpu_mem_limit: int | None = Field(None, gt=0, description="Bytes; None means no limit.")
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
     arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = "kSameAsRequested"
+    # Keep outputs on the GPU until they are copied out once (IO binding).
     io_binding: bool = True
+    # Assemble merged batches in pinned (page-locked) host memory, where ORT allows.
+    pinned_inputs: bool = True
 
 
 class TensorRtOptions(_Strict):
@@ -53,6 +56,10 @@ class Threads(_Strict):
 
     intra_op: int = Field(0, ge=0)
     inter_op: int = Field(0, ge=0)
+    # Idle pool threads busy-wait for the next op by default in ONNX Runtime; that
+    # takes cores from the event loop and the other instances. None: spin only when
+    # one instance has every core to itself (intra_op x instances <= cores - 1).
+    spinning: bool | None = None
 
 
 class ModelConfig(_Strict):

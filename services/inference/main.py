@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.logs import configure_logging
 from services.common.server import NOT_SERVING, SERVING, GrpcServer, ServiceBinding
+from services.common.settings import add_server_flags
 from services.common.telemetry import Telemetry
 from services.inference.app import InferenceApp
 from services.inference.manager import ModelManager
@@ -110,13 +111,7 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
     parser.add_argument("--registry-token", help="registry reader token")
     parser.add_argument("--models", help="comma-separated models to serve from the registry")
     parser.add_argument("--cache-dir", help="local cache of registry models")
-    parser.add_argument("--host", help="address to bind (default [::])")
-    parser.add_argument("--port", type=int, help="gRPC port (default 8021; 0 picks one)")
-    parser.add_argument("--metrics-port", type=int, help="metrics port (default 9021)")
-    parser.add_argument("--max-message-bytes", type=int, help="gRPC message limit")
-    parser.add_argument("--grace-seconds", type=float, help="drain time on SIGTERM")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
-    parser.add_argument("--port-file", help="write the bound gRPC port to this file")
+    add_server_flags(parser, port=8021, metrics_port=9021)
     parser.add_argument(
         "--require-cuda",
         action="store_true",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +13,10 @@ import onnxruntime as ort
 from services.common.errors import InvalidArgument
 from services.inference.config import ModelConfig
 from services.inference.runtime import (
+    RunnerPlan,
     Signature,
     create_session,
+    runner_plan,
     signature_of,
     zeros_for,
 )
@@ -23,14 +26,76 @@ from services.inference.stats import ModelStats
 _log = logging.getLogger(__name__)
 
 
-def make_runner(session: ort.InferenceSession, signature: Signature) -> Runner:
+def make_runner(
+    session: ort.InferenceSession, signature: Signature, plan: RunnerPlan | None = None
+) -> Runner:
     """A blocking callable that runs the session and returns every output by name."""
+    if plan is not None and plan.kind == "iobinding":
+        return IoBindingRunner(session, signature, plan)
     output_names = [o.name for o in signature.outputs]
 
     def run(inputs: Tensors) -> Tensors:
         return dict(zip(output_names, session.run(output_names, inputs), strict=True))
 
     return run
+
+
+class IoBindingRunner:
+    """Runs a CUDA session with IO binding: inputs bound from host memory, outputs
+    left on the device by ONNX Runtime and copied to the host once, at the end."""
+
+    def __init__(self, session: ort.InferenceSession, signature: Signature, plan: RunnerPlan):
+        self.session = session
+        self.plan = plan
+        self.output_names = [o.name for o in signature.outputs]
+        self._pinned_info = pinned_memory_info(plan.device_id) if plan.pinned_inputs else None
+        # OrtValues whose host memory backs arrays handed out by allocate().
+        self._keep: list[ort.OrtValue] = []
+
+    @property
+    def pinned(self) -> bool:
+        """Whether allocate() hands out page-locked host memory."""
+        return self._pinned_info is not None
+
+    def __call__(self, inputs: Tensors) -> Tensors:
+        binding = self.session.io_binding()
+        for name, array in inputs.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in self.output_names:
+            binding.bind_output(name, self.plan.device, self.plan.device_id)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.copy_outputs_to_cpu()
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+        return dict(zip(self.output_names, outputs, strict=True))
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A host buffer for merged batches: pinned where ORT can allocate it, so the
+        copy to the GPU is a direct DMA; ordinary memory otherwise."""
+        if self._pinned_info is not None:
+            try:
+                value = ort.OrtValue.ortvalue_from_shape_and_type(
+                    list(shape), dtype, memory_info=self._pinned_info
+                )
+                count = int(np.prod(shape)) * dtype.itemsize
+                raw = (ctypes.c_byte * count).from_address(value.data_ptr())
+                self._keep.append(value)
+                return np.frombuffer(memoryview(raw), dtype=dtype).reshape(shape)
+            except Exception:  # noqa: BLE001 - fall back to pageable memory
+                _log.warning("pinned host memory is not available; using pageable memory")
+                self._pinned_info = None
+        return np.empty(shape, dtype=dtype)
+
+
+def pinned_memory_info(device_id: int) -> object | None:
+    """ORT's host-accessible (pinned) memory of a CUDA device, where this ORT exposes it."""
+    try:
+        for device in ort.get_ep_devices():
+            if device.ep_name == "CUDAExecutionProvider" and device.device.device_id == device_id:
+                return device.memory_info(ort.OrtDeviceMemoryType.HOST_ACCESSIBLE)
+    except Exception:  # noqa: BLE001 - older ORT, or no CUDA device
+        return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -46,11 +111,14 @@ def open_sessions(path: Path, config: ModelConfig) -> Sessions:
     """Create `config.instances` sessions and warm each up; blocking, raises LoadError."""
     sessions = [create_session(path, config) for _ in range(config.instances)]
     signature = signature_of(sessions[0])
-    runners = [make_runner(s, signature) for s in sessions]
+    plan = runner_plan(sessions[0].get_providers(), config, signature)
+    runners = [make_runner(s, signature, plan) for s in sessions]
     warmup = {spec.name: zeros_for(spec) for spec in signature.inputs}
     for run in runners:
         run(warmup)
     provider = sessions[0].get_providers()[0]
+    if plan.kind != "run":
+        _log.info("model %s runs with IO binding on %s:%d", path, plan.device, plan.device_id)
     return Sessions(runners, signature, provider)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -111,11 +112,45 @@ def session_options(config: ModelConfig, cores: int | None = None) -> ort.Sessio
     """Thread pools sized so that all instances together do not oversubscribe the cores."""
     cores = cores or os.cpu_count() or 1
     options = ort.SessionOptions()
-    options.intra_op_num_threads = config.threads.intra_op or max(1, cores // config.instances)
+    intra = config.threads.intra_op or max(1, cores // config.instances)
+    options.intra_op_num_threads = intra
     options.inter_op_num_threads = config.threads.inter_op or 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    spinning = config.threads.spinning
+    if spinning is None:
+        # The event loop (decoding, encoding, gRPC) needs a core too.
+        spinning = intra * config.instances <= cores - 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
     return options
+
+
+@dataclass(frozen=True)
+class RunnerPlan:
+    """How a session is run: plain `run`, or IO binding with outputs kept on a device.
+
+    With CUDA (or TensorRT) first, IO binding binds the inputs from host memory,
+    keeps the outputs on the device until the one copy out, and stages merged
+    batches in pinned host memory when ONNX Runtime can allocate it.
+    """
+
+    kind: Literal["run", "iobinding"]
+    device: Literal["cpu", "cuda"] = "cpu"
+    device_id: int = 0
+    pinned_inputs: bool = False
+
+
+def runner_plan(active: Sequence[str], config: ModelConfig, signature: Signature) -> RunnerPlan:
+    """The runner for a session whose providers, in order, are `active`."""
+    on_gpu = bool(active) and active[0] in (CUDA, TENSORRT)
+    has_strings = any(t.datatype.is_bytes for t in (*signature.inputs, *signature.outputs))
+    if not on_gpu or not config.cuda.io_binding or has_strings:
+        # String tensors live on the host only, so they gain nothing from binding.
+        return RunnerPlan("run")
+    return RunnerPlan(
+        "iobinding", "cuda", config.cuda.device_id, pinned_inputs=config.cuda.pinned_inputs
+    )
 
 
 def create_session(path: Path, config: ModelConfig) -> ort.InferenceSession:

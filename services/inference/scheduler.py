@@ -5,15 +5,22 @@ oldest live request and, when the model has a dynamic batch dimension, merges
 queued requests of the same shape (grouping, not padding) up to max_batch_size,
 runs ONNX Runtime on a worker thread, and splits the outputs back. Expired and
 cancelled requests are dropped before they run.
+
+Copies: a merged batch is assembled with one copy into a buffer the instance
+keeps for that shape and dtype (no allocation, no page faults per batch), on the
+worker thread so the event loop never waits for it. An instance runs one batch
+at a time, so its buffers are free again once ONNX Runtime returns; a buffer that
+an output might alias is retired instead of reused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +31,7 @@ from services.inference.stats import ModelStats
 
 Tensors = dict[str, np.ndarray]
 Runner = Callable[[Tensors], Tensors]
+Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]
 
 
 @dataclass(eq=False)
@@ -36,6 +44,8 @@ class Job:
     key: tuple[object, ...]
     deadline: float | None
     future: asyncio.Future[Tensors]
+    # Rows counted in the statistics (inference_count), batched or not.
+    count: int = 1
     enqueued_ns: int = field(default_factory=time.monotonic_ns)
     started_ns: int | None = None
 
@@ -45,13 +55,19 @@ class Job:
 
 
 def batch_key(inputs: Tensors) -> tuple[int | None, tuple[object, ...]]:
-    """Rows and the grouping key: requests merge only with equal non-batch shapes."""
-    arrays = list(inputs.values())
-    rows = {a.shape[0] if a.ndim else None for a in arrays}
-    if len(rows) != 1 or None in rows:
-        return None, ()
-    key = tuple((name, a.shape[1:], a.dtype.str) for name, a in sorted(inputs.items()))
-    return rows.pop(), key
+    """Rows and the grouping key: requests merge only with equal non-batch shapes.
+
+    Inputs arrive in the model's signature order (validate.check_inputs), so the key
+    needs no sorting; it is built once per request, on the hot path."""
+    rows: int | None = None
+    key = []
+    for name, array in inputs.items():
+        shape = array.shape
+        if not shape or (rows is not None and shape[0] != rows):
+            return None, ()
+        rows = shape[0]
+        key.append((name, shape[1:], array.dtype))
+    return rows, tuple(key)
 
 
 class Scheduler:
@@ -67,13 +83,16 @@ class Scheduler:
     ) -> None:
         self._runners = runners
         self._batching = batching
+        self._batchable = batchable
         self._merge = batching.enabled and batchable
         self._stats = stats
         self._queue: deque[Job] = deque()
         self._wakeup = asyncio.Event()
         self._closed = False
-        self._executor = ThreadPoolExecutor(len(runners), thread_name_prefix="ort")
-        self._workers = [asyncio.ensure_future(self._work(r)) for r in runners]
+        self._threads = [
+            InstanceThread(r, batching.max_batch_size, i) for i, r in enumerate(runners)
+        ]
+        self._workers = [asyncio.ensure_future(self._work(t)) for t in self._threads]
 
     @property
     def depth(self) -> int:
@@ -92,8 +111,11 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         if deadline is not None and loop.time() >= deadline:
             raise DeadlineExceeded("deadline passed before the request was queued")
-        rows, key = batch_key(inputs) if self._merge else (None, ())
-        job = Job(inputs, rows, key, deadline, loop.create_future())
+        rows, key = batch_key(inputs) if self._batchable else (None, ())
+        count = rows or 1
+        if not self._merge:
+            rows, key = None, ()
+        job = Job(inputs, rows, key, deadline, loop.create_future(), count)
         self._queue.append(job)
         self._wakeup.set()
         outputs = await job.future  # a cancelled caller cancels the future: it is dropped
@@ -105,14 +127,17 @@ class Scheduler:
         self._closed = True
         self._wakeup.set()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        for thread in self._threads:
+            thread.stop()
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join)
 
-    async def _work(self, runner: Runner) -> None:
+    async def _work(self, thread: InstanceThread) -> None:
         while True:
             jobs = await self._next_batch()
             if not jobs:
                 return
-            await self._execute(runner, jobs)
+            await self._execute(thread, jobs)
 
     def _drop_dead(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -142,6 +167,12 @@ class Scheduler:
             return [head]
         if self._batching.max_queue_delay_us:
             await self._wait_for_rows(head)
+            if head.dead(asyncio.get_running_loop().time()):
+                if not head.future.done():
+                    head.future.set_exception(
+                        DeadlineExceeded("deadline passed while the request was queued")
+                    )
+                return await self._next_batch()
         return [head, *self._take_matching(head)]
 
     async def _wait_for_rows(self, head: Job) -> None:
@@ -171,7 +202,7 @@ class Scheduler:
             if job.key != head.key or job.rows is None or job.dead(now):
                 continue
             if rows + job.rows > limit:
-                break
+                continue  # a smaller request further back may still fit
             taken.append(job)
             rows += job.rows
         taken = self._preferred_prefix(head.rows, taken)
@@ -192,35 +223,141 @@ class Scheduler:
                 best = i
         return taken if best < 0 else taken[:best]
 
-    async def _execute(self, runner: Runner, jobs: list[Job]) -> None:
+    async def _execute(self, thread: InstanceThread, jobs: list[Job]) -> None:
         started = time.monotonic_ns()
         for job in jobs:
             job.started_ns = started
-        loop = asyncio.get_running_loop()
         try:
-            inputs = jobs[0].inputs if len(jobs) == 1 else _merge(jobs)
-            t_in = time.monotonic_ns()
-            outputs = await loop.run_in_executor(self._executor, runner, inputs)
-            t_run = time.monotonic_ns()
-            results = [outputs] if len(jobs) == 1 else _split(outputs, jobs)
-            t_out = time.monotonic_ns()
+            results, timings = await thread.run(jobs)
         except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error
             for job in jobs:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
-        rows = sum(job.rows or 1 for job in jobs) if jobs[0].rows is not None else 1
-        self._stats.record_execution(rows, len(jobs), t_in - started, t_run - t_in, t_out - t_run)
+        rows = sum(job.count for job in jobs)
+        self._stats.record_execution(rows, len(jobs), *timings)
         for job, result in zip(jobs, results, strict=True):
             if not job.future.done():
                 job.future.set_result(result)
 
 
-def _merge(jobs: list[Job]) -> Tensors:
-    """Concatenate along the batch dimension: one copy into one new buffer per input."""
-    return {
-        name: np.concatenate([job.inputs[name] for job in jobs], axis=0) for name in jobs[0].inputs
-    }
+class InstanceThread:
+    """The thread of one instance: takes one batch at a time from a queue, runs it,
+    and hands the result back to the event loop with a single call_soon_threadsafe.
+
+    Leaner than run_in_executor (no concurrent.futures.Future and chaining), which
+    matters for small models, where the hand-over costs as much as the model."""
+
+    def __init__(self, runner: Runner, max_rows: int, index: int) -> None:
+        self.runner = runner
+        self.buffers = BatchBuffers(max_rows, runner)
+        self._inbox: queue.SimpleQueue[tuple[list[Job], asyncio.Future[Result]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._main, name=f"ort-{index}", daemon=True)
+        self._thread.start()
+
+    def run(self, jobs: list[Job]) -> asyncio.Future[Result]:
+        """Queue a batch; the future completes on the event loop with its result."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._inbox.put((jobs, future))
+        return future
+
+    def stop(self) -> None:
+        """Let the thread finish once the batches before this call are done."""
+        self._inbox.put(None)
+
+    def join(self) -> None:
+        """Wait for the thread to end (blocking)."""
+        self._thread.join()
+
+    def _main(self) -> None:
+        while (item := self._inbox.get()) is not None:
+            jobs, future = item
+            loop = future.get_loop()
+            try:
+                result = _run_batch(self.runner, self.buffers, jobs)
+            except Exception as exc:  # noqa: BLE001 - delivered to the batch's callers
+                loop.call_soon_threadsafe(_fail, future, exc)
+            else:
+                loop.call_soon_threadsafe(_succeed, future, result)
+
+
+Result = tuple[list[Tensors], tuple[int, int, int]]
+
+
+def _succeed(future: asyncio.Future[Result], result: Result) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Result], exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _run_batch(
+    runner: Runner, buffers: BatchBuffers, jobs: list[Job]
+) -> tuple[list[Tensors], tuple[int, int, int]]:
+    """Merge, run and split on a worker thread; returns the results and the three
+    durations (input, infer, output) in nanoseconds."""
+    t0 = time.monotonic_ns()
+    inputs = jobs[0].inputs if len(jobs) == 1 else buffers.merge(jobs)
+    t1 = time.monotonic_ns()
+    outputs = runner(inputs)
+    t2 = time.monotonic_ns()
+    if len(jobs) == 1:
+        results = [outputs]
+    else:
+        buffers.release(inputs, outputs)
+        results = _split(outputs, jobs)
+    return results, (t1 - t0, t2 - t1, time.monotonic_ns() - t2)
+
+
+class BatchBuffers:
+    """One instance's reusable input buffers, one per (input, row shape, dtype).
+
+    Each holds max_batch_size rows; a batch uses a leading slice, which is
+    contiguous, so ONNX Runtime reads it without another copy. The runner may
+    offer its own allocator (`runner.allocate`, e.g. pinned host memory for CUDA).
+    """
+
+    def __init__(self, max_rows: int, runner: Runner) -> None:
+        self.max_rows = max_rows
+        self._allocate: Allocate = getattr(runner, "allocate", _allocate)
+        self._free: dict[tuple[object, ...], np.ndarray] = {}
+
+    def merge(self, jobs: list[Job]) -> Tensors:
+        """Concatenate the jobs' inputs along the batch dimension: one copy per input."""
+        rows = sum(job.rows or 0 for job in jobs)
+        merged: Tensors = {}
+        for name, first in jobs[0].inputs.items():
+            parts = [job.inputs[name] for job in jobs]
+            if first.dtype.kind == "O" or rows > self.max_rows:
+                merged[name] = np.concatenate(parts, axis=0)
+                continue
+            key = (name, first.shape[1:], first.dtype.str)
+            buffer = self._free.get(key)
+            if buffer is None:
+                buffer = self._free[key] = self._allocate(
+                    (self.max_rows, *first.shape[1:]), first.dtype
+                )
+            merged[name] = np.concatenate(parts, axis=0, out=buffer[:rows])
+        return merged
+
+    def release(self, inputs: Tensors, outputs: Tensors) -> None:
+        """Retire any buffer an output may share memory with (an Identity-like graph)."""
+        for name, array in inputs.items():
+            if any(np.may_share_memory(array, out) for out in outputs.values()):
+                key = (name, array.shape[1:], array.dtype.str)
+                self._free.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+
+def _allocate(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    return np.empty(shape, dtype=dtype)
 
 
 def _split(outputs: Tensors, jobs: list[Job]) -> list[Tensors]:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from services.common.logs import configure_logging
 from services.common.server import GrpcServer
+from services.common.settings import add_server_flags
 from services.common.telemetry import Telemetry
 from services.registry.app import Registry
 from services.registry.auth import AuthInterceptor, load_tokens, registry_policy
@@ -125,10 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "MAAS_REGISTRY_<FLAG>; tokens only as MAAS_REGISTRY_ADMIN_TOKEN / "
         "MAAS_REGISTRY_READER_TOKEN or in --tokens-file, never on the command line.",
     )
-    p.add_argument("--host", help="address to bind (default [::])")
-    p.add_argument("--port", type=int, help="gRPC port (default 8011; 0 picks a free one)")
-    p.add_argument("--port-file", help="write the bound port here once serving")
-    p.add_argument("--metrics-port", type=int, help="metrics port (default 9011)")
+    add_server_flags(p, port=8011, metrics_port=9011)
     p.add_argument("--data-dir", help="blobs and the SQLite database (default .data/registry)")
     p.add_argument("--database-url", help="postgresql://... or sqlite:///PATH")
     p.add_argument("--tokens-file", help="YAML file of admin/reader tokens")
@@ -138,8 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset-max", type=int, help="highest allowed ai.onnx opset (default 23)")
     p.add_argument("--watch-history", type=int, help="events kept for Watch (default 10000)")
     p.add_argument("--watch-queue-size", type=int, help="events buffered per subscriber")
-    p.add_argument("--grace-seconds", type=float, help="drain time on SIGTERM")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
     p.add_argument("--check", action="store_true", help="check integrity, print JSON, exit")
     p.add_argument("--verify-hashes", action="store_true", help="with --check: re-hash blobs")
     return p
