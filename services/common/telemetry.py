@@ -56,6 +56,34 @@ class Tracing:
             name, context=context, attributes=attributes, links=links
         )
 
+    def record(
+        self,
+        name: str,
+        start_ns: int,
+        end_ns: int,
+        parent: trace.SpanContext | None = None,
+        attributes: Mapping[str, AttributeValue] | None = None,
+    ) -> None:
+        """A span that already happened (wall-clock ns), under `parent` or the current span."""
+        if self.tracer is None:
+            return
+        context = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent else None
+        span = self.tracer.start_span(
+            name, context=context, attributes=attributes, start_time=start_ns
+        )
+        span.end(end_time=end_ns)
+
+    def current(self) -> trace.SpanContext | None:
+        """The current span's context, to link to or parent under later; None when off."""
+        if self.tracer is None:
+            return None
+        context = trace.get_current_span().get_span_context()
+        return context if context.is_valid else None
+
+    def under(self, parent: trace.SpanContext | None) -> Context | None:
+        """A context whose current span is `parent`, for starting children elsewhere."""
+        return trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent else None
+
 
 @dataclass
 class Telemetry:

@@ -37,7 +37,11 @@ class InferenceServer:
         self.telemetry = Telemetry.from_env("maas-inference")
         self.metrics_registry = CollectorRegistry()
         self.metrics = InferenceMetrics(self.metrics_registry)
-        self.manager = ModelManager(on_ready_change=self._model_health, metrics=self.metrics)
+        self.manager = ModelManager(
+            on_ready_change=self._model_health,
+            metrics=self.metrics,
+            tracing=self.telemetry.tracing("maas.inference"),
+        )
         self.metrics.track(self.metrics_registry, self.manager.loaded)
         source = None
         if settings.model_repository:

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 
 from services.common.errors import NotFound, Unavailable
+from services.common.telemetry import Tracing
 from services.inference.config import ModelConfig
 from services.inference.metrics import InferenceMetrics
 from services.inference.model import LoadedModel, open_sessions
@@ -63,6 +64,7 @@ class ModelManager:
 
     on_ready_change: ReadyListener | None = None
     metrics: InferenceMetrics | None = None
+    tracing: Tracing = field(default_factory=Tracing)
     models: dict[str, dict[int, VersionEntry]] = field(default_factory=dict)
     # alias -> version, per model; filled by the registry source.
     aliases: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -90,7 +92,7 @@ class ModelManager:
             await self._notify(name)
             return False
         old = entry.model
-        model = LoadedModel.start(name, version, path, config, sessions)
+        model = LoadedModel.start(name, version, path, config, sessions, self.tracing)
         if self.metrics is not None:
             self.metrics.load_seconds.labels(name).observe(time.perf_counter() - started)
             model.stats.listener = partial(self.metrics.execution, model)

@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from services.common.errors import InvalidArgument
+from services.common.telemetry import Tracing
 from services.inference.config import ModelConfig
 from services.inference.runtime import (
     RunnerPlan,
@@ -138,7 +139,13 @@ class LoadedModel:
 
     @classmethod
     def start(
-        cls, name: str, version: int, path: Path, config: ModelConfig, sessions: Sessions
+        cls,
+        name: str,
+        version: int,
+        path: Path,
+        config: ModelConfig,
+        sessions: Sessions,
+        tracing: Tracing | None = None,
     ) -> LoadedModel:
         """Wrap opened sessions with a scheduler; must run on the event loop."""
         stats = ModelStats()
@@ -147,6 +154,7 @@ class LoadedModel:
             batching=config.dynamic_batching,
             batchable=sessions.signature.batchable,
             stats=stats,
+            tracing=tracing,
         )
         _log.info(
             "model %s version %s ready on %s",

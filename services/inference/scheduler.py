@@ -24,8 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 
 from services.common.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from services.common.telemetry import Tracing
 from services.inference.config import DynamicBatching
 from services.inference.stats import ModelStats
 
@@ -48,6 +51,8 @@ class Job:
     count: int = 1
     enqueued_ns: int = field(default_factory=time.monotonic_ns)
     started_ns: int | None = None
+    # The request's span (when tracing): the queue span's parent, and a batch's link.
+    span: SpanContext | None = None
 
     def dead(self, now: float) -> bool:
         """Cancelled by its caller, or past its deadline."""
@@ -80,8 +85,10 @@ class Scheduler:
         batching: DynamicBatching,
         batchable: bool,
         stats: ModelStats,
+        tracing: Tracing | None = None,
     ) -> None:
         self._runners = runners
+        self._tracing = tracing or Tracing()
         self._batching = batching
         self._batchable = batchable
         self._merge = batching.enabled and batchable
@@ -115,7 +122,9 @@ class Scheduler:
         count = rows or 1
         if not self._merge:
             rows, key = None, ()
-        job = Job(inputs, rows, key, deadline, loop.create_future(), count)
+        job = Job(
+            inputs, rows, key, deadline, loop.create_future(), count, span=self._tracing.current()
+        )
         self._queue.append(job)
         self._wakeup.set()
         outputs = await job.future  # a cancelled caller cancels the future: it is dropped
@@ -227,14 +236,32 @@ class Scheduler:
         started = time.monotonic_ns()
         for job in jobs:
             job.started_ns = started
-        try:
-            results, timings = await thread.run(jobs)
-        except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            return
         rows = sum(job.count for job in jobs)
+        tracing = self._tracing
+        if tracing.enabled:
+            wall = time.time_ns()
+            for job in jobs:
+                tracing.record(
+                    "inference.queue", wall - (started - job.enqueued_ns), wall, job.span
+                )
+        links = [trace.Link(job.span) for job in jobs if job.span is not None]
+        attributes = {"maas.batch_size": rows, "maas.batch_requests": len(jobs)}
+        parent = tracing.under(jobs[0].span)
+        with tracing.span("inference.batch", attributes, links=links, context=parent):
+            run_started = time.time_ns()
+            try:
+                results, timings = await thread.run(jobs)
+            except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                return
+            if tracing.enabled:
+                merged, infer, _ = timings
+                begin = run_started + merged
+                tracing.record(
+                    "inference.ort_run", begin, begin + infer, attributes={"maas.batch_size": rows}
+                )
         self._stats.record_execution(rows, len(jobs), *timings)
         for job, result in zip(jobs, results, strict=True):
             if not job.future.done():
