@@ -144,8 +144,16 @@ class Process:
         return CliError(f"{self.name} exited; its log ends:\n{tail}")
 
 
+# The health service that says a service can serve (not only that it is up).
+READY_SERVICE = {
+    "gateway": "inference.GRPCInferenceService",
+    "inference": "inference.GRPCInferenceService",
+    "registry": "maas.registry.v1.ModelRegistry",
+}
+
+
 def wait_healthy(process: Process, timeout: float = 180.0) -> None:
-    """Until the service has bound its port and its health is SERVING."""
+    """Until the service has bound its port and its API's health is SERVING."""
     deadline = time.monotonic() + timeout
     while not process.port_file.is_file():
         if not process.alive():
@@ -162,7 +170,8 @@ def wait_healthy(process: Process, timeout: float = 180.0) -> None:
             if not process.alive():
                 raise process.died()
             try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                request = health_pb2.HealthCheckRequest(service=READY_SERVICE[process.service])
+                reply = stub.Check(request, timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:

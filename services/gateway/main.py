@@ -131,7 +131,8 @@ class GatewayServer:
         self.app.draining = True
 
     def _state_changed(self) -> None:
-        """Health (service "" and the v2 service) follows readiness."""
+        """The v2 service's health follows readiness; "" stays SERVING until a drain, so
+        a liveness probe does not restart a gateway that only waits for backends."""
         if self.grpc.port == 0:
             return
         ready = self.app.ready()
@@ -143,8 +144,7 @@ class GatewayServer:
         _log.info("gateway readiness", extra={"ready": ready})
 
         async def publish() -> None:
-            for name in ("", SERVICE_NAME):
-                await self.grpc.health.set(name, status)
+            await self.grpc.health.set(SERVICE_NAME, status)
 
         task = asyncio.ensure_future(publish())
         self._health_tasks.add(task)

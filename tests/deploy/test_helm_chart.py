@@ -165,8 +165,12 @@ def test_probes_are_native_grpc_on_the_grpc_port(chart: Chart, values: str) -> N
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["grpc"] == port
         assert env_of(c)[f"MAAS_{component.upper()}_PORT"] == str(port)
+        api = {"registry": "maas.registry.v1.ModelRegistry"}.get(
+            component, "inference.GRPCInferenceService"
+        )
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["grpc"] == {"port": port}, f"{component} {probe}"
+            want = {"port": port, "service": api} if probe == "readinessProbe" else {"port": port}
+            assert c[probe]["grpc"] == want, f"{component} {probe}"
             assert "httpGet" not in c[probe] and "exec" not in c[probe]
 
 

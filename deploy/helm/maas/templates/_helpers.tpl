@@ -134,14 +134,20 @@ app.kubernetes.io/part-of: maas
   protocol: TCP
 {{- end }}
 
-{{/* Native gRPC probes (grpc.health.v1, service "" = the whole server) */}}
+{{/* Native gRPC probes on grpc.health.v1. Startup and liveness ask for service ""
+(the process is up and not draining); readiness asks for the component's API service,
+which reports SERVING only while it can serve (models loaded, backends healthy). */}}
 {{- define "maas.probes" -}}
 {{- $v := index .root.Values .component -}}
+{{- $api := dict "gateway" "inference.GRPCInferenceService" "inference" "inference.GRPCInferenceService" "registry" "maas.registry.v1.ModelRegistry" -}}
 {{- range $kind := list "startup" "readiness" "liveness" }}
 {{- $probe := index $v.probes $kind }}
 {{ $kind }}Probe:
   grpc:
     port: {{ int $v.ports.grpc }}
+    {{- if eq $kind "readiness" }}
+    service: {{ index $api $.component }}
+    {{- end }}
   {{- range $key := list "initialDelaySeconds" "periodSeconds" "timeoutSeconds" "failureThreshold" }}
   {{- if hasKey $probe $key }}
   {{ $key }}: {{ int (index $probe $key) }}
