@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-EXTRAS ?= cpu,export,dev
+EXTRAS ?= cpu,export,dev,bench
 INSTALL_STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto' | sort)
 PROTO_OUT := services/_proto
@@ -106,3 +106,14 @@ docker-check:
 
 helm-check: install ## helm lint --strict + kubernetes-validate (1.30, newest) on the chart
 	VENV=$(VENV) tools/helm-check.sh
+
+# Benchmarks (docs/benchmarks.md). perf_analyzer and the peers run from venvs of
+# their own under .bench/, built once by tools/bench/venvs.sh.
+.PHONY: bench bench-peers
+bench: install ## Standard benchmark (~8 min): bench/results/<date>.json and .png
+	bash tools/bench/venvs.sh perf || echo "bench: perf_analyzer unavailable, measuring without it" >&2
+	$(PY) -m tools.bench --preset standard $(BENCH_ARGS)
+
+bench-peers: install ## maas beside PyTriton and KServe on the same model and load
+	bash tools/bench/venvs.sh pytriton kserve
+	$(PY) -m tools.bench --preset peers $(BENCH_ARGS)

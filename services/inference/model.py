@@ -76,7 +76,7 @@ class IoBindingRunner:
         if self._pinned_info is not None:
             try:
                 value = ort.OrtValue.ortvalue_from_shape_and_type(
-                    list(shape), dtype, memory_info=self._pinned_info
+                    list(shape), dtype.type, memory_info=self._pinned_info
                 )
                 count = int(np.prod(shape)) * dtype.itemsize
                 raw = (ctypes.c_byte * count).from_address(value.data_ptr())
@@ -89,11 +89,14 @@ class IoBindingRunner:
 
 
 def pinned_memory_info(device_id: int) -> object | None:
-    """ORT's host-accessible (pinned) memory of a CUDA device, where this ORT exposes it."""
+    """ORT's host-accessible (pinned) memory of a CUDA device, where this ORT exposes it.
+
+    OrtHardwareDevice.device_id is the PCI device id, not the CUDA ordinal, so the
+    device is the `device_id`-th CUDA EP device in ONNX Runtime's list."""
     try:
-        for device in ort.get_ep_devices():
-            if device.ep_name == "CUDAExecutionProvider" and device.device.device_id == device_id:
-                return device.memory_info(ort.OrtDeviceMemoryType.HOST_ACCESSIBLE)
+        cuda = [d for d in ort.get_ep_devices() if d.ep_name == "CUDAExecutionProvider"]
+        if device_id < len(cuda):
+            return cuda[device_id].memory_info(ort.OrtDeviceMemoryType.HOST_ACCESSIBLE)
     except Exception:  # noqa: BLE001 - older ORT, or no CUDA device
         return None
     return None

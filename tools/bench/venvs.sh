@@ -5,7 +5,9 @@
 #             CUDA runtime library on LD_LIBRARY_PATH (see tools/bench/perf_analyzer.py)
 #   pytriton  NVIDIA PyTriton (bundles a Triton server; runs on CPU)
 #   kserve    KServe's Python ModelServer
-# Each is built once; a stamp file marks a finished one. Usage: venvs.sh [perf|pytriton|kserve]...
+#   prof      py-spy, for profiling a running service (py-spy record -p PID)
+# Each is built once; a stamp file marks a finished one.
+# Usage: venvs.sh [perf|pytriton|kserve|prof]... (default: perf pytriton kserve)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
@@ -38,12 +40,13 @@ perf() {
 
 pytriton() { make_venv pytriton nvidia-pytriton onnxruntime numpy; }
 kserve() { make_venv kserve kserve onnxruntime numpy; }
+prof() { make_venv prof py-spy; }
 
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(perf pytriton kserve)
 for t in "${targets[@]}"; do
     case $t in
-        perf|pytriton|kserve) "$t" ;;
-        *) echo "unknown venv '$t', expected perf, pytriton or kserve" >&2; exit 2 ;;
+        perf|pytriton|kserve|prof) "$t" ;;
+        *) echo "unknown venv '$t', expected perf, pytriton, kserve or prof" >&2; exit 2 ;;
     esac
 done

@@ -1,0 +1,129 @@
+"""`maas bench`: throughput and latency of maas against in-process ONNX Runtime and peers.
+
+    maas bench                      # the standard comparison (what `make bench` runs)
+    maas bench --preset peers       # maas beside PyTriton and KServe (`make bench-peers`)
+    maas bench --targets inference,ort --models digits --concurrency 1,4,16 --seconds 5
+    maas bench --targets inference --inference host:8021 --gateway host:8001
+
+Targets: `ort` (ONNX Runtime in this process at the service's effective batch sizes,
+the physical limit), `inference` (direct), `gateway`, `pytriton`, `kserve`. Without
+addresses the bench starts its own services on port 0 with a generated config.yaml,
+once per `--batching` mode. Results go to bench/results/<date>.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # About 7 minutes on 2 cores.
+    "standard": {
+        "models": ["digits", "encoder"],
+        "targets": ["inference", "gateway", "ort"],
+        "concurrency": [1, 4, 16, 32, 64],
+        "seconds": 4.0,
+        "batching": [True, False],
+        "perf_analyzer": [1, 16],
+        "model_seconds": {"encoder": 8.0},
+        "model_concurrency": {"encoder": [1, 4, 16]},
+        "name_suffix": "",
+    },
+    # About 3 minutes on 2 cores, after the peers' venvs are built.
+    "peers": {
+        "models": ["digits"],
+        "targets": ["inference", "gateway", "pytriton", "kserve"],
+        "concurrency": [1, 4, 16, 64],
+        "seconds": 4.0,
+        "batching": [True],
+        "perf_analyzer": [],
+        "name_suffix": "-peers",
+    },
+}
+
+
+def _names(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def _modes(text: str) -> list[bool]:
+    modes = {"on": True, "off": False}
+    try:
+        return [modes[x] for x in text.split(",") if x]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected on, off or on,off; got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench's flags; each overrides the preset's value."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="standard")
+    parser.add_argument(
+        "--models", type=lambda t: t.split(","), help="digits,encoder,resnet18 or ONNX paths"
+    )
+    parser.add_argument(
+        "--targets", type=lambda t: t.split(","), help="ort,inference,gateway,pytriton,kserve"
+    )
+    parser.add_argument("--concurrency", type=_ints, help="levels, e.g. 1,4,16,64")
+    parser.add_argument("--seconds", type=float, help="measured seconds per level")
+    parser.add_argument("--batching", type=_modes, help="on, off, or on,off")
+    parser.add_argument("--inference", help="address of a running inference service")
+    parser.add_argument("--gateway", help="address of a running gateway")
+    parser.add_argument("--processes", type=int, default=2, help="load generator processes")
+    parser.add_argument("--perf-analyzer", type=_ints, help="levels to check with perf_analyzer")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--name", default="", help="file name (default: the UTC date and time)")
+
+
+def plan_from_args(args: argparse.Namespace) -> Any:
+    """A Plan from the preset, overridden by the flags given."""
+    from tools.bench.run import Plan
+
+    preset = dict(PRESETS[args.preset])
+    suffix = preset.pop("name_suffix")
+    for key in ("models", "targets", "concurrency", "seconds", "batching", "perf_analyzer"):
+        value = getattr(args, key)
+        if value is not None:
+            preset[key] = value
+            if key in ("seconds", "concurrency"):
+                preset.pop(f"model_{key}", None)
+    import datetime as dt
+
+    name = args.name or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ") + suffix
+    return Plan(
+        inference=args.inference,
+        gateway=args.gateway,
+        processes=args.processes,
+        out=args.out,
+        name=name,
+        **preset,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure, then write the JSON and the PNG."""
+    from tools.bench.run import Runner, write
+
+    logging.basicConfig(level=logging.WARNING)
+    plan = plan_from_args(args)
+    document = Runner(plan).run()
+    json_path, png_path = write(document, plan.out, plan.name)
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add `maas bench` to the CLI."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark maas against in-process ONNX Runtime and peers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)

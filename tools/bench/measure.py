@@ -1,0 +1,124 @@
+"""Measuring one level of one target: over gRPC (any v2 server), or ONNX Runtime
+in this process (the physical limit of the model on this machine)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tools.bench.loadgen import LoadSpec, children_cpu_seconds, run_load
+from tools.bench.stats import Level, summarize
+
+_log = logging.getLogger("tools.bench")
+
+
+def server_counts(address: str, model: str) -> tuple[int, int] | None:
+    """(inference_count, execution_count) from ModelStatistics, if the server has them."""
+    import grpc
+    from inference import grpc_predict_v2_pb2 as pb
+    from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            reply = stub.ModelStatistics(pb.ModelStatisticsRequest(name=model), timeout=5)
+    except grpc.RpcError:
+        return None
+    if not reply.model_stats:
+        return None
+    inferences = sum(s.inference_count for s in reply.model_stats)
+    executions = sum(s.execution_count for s in reply.model_stats)
+    return inferences, executions
+
+
+def grpc_level(
+    address: str,
+    model: str,
+    payloads: Sequence[bytes],
+    concurrency: int,
+    seconds: float,
+    *,
+    rows: int = 1,
+    processes: int = 2,
+    server_pids: Sequence[int] = (),
+    stats_address: str | None = None,
+) -> Level:
+    """One level against a v2 gRPC server, with the server's effective batch size and
+    CPU use where they can be read."""
+    stats_at = stats_address or address
+    before = server_counts(stats_at, model)
+    cpu_before = children_cpu_seconds(server_pids) if server_pids else None
+    spec = LoadSpec(address, tuple(payloads), concurrency, seconds, processes=processes)
+    started = time.monotonic()
+    result = run_load(spec)
+    elapsed = time.monotonic() - started
+    cpu_after = children_cpu_seconds(server_pids) if server_pids else None
+    after = server_counts(stats_at, model)
+    effective = None
+    if before and after and after[1] > before[1]:
+        effective = round((after[0] - before[0]) / (after[1] - before[1]), 2)
+    server_cpu = None
+    if cpu_before is not None and cpu_after is not None:
+        # Over the whole run (warm-up and spawn included), so a slight underestimate.
+        server_cpu = round((cpu_after - cpu_before) / elapsed, 2)
+    return summarize(
+        concurrency,
+        result.latencies,
+        spec.seconds,
+        rows_per_request=rows,
+        errors=sum(result.errors.values()),
+        error_codes=result.errors,
+        effective_batch=effective,
+        loadgen_cpu=round(result.cpu_cores, 2),
+        server_cpu=server_cpu,
+    )
+
+
+def ort_session(path: Path, threads: int | None = None) -> object:
+    """A CPU session with every core, as a program calling ONNX Runtime directly would."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_level(
+    session: object,
+    inputs: dict[str, np.ndarray],
+    batch: int,
+    concurrency: int,
+    seconds: float,
+) -> Level:
+    """ONNX Runtime called in a loop at `batch` rows per call, no serving around it.
+
+    `concurrency` only labels the level: it is the level of the served targets whose
+    effective batch size this one reproduces.
+    """
+    feed = {name: np.repeat(array, batch, axis=0) for name, array in inputs.items()}
+    run = session.run  # type: ignore[attr-defined]
+    run(None, feed)
+    latencies: list[float] = []
+    started = time.perf_counter()
+    end = started + seconds
+    while (now := time.perf_counter()) < end:
+        run(None, feed)
+        latencies.append(time.perf_counter() - now)
+    elapsed = time.perf_counter() - started
+    rows = next(iter(inputs.values())).shape[0]
+    # Throughput in requests of the served targets' size: rows per call / rows per request.
+    level = summarize(concurrency, latencies, elapsed, rows_per_request=batch * rows)
+    calls_per_s = len(latencies) / elapsed
+    return Level(
+        **{
+            **level.__dict__,
+            "throughput": round(calls_per_s * batch, 2),
+            "effective_batch": float(batch),
+        }
+    )

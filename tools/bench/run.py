@@ -1,0 +1,307 @@
+"""Running a benchmark: start what is needed, measure every level of every target,
+write the results JSON and the plot."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools.bench import measure, perf_analyzer
+from tools.bench.models import BenchModel, load, payloads
+from tools.bench.plot import plot
+from tools.bench.servers import Process, batching_config, start_gateway, start_inference
+from tools.bench.stats import Series, results_document
+from tools.bench.summary import checks, checks_json, markdown
+
+_log = logging.getLogger("tools.bench")
+TARGETS = ("ort", "inference", "gateway", "pytriton", "kserve")
+
+
+@dataclass
+class Plan:
+    """What one `maas bench` run measures."""
+
+    models: list[str]
+    targets: list[str]
+    concurrency: list[int]
+    seconds: float
+    batching: list[bool] = field(default_factory=lambda: [True])
+    inference: str | None = None  # address of a running inference service
+    gateway: str | None = None  # address of a running gateway
+    processes: int = 2
+    max_batch_size: int = 64
+    perf_analyzer: list[int] = field(default_factory=list)  # levels to check with it
+    model_seconds: dict[str, float] = field(default_factory=dict)  # per-model override
+    model_concurrency: dict[str, list[int]] = field(default_factory=dict)
+    out: Path = Path("bench/results")
+    name: str = ""
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers were taken."""
+    import grpc
+    import onnxruntime
+
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        model = platform.processor()
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "grpcio": grpc.__version__,
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+class Runner:
+    """Measures a Plan, keeping every server it starts until the end."""
+
+    def __init__(self, plan: Plan, say: Callable[[str], None] = print) -> None:
+        self.plan = plan
+        self.say = say
+        self.series: list[Series] = []
+        self.notes: list[str] = []
+
+    def run(self) -> dict[str, Any]:
+        """Measure everything in the plan and return the results document."""
+        for name in self.plan.models:
+            model = load(name)
+            self.say(f"== {model.name} ({model.path.name})")
+            with ExitStack() as stack:
+                self._model(model, stack)
+        items = checks(self.series)
+        document = results_document(
+            self.series,
+            machine(),
+            _plan_json(self.plan),
+            checks=checks_json(items),
+            notes=self.notes,
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+        self.say(markdown(self.series, items))
+        return document
+
+    def _levels(self, model: BenchModel) -> list[int]:
+        return self.plan.model_concurrency.get(model.name, self.plan.concurrency)
+
+    def _seconds(self, model: BenchModel) -> float:
+        return self.plan.model_seconds.get(model.name, self.plan.seconds)
+
+    def _model(self, model: BenchModel, stack: ExitStack) -> None:
+        """Start every target, then measure level by level, each target in turn.
+
+        Interleaving by level keeps the targets' ratios fair on a shared machine,
+        whose load drifts over minutes; ONNX Runtime in-process runs right after
+        the batching-on service at the effective batch size that service reached."""
+        plan = self.plan
+        requests = payloads(model, model.name)
+        direct = self._direct(model, stack)
+        targets = self._start_targets(model, direct, stack)
+        reference = next((t for t in targets if _is_reference(t.series)), None)
+        ort = measure.ort_session(model.path) if "ort" in plan.targets else None
+        ort_series = Series("ORT in-process", "ort", model.name, notes="same effective batch sizes")
+        for c in self._levels(model):
+            for target in targets:
+                self._measure(target, model, requests, c)
+            if ort is not None:
+                served = reference.series.at(c) if reference else None
+                effective = served.effective_batch if served else None
+                batch = max(1, round(effective or min(c, plan.max_batch_size)))
+                level = measure.ort_level(ort, model.inputs, batch, c, self._seconds(model))
+                self.say(
+                    f"{ort_series.label:<28} c={c:<4} {level.throughput:>9.1f} req/s  "
+                    f"(batch {batch}, {level.latency_ms['p50']:.2f} ms per run)"
+                )
+                ort_series.levels.append(level)
+        self.series += [t.series for t in targets]
+        if ort is not None:
+            self.series.append(ort_series)
+        on_server = direct.get(True) or direct.get(None)
+        if plan.perf_analyzer and on_server is not None:
+            self._perf_analyzer(model, "inference", _address(on_server))
+        gateway = next((t for t in targets if t.series.target == "gateway"), None)
+        if plan.perf_analyzer and gateway is not None and gateway.series.address:
+            self._perf_analyzer(model, "gateway", gateway.series.address)
+
+    def _start_targets(
+        self, model: BenchModel, direct: dict[bool | None, Process | str], stack: ExitStack
+    ) -> list[_Target]:
+        """Every gRPC target of the plan, started (or addressed) and ready."""
+        plan = self.plan
+        targets: list[_Target] = []
+        if "inference" in plan.targets:
+            targets += [self._target("inference", model, s, mode) for mode, s in direct.items()]
+        if "gateway" in plan.targets:
+            # One gateway per batching mode, in front of that mode's inference service;
+            # the batching-on one first, so perf_analyzer checks that one.
+            fronted = {None: None} if plan.gateway else dict(direct)
+            for mode, backend in fronted.items():
+                target = self._gateway(model, backend, stack, mode)
+                targets += [target] if target is not None else []
+        for peer in ("pytriton", "kserve"):
+            if peer in plan.targets:
+                target = self._peer(peer, model, stack)
+                targets += [target] if target is not None else []
+        return targets
+
+    def _direct(self, model: BenchModel, stack: ExitStack) -> dict[bool | None, Process | str]:
+        """The inference service(s) to measure: the one given, or one per batching mode."""
+        plan = self.plan
+        if plan.inference:
+            return {None: plan.inference}
+        direct: dict[bool | None, Process | str] = {}
+        if {"inference", "gateway", "ort"} & set(plan.targets):
+            for on in plan.batching:
+                started = start_inference(
+                    model.name, model.path, batching_config(on, plan.max_batch_size)
+                )
+                stack.callback(started.stop)
+                direct[on] = started
+        return direct
+
+    def _target(
+        self,
+        kind: str,
+        model: BenchModel,
+        server: Process | str,
+        batching: bool | None,
+        stats_address: str | None = None,
+        extra_pids: Sequence[int] = (),
+    ) -> _Target:
+        address = _address(server)
+        mode = "" if batching is None else f" (batching {'on' if batching else 'off'})"
+        series = Series(f"{kind}{mode}", kind, model.name, address, batching)
+        # Server CPU: the process measured plus any behind it (a gateway's backend).
+        pids = [server.pid, *extra_pids] if isinstance(server, Process) else []
+        return _Target(series, pids, stats_address)
+
+    def _measure(
+        self, target: _Target, model: BenchModel, requests: Sequence[bytes], c: int
+    ) -> None:
+        series = target.series
+        assert series.address is not None
+        level = measure.grpc_level(
+            series.address,
+            model.name,
+            requests,
+            c,
+            self._seconds(model),
+            rows=model.rows,
+            processes=self.plan.processes,
+            server_pids=target.pids,
+            stats_address=target.stats_address,
+        )
+        self.say(
+            f"{series.label:<28} c={c:<4} {level.throughput:>9.1f} req/s  "
+            f"p50 {level.latency_ms['p50']:.2f} ms  p99 {level.latency_ms['p99']:.2f} ms  "
+            f"batch {level.effective_batch}  loadgen {level.loadgen_cpu} cores  "
+            f"server {level.server_cpu} cores  errors {level.errors}"
+        )
+        series.levels.append(level)
+
+    def _gateway(
+        self,
+        model: BenchModel,
+        backend: Process | str | None,
+        stack: ExitStack,
+        batching: bool | None,
+    ) -> _Target | None:
+        gateway: Process | str | None = self.plan.gateway
+        if gateway is None and backend is not None:
+            try:
+                started = start_gateway([_address(backend)])
+            except (RuntimeError, TimeoutError) as exc:
+                self._note(f"gateway not measured: it did not start ({str(exc)[:300]})")
+                return None
+            stack.callback(started.stop)
+            gateway = started
+        if gateway is None:
+            self._note("gateway not measured: no address and no inference service to front")
+            return None
+        stats = _address(backend) if backend is not None else None
+        extra = [backend.pid] if isinstance(backend, Process) else []
+        return self._target("gateway", model, gateway, batching, stats, extra)
+
+    def _peer(self, peer: str, model: BenchModel, stack: ExitStack) -> _Target | None:
+        from tools.bench.peers import start_peer
+
+        try:
+            server = start_peer(peer, model.name, model.path, self.plan.max_batch_size)
+        except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+            self._note(f"{peer} not measured: {str(exc)[:300]}")
+            return None
+        stack.callback(server.stop)
+        return self._target(peer, model, server, None)
+
+    def _perf_analyzer(self, model: BenchModel, target: str, address: str) -> None:
+        series = Series(f"perf_analyzer -> {target}", "perf_analyzer", model.name, address)
+        for c in self.plan.perf_analyzer:
+            level, why = perf_analyzer.measure(address, model.name, c)
+            if level is None:
+                self._note(f"perf_analyzer against {target} at c={c}: {why}")
+                continue
+            self.say(
+                f"{series.label:<28} c={c:<4} {level.throughput:>9.1f} req/s  "
+                f"p50 {level.latency_ms['p50']:.2f} ms  p99 {level.latency_ms['p99']:.2f} ms"
+            )
+            series.levels.append(level)
+        if series.levels:
+            self.series.append(series)
+
+    def _note(self, text: str) -> None:
+        self.say(f"note: {text}")
+        self.notes.append(text)
+
+
+def _is_reference(series: Series) -> bool:
+    """The series whose effective batch sizes in-process ORT reproduces."""
+    return series.target == "inference" and series.batching is not False
+
+
+@dataclass
+class _Target:
+    """A server under load: its series, the processes whose CPU counts, where its
+    ModelStatistics are read (a gateway's backend)."""
+
+    series: Series
+    pids: list[int]
+    stats_address: str | None
+
+
+def _address(server: Process | str) -> str:
+    return server if isinstance(server, str) else server.address
+
+
+def _plan_json(plan: Plan) -> dict[str, Any]:
+    data = dict(plan.__dict__)
+    data["out"] = str(plan.out)
+    return data
+
+
+def write(document: dict[str, Any], out: Path, name: str = "") -> tuple[Path, Path]:
+    """`out/<name or UTC date-time>.json` and `.png`."""
+    stamp = name or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out / f"{stamp}.json", out / f"{stamp}.png"
+    json_path.write_text(json.dumps(document, indent=2) + "\n")
+    from tools.bench.stats import series_from_document
+
+    cpus = document["machine"].get("cpus")
+    plot(series_from_document(document), png_path, f"maas bench, {cpus} cores, {stamp}")
+    return json_path, png_path
