@@ -109,8 +109,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             code = context.code()
             if code is None:
                 code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-            metrics.requests.labels(method, code.name).inc()
-            metrics.latency.labels(method).observe(time.perf_counter() - started)
+            metrics.requests(method, code.name).inc()
+            metrics.latency(method).observe(time.perf_counter() - started)
 
         def unary(behavior: Behavior) -> Behavior:
             async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Generic, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -61,20 +62,49 @@ class MetricsServer:
             self._server = None
 
 
+M = TypeVar("M", Counter, Histogram)
+
+
+class Labeled(Generic[M]):
+    """A labelled metric whose children are looked up once per label values.
+
+    prometheus_client's `labels()` costs microseconds per call, on every request.
+    Label values must be bounded (known models and versions, status codes, method
+    names), never raw client input; past `limit` children nothing more is cached.
+    """
+
+    def __init__(self, metric: M, limit: int = 10_000) -> None:
+        self.metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+        self._limit = limit
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self.metric.labels(*values)
+            if len(self._children) < self._limit:
+                self._children[values] = child
+        return child
+
+
 class RpcMetrics:
     """Requests and latency per gRPC method and status code, for any service."""
 
     def __init__(self, registry: CollectorRegistry, service: str) -> None:
-        self.requests = Counter(
-            f"maas_{service}_grpc_requests_total",
-            "gRPC calls handled, by method and code.",
-            ["method", "code"],
-            registry=registry,
+        self.requests = Labeled(
+            Counter(
+                f"maas_{service}_grpc_requests_total",
+                "gRPC calls handled, by method and code.",
+                ["method", "code"],
+                registry=registry,
+            )
         )
-        self.latency = Histogram(
-            f"maas_{service}_grpc_request_duration_seconds",
-            "gRPC call latency, by method.",
-            ["method"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+        self.latency = Labeled(
+            Histogram(
+                f"maas_{service}_grpc_request_duration_seconds",
+                "gRPC call latency, by method.",
+                ["method"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            )
         )

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.common.metrics import LATENCY_BUCKETS
+from services.common.metrics import LATENCY_BUCKETS, Labeled
 from services.gateway.balancer import BackendState, Health
 
 
@@ -21,31 +21,39 @@ class GatewayMetrics:
             "Inference requests being forwarded right now.",
             registry=registry,
         )
-        self.routed = Counter(
-            "maas_gateway_routed_requests_total",
-            "Inference requests forwarded, by model, resolved version and whether a "
-            "traffic split chose the version.",
-            ["model", "version", "canary"],
-            registry=registry,
+        self.routed = Labeled(
+            Counter(
+                "maas_gateway_routed_requests_total",
+                "Inference requests forwarded, by model, resolved version and whether a "
+                "traffic split chose the version.",
+                ["model", "version", "canary"],
+                registry=registry,
+            )
         )
-        self.requests = Counter(
-            "maas_gateway_requests_total",
-            "Inference requests, by model, answering version and status code.",
-            ["model", "version", "code"],
-            registry=registry,
+        self.requests = Labeled(
+            Counter(
+                "maas_gateway_requests_total",
+                "Inference requests, by model, answering version and status code.",
+                ["model", "version", "code"],
+                registry=registry,
+            )
         )
-        self.request_seconds = Histogram(
-            "maas_gateway_request_duration_seconds",
-            "Inference request latency through the gateway, by model.",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+        self.request_seconds = Labeled(
+            Histogram(
+                "maas_gateway_request_duration_seconds",
+                "Inference request latency through the gateway, by model.",
+                ["model"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            )
         )
-        self.rate_limited = Counter(
-            "maas_gateway_rate_limited_requests_total",
-            "Requests refused because their API key was over its rate, by key id.",
-            ["key"],
-            registry=registry,
+        self.rate_limited = Labeled(
+            Counter(
+                "maas_gateway_rate_limited_requests_total",
+                "Requests refused because their API key was over its rate, by key id.",
+                ["key"],
+                registry=registry,
+            )
         )
         self.retries = Counter(
             "maas_gateway_retries_total",

@@ -134,20 +134,22 @@ class GatewayServicer:
 
     async def _route(self, key: ApiKey | None, head: wire.Head, pin: str | None) -> Route:
         """Admit the key and pick the version, recording both on the request's span."""
-        span = trace.get_current_span()
-        span.set_attribute("maas.model", head.name)
-        span.set_attribute("maas.requested_version", head.version)
-        if key is not None:
-            span.set_attribute("maas.key_id", key.id)
+        span = trace.get_current_span() if self.tracing.enabled else None
+        if span is not None:
+            span.set_attribute("maas.model", head.name)
+            span.set_attribute("maas.requested_version", head.version)
+            if key is not None:
+                span.set_attribute("maas.key_id", key.id)
         try:
             self.app.admit(key, head.name)
         except ResourceExhausted:
-            self.metrics.rate_limited.labels(key.id if key else "").inc()
+            self.metrics.rate_limited(key.id if key else "").inc()
             raise
         await self._refresh(head.name)
         route = self.app.route(head.name, head.version, pin)
-        span.set_attribute("maas.resolved_version", route.fallback or route.version)
-        span.set_attribute("maas.canary", route.canary)
+        if span is not None:
+            span.set_attribute("maas.resolved_version", route.fallback or route.version)
+            span.set_attribute("maas.canary", route.canary)
         return route
 
     # The gateway's own answers.
@@ -280,9 +282,10 @@ class GatewayServicer:
     ) -> tuple[bytes, str]:
         """Route and forward one inference request; the reply and the version that answered."""
         head = wire.read_head(request)
-        started, code, answered = time.perf_counter(), "INTERNAL", head.version
+        started, code, answered, model = time.perf_counter(), "INTERNAL", "", ""
         try:
             route = await self._route(key, head, pin)
+            model = route.model  # known to the registry (or to a backend), so bounded
             if route.version != head.version:
                 request = wire.with_version(request, route.version)
             with self.metrics.inflight.track_inprogress():
@@ -290,7 +293,7 @@ class GatewayServicer:
                     path("ModelInfer"), request, deadline, route.fallback, passed
                 )
             answered = wire.read_head(reply.data).version or route.version
-            self.metrics.routed.labels(route.model, answered, str(route.canary).lower()).inc()
+            self.metrics.routed(route.model, answered, str(route.canary).lower()).inc()
             code = "OK"
             return reply.data, answered
         except ServiceError as exc:
@@ -300,8 +303,8 @@ class GatewayServicer:
             code = "CANCELLED"
             raise
         finally:
-            self.metrics.requests.labels(head.name, answered, code).inc()
-            self.metrics.request_seconds.labels(head.name).observe(time.perf_counter() - started)
+            self.metrics.requests(model, answered, code).inc()
+            self.metrics.request_seconds(model).observe(time.perf_counter() - started)
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[bytes], context: Context

@@ -73,7 +73,8 @@ class InferenceApp:
         try:
             model = self.manager.resolve(request.model, request.version)
         except ServiceError as exc:
-            self._count(request.model, request.version, exc.status)
+            # Unknown names stay out of the labels: they are client input, unbounded.
+            self._count("", "", exc.status)
             raise
         queue_ns: int | None = None
         code = "INTERNAL"
@@ -101,7 +102,7 @@ class InferenceApp:
 
     def _count(self, model: str, version: str, code: str) -> None:
         if self.metrics is not None:
-            self.metrics.requests.labels(model, version, code).inc()
+            self.metrics.requests(model, version, code).inc()
 
     def _observe(
         self, model: LoadedModel, code: str, elapsed_ns: int, queue_ns: int | None
@@ -109,10 +110,10 @@ class InferenceApp:
         if self.metrics is None:
             return
         labels = (model.name, str(model.version))
-        self.metrics.requests.labels(*labels, code).inc()
-        self.metrics.request_seconds.labels(*labels).observe(elapsed_ns / 1e9)
+        self.metrics.requests(*labels, code).inc()
+        self.metrics.request_seconds(*labels).observe(elapsed_ns / 1e9)
         if queue_ns is not None:
-            self.metrics.queue_seconds.labels(*labels).observe(queue_ns / 1e9)
+            self.metrics.queue_seconds(*labels).observe(queue_ns / 1e9)
 
     def metadata(self, name: str, version: str) -> ModelMetadata:
         """Names, datatypes and shapes of a ready version."""

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.common.metrics import BATCH_BUCKETS, LATENCY_BUCKETS
+from services.common.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Labeled
 from services.inference.model import LoadedModel
 
 
@@ -17,39 +17,49 @@ class InferenceMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         mv = ["model", "version"]
-        self.requests = Counter(
-            "maas_inference_requests_total",
-            "Inference requests, by model, version and code.",
-            [*mv, "code"],
-            registry=registry,
+        self.requests = Labeled(
+            Counter(
+                "maas_inference_requests_total",
+                "Inference requests, by model, version and code.",
+                [*mv, "code"],
+                registry=registry,
+            )
         )
-        self.request_seconds = Histogram(
-            "maas_inference_request_duration_seconds",
-            "Request latency inside the service.",
-            mv,
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+        self.request_seconds = Labeled(
+            Histogram(
+                "maas_inference_request_duration_seconds",
+                "Request latency inside the service.",
+                mv,
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            )
         )
-        self.queue_seconds = Histogram(
-            "maas_inference_queue_duration_seconds",
-            "Time requests waited in the queue.",
-            mv,
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+        self.queue_seconds = Labeled(
+            Histogram(
+                "maas_inference_queue_duration_seconds",
+                "Time requests waited in the queue.",
+                mv,
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            )
         )
-        self.compute_seconds = Histogram(
-            "maas_inference_compute_duration_seconds",
-            "ONNX Runtime time per execution.",
-            mv,
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+        self.compute_seconds = Labeled(
+            Histogram(
+                "maas_inference_compute_duration_seconds",
+                "ONNX Runtime time per execution.",
+                mv,
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            )
         )
-        self.batch_size = Histogram(
-            "maas_inference_batch_size",
-            "Rows per execution (after dynamic batching).",
-            mv,
-            buckets=BATCH_BUCKETS,
-            registry=registry,
+        self.batch_size = Labeled(
+            Histogram(
+                "maas_inference_batch_size",
+                "Rows per execution (after dynamic batching).",
+                mv,
+                buckets=BATCH_BUCKETS,
+                registry=registry,
+            )
         )
         self.load_seconds = Histogram(
             "maas_inference_model_load_duration_seconds",
@@ -72,8 +82,8 @@ class InferenceMetrics:
     def execution(self, model: LoadedModel, rows: int, infer_ns: int) -> None:
         """One ONNX Runtime execution of `rows` rows."""
         labels = (model.name, str(model.version))
-        self.batch_size.labels(*labels).observe(rows)
-        self.compute_seconds.labels(*labels).observe(infer_ns / 1e9)
+        self.batch_size(*labels).observe(rows)
+        self.compute_seconds(*labels).observe(infer_ns / 1e9)
 
 
 class _LiveCollector(Collector):
