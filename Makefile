@@ -75,7 +75,7 @@ run-inference: install examples ## Serve only the example models with the infere
 	$(BIN)/maas-inference --model-repository $(EXAMPLES)
 
 .PHONY: check
-check: lint typecheck test ## Everything CI runs
+check: lint typecheck helm-check test ## Everything CI runs
 
 .PHONY: clean
 clean: ## Remove generated files and the venv
