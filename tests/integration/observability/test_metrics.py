@@ -64,10 +64,7 @@ async def test_inference_metrics_match_traffic_and_statistics(server: InferenceS
     assert value(samples, "maas_inference_requests_total", **ok, code="OK") == 7
     assert value(samples, "maas_inference_requests_total", **ok, code="INVALID_ARGUMENT") == 3
     assert (
-        value(
-            samples, "maas_inference_requests_total", model="", version="", code="NOT_FOUND"
-        )
-        == 1
+        value(samples, "maas_inference_requests_total", model="", version="", code="NOT_FOUND") == 1
     )
     assert value(samples, "maas_inference_request_duration_seconds_count", **ok) == 10
     assert value(samples, "maas_inference_queue_duration_seconds_count", **ok) == 7
