@@ -18,6 +18,7 @@ import grpc
 import yaml
 
 from services.common.errors import PermissionDenied, ServiceError, Unauthenticated
+from services.common.interceptor import rewrap_handler
 from services.common.tokens import bearer_token, hash_token, match_digest, token_digest
 from services.registry.names import SHA256_HEX
 from services.registry.settings import RegistrySettings
@@ -170,6 +171,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _rejecting(handler: grpc.RpcMethodHandler, error: ServiceError) -> grpc.RpcMethodHandler:
+    """The handler with its behavior replaced by raising `error` (mapped by ErrorInterceptor)."""
+
     async def unary(request: Any, context: Any) -> Any:
         raise error
 
@@ -177,14 +180,4 @@ def _rejecting(handler: grpc.RpcMethodHandler, error: ServiceError) -> grpc.RpcM
         raise error
         yield  # an async generator, as streaming handlers must be
 
-    common = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary, **common)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary, **common)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream, **common)
-    return grpc.stream_stream_rpc_method_handler(stream, **common)
+    return rewrap_handler(handler, lambda _: unary, lambda _: stream)
