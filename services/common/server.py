@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from services.common.files import write_atomically
 from services.common.interceptor import ErrorInterceptor, MetricsInterceptor
 from services.common.metrics import MetricsServer, RpcMetrics
 from services.common.settings import ServiceSettings
@@ -99,7 +99,7 @@ class GrpcServer:
         for binding in self.bindings:
             await self.health.set(binding.name, SERVING)
         if self.settings.port_file:
-            _write_atomically(Path(self.settings.port_file), f"{self.port}\n")
+            write_atomically(Path(self.settings.port_file), f"{self.port}\n")
         return self.port
 
     async def wait(self) -> None:
@@ -136,9 +136,3 @@ class GrpcServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

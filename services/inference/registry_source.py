@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from services.common.errors import ServiceError
+from services.common.files import sha256_file, write_atomically
 from services.inference.config import ModelConfig, parse_config
 from services.inference.manager import ModelManager
 from services.registry.client import RegistryClient
@@ -36,7 +37,6 @@ from services.registry.domain import (
     Version,
     VersionState,
 )
-from services.registry.transfer import sha256_file
 
 _log = logging.getLogger(__name__)
 STATE_FILE = "served.json"
@@ -288,9 +288,7 @@ class RegistrySource:
             }
             for name, versions in self.manager.models.items()
         }
-        tmp = self.cache_dir / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.cache_dir / STATE_FILE)
+        write_atomically(self.cache_dir / STATE_FILE, json.dumps(state))
 
     async def _load_cached(self) -> None:
         path = self.cache_dir / STATE_FILE

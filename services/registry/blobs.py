@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from services.common.files import fsync_dir
 from services.registry.names import SHA256_HEX
 
 STAGING_PREFIX = "upload-"
@@ -106,9 +107,9 @@ class FilesystemBlobStore:
         created = not dest.parent.exists()
         dest.parent.mkdir(exist_ok=True)
         os.replace(source, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         if created:
-            _fsync_dir(self._blobs)
+            fsync_dir(self._blobs)
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
@@ -119,7 +120,7 @@ class FilesystemBlobStore:
     def delete(self, sha256: str) -> None:
         path = self.path(sha256)
         path.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def list(self) -> list[str]:
         found: list[str] = []
@@ -127,23 +128,6 @@ class FilesystemBlobStore:
             if shard.is_dir():
                 found.extend(p.name for p in shard.iterdir() if SHA256_HEX.fullmatch(p.name))
         return sorted(found)
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a file's data to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def read_chunks(handle: BinaryIO, chunk_size: int) -> AsyncIterator[bytes]:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass, field
 
+from services.common.files import sha256_of
 from services.registry.blobs import BlobStore
 from services.registry.store import MetadataStore
 
 _log = logging.getLogger(__name__)
-_READ = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -91,8 +90,5 @@ async def recover(store: MetadataStore, blobs: BlobStore) -> tuple[list[str], li
 
 
 def _digest(blobs: BlobStore, sha: str) -> str:
-    digest = hashlib.sha256()
     with blobs.open(sha) as handle:
-        while data := handle.read(_READ):
-            digest.update(data)
-    return digest.hexdigest()
+        return sha256_of(handle)[0]

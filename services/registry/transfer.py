@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import BinaryIO, ClassVar
 
 from services.common.errors import InvalidArgument, ServiceError
+from services.common.files import fsync_dir, sha256_file
 from services.registry import names
 from services.registry.domain import MAIN_FILE, FileInfo, Version
-
-_READ = 1 << 20
 
 
 class IntegrityError(ServiceError):
@@ -37,16 +36,6 @@ class LocalFile:
     @property
     def info(self) -> FileInfo:
         return FileInfo(self.path, self.sha256, self.size_bytes)
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """(hex sha256, size) of a file."""
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        while data := handle.read(_READ):
-            digest.update(data)
-            size += len(data)
-    return digest.hexdigest(), size
 
 
 def plan_upload(model_path: Path, extra: dict[str, Path] | None = None) -> list[LocalFile]:
@@ -148,7 +137,7 @@ class DownloadWriter:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._staging / path, target)
             final.append(target)
-        _fsync_dir(self.dest)
+        fsync_dir(self.dest)
         self.abort()
         return final
 
@@ -158,11 +147,3 @@ class DownloadWriter:
             handle.close()
         self._open.clear()
         shutil.rmtree(self._staging, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

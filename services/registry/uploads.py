@@ -18,8 +18,8 @@ from typing import BinaryIO
 import yaml
 
 from services.common.errors import InvalidArgument
+from services.common.files import fsync_file
 from services.registry import names
-from services.registry.blobs import fsync_file
 from services.registry.domain import MAIN_FILE, FileInfo
 
 
