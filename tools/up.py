@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tools.cli import CliError
+from tools.processes import ServiceDied, ServiceProcess
 
 DEMO_MODEL = "digits"
 MAX_RESTARTS = 5
@@ -75,73 +74,37 @@ class Secrets:
         return tokens, keys
 
 
-class Process:
-    """One service: started with its port (0 picks one), its log file, its bound ports."""
+class Process(ServiceProcess):
+    """One service of `maas up`: its log under logs/, its port and pid under run/."""
 
     def __init__(
         self, service: str, name: str, port: int, args: list[str], env: dict[str, str], folder: Path
     ) -> None:
-        self.service = service
-        self.name = name
-        self._args, self._env, self._folder = args, env, folder
         (folder / "logs").mkdir(parents=True, exist_ok=True)
         (folder / "run").mkdir(parents=True, exist_ok=True)
-        self.log_path = folder / "logs" / f"{name}.log"
-        self.port_file = folder / "run" / f"{name}.port"
-        self.metrics_port = port + 1000 if port else 0
-        self.port = 0
+        self.name = name
         self.restarts = 0
-        self.popen = self._launch(port)
-
-    def _launch(self, port: int) -> subprocess.Popen[bytes]:
-        self.port_file.unlink(missing_ok=True)
-        command = [
-            sys.executable,
-            "-m",
-            f"services.{self.service}.main",
-            "--port",
-            str(port),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--port-file",
-            str(self.port_file),
-            *self._args,
-        ]
-        with self.log_path.open("ab") as log:
-            popen = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **self._env},
-                start_new_session=True,  # Ctrl-C reaches `maas up`, which stops them in order
-            )
-        (self._folder / "run" / f"{self.name}.pid").write_text(f"{popen.pid}\n")
-        return popen
+        self._pid_file = folder / "run" / f"{name}.pid"
+        super().__init__(
+            service,
+            args,
+            log_path=folder / "logs" / f"{name}.log",
+            port_file=folder / "run" / f"{name}.port",
+            port=port,
+            metrics_port=port + 1000 if port else 0,
+            env=env,
+            new_session=True,
+        )
+        self._pid_file.write_text(f"{self.pid}\n")
 
     def restart(self) -> None:
         """Start it again on the port it had, after it died."""
         self.restarts += 1
-        self.popen = self._launch(self.port)
-
-    @property
-    def address(self) -> str:
-        return f"localhost:{self.port}"
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        super().restart()
+        self._pid_file.write_text(f"{self.pid}\n")
 
     def died(self) -> CliError:
-        tail = self.log_path.read_text(errors="replace")[-2000:]
-        return CliError(f"{self.name} exited; its log ends:\n{tail}")
+        return CliError(f"{self.name} exited; its log ends:\n{self.logs()[-2000:]}")
 
 
 # The health service that says a service can serve (not only that it is up).
@@ -155,15 +118,14 @@ READY_SERVICE = {
 def wait_healthy(process: Process, timeout: float = 180.0) -> None:
     """Until the service has bound its port and its API's health is SERVING."""
     deadline = time.monotonic() + timeout
-    while not process.port_file.is_file():
-        if not process.alive():
-            raise process.died()
-        if time.monotonic() > deadline:
-            raise CliError(
-                f"{process.name} did not start in {timeout:.0f}s; see {process.log_path}"
-            )
-        time.sleep(0.1)
-    process.port = int(process.port_file.read_text())
+    try:
+        process.wait_for_port(timeout)
+    except ServiceDied:
+        raise process.died() from None
+    except TimeoutError:
+        raise CliError(
+            f"{process.name} did not start in {timeout:.0f}s; see {process.log_path}"
+        ) from None
     with grpc.insecure_channel(process.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
@@ -362,7 +324,7 @@ def up(args: argparse.Namespace) -> int:
                     return 1
                 # Like a Deployment: the others keep serving while it comes back.
                 print(
-                    f"maas up: {process.name} exited (code {process.popen.returncode}); "
+                    f"maas up: {process.name} exited (code {process.process.returncode}); "
                     "restarting it",
                     file=sys.stderr,
                     flush=True,

@@ -1,0 +1,127 @@
+"""A maas service as a child process: started on a port (0 picks one), its bound
+port read back from `--port-file`, its output in a log file, stopped gracefully."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class ServiceDied(RuntimeError):
+    """The service exited before it was serving."""
+
+
+class ServiceProcess:
+    """`python -m services.<service>.main --port P --port-file F ARGS...`."""
+
+    def __init__(
+        self,
+        service: str,
+        args: list[str],
+        *,
+        log_path: Path,
+        port_file: Path,
+        port: int = 0,
+        metrics_port: int = 0,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        new_session: bool = False,
+    ) -> None:
+        self.service = service
+        self.log_path = log_path
+        self.port_file = port_file
+        self.metrics_port = metrics_port
+        self.port = 0
+        self._args = args
+        self._env = {**os.environ, **(env or {})}
+        self._cwd = cwd
+        # In a session of its own, Ctrl-C at a terminal reaches only the parent,
+        # which stops its children in order.
+        self._new_session = new_session
+        self.process = self._launch(port)
+
+    def _launch(self, port: int) -> subprocess.Popen[bytes]:
+        self.port_file.unlink(missing_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            f"services.{self.service}.main",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--port-file",
+            str(self.port_file),
+            *self._args,
+        ]
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
+                command,
+                cwd=self._cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                start_new_session=self._new_session,
+            )
+
+    @property
+    def address(self) -> str:
+        """host:port of its gRPC server."""
+        return f"localhost:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_for_port(self, timeout: float = 60.0) -> int:
+        """The port it bound, once it is serving; ServiceDied or TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        while not (self.port_file.exists() and self.port_file.read_text().strip()):
+            if not self.alive():
+                raise ServiceDied(f"{self.service} exited early:\n{self.logs()[-4000:]}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError(
+                    f"{self.service} did not start in {timeout:.0f}s:\n{self.logs()[-4000:]}"
+                )
+            time.sleep(0.05)
+        self.port = int(self.port_file.read_text())
+        return self.port
+
+    def restart(self) -> None:
+        """Start it again on the port it had."""
+        self.process = self._launch(self.port)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def logs(self) -> str:
+        """Everything it printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self) -> None:
+        """SIGTERM: drain and stop."""
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for it to exit; its exit code."""
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, no cleanup."""
+        if self.alive():
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+        if self.alive():
+            self.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
