@@ -38,6 +38,12 @@ def sums(address: str, version: str = "") -> float:
         client.close()
 
 
+def follow(registry: ServiceProcess, tmp_path: Path) -> ServiceProcess:
+    """An inference service serving `pair:production` from the registry, cached locally."""
+    args = ["--registry", registry.address, "--cache-dir", str(tmp_path / "cache")]
+    return ServiceProcess("inference", [*args, "--models", "pair:production"], tmp_path)
+
+
 def ready(address: str, model: str, version: str) -> bool:
     client = tc.InferenceServerClient(address)
     try:
@@ -71,18 +77,7 @@ def test_alias_move_switches_versions_without_failing_a_request(
         "--alias",
         "production",
     )
-    inference = ServiceProcess(
-        "inference",
-        [
-            "--registry",
-            registry.address,
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--models",
-            "pair:production",
-        ],
-        tmp_path,
-    )
+    inference = follow(registry, tmp_path)
     try:
         assert sums(inference.address, "production") == 2.0
         loop = Loop(inference.address, "pair", "production")
@@ -95,9 +90,7 @@ def test_alias_move_switches_versions_without_failing_a_request(
         assert loop.ok > 10
         assert loop.versions == {"1", "2"}
         # v1 is unloaded once nothing points at it.
-        wait_for(
-            lambda: not tc.InferenceServerClient(inference.address).is_model_ready("pair", "1")
-        )
+        wait_for(lambda: not ready(inference.address, "pair", "1"))
 
         # The registry goes away: inference keeps serving what it has.
         registry.kill()
@@ -114,18 +107,7 @@ def test_alias_move_switches_versions_without_failing_a_request(
         # A restart with the registry down serves from the local cache, no download.
         registry.kill()
         inference.stop()
-        inference = ServiceProcess(
-            "inference",
-            [
-                "--registry",
-                registry.address,
-                "--cache-dir",
-                str(tmp_path / "cache"),
-                "--models",
-                "pair:production",
-            ],
-            tmp_path,
-        )
+        inference = follow(registry, tmp_path)
         assert sums(inference.address, "production") == 2.0
         np.testing.assert_equal(sums(inference.address, "1"), 2.0)
     finally:
