@@ -251,16 +251,14 @@ class RegistrySource:
         return config
 
     def _version_dir(self, version: Version) -> Path:
-        main = next(f for f in version.files if f.path == MAIN_FILE)
-        return self.cache_dir / version.model / f"{version.version}-{main.sha256[:16]}"
+        return self.cache_dir / version.model / f"{version.version}-{version.sha256[:16]}"
 
     async def _local_copy(self, version: Version) -> Path:
         """model.onnx of a version in the cache, downloading it once and verifying it."""
         final = self._version_dir(version)
-        main = next(f for f in version.files if f.path == MAIN_FILE)
         if (final / MAIN_FILE).is_file():
             digest, _ = await asyncio.to_thread(sha256_file, final / MAIN_FILE)
-            if digest == main.sha256:
+            if digest == version.sha256:
                 return final / MAIN_FILE
             shutil.rmtree(final, ignore_errors=True)
         staging = final.parent / f".tmp-{uuid.uuid4().hex}"
