@@ -99,10 +99,11 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
     x = np.random.default_rng(0).standard_normal((512, 1024)).astype(np.float32)
     count = 8
     done: list[tuple[object, object]] = []
-    finished = threading.Event()
+    first, finished = threading.Event(), threading.Event()
 
     def callback(result: object, error: object) -> None:
         done.append((result, error))
+        first.set()
         if len(done) == count:
             finished.set()
 
@@ -110,14 +111,21 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
         inp = tc.InferInput("x", list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
         client.async_infer("slow", [inp], callback)
-    time.sleep(0.3)
-    in_flight_at_sigterm = count - len(done)
+    # One instance runs them one at a time: when the first answer arrives, the
+    # other seven (about 1.4 s of work) are still queued or running.
+    assert first.wait(60), "no request completed"
     server.terminate()
-    time.sleep(0.2)
+    in_flight_at_sigterm = count - len(done)
     refused = tc.InferenceServerClient(server.address)
-    with pytest.raises(InferenceServerException) as caught:
-        refused.is_server_live()
-    assert caught.value.status() == "StatusCode.UNAVAILABLE"
+    deadline = time.monotonic() + 30
+    status = ""
+    while time.monotonic() < deadline:
+        try:
+            refused.is_server_live()
+        except InferenceServerException as exc:
+            status = str(exc.status())
+            break
+    assert status == "StatusCode.UNAVAILABLE"
     assert finished.wait(60), "in-flight requests did not complete"
     assert server.wait(60) == 0
     assert in_flight_at_sigterm > 0
