@@ -10,7 +10,7 @@ from collections.abc import Sequence
 # Each module exposes `register(subparsers)`, which adds its subcommand with
 # `set_defaults(func=...)`; func(args) returns the exit code.
 _SUBCOMMAND_MODULES = (
-    "tools.export",
+    "tools.export_cli",
     "tools.models",
     "tools.up",
     "tools.infer",

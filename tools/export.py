@@ -1,6 +1,6 @@
 """PyTorch -> ONNX export with a dynamic batch, metadata, and a parity check on ONNX Runtime.
 
-`export_module` is the library entry point; `register` adds `maas export` to the CLI.
+`export_module` is the library entry point; tools.export_cli adds `maas export` to the CLI.
 
 What torch 2.13 can export (checked with `x * 2`, and `~x` for bool): float32, float16,
 float64, int8, int16, int32, int64, uint8 and bool inputs and outputs round-trip through
@@ -24,7 +24,6 @@ Pitfalls this module handles, so that callers need not:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
@@ -51,7 +50,6 @@ __all__ = [
     "ParityReport",
     "check_parity",
     "export_module",
-    "register",
 ]
 
 _log = logging.getLogger(__name__)
@@ -424,10 +422,3 @@ def _root_cause(exc: BaseException) -> str:
         exc = exc.__cause__
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the `maas export` subcommand (its arguments live in tools.export_cli)."""
-    from tools.export_cli import add_parser
-
-    add_parser(subparsers)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `maas export` subcommand and its arguments."""
     p = subparsers.add_parser(
         "export",

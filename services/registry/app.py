@@ -66,15 +66,15 @@ class Registry:
         self.hub = hub
         self.metrics: RegistryMetrics | None = None
         self.tracing = Tracing()
+        # Orders blob moves + version inserts against blob deletions, so a blob that a
+        # concurrent upload just deduplicated against is never removed under it.
+        self._blob_lock = asyncio.Lock()
 
     def observe(self, metrics: RegistryMetrics, tracing: Tracing) -> None:
         """Report to these metrics and trace with this tracer."""
         self.metrics = metrics
         self.tracing = tracing
         metrics.track_subscribers(lambda: self.hub.subscriber_count)
-        # Orders blob moves + version inserts against blob deletions, so a blob that a
-        # concurrent upload just deduplicated against is never removed under it.
-        self._blob_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, settings: RegistrySettings) -> Registry:
