@@ -16,7 +16,9 @@ from services.inference.settings import InferenceSettings
 async def inference_server(test_models: Path) -> AsyncIterator[InferenceServer]:
     """The inference service on port 0 over the shared test models."""
     server = InferenceServer(
-        InferenceSettings(port=0, model_repository=str(test_models), grace_seconds=1)
+        InferenceSettings(
+            port=0, metrics_port=0, model_repository=str(test_models), grace_seconds=1
+        )
     )
     await server.start()
     yield server

@@ -46,6 +46,7 @@ async def start_registry(tmp_path: Path) -> AsyncIterator[StartRegistry]:
             "data_dir": tmp_path / "data",
             "host": "localhost",
             "port": 0,
+            "metrics_port": 0,
             "admin_token": ADMIN,
             "reader_token": READER,
             "grace_seconds": 0.5,

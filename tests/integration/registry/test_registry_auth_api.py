@@ -49,7 +49,7 @@ async def test_reader_reads_but_cannot_write(registry: Running, tmp_path: Path) 
 
 async def test_no_auth_is_explicit(start_registry: StartRegistry, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no tokens configured"):
-        await create_server(RegistrySettings(data_dir=tmp_path / "x", port=0))
+        await create_server(RegistrySettings(data_dir=tmp_path / "x", port=0, metrics_port=0))
     open_registry = await start_registry(admin_token=None, reader_token=None, no_auth=True)
     async with open_registry.client(None) as client:
         await client.create_model("anyone")
