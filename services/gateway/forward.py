@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import grpc
+from inference import grpc_predict_v2_pb2 as pb
 
 from services.common import errors
 from services.common.telemetry import Tracing
@@ -22,6 +22,7 @@ from services.registry.client import error_from_rpc
 
 _log = logging.getLogger(__name__)
 NO_BACKEND = "no inference backend is available"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 # Caller metadata worth passing on; credentials and routing headers stay here. Trace
 # context is passed on as it came only while the gateway does not trace itself (when it
 # does, its client interceptor sends its own span's context).
@@ -29,12 +30,9 @@ REQUEST_ID = frozenset({"x-request-id"})
 TRACE_CONTEXT = frozenset({"traceparent", "tracestate"})
 
 
-@dataclass(frozen=True)
-class Reply:
-    """A backend's serialized response and who sent it."""
-
-    data: bytes
-    backend: str
+def path(method: str) -> str:
+    """The full path of a v2 method, as a backend is called at it."""
+    return f"/{SERVICE_NAME}/{method}"
 
 
 def forwarded(
@@ -62,12 +60,13 @@ class Forwarder:
 
     async def unary(
         self,
-        path: str,
+        method: str,
         request: bytes,
         deadline: float,
         metadata: tuple[tuple[str, str], ...] = (),
-    ) -> Reply:
-        """Forward one call; `deadline` is event-loop time."""
+    ) -> bytes:
+        """Forward one call of a v2 `method`; `deadline` is event-loop time."""
+        target = path(method)
         loop = asyncio.get_running_loop()
         tried: set[str] = set()
         error: errors.ServiceError = errors.Unavailable(NO_BACKEND)
@@ -85,7 +84,7 @@ class Forwarder:
                 with self.tracing.span(
                     "gateway.backend", {"maas.backend": backend.address, "maas.attempt": attempt}
                 ):
-                    data = await self._call(backend, path, request, remaining, metadata)
+                    data = await self._call(backend, target, request, remaining, metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() is not grpc.StatusCode.UNAVAILABLE:
                     raise error_from_rpc(exc) from None
@@ -96,7 +95,7 @@ class Forwarder:
                 )
                 error = errors.Unavailable(NO_BACKEND) if connection_failed else error_from_rpc(exc)
                 continue
-            return Reply(data, backend.address)
+            return data
         raise error
 
     @staticmethod

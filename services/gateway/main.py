@@ -26,6 +26,7 @@ from services.gateway.forward import Forwarder
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.pool import BackendPool, PoolOptions
 from services.gateway.routes import RouteTable
+from services.gateway.routing import Router
 from services.gateway.servicer import SERVICE_NAME, GatewayServicer
 from services.gateway.settings import GatewaySettings
 from services.registry.client import RegistryClient
@@ -89,19 +90,20 @@ class GatewayServer:
             make_keys(settings),
             backends_ready=lambda: self.pool.healthy() > 0,
         )
+        tracing = self.telemetry.tracing("maas.gateway")
+        self.router = Router(
+            self.app,
+            Forwarder(self.pool, settings.max_attempts, self.metrics, tracing=tracing),
+            self.metrics,
+            follower=self.follower,
+            tracing=tracing,
+        )
         self.servicer = GatewayServicer(
             self.app,
-            Forwarder(
-                self.pool,
-                settings.max_attempts,
-                self.metrics,
-                tracing=self.telemetry.tracing("maas.gateway"),
-            ),
+            self.router,
             default_timeout=settings.default_timeout_seconds,
-            metrics=self.metrics,
             stream_window=settings.stream_window,
-            follower=self.follower,
-            tracing=self.telemetry.tracing("maas.gateway"),
+            trace_passed_on=not tracing.enabled,
         )
         self.discovery = self._discovery()
         self.grpc = GrpcServer(

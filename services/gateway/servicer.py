@@ -1,55 +1,38 @@
-"""The public v2 GRPCInferenceService, served over bytes.
+"""The public v2 GRPCInferenceService, served over bytes: a thin converter.
 
-Registered as a generic handler with identity (de)serializers: requests are read
-only as far as services.gateway.wire needs (model, version, id), decided on by
-GatewayApp, and forwarded as bytes; backend responses go back unchanged. Only the
-gateway's own answers (server metadata, readiness, the registry index) are built
-from the generated messages.
+Registered as a generic handler with identity (de)serializers: a request is read
+only as far as services.gateway.wire needs (model, version, id), handed to the
+app layer (services.gateway.routing), and the backend's reply goes back
+unchanged. Only the gateway's own answers (server metadata, readiness, the
+repository index) are built from the generated messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata as dist
 from typing import TypeAlias
 
 import grpc
-from google.protobuf.message import DecodeError
 from inference import grpc_predict_v2_pb2 as pb
-from opentelemetry import trace
 
-from services.common.errors import (
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    ServiceError,
-    Unavailable,
-    Unimplemented,
-)
+from services.common.errors import ServiceError, Unimplemented
 from services.common.interceptor import INTERNAL_MESSAGE
 from services.common.server import ServiceBinding
 from services.common.streams import answer_each
-from services.common.telemetry import AttributeValue, Tracing
 from services.gateway import wire
-from services.gateway.app import VERSION_HEADER, GatewayApp, Route, pinned_version
+from services.gateway.app import VERSION_HEADER, GatewayApp, pinned_version
 from services.gateway.auth import ApiKey
-from services.gateway.follower import RegistryFollower
-from services.gateway.forward import REQUEST_ID, TRACE_CONTEXT, Forwarder, Reply, forwarded
-from services.gateway.metrics import GatewayMetrics
+from services.gateway.forward import REQUEST_ID, SERVICE_NAME, TRACE_CONTEXT, forwarded
+from services.gateway.routing import Call, Router
 
 _log = logging.getLogger(__name__)
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 EXTENSIONS = ("model_configuration", "statistics", "binary_tensor_data", "parameters")
 Context: TypeAlias = grpc.aio.ServicerContext
 Unary = Callable[[bytes, Context], Awaitable[bytes]]
-
-
-def path(method: str) -> str:
-    """The full method path a backend is called at."""
-    return f"/{SERVICE_NAME}/{method}"
+__all__ = ["SERVICE_NAME", "GatewayServicer"]
 
 
 def _server_version() -> str:
@@ -60,27 +43,23 @@ def _server_version() -> str:
 
 
 class GatewayServicer:
-    """Forwards the v2 API to backends, per request, after auth and routing."""
+    """Converts v2 calls for the app layer: auth and routing happen there."""
 
     def __init__(
         self,
         app: GatewayApp,
-        forwarder: Forwarder,
+        router: Router,
         *,
         default_timeout: float,
-        metrics: GatewayMetrics,
         stream_window: int = 64,
-        follower: RegistryFollower | None = None,
-        tracing: Tracing | None = None,
+        trace_passed_on: bool = True,
     ) -> None:
         self.app = app
-        self.forwarder = forwarder
-        self.follower = follower
-        self.tracing = tracing or Tracing()
+        self.router = router
         self.default_timeout = default_timeout
-        self.metrics = metrics
         self.stream_window = stream_window
-        self.passed_keys = REQUEST_ID if self.tracing.enabled else REQUEST_ID | TRACE_CONTEXT
+        # While the gateway traces itself, its client interceptor sends its own context.
+        self.passed_keys = REQUEST_ID | TRACE_CONTEXT if trace_passed_on else REQUEST_ID
         self.version = _server_version()
 
     def binding(self) -> ServiceBinding:
@@ -104,7 +83,7 @@ class GatewayServicer:
         generic = grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
         return ServiceBinding(SERVICE_NAME, lambda s: s.add_generic_rpc_handlers((generic,)))
 
-    # Helpers.
+    # Conversions.
 
     def _deadline(self, context: Context) -> float:
         remaining = context.time_remaining()
@@ -115,42 +94,8 @@ class GatewayServicer:
     def _key(self, context: Context) -> ApiKey | None:
         return self.app.authenticate(context.invocation_metadata())
 
-    async def _refresh(self, model: str) -> None:
-        """Re-read a model the route cache lacks or holds stale (a cache miss)."""
-        miss = self.follower is not None and self.follower.needs_read(model)
-        attributes: dict[str, AttributeValue] = {"maas.model": model, "maas.cache_hit": not miss}
-        with self.tracing.span("gateway.route.lookup", attributes):
-            if not miss or self.follower is None:
-                return
-            try:
-                await self.follower.refresh(model)
-            except ServiceError as exc:
-                if self.app.routes is None or model not in self.app.routes.models:
-                    raise Unavailable(f"the model registry is unreachable ({exc.status})") from None
-                _log.warning(
-                    "registry unreachable; routing on the last known versions",
-                    extra={"model": model},
-                )
-
-    async def _route(self, key: ApiKey | None, head: wire.Head, pin: str | None) -> Route:
-        """Admit the key and pick the version, recording both on the request's span."""
-        span = trace.get_current_span() if self.tracing.enabled else None
-        if span is not None:
-            span.set_attribute("maas.model", head.name)
-            span.set_attribute("maas.requested_version", head.version)
-            if key is not None:
-                span.set_attribute("maas.key_id", key.id)
-        try:
-            self.app.admit(key, head.name)
-        except ResourceExhausted:
-            self.metrics.rate_limited(key.id if key else "").inc()
-            raise
-        await self._refresh(head.name)
-        route = self.app.route(head.name, head.version, pin)
-        if span is not None:
-            span.set_attribute("maas.resolved_version", route.fallback or route.version)
-            span.set_attribute("maas.canary", route.canary)
-        return route
+    def _call(self, request: bytes, context: Context) -> Call:
+        return Call(self._key(context), wire.read_head(request), request, self._deadline(context))
 
     # The gateway's own answers.
 
@@ -172,20 +117,7 @@ class GatewayServicer:
     async def RepositoryIndex(self, request: bytes, context: Context) -> bytes:
         key = self._key(context)
         self.app.charge(key)
-        try:
-            ready_only = pb.RepositoryIndexRequest.FromString(request).ready
-        except DecodeError:
-            raise InvalidArgument("malformed request: not a RepositoryIndexRequest") from None
-        rows = self.app.index(key, ready_only)
-        if rows is None:
-            reply = await self.forwarder.unary(
-                path("RepositoryIndex"), request, self._deadline(context)
-            )
-            if key is None or key.models is None:
-                return reply.data
-            listed = pb.RepositoryIndexResponse.FromString(reply.data)
-            allowed = [m for m in listed.models if m.name in key.models]
-            return pb.RepositoryIndexResponse(models=allowed).SerializeToString()
+        rows = await self.router.index(key, request, self._deadline(context))
         models = [
             pb.RepositoryIndexResponse.ModelIndex(
                 name=r.name, version=r.version, state=r.state, reason=r.reason
@@ -211,104 +143,33 @@ class GatewayServicer:
     # Forwarded calls.
 
     def _model_call(self, method: str, *, empty_means_all: bool = False) -> Unary:
-        """A forwarded call naming a model; `empty_means_all`: an empty name or version
-        asks about every model or version (statistics), so it is not resolved."""
-        target = path(method)
-
         async def call(request: bytes, context: Context) -> bytes:
-            key = self._key(context)
-            head = wire.read_head(request)
-            self.app.admit(key, head.name)
-            fallback = ""
-            if not empty_means_all or (head.name and head.version):
-                await self._refresh(head.name)
-                version, fallback = self.app.resolve_with_fallback(head.name, head.version)
-                if version != head.version:
-                    request = wire.with_version(request, version)
-            reply = await self._forward(target, request, self._deadline(context), fallback)
-            return reply.data
+            parsed = self._call(request, context)
+            return await self.router.model_call(method, parsed, empty_means_all=empty_means_all)
 
         return call
 
-    async def _forward(
-        self,
-        target: str,
-        request: bytes,
-        deadline: float,
-        fallback: str,
-        passed: tuple[tuple[str, str], ...] = (),
-    ) -> Reply:
-        """Forward; a backend that knows no aliases (a model directory) gets the number."""
-        try:
-            return await self.forwarder.unary(target, request, deadline, passed)
-        except NotFound:
-            if not fallback:
-                raise
-        request = wire.with_version(request, fallback)
-        return await self.forwarder.unary(target, request, deadline, passed)
-
     async def ModelReady(self, request: bytes, context: Context) -> bytes:
-        key = self._key(context)
-        head = wire.read_head(request)
-        self.app.admit(key, head.name)
-        await self._refresh(head.name)
-        try:
-            version, fallback = self.app.resolve_with_fallback(head.name, head.version)
-        except NotFound:
-            return pb.ModelReadyResponse(ready=False).SerializeToString()
-        if version != head.version:
-            request = wire.with_version(request, version)
-        deadline = self._deadline(context)
-        reply = await self._forward(path("ModelReady"), request, deadline, fallback)
-        return reply.data
+        reply = await self.router.model_ready(self._call(request, context))
+        return (
+            reply if reply is not None else pb.ModelReadyResponse(ready=False).SerializeToString()
+        )
 
     async def ModelInfer(self, request: bytes, context: Context) -> bytes:
         metadata = context.invocation_metadata()
-        key = self.app.authenticate(metadata)
-        passed = forwarded(metadata, self.passed_keys)
-        head = wire.read_head(request)
-        reply, answered = await self._infer(
-            key, head, request, pinned_version(metadata), passed, self._deadline(context)
+        call = Call(
+            self.app.authenticate(metadata),
+            wire.read_head(request),
+            request,
+            self._deadline(context),
+            pinned_version(metadata),
+            forwarded(metadata, self.passed_keys),
         )
+        answer = await self.router.infer(call)
         # Trailing metadata goes out with the status; a separate initial-metadata send
         # cost about an eighth of the gateway's CPU per request.
-        context.set_trailing_metadata(((VERSION_HEADER, answered),))
-        return reply
-
-    async def _infer(
-        self,
-        key: ApiKey | None,
-        head: wire.Head,
-        request: bytes,
-        pin: str | None,
-        passed: tuple[tuple[str, str], ...],
-        deadline: float,
-    ) -> tuple[bytes, str]:
-        """Route and forward one inference request (`head` read off it already); the reply
-        and the version that answered."""
-        started, code, answered, model = time.perf_counter(), "INTERNAL", "", ""
-        try:
-            route = await self._route(key, head, pin)
-            model = route.model  # known to the registry (or to a backend), so bounded
-            if route.version != head.version:
-                request = wire.with_version(request, route.version)
-            with self.metrics.inflight.track_inprogress():
-                reply = await self._forward(
-                    path("ModelInfer"), request, deadline, route.fallback, passed
-                )
-            answered = wire.read_head(reply.data).version or route.version
-            self.metrics.routed(route.model, answered, str(route.canary).lower()).inc()
-            code = "OK"
-            return reply.data, answered
-        except ServiceError as exc:
-            code = exc.status
-            raise
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        finally:
-            self.metrics.requests(model, answered, code).inc()
-            self.metrics.request_seconds(model).observe(time.perf_counter() - started)
+        context.set_trailing_metadata(((VERSION_HEADER, answer.version),))
+        return answer.data
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[bytes], context: Context
@@ -326,29 +187,19 @@ class GatewayServicer:
             deadline = loop.time() + self.default_timeout
             if stream_deadline is not None:
                 deadline = min(deadline, stream_deadline)
-            return await self._stream_one(key, request, pin, passed, deadline)
+            head = wire.Head()
+            try:
+                head = wire.read_head(request)
+                reply = await self.router.infer(Call(key, head, request, deadline, pin, passed))
+                return wire.wrap_stream_response(reply.data)
+            except ServiceError as exc:
+                return _stream_error(head, exc.message)
+            except Exception:  # noqa: BLE001 - one request's failure must not end the stream
+                _log.exception("unexpected error in a stream request")
+                return _stream_error(head, INTERNAL_MESSAGE)
 
         async for response in answer_each(requests, answer, self.stream_window):
             yield response
-
-    async def _stream_one(
-        self,
-        key: ApiKey | None,
-        request: bytes,
-        pin: str | None,
-        passed: tuple[tuple[str, str], ...],
-        deadline: float,
-    ) -> bytes:
-        head = wire.Head()
-        try:
-            head = wire.read_head(request)
-            reply, _ = await self._infer(key, head, request, pin, passed, deadline)
-            return wire.wrap_stream_response(reply)
-        except ServiceError as exc:
-            return _stream_error(head, exc.message)
-        except Exception:  # noqa: BLE001 - one request's failure must not end the stream
-            _log.exception("unexpected error in a stream request")
-            return _stream_error(head, INTERNAL_MESSAGE)
 
 
 def _stream_error(head: wire.Head, message: str) -> bytes:

@@ -1,0 +1,203 @@
+"""The gateway's request path in plain Python: admit, look up, route, forward, count.
+
+A front end (the gRPC servicer today, HTTP routes later) reads a request's few
+routing fields, calls this, and converts what comes back; every routing decision
+is made here, so both front ends take the same path. Nothing here imports grpc:
+backends are reached through the `Backends` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from google.protobuf.message import DecodeError
+from inference import grpc_predict_v2_pb2 as pb
+from opentelemetry import trace
+
+from services.common.errors import (
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+)
+from services.common.telemetry import AttributeValue, Tracing
+from services.gateway import wire
+from services.gateway.app import GatewayApp, IndexRow, Route
+from services.gateway.auth import ApiKey
+from services.gateway.follower import RegistryFollower
+from services.gateway.metrics import GatewayMetrics
+
+_log = logging.getLogger(__name__)
+Passed = tuple[tuple[str, str], ...]
+
+
+class Backends(Protocol):
+    """Sends one serialized request to a backend and returns its serialized reply."""
+
+    async def unary(
+        self, method: str, request: bytes, deadline: float, metadata: Passed = ()
+    ) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request naming a model, as a front end read it; `deadline` is event-loop time."""
+
+    key: ApiKey | None
+    head: wire.Head
+    request: bytes
+    deadline: float
+    pin: str | None = None
+    passed: Passed = ()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A backend's serialized reply and the version that answered."""
+
+    data: bytes
+    version: str
+
+
+class Router:
+    """Routes and forwards the v2 calls that name a model."""
+
+    def __init__(
+        self,
+        app: GatewayApp,
+        backends: Backends,
+        metrics: GatewayMetrics,
+        *,
+        follower: RegistryFollower | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
+        self.app = app
+        self.backends = backends
+        self.metrics = metrics
+        self.follower = follower
+        self.tracing = tracing or Tracing()
+
+    async def lookup(self, model: str) -> None:
+        """Re-read a model the route table holds stale (a cache miss)."""
+        miss = self.follower is not None and self.follower.needs_read(model)
+        attributes: dict[str, AttributeValue] = {"maas.model": model, "maas.cache_hit": not miss}
+        with self.tracing.span("gateway.route.lookup", attributes):
+            if not miss or self.follower is None:
+                return
+            try:
+                await self.follower.refresh(model)
+            except ServiceError as exc:
+                if self.app.routes is None or model not in self.app.routes.models:
+                    raise Unavailable(f"the model registry is unreachable ({exc.status})") from None
+                _log.warning(
+                    "registry unreachable; routing on the last known versions",
+                    extra={"model": model},
+                )
+
+    async def route(self, key: ApiKey | None, head: wire.Head, pin: str | None) -> Route:
+        """Admit the key, look the model up and pick the version, recording all on the span."""
+        span = trace.get_current_span() if self.tracing.enabled else None
+        if span is not None:
+            span.set_attribute("maas.model", head.name)
+            span.set_attribute("maas.requested_version", head.version)
+            if key is not None:
+                span.set_attribute("maas.key_id", key.id)
+        try:
+            self.app.admit(key, head.name)
+        except ResourceExhausted:
+            self.metrics.rate_limited(key.id if key else "").inc()
+            raise
+        await self.lookup(head.name)
+        route = self.app.route(head.name, head.version, pin)
+        if span is not None:
+            span.set_attribute("maas.resolved_version", route.fallback or route.version)
+            span.set_attribute("maas.canary", route.canary)
+        return route
+
+    async def forward(
+        self, method: str, request: bytes, deadline: float, fallback: str, passed: Passed = ()
+    ) -> bytes:
+        """Forward; a backend that knows no aliases (a model directory) gets the number."""
+        try:
+            return await self.backends.unary(method, request, deadline, passed)
+        except NotFound:
+            if not fallback:
+                raise
+        request = wire.with_version(request, fallback)
+        return await self.backends.unary(method, request, deadline, passed)
+
+    async def infer(self, call: Call) -> Answer:
+        """Route and forward one inference request, counting it."""
+        started, code, answered, model = time.perf_counter(), "INTERNAL", "", ""
+        try:
+            route = await self.route(call.key, call.head, call.pin)
+            model = route.model  # known to the registry (or to a backend), so bounded
+            request = call.request
+            if route.version != call.head.version:
+                request = wire.with_version(request, route.version)
+            with self.metrics.inflight.track_inprogress():
+                data = await self.forward(
+                    "ModelInfer", request, call.deadline, route.fallback, call.passed
+                )
+            answered = wire.read_head(data).version or route.version
+            self.metrics.routed(route.model, answered, str(route.canary).lower()).inc()
+            code = "OK"
+            return Answer(data, answered)
+        except ServiceError as exc:
+            code = exc.status
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            self.metrics.requests(model, answered, code).inc()
+            self.metrics.request_seconds(model).observe(time.perf_counter() - started)
+
+    async def model_call(self, method: str, call: Call, *, empty_means_all: bool = False) -> bytes:
+        """A forwarded call about a model; `empty_means_all`: an empty name or version asks
+        about every model or version (statistics), so it is not resolved."""
+        head, request = call.head, call.request
+        self.app.admit(call.key, head.name)
+        fallback = ""
+        if not empty_means_all or (head.name and head.version):
+            await self.lookup(head.name)
+            version, fallback = self.app.resolve_with_fallback(head.name, head.version)
+            if version != head.version:
+                request = wire.with_version(request, version)
+        return await self.forward(method, request, call.deadline, fallback)
+
+    async def model_ready(self, call: Call) -> bytes | None:
+        """A backend's ModelReady reply, or None when the model or version does not exist."""
+        head, request = call.head, call.request
+        self.app.admit(call.key, head.name)
+        await self.lookup(head.name)
+        try:
+            version, fallback = self.app.resolve_with_fallback(head.name, head.version)
+        except NotFound:
+            return None
+        if version != head.version:
+            request = wire.with_version(request, version)
+        return await self.forward("ModelReady", request, call.deadline, fallback)
+
+    async def index(self, key: ApiKey | None, request: bytes, deadline: float) -> list[IndexRow]:
+        """RepositoryIndex: the registry's rows, or a backend's, limited to the key's models."""
+        try:
+            ready_only = pb.RepositoryIndexRequest.FromString(request).ready
+        except DecodeError:
+            raise InvalidArgument("malformed request: not a RepositoryIndexRequest") from None
+        rows = self.app.index(key, ready_only)
+        if rows is not None:
+            return rows
+        data = await self.backends.unary("RepositoryIndex", request, deadline)
+        listed = pb.RepositoryIndexResponse.FromString(data).models
+        allowed = None if key is None else key.models
+        return [
+            IndexRow(m.name, m.version, m.state, m.reason)
+            for m in listed
+            if allowed is None or m.name in allowed
+        ]

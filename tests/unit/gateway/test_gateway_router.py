@@ -1,0 +1,124 @@
+"""The gateway's app-layer request path, without gRPC: routing, retries, counting."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from inference import grpc_predict_v2_pb2 as pb
+from prometheus_client import CollectorRegistry
+
+from services.common.errors import NotFound, ResourceExhausted
+from services.gateway import wire
+from services.gateway.app import GatewayApp
+from services.gateway.auth import ApiKey, KeyTable
+from services.gateway.canary import CanaryPolicy
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.routes import RouteTable
+from services.gateway.routing import Call, Passed, Router
+from services.registry.domain import Model, ModelSnapshot, Signature, Snapshot, Version
+
+Answer = Callable[[str, wire.Head], bytes]
+
+
+def infer_reply(method: str, head: wire.Head) -> bytes:
+    return pb.ModelInferResponse(
+        model_name=head.name, model_version=head.version
+    ).SerializeToString()
+
+
+@dataclass
+class Backends:
+    """Answers every call with `answer` and records (method, model, version) sent."""
+
+    answer: Answer = infer_reply
+    sent: list[tuple[str, str, str]] = field(default_factory=list)
+
+    async def unary(
+        self, method: str, request: bytes, deadline: float, metadata: Passed = ()
+    ) -> bytes:
+        head = wire.read_head(request)
+        self.sent.append((method, head.name, head.version))
+        return self.answer(method, head)
+
+
+def table(*, aliases: dict[str, int] | None = None) -> RouteTable:
+    routes = RouteTable()
+    model = Model("digits", aliases={"production": 1} if aliases is None else aliases)
+    versions = [Version("digits", n, (), Signature()) for n in (1, 2)]
+    routes.load(Snapshot(5, [ModelSnapshot(model, versions)]))
+    return routes
+
+
+def router(
+    backends: Backends, routes: RouteTable | None, keys: KeyTable | None = None
+) -> tuple[Router, GatewayMetrics, CollectorRegistry]:
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    app = GatewayApp(routes, CanaryPolicy({}, random.Random(0)), keys, lambda: True)
+    return Router(app, backends, metrics), metrics, registry
+
+
+def call(name: str = "digits", version: str = "", key: ApiKey | None = None) -> Call:
+    request = pb.ModelInferRequest(model_name=name, model_version=version).SerializeToString()
+    return Call(key, wire.read_head(request), request, asyncio.get_running_loop().time() + 5)
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+async def test_versions_resolve_before_forwarding_and_the_answer_is_counted() -> None:
+    backends = Backends()
+    routing, _, registry = router(backends, table())
+    answers = [await routing.infer(call(version=v)) for v in ("", "latest", "2")]
+    assert [a.version for a in answers] == ["production", "2", "2"]
+    assert [v for _, _, v in backends.sent] == ["production", "2", "2"]
+    labels = {"model": "digits", "version": "2", "code": "OK"}
+    assert sample(registry, "maas_gateway_requests_total", **labels) == 2
+
+
+async def test_an_alias_a_backend_lacks_is_retried_as_its_number() -> None:
+    def no_aliases(method: str, head: wire.Head) -> bytes:
+        if not head.version.isdigit():
+            raise NotFound(f"model '{head.name}' has no version '{head.version}'")
+        return infer_reply(method, head)
+
+    backends = Backends(no_aliases)
+    routing, _, _ = router(backends, table())
+    assert (await routing.infer(call())).version == "1"
+    assert [v for _, _, v in backends.sent] == ["production", "1"]
+
+
+async def test_unknown_models_and_versions_never_reach_a_backend() -> None:
+    backends = Backends()
+    routing, _, registry = router(backends, table())
+    for name, version in (("nope", ""), ("digits", "9"), ("digits", "blue")):
+        with pytest.raises(NotFound):
+            await routing.infer(call(name, version))
+    assert backends.sent == []
+    # The client's names stay out of the labels: the model label is empty.
+    assert sample(registry, "maas_gateway_requests_total", model="", version="", code="NOT_FOUND")
+    assert routing.app.routes is not None
+    assert await routing.model_ready(call("nope")) is None
+
+
+async def test_rate_limits_are_counted_per_key_and_forwarded_index_rows_filtered() -> None:
+    key = ApiKey("team", b"d" * 32, rate_per_second=0.001, burst=1, models=frozenset({"digits"}))
+
+    def index(method: str, head: wire.Head) -> bytes:
+        rows = [pb.RepositoryIndexResponse.ModelIndex(name=n, version="1") for n in ("a", "digits")]
+        return pb.RepositoryIndexResponse(models=rows).SerializeToString()
+
+    backends = Backends(index)
+    routing, _, registry = router(backends, None, KeyTable([key]))
+    await routing.infer(call(key=key))
+    with pytest.raises(ResourceExhausted):
+        await routing.infer(call(key=key))
+    assert sample(registry, "maas_gateway_rate_limited_requests_total", key="team") == 1
+    request = pb.RepositoryIndexRequest().SerializeToString()
+    rows = await routing.index(key, request, asyncio.get_running_loop().time() + 5)
+    assert [r.name for r in rows] == ["digits"]
