@@ -1,0 +1,147 @@
+"""A stream whose client stops reading holds a bounded number of answers in the server.
+
+The server runs as its own process, so its RSS is its own. The model turns one float
+per row into 256 KiB of output, so answers dominate memory: before the fix, the
+window freed a slot as soon as an answer was queued, so the server read, ran and
+queued every request the client sent, and its RSS grew by about 256 KiB a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnx
+import onnx.helper as oh
+import pytest
+from inference import grpc_predict_v2_pb2 as pb
+from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+
+from tests.servers import ServiceProcess
+
+WIDTH = 65536  # floats per output row: 256 KiB an answer
+SENT = 600  # requests the client sends without reading: ~150 MiB of answers
+WINDOW = 64  # the inference servicer's STREAM_WINDOW
+MIB = 1 << 20
+
+
+def fan_out_model(path: Path) -> None:
+    """x [batch, 1] -> y [batch, WIDTH]: every row's value repeated WIDTH times."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = oh.make_tensor("shape", onnx.TensorProto.INT64, [2], [1, WIDTH])
+    graph = oh.make_graph(
+        [oh.make_node("Expand", ["x", "shape"], ["y"])],
+        "fan_out",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 1])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", WIDTH])],
+        initializer=[shape],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServiceProcess]:
+    root = tmp_path / "repository"
+    fan_out_model(root / "fan_out" / "1" / "model.onnx")
+    process = ServiceProcess("inference", ["--model-repository", str(root)], tmp_path)
+    yield process
+    process.stop()
+
+
+def rss(pid: int) -> int:
+    """Resident set size of a process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def request(i: int) -> pb.ModelInferRequest:
+    msg = pb.ModelInferRequest(model_name="fan_out", id=str(i))
+    msg.inputs.add(name="x", datatype="FP32", shape=[1, 1])
+    msg.raw_input_contents.append(np.array([[float(i)]], np.float32).tobytes())
+    return msg
+
+
+async def executed(stub: pb_grpc.GRPCInferenceServiceStub) -> int:
+    reply = await stub.ModelStatistics(pb.ModelStatisticsRequest(name="fan_out"))
+    return reply.model_stats[0].inference_count
+
+
+async def read_all(call: grpc.aio.StreamStreamCall, count: int) -> set[str]:
+    ids = set()
+    for _ in range(count):
+        reply = await call.read()
+        assert not reply.error_message, reply.error_message
+        out = np.frombuffer(reply.infer_response.raw_output_contents[0], np.float32)
+        assert out.shape == (WIDTH,) and out[0] == float(reply.infer_response.id)
+        ids.add(reply.infer_response.id)
+    return ids
+
+
+@pytest.fixture
+async def channels(server: ServiceProcess) -> AsyncIterator[tuple[grpc.aio.Channel, ...]]:
+    options = [("grpc.max_receive_message_length", 64 * MIB)]
+    # Statistics go over a connection of their own, so the stalled stream's
+    # connection-level flow control cannot hold them up.
+    own = [*options, ("grpc.use_local_subchannel_pool", 1)]
+    async with (
+        grpc.aio.insecure_channel(server.address, options) as streaming,
+        grpc.aio.insecure_channel(server.address, own) as control,
+    ):
+        yield streaming, control
+
+
+async def test_a_client_that_stops_reading_holds_a_window_of_answers(
+    server: ServiceProcess, channels: tuple[grpc.aio.Channel, grpc.aio.Channel]
+) -> None:
+    stub, stats = (pb_grpc.GRPCInferenceServiceStub(c) for c in channels)
+
+    # Warm up: a stream of two windows, read in full, so the allocator's arenas and
+    # the connection's buffers are in the baseline.
+    warm = stub.ModelStreamInfer()
+    for i in range(2 * WINDOW):
+        await warm.write(request(i))
+    await warm.done_writing()
+    assert len(await read_all(warm, 2 * WINDOW)) == 2 * WINDOW
+    before_rss, before_runs = rss(server.pid), await executed(stats)
+
+    call = stub.ModelStreamInfer()
+
+    async def send() -> None:
+        for i in range(SENT):
+            await call.write(request(i))
+        await call.done_writing()
+
+    sender = asyncio.ensure_future(send())
+    # Watch the server until it stops running requests (or has run all of them).
+    loop = asyncio.get_running_loop()
+    deadline, peak, runs = loop.time() + 60, 0, -1
+    still_since = loop.time()
+    while loop.time() < deadline:
+        now_runs = await executed(stats) - before_runs
+        peak = max(peak, rss(server.pid))
+        if now_runs != runs:
+            runs, still_since = now_runs, loop.time()
+        if runs >= SENT or loop.time() - still_since > 2.0:
+            break
+        await asyncio.sleep(0.05)  # a sampling period, not synchronisation
+    growth = peak - before_rss
+    print(
+        f"client sent {SENT} requests without reading: server ran {runs}, "
+        f"RSS grew {growth / MIB:.1f} MiB ({SENT * WIDTH * 4 / MIB:.0f} MiB of answers sent)"
+    )
+    assert runs < SENT, "the server ran every request although nobody read the answers"
+    assert growth < 64 * MIB, f"server RSS grew {growth / MIB:.0f} MiB for a stalled stream"
+
+    # Reading again resumes the stream: every request is answered, exactly once.
+    ids = await read_all(call, SENT)
+    await sender
+    assert ids == {str(i) for i in range(SENT)}
+    assert await call.read() == grpc.aio.EOF
+    assert await executed(stats) - before_runs == SENT
