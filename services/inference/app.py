@@ -9,11 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.common.errors import DeadlineExceeded, ServiceError, Unimplemented
+from services.inference.config import DynamicBatching
 from services.inference.manager import IndexEntry, ModelManager
 from services.inference.metrics import InferenceMetrics
 from services.inference.model import LoadedModel
 from services.inference.repository import DirectorySource
 from services.inference.runtime import TensorSpec
+from services.inference.stats import StatsSnapshot
 from services.inference.validate import check_inputs, check_outputs
 
 PLATFORM = "onnxruntime_onnx"
@@ -40,6 +42,21 @@ class InferResult:
     version: str
     id: str
     outputs: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelDetails:
+    """What ModelConfig reports of a ready version."""
+
+    name: str
+    platform: str
+    max_batch_size: int
+    filename: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    provider: str
+    instances: int
+    batching: DynamicBatching
 
 
 @dataclass(frozen=True)
@@ -123,18 +140,35 @@ class InferenceApp:
             name, versions, PLATFORM, model.signature.inputs, model.signature.outputs
         )
 
-    def model(self, name: str, version: str) -> LoadedModel:
-        """The ready version a request names."""
-        return self.manager.resolve(name, version)
+    def details(self, name: str, version: str) -> ModelDetails:
+        """The serving configuration of the ready version a request names."""
+        model = self.manager.resolve(name, version)
+        return ModelDetails(
+            model.name,
+            PLATFORM,
+            model.max_batch_size,
+            model.path.name,
+            model.signature.inputs,
+            model.signature.outputs,
+            model.provider,
+            model.config.instances,
+            model.config.dynamic_batching,
+        )
 
-    def statistics(self, name: str, version: str) -> list[LoadedModel]:
-        """The loaded versions whose statistics were asked for (all when name is empty)."""
-        if name:
-            if version:
-                return [self.manager.resolve(name, version)]
+    def statistics(self, name: str, version: str) -> list[StatsSnapshot]:
+        """Statistics of the loaded versions asked for (all when name is empty)."""
+        if name and version:
+            models = [self.manager.resolve(name, version)]
+        elif name:
             self.manager.resolve(name, "")
-            return [m for m in self.manager.loaded() if m.name == name]
-        return self.manager.loaded()
+            models = [m for m in self.manager.loaded() if m.name == name]
+        else:
+            models = self.manager.loaded()
+        return [m.stats.snapshot(m.name, str(m.version)) for m in models]
+
+    def model_ready(self, name: str, version: str) -> bool:
+        """Whether the named version (any version when empty) takes requests."""
+        return self.manager.ready(name, version)
 
     def index(self, ready_only: bool) -> list[IndexEntry]:
         """Every model version this server knows, with its state."""

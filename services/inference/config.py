@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,8 @@ PROVIDER_ALIASES = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
+# A warm-up tensor is built in memory for every instance; keep config typos harmless.
+MAX_WARMUP_ELEMENTS = 1 << 24
 
 
 class _Strict(BaseModel):
@@ -62,6 +65,32 @@ class Threads(_Strict):
     spinning: bool | None = None
 
 
+WarmupValue = bool | int | float | str
+
+
+class WarmupInput(_Strict):
+    """One input of a warm-up sample: its full shape, every element set to `value`."""
+
+    shape: tuple[int, ...]
+    value: WarmupValue = 0
+
+    @field_validator("shape")
+    @classmethod
+    def _shape(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d < 0 for d in value):
+            raise ValueError(f"dimensions must be 0 or more, got {list(value)}")
+        if math.prod(value) > MAX_WARMUP_ELEMENTS:
+            raise ValueError(f"at most {MAX_WARMUP_ELEMENTS} elements, got {math.prod(value)}")
+        return value
+
+
+class WarmupSample(_Strict):
+    """One warm-up request, as in Triton's `model_warmup`: a value for every input."""
+
+    name: str = ""
+    inputs: dict[str, WarmupInput]
+
+
 class ModelConfig(_Strict):
     """How one model is served. Every key is optional."""
 
@@ -74,6 +103,9 @@ class ModelConfig(_Strict):
     cuda: CudaOptions = CudaOptions()
     tensorrt: TensorRtOptions = TensorRtOptions()
     threads: Threads = Threads()
+    # Run on every instance before the version takes traffic; a failure is a load
+    # failure. None: one sample of zeros, 1 for each dynamic dimension. []: none.
+    warmup: tuple[WarmupSample, ...] | None = None
 
     @field_validator("providers", mode="before")
     @classmethod

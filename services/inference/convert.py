@@ -7,11 +7,10 @@ from inference import model_config_pb2 as mc
 
 from services.common.errors import InvalidArgument
 from services.common.tensors import decode, encode
-from services.inference.app import InferRequest, InferResult, ModelMetadata
+from services.inference.app import InferRequest, InferResult, ModelDetails, ModelMetadata
 from services.inference.manager import IndexEntry
-from services.inference.model import LoadedModel
 from services.inference.runtime import CPU, TensorSpec
-from services.inference.stats import Duration
+from services.inference.stats import StatsSnapshot, Totals
 
 # Request parameter, as in Triton's HTTP protocol: false asks for typed contents.
 BINARY_OUTPUT_PARAM = "binary_data_output"
@@ -82,24 +81,24 @@ def metadata_response(meta: ModelMetadata) -> pb.ModelMetadataResponse:
     )
 
 
-def config_response(model: LoadedModel, platform: str) -> pb.ModelConfigResponse:
+def config_response(model: ModelDetails) -> pb.ModelConfigResponse:
     """Triton's model_config shape, so perf_analyzer and tritonclient accept it."""
     batch = model.max_batch_size
     skip = 1 if batch > 0 else 0
     config = mc.ModelConfig(
         name=model.name,
-        platform=platform,
+        platform=model.platform,
         backend="onnxruntime",
         max_batch_size=batch,
-        default_model_filename=model.path.name,
+        default_model_filename=model.filename,
     )
-    for spec in model.signature.inputs:
+    for spec in model.inputs:
         config.input.add(
             name=spec.name,
             data_type=mc.DataType.Value(spec.datatype.triton),
             dims=spec.shape[skip:],
         )
-    for spec in model.signature.outputs:
+    for spec in model.outputs:
         config.output.add(
             name=spec.name,
             data_type=mc.DataType.Value(spec.datatype.triton),
@@ -108,8 +107,8 @@ def config_response(model: LoadedModel, platform: str) -> pb.ModelConfigResponse
     kind = (
         mc.ModelInstanceGroup.KIND_CPU if model.provider == CPU else mc.ModelInstanceGroup.KIND_GPU
     )
-    config.instance_group.add(name=model.name, kind=kind, count=model.config.instances)
-    batching = model.config.dynamic_batching
+    config.instance_group.add(name=model.name, kind=kind, count=model.instances)
+    batching = model.batching
     if batch > 0 and batching.enabled:
         config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
         config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
@@ -118,18 +117,17 @@ def config_response(model: LoadedModel, platform: str) -> pb.ModelConfigResponse
     return pb.ModelConfigResponse(config=config)
 
 
-def _duration(d: Duration) -> pb.StatisticDuration:
+def _duration(d: Totals) -> pb.StatisticDuration:
     return pb.StatisticDuration(count=d.count, ns=d.ns)
 
 
-def statistics_response(models: list[LoadedModel]) -> pb.ModelStatisticsResponse:
+def statistics_response(snapshots: list[StatsSnapshot]) -> pb.ModelStatisticsResponse:
     """ModelStatisticsResponse in Triton's shape."""
     response = pb.ModelStatisticsResponse()
-    for model in models:
-        s = model.stats
+    for s in snapshots:
         entry = response.model_stats.add(
-            name=model.name,
-            version=str(model.version),
+            name=s.name,
+            version=s.version,
             last_inference=s.last_inference_ms,
             inference_count=s.inference_count,
             execution_count=s.execution_count,
@@ -144,9 +142,9 @@ def statistics_response(models: list[LoadedModel]) -> pb.ModelStatisticsResponse
             "compute_output",
         ):
             getattr(stats, field).CopyFrom(_duration(getattr(s, field)))
-        for size, batch in sorted(s.batches.items()):
+        for batch in s.batches:
             entry.batch_stats.add(
-                batch_size=size,
+                batch_size=batch.batch_size,
                 compute_input=_duration(batch.compute_input),
                 compute_infer=_duration(batch.compute_infer),
                 compute_output=_duration(batch.compute_output),

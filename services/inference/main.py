@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +12,13 @@ from inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from prometheus_client import CollectorRegistry
 
 from services.common.logs import configure_logging
-from services.common.server import NOT_SERVING, SERVING, GrpcServer, ServiceBinding
+from services.common.server import (
+    NOT_SERVING,
+    SERVING,
+    GrpcServer,
+    ServiceBinding,
+    run_service,
+)
 from services.common.settings import add_server_flags
 from services.common.telemetry import Telemetry
 from services.inference.app import InferenceApp
@@ -58,6 +63,8 @@ class InferenceServer:
                 Path(settings.cache_dir),
                 Selection.parse(settings.models),
                 require_cuda=settings.require_cuda,
+                retry_seconds=settings.load_retry_seconds,
+                max_retry_seconds=settings.load_retry_max_seconds,
             )
         self.app = InferenceApp(self.manager, source, self.metrics)
         servicer = InferenceServicer(self.app, self.telemetry.tracing("maas.inference"))
@@ -93,7 +100,7 @@ class InferenceServer:
         if self.follower is not None:
             await self.follower.start()
         port = await self.grpc.start()
-        for name in self.manager.models:
+        for name in self.manager.model_names():
             await self._model_health(name, self.manager.ready(name))
         _log.info("maas-inference listening on port %d", port, extra={"port": port})
         return port
@@ -140,8 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not settings.model_repository and not settings.registry:
         _log.error("give --model-repository DIR or --registry HOST:PORT")
         return 2
-    asyncio.run(serve(settings))
-    return 0
+    return run_service("maas-inference", serve(settings))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,26 @@ class VersionEntry:
 
 
 @dataclass(frozen=True)
+class VersionStatus:
+    """A snapshot of one version's state, for the model sources."""
+
+    version: int
+    state: State
+    reason: str
+    ready: bool
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """A ready version's file and config: what a restart needs to serve it again."""
+
+    name: str
+    version: int
+    path: Path
+    config: ModelConfig
+
+
+@dataclass(frozen=True)
 class IndexEntry:
     """One row of RepositoryIndex."""
 
@@ -65,9 +85,9 @@ class ModelManager:
     on_ready_change: ReadyListener | None = None
     metrics: InferenceMetrics | None = None
     tracing: Tracing = field(default_factory=Tracing)
-    models: dict[str, dict[int, VersionEntry]] = field(default_factory=dict)
-    # alias -> version, per model; filled by the registry source.
-    aliases: dict[str, dict[str, int]] = field(default_factory=dict)
+    _models: dict[str, dict[int, VersionEntry]] = field(default_factory=dict)
+    # alias -> version, per model; set by the registry source.
+    _aliases: dict[str, dict[str, int]] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def lock(self, name: str) -> asyncio.Lock:
@@ -76,19 +96,24 @@ class ModelManager:
 
     async def load_version(self, name: str, version: int, path: Path, config: ModelConfig) -> bool:
         """Load and warm a version, then swap it in; the old copy drains. False on failure."""
-        versions = self.models.setdefault(name, {})
+        versions = self._models.setdefault(name, {})
         entry = versions.get(version)
         if entry is None or entry.model is None:
             entry = versions[version] = VersionEntry(version, State.LOADING)
         started = time.perf_counter()
         try:
             sessions = await asyncio.to_thread(open_sessions, path, config)
-        except LoadError as exc:
-            _log.warning("model %s version %s failed to load: %s", name, version, exc)
+        except Exception as exc:  # noqa: BLE001 - a broken model must not stop the server
+            if isinstance(exc, LoadError):
+                reason = str(exc)
+                _log.warning("model %s version %s failed to load: %s", name, version, reason)
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
+                _log.exception("model %s version %s failed to load", name, version)
             if self.metrics is not None:
                 self.metrics.load_failures.labels(name).inc()
             if entry.model is None:
-                entry.state, entry.reason = State.UNAVAILABLE, str(exc)
+                entry.state, entry.reason = State.UNAVAILABLE, reason
             await self._notify(name)
             return False
         old = entry.model
@@ -104,12 +129,24 @@ class ModelManager:
         return True
 
     def fail_version(self, name: str, version: int, reason: str) -> None:
-        """Record a version that cannot be loaded at all (missing or broken files)."""
-        self.models.setdefault(name, {})[version] = VersionEntry(version, State.UNAVAILABLE, reason)
+        """Record a version that cannot be loaded at all; a ready copy keeps serving."""
+        entry = self._models.setdefault(name, {}).get(version)
+        if entry is not None and entry.model is not None:
+            return
+        self._models[name][version] = VersionEntry(version, State.UNAVAILABLE, reason)
+
+    def forget(self, name: str, version: int) -> None:
+        """Drop the record of a version that holds no model (a placeholder)."""
+        versions = self._models.get(name, {})
+        entry = versions.get(version)
+        if entry is not None and entry.model is None:
+            del versions[version]
 
     async def unload_version(self, name: str, version: int, *, forget: bool = False) -> None:
-        """Stop new requests to a version, let in-flight ones finish, release it."""
-        entry = self.models.get(name, {}).get(version)
+        """Stop new requests to a version, let in-flight ones finish, release it.
+
+        With `forget`, the version's record goes too, and the model's once it has none."""
+        entry = self._models.get(name, {}).get(version)
         if entry is None:
             return
         model, entry.model = entry.model, None
@@ -119,24 +156,61 @@ class ModelManager:
             await model.close()
         entry.state, entry.reason = State.UNAVAILABLE, "unloaded"
         if forget:
-            self.models[name].pop(version, None)
+            self._models[name].pop(version, None)
+            if not self._models[name]:
+                del self._models[name]
+                self._aliases.pop(name, None)
         await self._notify(name)
 
     async def unload_all(self) -> None:
         """Unload every version of every model."""
-        for name, versions in list(self.models.items()):
+        for name, versions in list(self._models.items()):
             for version in list(versions):
                 await self.unload_version(name, version)
 
+    def model_names(self) -> list[str]:
+        """Every model with at least one known version."""
+        return sorted(self._models)
+
+    def versions(self, name: str) -> dict[int, VersionStatus]:
+        """What is known of each version of a model, by number."""
+        return {
+            n: VersionStatus(n, e.state, e.reason, e.model is not None)
+            for n, e in sorted(self._models.get(name, {}).items())
+        }
+
+    def set_aliases(self, name: str, aliases: dict[str, int]) -> None:
+        """The aliases requests may name for a model (registry mode)."""
+        if name in self._models:
+            self._aliases[name] = dict(aliases)
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """A model's aliases, alias -> version number."""
+        return dict(self._aliases.get(name, {}))
+
+    def served(self) -> list[ServedVersion]:
+        """Every ready version with its file and config."""
+        return [
+            ServedVersion(m.name, m.version, m.path, m.config)
+            for versions in self._models.values()
+            for e in versions.values()
+            if (m := e.model) is not None
+        ]
+
     def resolve(self, name: str, version: str) -> LoadedModel:
         """The ready version a request names: a number, an alias, or empty for the latest."""
-        versions = self.models.get(name)
+        versions = self._models.get(name)
         if not versions:
             raise NotFound(f"unknown model '{name}'")
         if not version:
             ready = [e for e in versions.values() if e.model is not None]
             if not ready:
-                raise Unavailable(f"model '{name}' has no ready version")
+                newest = max(versions.values(), key=lambda e: e.version)
+                detail = f": {newest.reason}" if newest.reason else ""
+                raise Unavailable(
+                    f"model '{name}' has no ready version; version {newest.version} is "
+                    f"{newest.state.value}{detail}"
+                )
             model = max(ready, key=lambda e: e.version).model
             assert model is not None
             return model
@@ -152,7 +226,7 @@ class ModelManager:
     def _version_number(self, name: str, version: str) -> int:
         if version.isdigit():
             return int(version)
-        alias = self.aliases.get(name, {}).get(version)
+        alias = self._aliases.get(name, {}).get(version)
         if alias is None:
             raise NotFound(
                 f"model '{name}' has no version '{version}': expected a version number or an alias"
@@ -169,13 +243,13 @@ class ModelManager:
 
     def loaded(self) -> list[LoadedModel]:
         """Every ready model version."""
-        return [e.model for versions in self.models.values() for e in versions.values() if e.model]
+        return [e.model for versions in self._models.values() for e in versions.values() if e.model]
 
     def index(self, ready_only: bool = False) -> list[IndexEntry]:
         """Every known version with its state and, when not ready, why."""
         rows = [
             IndexEntry(name, str(e.version), e.state.value, e.reason)
-            for name, versions in sorted(self.models.items())
+            for name, versions in sorted(self._models.items())
             for e in sorted(versions.values(), key=lambda e: e.version)
         ]
         return [r for r in rows if r.state == State.READY.value] if ready_only else rows

@@ -14,8 +14,10 @@ from services.common.errors import InvalidArgument
 from services.common.telemetry import Tracing
 from services.inference.config import ModelConfig
 from services.inference.runtime import (
+    LoadError,
     RunnerPlan,
     Signature,
+    TensorSpec,
     create_session,
     runner_plan,
     signature_of,
@@ -23,8 +25,13 @@ from services.inference.runtime import (
 )
 from services.inference.scheduler import Runner, Scheduler, Tensors
 from services.inference.stats import ModelStats
+from services.inference.validate import check_inputs
 
 _log = logging.getLogger(__name__)
+DEFAULT_WARMUP = "warm-up with zeros (1 for each dynamic dimension)"
+DEFAULT_WARMUP_HINT = (
+    "; set `warmup` in the model's config to inputs the model accepts, or `warmup: []`"
+)
 
 
 def make_runner(
@@ -111,15 +118,56 @@ class Sessions:
     provider: str
 
 
+def warmup_samples(config: ModelConfig, signature: Signature) -> list[tuple[str, Tensors]]:
+    """The configured warm-up requests by label, checked against the signature."""
+    if config.warmup is None:
+        return [(DEFAULT_WARMUP, {spec.name: zeros_for(spec) for spec in signature.inputs})]
+    specs = {spec.name: spec for spec in signature.inputs}
+    samples = []
+    for i, sample in enumerate(config.warmup):
+        label = f"warm-up sample '{sample.name or i + 1}'"
+        arrays = {}
+        for name, given in sample.inputs.items():
+            spec = specs.get(name)
+            if spec is None:
+                raise LoadError(f"{label}: unknown input '{name}', expected inputs {sorted(specs)}")
+            arrays[name] = _filled(label, spec, given.shape, given.value)
+        try:
+            samples.append((label, check_inputs(signature, arrays)))
+        except InvalidArgument as exc:
+            raise LoadError(f"{label}: {exc.message}") from None
+    return samples
+
+
+def _filled(label: str, spec: TensorSpec, shape: tuple[int, ...], value: object) -> np.ndarray:
+    if spec.datatype.is_bytes:
+        return np.full(shape, str(value), dtype=object)
+    try:
+        return np.full(shape, value, dtype=spec.datatype.numpy)
+    except (TypeError, ValueError, OverflowError):
+        raise LoadError(
+            f"{label}: input '{spec.name}': value {value!r} is not a {spec.datatype.name}"
+        ) from None
+
+
+def warm_up(runners: list[Runner], samples: list[tuple[str, Tensors]]) -> None:
+    """Run every sample on every instance; LoadError naming the sample that failed."""
+    for run in runners:
+        for label, inputs in samples:
+            try:
+                run(inputs)
+            except Exception as exc:  # noqa: BLE001 - ORT raises bare RuntimeError/Fail types
+                hint = DEFAULT_WARMUP_HINT if label == DEFAULT_WARMUP else ""
+                raise LoadError(f"{label} failed: {exc}{hint}") from exc
+
+
 def open_sessions(path: Path, config: ModelConfig) -> Sessions:
     """Create `config.instances` sessions and warm each up; blocking, raises LoadError."""
     sessions = [create_session(path, config) for _ in range(config.instances)]
     signature = signature_of(sessions[0])
     plan = runner_plan(sessions[0].get_providers(), config, signature)
     runners = [make_runner(s, signature, plan) for s in sessions]
-    warmup = {spec.name: zeros_for(spec) for spec in signature.inputs}
-    for run in runners:
-        run(warmup)
+    warm_up(runners, warmup_samples(config, signature))
     provider = sessions[0].get_providers()[0]
     if plan.kind != "run":
         _log.info("model %s runs with IO binding on %s:%d", path, plan.device, plan.device_id)
@@ -186,21 +234,3 @@ class LoadedModel:
     async def close(self) -> None:
         """Finish queued and running requests, then release the sessions."""
         await self.scheduler.close()
-
-
-def as_ort_strings(name: str, array: np.ndarray) -> np.ndarray:
-    """BYTES elements as str, which ONNX Runtime string tensors need (UTF-8 only)."""
-    out = np.empty(array.shape, dtype=object)
-    flat_in, flat_out = array.ravel(), out.ravel()
-    for i, item in enumerate(flat_in):
-        if isinstance(item, str):
-            flat_out[i] = item
-            continue
-        try:
-            flat_out[i] = bytes(item).decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidArgument(
-                f"input '{name}': BYTES element {i} is not UTF-8, which ONNX Runtime "
-                "string tensors need"
-            ) from None
-    return out

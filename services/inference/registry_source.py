@@ -126,8 +126,22 @@ def desired_state(entry: ModelSnapshot, selection: Selection) -> Desired:
     return Desired({v: active[v] for v in sorted(wanted)}, aliases, dict(entry.model.labels))
 
 
+@dataclass(frozen=True)
+class Retry:
+    """A version whose load failed: what it was tried with, how often, and when next."""
+
+    attempt: tuple[str, ModelConfig]  # sha256 and config: a change is retried at once
+    failures: int
+    due: float
+
+
 class RegistrySource:
-    """Keeps the manager in step with the registry."""
+    """Keeps the manager in step with the registry.
+
+    One task receives the watch's events and notes which models changed; another
+    applies each batch of noted changes (one snapshot per model, however many events
+    it had) and then writes the state file once. File work runs on worker threads.
+    """
 
     def __init__(
         self,
@@ -137,20 +151,32 @@ class RegistrySource:
         selection: Selection,
         *,
         require_cuda: bool = False,
+        retry_seconds: float = 1.0,
+        max_retry_seconds: float = 300.0,
     ) -> None:
         self._client_factory = client_factory
         self.manager = manager
         self.cache_dir = cache_dir
         self.selection = selection
         self.require_cuda = require_cuda
+        self.retry_seconds = retry_seconds
+        self.max_retry_seconds = max_retry_seconds
+        # The revision applied so far; the watch resumes after it.
         self.revision: int | None = None
+        # The revision of the last event received, applied or not.
+        self.received: int | None = None
+        self.state_writes = 0
         self._task: asyncio.Task[None] | None = None
+        self._changed: set[str] = set()
+        self._resync_needed = False
+        self._wake = asyncio.Event()
+        self._desired: dict[str, Desired] = {}
+        self._retries: dict[tuple[str, int], Retry] = {}
+        self._state_text: str | None = None
 
     async def start(self, timeout: float = 30.0) -> None:
         """Load what the registry says (or, if it cannot be reached, what was served last)."""
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.cache_dir.glob("*/.tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        await asyncio.to_thread(_prepare_cache, self.cache_dir)
         try:
             async with asyncio.timeout(timeout):
                 await self.resync()
@@ -171,6 +197,7 @@ class RegistrySource:
         async with self._client_factory() as client:
             snapshot = await client.snapshot()
         await self._apply(snapshot, full=True)
+        await self._save_state()
         self.revision = snapshot.revision
 
     async def _follow(self, max_backoff: float = 10.0) -> None:
@@ -179,11 +206,17 @@ class RegistrySource:
             try:
                 if self.revision is None:
                     await self.resync()
+                self._changed.clear()
+                self._resync_needed = False
                 async with self._client_factory() as client:
-                    async for event in client.watch(self.revision, bookmarks=True):
-                        await self._on_event(client, event.type, event.model)
-                        self.revision = event.revision
-                        backoff = 0.2
+                    receiver = asyncio.ensure_future(self._receive(client))
+                    try:
+                        await self._process(client, receiver)
+                    finally:
+                        receiver.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, ServiceError):
+                            await receiver
+                backoff = 0.2
             except ServiceError as exc:
                 # The registry is away: keep serving what is loaded, and catch up later.
                 _log.warning("registry unreachable (%s); retrying in %.1fs", exc.status, backoff)
@@ -193,12 +226,43 @@ class RegistrySource:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)
 
-    async def _on_event(self, client: RegistryClient, kind: EventType, model: str) -> None:
-        if kind is EventType.RESYNC:
-            snapshot = await client.snapshot()
-            await self._apply(snapshot, full=True)
-        elif kind is not EventType.BOOKMARK and self.selection.wants(model):
-            await self._apply(await client.snapshot(model), full=False, only=model)
+    async def _receive(self, client: RegistryClient) -> None:
+        """Note what each event changed; applying is _process's job."""
+        async for event in client.watch(self.revision, bookmarks=True):
+            if event.type is EventType.RESYNC:
+                self._resync_needed = True
+                self._changed.clear()
+            elif event.type is not EventType.BOOKMARK and self.selection.wants(event.model):
+                self._changed.add(event.model)
+            self.received = event.revision
+            self._wake.set()
+
+    async def _process(self, client: RegistryClient, receiver: asyncio.Future[None]) -> None:
+        """Apply the changes noted so far as one batch, and retry failed loads when due."""
+        while True:
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {waiter, receiver}, timeout=self._next_retry_in(), return_when="FIRST_COMPLETED"
+                )
+            finally:
+                waiter.cancel()
+            if receiver in done:
+                receiver.result()  # the watch failed: raise its error
+                return
+            self._wake.clear()
+            revision = self.received
+            changed, self._changed = self._changed, set()
+            resync, self._resync_needed = self._resync_needed, False
+            if resync:
+                await self._apply(await client.snapshot(), full=True)
+            for name in sorted(changed):
+                await self._apply(await client.snapshot(name), full=False, only=name)
+            for name in self._retries_due():
+                await self._sync_model(name, self._desired.get(name, Desired({}, {})))
+            await self._save_state()
+            if revision is not None:
+                self.revision = revision
 
     async def _apply(self, snapshot: Snapshot, *, full: bool, only: str = "") -> None:
         seen = set()
@@ -207,34 +271,66 @@ class RegistrySource:
             if not self.selection.wants(name):
                 continue
             seen.add(name)
-            await self._sync_model(name, desired_state(entry, self.selection))
-        gone = set(self.manager.models) - seen if full else ({only} - seen if only else set())
-        for name in gone:
+            want = self._desired[name] = desired_state(entry, self.selection)
+            await self._sync_model(name, want)
+        known = set(self.manager.model_names()) | set(self._desired)
+        gone = known - seen if full else ({only} - seen if only else set())
+        for name in sorted(gone):
+            self._desired.pop(name, None)
             await self._sync_model(name, Desired({}, {}))
-        self._save_state()
 
     async def _sync_model(self, name: str, want: Desired) -> None:
         async with self.manager.lock(name):
             for number, version in want.versions.items():
-                entry = self.manager.models.get(name, {}).get(number)
-                if entry is not None and entry.model is not None:
+                status = self.manager.versions(name).get(number)
+                if status is not None and status.ready:
                     continue
                 try:
-                    path = await self._local_copy(version)
                     config = self._config(version, want.labels)
                 except ServiceError as exc:
                     self.manager.fail_version(name, number, exc.message)
                     continue
-                await self.manager.load_version(name, number, path, config)
+                await self._load(name, version, config)
             # Aliases move only once their versions are ready, so no request fails.
             ready = {a: v for a, v in want.aliases.items() if self.manager.ready(name, str(v))}
-            self.manager.aliases[name] = ready
-            for number in list(self.manager.models.get(name, {})):
+            self.manager.set_aliases(name, ready)
+            for number in self.manager.versions(name):
                 if number not in want.versions:
+                    self._retries.pop((name, number), None)
                     await self.manager.unload_version(name, number, forget=True)
-            if not self.manager.models.get(name):
-                self.manager.models.pop(name, None)
-                self.manager.aliases.pop(name, None)
+
+    async def _load(self, name: str, version: Version, config: ModelConfig) -> None:
+        """Download and load one version, unless it failed with the same files and
+        config and its retry is not due yet."""
+        key, attempt = (name, version.version), (version.sha256, config)
+        retry = self._retries.get(key)
+        now = asyncio.get_running_loop().time()
+        if retry is not None and retry.attempt == attempt and now < retry.due:
+            return
+        try:
+            path = await self._local_copy(version)
+            loaded = await self.manager.load_version(name, version.version, path, config)
+        except (ServiceError, OSError) as exc:
+            reason = exc.message if isinstance(exc, ServiceError) else str(exc)
+            self.manager.fail_version(name, version.version, reason)
+            loaded = False
+        if loaded:
+            self._retries.pop(key, None)
+            return
+        failures = retry.failures + 1 if retry is not None and retry.attempt == attempt else 1
+        delay = min(self.retry_seconds * 2 ** (failures - 1), self.max_retry_seconds)
+        self._retries[key] = Retry(attempt, failures, now + delay)
+        _log.info("model %s version %s: next load attempt in %.1fs", name, version.version, delay)
+
+    def _retries_due(self) -> list[str]:
+        now = asyncio.get_running_loop().time()
+        return sorted({name for (name, _), r in self._retries.items() if r.due <= now})
+
+    def _next_retry_in(self) -> float | None:
+        if not self._retries:
+            return None
+        soonest = min(r.due for r in self._retries.values())
+        return max(0.0, soonest - asyncio.get_running_loop().time())
 
     def _config(self, version: Version, model_labels: dict[str, str]) -> ModelConfig:
         source = f"{version.model} v{version.version} config"
@@ -256,48 +352,72 @@ class RegistrySource:
     async def _local_copy(self, version: Version) -> Path:
         """model.onnx of a version in the cache, downloading it once and verifying it."""
         final = self._version_dir(version)
-        if (final / MAIN_FILE).is_file():
-            digest, _ = await asyncio.to_thread(sha256_file, final / MAIN_FILE)
-            if digest == version.sha256:
-                return final / MAIN_FILE
-            shutil.rmtree(final, ignore_errors=True)
+        if await asyncio.to_thread(_cached_copy_ok, final, version.sha256):
+            return final / MAIN_FILE
         staging = final.parent / f".tmp-{uuid.uuid4().hex}"
         try:
             async with self._client_factory() as client:
                 await client.download(version.model, version.version, staging)
-            os.replace(staging, final)
+            await asyncio.to_thread(os.replace, staging, final)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, staging, ignore_errors=True)
         return final / MAIN_FILE
 
-    def _save_state(self) -> None:
-        """Remember what is served, so a restart without the registry can serve it."""
-        state = {
-            name: {
-                "versions": {
-                    str(n): str(e.model.path) for n, e in versions.items() if e.model is not None
-                },
-                "aliases": self.manager.aliases.get(name, {}),
-                "config": {
-                    str(n): e.model.config.model_dump(mode="json")
-                    for n, e in versions.items()
-                    if e.model is not None
-                },
-            }
-            for name, versions in self.manager.models.items()
-        }
-        write_atomically(self.cache_dir / STATE_FILE, json.dumps(state))
+    async def _save_state(self) -> None:
+        """Remember what is served, so a restart without the registry can serve it;
+        written only when it changed, on a worker thread."""
+        state: dict[str, dict[str, Any]] = {}
+        for served in self.manager.served():
+            entry = state.setdefault(
+                served.name,
+                {"versions": {}, "aliases": self.manager.aliases(served.name), "config": {}},
+            )
+            entry["versions"][str(served.version)] = str(served.path)
+            entry["config"][str(served.version)] = served.config.model_dump(mode="json")
+        text = json.dumps(state, sort_keys=True)
+        if text == self._state_text:
+            return
+        await asyncio.to_thread(write_atomically, self.cache_dir / STATE_FILE, text)
+        self._state_text = text
+        self.state_writes += 1
 
     async def _load_cached(self) -> None:
-        path = self.cache_dir / STATE_FILE
-        if not path.is_file():
+        try:
+            text = await asyncio.to_thread(_read_text, self.cache_dir / STATE_FILE)
+            state = json.loads(text) if text is not None else {}
+        except (OSError, ValueError) as exc:
+            _log.warning(
+                "cannot read %s (%s); serving nothing until the registry is back", STATE_FILE, exc
+            )
             return
-        state = json.loads(path.read_text())
+        self._state_text = text
         for name, entry in state.items():
-            for number, file in entry["versions"].items():
-                config = ModelConfig.model_validate(entry["config"][number])
-                if Path(file).is_file():
-                    await self.manager.load_version(name, int(number), Path(file), config)
-            self.manager.aliases[name] = {
-                a: v for a, v in entry["aliases"].items() if self.manager.ready(name, str(v))
-            }
+            async with self.manager.lock(name):
+                for number, file in entry["versions"].items():
+                    config = ModelConfig.model_validate(entry["config"][number])
+                    if await asyncio.to_thread(Path(file).is_file):
+                        await self.manager.load_version(name, int(number), Path(file), config)
+                self.manager.set_aliases(
+                    name,
+                    {a: v for a, v in entry["aliases"].items() if self.manager.ready(name, str(v))},
+                )
+
+
+def _prepare_cache(cache_dir: Path) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in cache_dir.glob("*/.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _cached_copy_ok(final: Path, sha256: str) -> bool:
+    """Whether the cache holds the version's file intact; a bad copy is removed."""
+    if (final / MAIN_FILE).is_file():
+        digest, _ = sha256_file(final / MAIN_FILE)
+        if digest == sha256:
+            return True
+        shutil.rmtree(final, ignore_errors=True)
+    return False
+
+
+def _read_text(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None

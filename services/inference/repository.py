@@ -6,6 +6,7 @@ providers for every version of that model.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,18 @@ class VersionFiles:
     version: int
     path: Path
     stamp: tuple[int, int] | None  # (mtime_ns, size) of model.onnx, None if missing
+
+
+def read_model_dir(model_dir: Path) -> tuple[list[VersionFiles], ModelConfig | ServiceError] | None:
+    """A model directory's versions and config (or why the config is bad); None if it is
+    not a directory. Blocking: run it on a worker thread."""
+    if not model_dir.is_dir():
+        return None
+    versions = scan_model(model_dir)
+    try:
+        return versions, load_config(model_dir / CONFIG_FILE)
+    except ServiceError as exc:
+        return versions, exc
 
 
 def scan_model(model_dir: Path) -> list[VersionFiles]:
@@ -52,7 +65,7 @@ class DirectorySource:
         self._stamps: dict[tuple[str, int], tuple[tuple[int, int], ModelConfig]] = {}
 
     def model_names(self) -> list[str]:
-        """Every model directory in the repository."""
+        """Every model directory in the repository; blocking."""
         if not self.root.is_dir():
             return []
         return sorted(
@@ -61,34 +74,37 @@ class DirectorySource:
 
     async def load_all(self) -> None:
         """Load every model; broken ones are recorded as unavailable, with the reason."""
-        for name in self.model_names():
+        for name in await asyncio.to_thread(self.model_names):
             await self.load(name, strict=False)
 
     async def load(self, name: str, *, strict: bool = True) -> None:
         """(Re)load one model: new versions load, changed ones reload, removed ones unload."""
         model_dir = self.root / name
-        if not model_dir.is_dir():
-            raise NotFound(f"model '{name}' is not in the model repository {self.root}")
         async with self.manager.lock(name):
-            try:
-                config = load_config(model_dir / CONFIG_FILE)
-                if self.require_cuda:
-                    config = config.model_copy(update={"require_cuda": True})
-            except ServiceError as exc:
-                self._fail_all(name, scan_model(model_dir), exc.message)
+            # The directory is read on a worker thread: the event loop keeps serving.
+            found = await asyncio.to_thread(read_model_dir, model_dir)
+            if found is None:
+                raise NotFound(f"model '{name}' is not in the model repository {self.root}")
+            versions, config = found
+            if isinstance(config, ServiceError):
+                self._fail_all(name, versions, config.message)
                 if strict:
-                    raise InvalidArgument(f"failed to load model '{name}': {exc.message}") from None
+                    raise InvalidArgument(
+                        f"failed to load model '{name}': {config.message}"
+                    ) from None
                 return
-            failures = await self._sync(name, scan_model(model_dir), config)
+            if self.require_cuda:
+                config = config.model_copy(update={"require_cuda": True})
+            failures = await self._sync(name, versions, config)
         if strict and failures:
             raise InvalidArgument(f"failed to load model '{name}': {'; '.join(failures)}")
 
     async def unload(self, name: str) -> None:
         """Unload every version of one model."""
-        if name not in self.manager.models:
+        if name not in self.manager.model_names():
             raise NotFound(f"model '{name}' is not loaded")
         async with self.manager.lock(name):
-            for version in list(self.manager.models[name]):
+            for version in self.manager.versions(name):
                 self._stamps.pop((name, version), None)
                 await self.manager.unload_version(name, version)
 
@@ -104,25 +120,25 @@ class DirectorySource:
             reason = f"no version directories with {MODEL_FILE} in {self.root / name}"
             self.manager.fail_version(name, 0, reason)
             return [reason]
-        self.manager.models.get(name, {}).pop(0, None)
+        self.manager.forget(name, 0)
         present = {v.version for v in versions}
         for v in versions:
-            entry = self.manager.models.get(name, {}).get(v.version)
+            entry = self.manager.versions(name).get(v.version)
             if v.stamp is None:
                 reason = f"version {v.version} has no {MODEL_FILE}"
                 failures.append(reason)
-                if entry is None or entry.model is None:
-                    self.manager.fail_version(name, v.version, reason)
+                self.manager.fail_version(name, v.version, reason)
                 continue
-            unchanged = entry is not None and entry.model is not None
+            unchanged = entry is not None and entry.ready
             if unchanged and self._stamps.get((name, v.version)) == (v.stamp, config):
                 continue
             if await self.manager.load_version(name, v.version, v.path, config):
                 self._stamps[(name, v.version)] = (v.stamp, config)
             else:
-                entry = self.manager.models[name][v.version]
-                failures.append(f"version {v.version}: {entry.reason or 'load failed'}")
-        for version in list(self.manager.models.get(name, {})):
+                entry = self.manager.versions(name).get(v.version)
+                reason = entry.reason if entry is not None else ""
+                failures.append(f"version {v.version}: {reason or 'load failed'}")
+        for version in self.manager.versions(name):
             if version not in present:
                 self._stamps.pop((name, version), None)
                 await self.manager.unload_version(name, version, forget=True)

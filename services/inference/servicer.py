@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,16 +10,17 @@ from inference import grpc_predict_v2_pb2 as pb
 from inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from opentelemetry import trace
 
+from services.common.deadlines import deadline_of
 from services.common.errors import ServiceError
 from services.common.interceptor import INTERNAL_MESSAGE
 from services.common.streams import answer_each
 from services.common.telemetry import Tracing
+from services.common.version import server_version
 from services.inference import convert
-from services.inference.app import PLATFORM, InferenceApp
+from services.inference.app import InferenceApp
 
 _log = logging.getLogger(__name__)
 SERVER_NAME = "maas"
-SERVER_VERSION = "0.1.0"
 EXTENSIONS = (
     "model_repository",
     "model_configuration",
@@ -30,14 +30,6 @@ EXTENSIONS = (
 )
 # Requests of one stream that may run at once; reading pauses beyond it (backpressure).
 STREAM_WINDOW = 64
-
-
-def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
-    """The call's deadline in event-loop time, or None."""
-    remaining = context.time_remaining()
-    if remaining is None:
-        return None
-    return asyncio.get_running_loop().time() + remaining
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -60,13 +52,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
-        return pb.ModelReadyResponse(ready=self.app.manager.ready(request.name, request.version))
+        return pb.ModelReadyResponse(ready=self.app.model_ready(request.name, request.version))
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=SERVER_VERSION, extensions=list(EXTENSIONS)
+            name=SERVER_NAME, version=server_version(), extensions=list(EXTENSIONS)
         )
 
     async def ModelMetadata(
@@ -77,7 +69,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelConfigResponse:
-        return convert.config_response(self.app.model(request.name, request.version), PLATFORM)
+        return convert.config_response(self.app.details(request.name, request.version))
 
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext

@@ -30,4 +30,13 @@ class InferenceSettings(ServiceSettings):
     cache_dir: str = Field(
         ".data/inference-cache", description="Where registry models are cached on disk."
     )
+    load_retry_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Registry mode: first wait before a failed load is tried again with the "
+        "same files and config; it doubles per failure, up to load_retry_max_seconds.",
+    )
+    load_retry_max_seconds: float = Field(
+        300.0, gt=0, description="Registry mode: the longest wait between load attempts."
+    )
     require_cuda: bool = Field(False, description="Fail model loads that would not run on CUDA.")

@@ -20,6 +20,46 @@ class Duration:
         self.ns += ns
 
 
+@dataclass(frozen=True)
+class Totals:
+    """A Duration at one moment."""
+
+    count: int
+    ns: int
+
+
+def _totals(d: Duration) -> Totals:
+    return Totals(d.count, d.ns)
+
+
+@dataclass(frozen=True)
+class BatchTotals:
+    """A batch size's executions at one moment."""
+
+    batch_size: int
+    compute_input: Totals
+    compute_infer: Totals
+    compute_output: Totals
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """One model version's statistics at one moment, as ModelStatistics reports them."""
+
+    name: str
+    version: str
+    last_inference_ms: int
+    inference_count: int
+    execution_count: int
+    success: Totals
+    fail: Totals
+    queue: Totals
+    compute_input: Totals
+    compute_infer: Totals
+    compute_output: Totals
+    batches: tuple[BatchTotals, ...]
+
+
 @dataclass
 class BatchStats:
     """Executions of one batch size."""
@@ -69,3 +109,28 @@ class ModelStats:
         if queue_ns is not None:
             self.queue.add(queue_ns)
         self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def snapshot(self, name: str, version: str) -> StatsSnapshot:
+        """A copy that later requests do not change."""
+        return StatsSnapshot(
+            name,
+            version,
+            self.last_inference_ms,
+            self.inference_count,
+            self.execution_count,
+            _totals(self.success),
+            _totals(self.fail),
+            _totals(self.queue),
+            _totals(self.compute_input),
+            _totals(self.compute_infer),
+            _totals(self.compute_output),
+            tuple(
+                BatchTotals(
+                    size,
+                    _totals(b.compute_input),
+                    _totals(b.compute_infer),
+                    _totals(b.compute_output),
+                )
+                for size, b in sorted(self.batches.items())
+            ),
+        )

@@ -8,7 +8,6 @@ import numpy as np
 
 from services.common.datatypes import by_numpy
 from services.common.errors import InvalidArgument
-from services.inference.model import as_ort_strings
 from services.inference.runtime import Signature, TensorSpec
 
 
@@ -60,3 +59,21 @@ def check_outputs(signature: Signature, requested: Sequence[str]) -> tuple[str, 
     if len(set(requested)) != len(requested):
         raise InvalidArgument(f"output names repeat in the request: {list(requested)}")
     return tuple(requested) if requested else tuple(names)
+
+
+def as_ort_strings(name: str, array: np.ndarray) -> np.ndarray:
+    """BYTES elements as str, which ONNX Runtime string tensors need (UTF-8 only)."""
+    out = np.empty(array.shape, dtype=object)
+    flat_in, flat_out = array.ravel(), out.ravel()
+    for i, item in enumerate(flat_in):
+        if isinstance(item, str):
+            flat_out[i] = item
+            continue
+        try:
+            flat_out[i] = bytes(item).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidArgument(
+                f"input '{name}': BYTES element {i} is not UTF-8, which ONNX Runtime "
+                "string tensors need"
+            ) from None
+    return out
