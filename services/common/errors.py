@@ -1,12 +1,13 @@
 """The one error hierarchy: each error names the gRPC status it maps to.
 
 Application code raises these without importing grpc; the server interceptor in
-`services.common.interceptor` is the single place that turns them into statuses.
+`services.common.interceptor` is the single place that turns them into statuses,
+and `error_from_rpc` the single place that turns a failed call's status back.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 
 class ServiceError(Exception):
@@ -95,3 +96,26 @@ class Internal(ServiceError):
     """An invariant broke; the message is fixed so internals never leak."""
 
     status = "INTERNAL"
+
+
+class RpcFailure(Protocol):
+    """What a failed call tells (grpc.aio.AioRpcError does): its status code and details."""
+
+    def code(self) -> Any: ...
+
+    def details(self) -> str | None: ...
+
+
+def error_from_status(status: str, details: str | None) -> ServiceError:
+    """The ServiceError subclass for a status code's name, carrying the details."""
+    # Looked up per call: subclasses defined in other modules (DATA_LOSS) count too.
+    for cls in ServiceError.__subclasses__():
+        if cls.status == status:
+            return cls(details or status)
+    return ServiceError(f"{status}: {details}")
+
+
+def error_from_rpc(exc: RpcFailure) -> ServiceError:
+    """The ServiceError matching a failed call's status (the one client-side mapping)."""
+    code = exc.code()
+    return error_from_status(getattr(code, "name", "UNKNOWN"), exc.details())

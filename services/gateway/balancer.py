@@ -79,7 +79,9 @@ def power_of_two(candidates: Sequence[BackendState], rng: Rng) -> BackendState:
     return b if b.inflight < a.inflight else a
 
 
+# The balancer names settings and flags accept; the first is the default.
 PICKERS: dict[str, Picker] = {"least_loaded": least_loaded, "p2c": power_of_two}
+DEFAULT_PICKER = next(iter(PICKERS))
 
 
 def choose(

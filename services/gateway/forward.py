@@ -15,10 +15,10 @@ import grpc
 from inference import grpc_predict_v2_pb2 as pb
 
 from services.common import errors
+from services.common.errors import error_from_rpc
 from services.common.telemetry import Tracing
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.pool import Backend, BackendPool
-from services.registry.client import error_from_rpc
 
 _log = logging.getLogger(__name__)
 NO_BACKEND = "no inference backend is available"

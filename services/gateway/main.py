@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry
 
 from services.common.logs import configure_logging
-from services.common.server import NOT_SERVING, SERVING, GrpcServer
+from services.common.server import NOT_SERVING, SERVING, GrpcServer, run_service
 from services.common.settings import add_server_flags
 from services.common.telemetry import Telemetry
 from services.gateway.app import GatewayApp
 from services.gateway.auth import KeyTable, load_keys
+from services.gateway.balancer import PICKERS
 from services.gateway.canary import CanaryPolicy, load_canary
 from services.gateway.discovery import Discovery, DnsDiscovery, StaticDiscovery
 from services.gateway.endpointslices import EndpointSliceDiscovery
@@ -211,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dns-refresh-seconds", type=float, help="DNS re-resolve period")
     p.add_argument("--api-keys-file", help="YAML file of hashed API keys")
     p.add_argument("--no-auth", action="store_true", default=None, help="serve without keys")
-    p.add_argument("--balancer", choices=["least_loaded", "p2c"], help="per-request choice")
+    p.add_argument("--balancer", choices=list(PICKERS), help="per-request choice")
     p.add_argument("--default-timeout-seconds", type=float, help="deadline for calls without")
     p.add_argument("--max-attempts", type=int, help="backends tried per request")
     p.add_argument("--eject-base-seconds", type=float, help="first ejection of a backend")
@@ -237,9 +238,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"maas-gateway: invalid settings: {exc}")
     configure_logging(settings.log_level, "gateway")
     try:
-        asyncio.run(serve(settings))
+        code = run_service("maas-gateway", serve(settings))
     except (ValueError, OSError) as exc:
         sys.exit(f"maas-gateway: {exc}")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

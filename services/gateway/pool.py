@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.gateway.balancer import PICKERS, BackendState, Health, choose
+from services.gateway.balancer import DEFAULT_PICKER, PICKERS, BackendState, Health, choose
 from services.gateway.metrics import GatewayMetrics
 
 _log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class PoolOptions:
     """How backends are called, ejected and probed."""
 
     max_message_bytes: int
-    balancer: str = "least_loaded"
+    balancer: str = DEFAULT_PICKER
     eject_base_seconds: float = 1.0
     eject_max_seconds: float = 30.0
     probe_timeout_seconds: float = 1.0

@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from importlib import metadata as dist
 from typing import TypeAlias
 
 import grpc
 from inference import grpc_predict_v2_pb2 as pb
 
+from services.common.deadlines import deadline_of, earliest
 from services.common.errors import ServiceError, Unimplemented
 from services.common.interceptor import INTERNAL_MESSAGE
 from services.common.server import ServiceBinding
 from services.common.streams import answer_each
+from services.common.version import server_version
 from services.gateway import wire
 from services.gateway.app import VERSION_HEADER, GatewayApp, pinned_version
 from services.gateway.auth import ApiKey
@@ -33,13 +34,6 @@ EXTENSIONS = ("model_configuration", "statistics", "binary_tensor_data", "parame
 Context: TypeAlias = grpc.aio.ServicerContext
 Unary = Callable[[bytes, Context], Awaitable[bytes]]
 __all__ = ["SERVICE_NAME", "GatewayServicer"]
-
-
-def _server_version() -> str:
-    try:
-        return dist.version("maas")
-    except dist.PackageNotFoundError:
-        return "0.0.0"
 
 
 class GatewayServicer:
@@ -60,7 +54,7 @@ class GatewayServicer:
         self.stream_window = stream_window
         # While the gateway traces itself, its client interceptor sends its own context.
         self.passed_keys = REQUEST_ID | TRACE_CONTEXT if trace_passed_on else REQUEST_ID
-        self.version = _server_version()
+        self.version = server_version()
 
     def binding(self) -> ServiceBinding:
         """How GrpcServer registers this service."""
@@ -86,10 +80,7 @@ class GatewayServicer:
     # Conversions.
 
     def _deadline(self, context: Context) -> float:
-        remaining = context.time_remaining()
-        if remaining is None:
-            remaining = self.default_timeout
-        return asyncio.get_running_loop().time() + remaining
+        return deadline_of(context, self.default_timeout)
 
     def _key(self, context: Context) -> ApiKey | None:
         return self.app.authenticate(context.invocation_metadata())
@@ -179,14 +170,11 @@ class GatewayServicer:
         metadata = context.invocation_metadata()
         key = self.app.authenticate(metadata)
         pin, passed = pinned_version(metadata), forwarded(metadata, self.passed_keys)
-        remaining = context.time_remaining()
+        stream_deadline = deadline_of(context)
         loop = asyncio.get_running_loop()
-        stream_deadline = None if remaining is None else loop.time() + remaining
 
         async def answer(request: bytes) -> bytes:
-            deadline = loop.time() + self.default_timeout
-            if stream_deadline is not None:
-                deadline = min(deadline, stream_deadline)
+            deadline = earliest(loop.time() + self.default_timeout, stream_deadline)
             head = wire.Head()
             try:
                 head = wire.read_head(request)

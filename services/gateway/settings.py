@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
+from services.gateway.balancer import DEFAULT_PICKER, PICKERS
 
 
 class GatewaySettings(ServiceSettings):
@@ -50,9 +51,10 @@ class GatewaySettings(ServiceSettings):
         "hashed at load.",
     )
     no_auth: bool = Field(False, description="Serve without API keys (explicit opt-out).")
-    balancer: Literal["least_loaded", "p2c"] = Field(
-        "least_loaded",
-        description="Per-request choice: least in-flight, or the less loaded of two at random.",
+    balancer: str = Field(
+        DEFAULT_PICKER,
+        description=f"Per-request choice of backend, one of: {', '.join(PICKERS)} (least "
+        "in-flight, or the less loaded of two at random).",
     )
     default_timeout_seconds: float = Field(
         30.0, gt=0, description="Deadline given to calls that arrive without one."
@@ -75,6 +77,13 @@ class GatewaySettings(ServiceSettings):
     stream_window: int = Field(
         64, ge=1, description="Requests of one ModelStreamInfer call forwarded at once."
     )
+
+    @field_validator("balancer")
+    @classmethod
+    def _known_balancer(cls, value: str) -> str:
+        if value not in PICKERS:
+            raise ValueError(f"unknown balancer {value!r}: expected one of {', '.join(PICKERS)}")
+        return value
 
     @model_validator(mode="after")
     def _ejection_range(self) -> Self:

@@ -19,6 +19,7 @@ from maas.registry.v1 import registry_pb2 as pb
 from maas.registry.v1 import registry_pb2_grpc
 
 from services.common import errors
+from services.common.errors import error_from_rpc
 from services.common.settings import MIB
 from services.registry import convert
 from services.registry.domain import (
@@ -38,9 +39,6 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 Progress = Callable[[int], None]
 CHUNK_BYTES = 1 * MIB
-_STATUS_CLASSES: dict[str, type[errors.ServiceError]] = {
-    cls.status: cls for cls in errors.ServiceError.__subclasses__()
-}
 # Errors a watch gives up on; anything else is retried with backoff.
 _FATAL = frozenset(
     {
@@ -52,16 +50,6 @@ _FATAL = frozenset(
         "FAILED_PRECONDITION",
     }
 )
-
-
-def error_from_rpc(exc: grpc.aio.AioRpcError) -> errors.ServiceError:
-    """The ServiceError subclass matching an RPC error's status code."""
-    code = exc.code()
-    name = code.name if code is not None else "UNKNOWN"
-    cls = _STATUS_CLASSES.get(name)
-    if cls is None:
-        return errors.ServiceError(f"{name}: {exc.details()}")
-    return cls(exc.details() or name)
 
 
 class RegistryClient:
