@@ -1,5 +1,9 @@
 """A maas service as a child process: started on a port (0 picks one), its bound
-port read back from `--port-file`, its output in a log file, stopped gracefully."""
+port read back from `--port-file`, its output in a log file, stopped gracefully.
+
+Each child holds a lifeline (services/common/lifeline.py): when this process dies,
+even by SIGKILL, its children stop too and free their ports.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from services.common.lifeline import LIFELINE_ENV
 
 
 class ServiceDied(RuntimeError):
@@ -42,10 +48,12 @@ class ServiceProcess:
         # In a session of its own, Ctrl-C at a terminal reaches only the parent,
         # which stops its children in order.
         self._new_session = new_session
+        self._lifeline: int | None = None
         self.process = self._launch(port)
 
     def _launch(self, port: int) -> subprocess.Popen[bytes]:
         self.port_file.unlink(missing_ok=True)
+        self._cut_lifeline()
         command = [
             sys.executable,
             "-m",
@@ -58,15 +66,32 @@ class ServiceProcess:
             str(self.port_file),
             *self._args,
         ]
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(
-                command,
-                cwd=self._cwd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self._env,
-                start_new_session=self._new_session,
-            )
+        # Never written to: the child sees EOF once this process, and so the write end, is gone.
+        read_end, write_end = os.pipe()
+        try:
+            with self.log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    command,
+                    cwd=self._cwd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**self._env, LIFELINE_ENV: str(read_end)},
+                    pass_fds=(read_end,),
+                    start_new_session=self._new_session,
+                )
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        self._lifeline = write_end
+        return process
+
+    def _cut_lifeline(self) -> None:
+        """Close our end of the lifeline (the child then stops, if it has not)."""
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
     @property
     def address(self) -> str:
@@ -116,6 +141,7 @@ class ServiceProcess:
         if self.alive():
             self.process.kill()
             self.process.wait(10)
+        self._cut_lifeline()
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
@@ -125,3 +151,4 @@ class ServiceProcess:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._cut_lifeline()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import secrets
 import signal
 import sys
@@ -104,6 +105,15 @@ class Process(ServiceProcess):
         self._pid_file.write_text(f"{self.pid}\n")
 
     def died(self) -> CliError:
+        """Why it exited: a port in use as one line naming `maas up`'s flag, else its log."""
+        taken = re.search(r"port (\d+) is in use", self.logs()[-500:])
+        if self.process.returncode == 2 and taken:
+            port = int(taken[1])
+            which = "its metrics port" if port == self.metrics_port and port else "port"
+            return CliError(
+                f"{self.name}: {which} {port} is in use "
+                f"(change it with --{self.service}-port; metrics use that port + 1000)"
+            )
         return CliError(f"{self.name} exited; its log ends:\n{self.logs()[-2000:]}")
 
 

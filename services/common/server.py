@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.files import write_atomically
 from services.common.interceptor import ErrorInterceptor, MetricsInterceptor
+from services.common.lifeline import watch_lifeline
 from services.common.metrics import MetricsServer, RpcMetrics
 from services.common.settings import ServiceSettings
 from services.common.telemetry import Telemetry
@@ -23,6 +27,62 @@ from services.common.telemetry import Telemetry
 _log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class PortInUse(OSError):
+    """A port the settings ask for is taken; names the flag and variable that change it."""
+
+    def __init__(self, port: int, setting: str, settings: ServiceSettings) -> None:
+        prefix = type(settings).model_config.get("env_prefix", "")
+        self.port = port
+        self.flag = "--" + setting.replace("_", "-")
+        self.env = f"{prefix}{setting.upper()}"
+        super().__init__(errno.EADDRINUSE, f"port {port} is in use")
+
+    def __str__(self) -> str:
+        return f"port {self.port} is in use (change it with {self.flag} or {self.env})"
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """Whether `port` is taken on every address `host` resolves to, so no bind can work.
+
+    Checked before grpc binds, because grpc reports only "Failed to bind" (and logs
+    a line of its own), not why.
+    """
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return False
+    taken = []
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            # As grpc binds: address reuse on, and `[::]` dual-stack.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                taken.append(exc.errno == errno.EADDRINUSE)
+            else:
+                taken.append(False)
+    return bool(taken) and all(taken)
+
+
+def run_service(prog: str, main: Coroutine[None, None, None]) -> int:
+    """Run a service's main coroutine; a port in use is one line on stderr and status 2.
+
+    A parent's lifeline, if one was passed, is watched from here on.
+    """
+    watch_lifeline()
+    try:
+        asyncio.run(main)
+    except PortInUse as exc:
+        sys.stderr.write(f"{prog}: {exc}\n")
+        return 2
+    return 0
 
 
 @dataclass(frozen=True)
@@ -85,22 +145,52 @@ class GrpcServer:
         names = [b.name for b in self.bindings]
         names += [health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, server)
-        self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
-        if self.port == 0:
-            raise OSError(f"could not bind {self.settings.host}:{self.settings.port}")
-        await server.start()
-        self._server = server
+        self.port = self._bind(server)
         if self.metrics_registry is not None:
-            self._metrics = MetricsServer(
-                self.metrics_registry, self.settings.host, self.settings.metrics_port
-            )
-            self.metrics_port = self._metrics.start()
+            try:
+                self._metrics = self._start_metrics(self.metrics_registry)
+            except OSError:
+                await server.stop(None)
+                raise
+        try:
+            await server.start()
+        except BaseException:
+            if self._metrics is not None:
+                self._metrics.stop()
+            raise
+        self._server = server
         await self.health.set("", SERVING)
         for binding in self.bindings:
             await self.health.set(binding.name, SERVING)
         if self.settings.port_file:
             write_atomically(Path(self.settings.port_file), f"{self.port}\n")
         return self.port
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        """Add the gRPC port; PortInUse when it is taken."""
+        host, port = self.settings.host, self.settings.port
+        if port and _port_taken(host, port):
+            raise PortInUse(port, "port", self.settings)
+        try:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:  # grpc >= 1.60 raises; older versions return 0
+            bound = 0
+        if bound == 0:
+            if port and _port_taken(host, port):  # taken since the check above
+                raise PortInUse(port, "port", self.settings)
+            raise OSError(f"could not bind {host}:{port}")
+        return bound
+
+    def _start_metrics(self, registry: CollectorRegistry) -> MetricsServer:
+        """Serve /metrics; PortInUse when its port is taken."""
+        metrics = MetricsServer(registry, self.settings.host, self.settings.metrics_port)
+        try:
+            self.metrics_port = metrics.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(self.settings.metrics_port, "metrics_port", self.settings) from None
+            raise
+        return metrics
 
     async def wait(self) -> None:
         """Block until the server has stopped."""

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from services.common.logs import configure_logging
-from services.common.server import GrpcServer
+from services.common.server import GrpcServer, run_service
 from services.common.settings import add_server_flags
 from services.common.telemetry import Telemetry
 from services.registry.app import Registry
@@ -158,9 +158,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if run_check:
         sys.exit(asyncio.run(check(settings, verify_hashes=verify)))
     try:
-        asyncio.run(serve(settings))
+        code = run_service("maas-registry", serve(settings))
     except (ValueError, OSError) as exc:
         sys.exit(f"maas-registry: {exc}")
+    sys.exit(code)
 
 
 if __name__ == "__main__":
