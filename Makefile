@@ -66,6 +66,15 @@ test: install ## Run the whole test suite
 	$(BIN)/pytest tests --ignore=tests/interop --ignore=tests/e2e $(PYTEST_ARGS)
 	$(BIN)/pytest tests/interop tests/e2e $(PYTEST_ARGS)
 
+# `make test` runs tests/fuzz too, at 20 s per target; this runs them longer and
+# writes the figures (executions, crashes) that docs/reliability.md quotes.
+FUZZ_SECONDS ?= 120
+FUZZ_REPORT ?= .data/fuzz/report.json
+.PHONY: fuzz
+fuzz: install ## Fuzz every parser that sees client bytes, FUZZ_SECONDS (120) per target
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_REPORT=$(FUZZ_REPORT) $(BIN)/pytest tests/fuzz $(PYTEST_ARGS); \
+		status=$$?; $(PY) -m tools.fuzz_report $(FUZZ_REPORT) && exit $$status
+
 .PHONY: run
 run: install ## Start registry, inference and gateway on this machine (maas up; Ctrl-C stops)
 	$(BIN)/maas up

@@ -19,6 +19,10 @@ from services.common.datatypes import DataType, by_name, by_numpy
 from services.common.errors import InvalidArgument
 
 _LEN = struct.Struct("<I")
+# numpy's own limits: at most 32 dimensions (numpy 1.x; 2.x allows 64), and an
+# array whose size in bytes, zero dimensions aside, fits in a signed 64-bit int.
+MAX_RANK = 32
+_MAX_EXTENT = 2**63 - 1
 
 
 class TensorMessage(Protocol):
@@ -42,11 +46,20 @@ def element_count(shape: Sequence[int]) -> int:
 
 
 def checked_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
-    """The shape as a tuple; InvalidArgument for negative dimensions."""
+    """The shape as a tuple; InvalidArgument for negative dimensions or shapes no array has."""
     dims = tuple(int(d) for d in shape)
+    if len(dims) > MAX_RANK:
+        raise InvalidArgument(
+            f"tensor '{name}': shape has {len(dims)} dimensions, expected at most {MAX_RANK}"
+        )
     if any(d < 0 for d in dims):
         raise InvalidArgument(
             f"tensor '{name}': shape {list(dims)} has a negative dimension, expected sizes >= 0"
+        )
+    if math.prod(max(d, 1) for d in dims) * 8 > _MAX_EXTENT:
+        raise InvalidArgument(
+            f"tensor '{name}': shape {list(dims)} is too large for any array, "
+            f"expected a product of dimensions below {_MAX_EXTENT // 8}"
         )
     return dims
 
@@ -110,6 +123,12 @@ def _decode_typed(
 def decode_bytes_elements(name: str, raw: bytes, count: int) -> np.ndarray:
     """BYTES elements from length-prefixed raw contents, as a 1-D object array."""
     view = memoryview(raw)
+    if count * _LEN.size > len(view):
+        # Checked before allocating: a tiny request must not size a huge array.
+        raise InvalidArgument(
+            f"tensor '{name}': raw contents are {len(view)} bytes, too few for {count} BYTES "
+            f"elements, expected at least {count * _LEN.size} (a 4-byte length prefix each)"
+        )
     out = np.empty(count, dtype=object)
     offset = 0
     for i in range(count):
