@@ -75,6 +75,16 @@ fuzz: install ## Fuzz every parser that sees client bytes, FUZZ_SECONDS (120) pe
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_REPORT=$(FUZZ_REPORT) $(BIN)/pytest tests/fuzz $(PYTEST_ARGS); \
 		status=$$?; $(PY) -m tools.fuzz_report $(FUZZ_REPORT) && exit $$status
 
+# Faults and soak (docs/reliability.md). The network faults need root for `ip netns`;
+# without it they are skipped with the reason. `make test` runs a short chaos run.
+SOAK_SECONDS ?= 600
+.PHONY: chaos soak
+chaos: install ## Every fault under steady load: sent, failed, recovery (bench/results/chaos.json)
+	$(PY) -m tools.chaos $(CHAOS_ARGS)
+
+soak: install ## SOAK_SECONDS (600) of steady load; RSS and open fds of every service grow <10%
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m tools.chaos.soak $(SOAK_ARGS)
+
 .PHONY: run
 run: install ## Start registry, inference and gateway on this machine (maas up; Ctrl-C stops)
 	$(BIN)/maas up

@@ -1,0 +1,67 @@
+"""The short chaos run of `make test`: the system as separate processes under steady
+load through a replica SIGKILL, an alias flip and a rolling SIGTERM restart.
+
+The full run with every fault is `make chaos` (python -m tools.chaos).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tools.chaos.faults import SHORT
+from tools.chaos.load import LoadOptions
+from tools.chaos.run import Report, Row, run_chaos
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    folder = tmp_path_factory.mktemp("chaos")
+    load = LoadOptions(clients=4, rate_per_client=20.0, deadline_s=3.0, max_seconds=240)
+    ran = asyncio.run(run_chaos(folder, ["baseline", "kill", "flip", "rolling"], SHORT, load))
+    (folder / "chaos.json").write_text(ran.to_json())
+    print(f"\n{ran.table()}\nlogs: {ran.logs}")
+    return ran
+
+
+def explain(row: Row) -> str:
+    details = row.window.details if row.window else {}
+    return f"{row.fault}: {row.sent} sent, {row.failed} failed: {details}"
+
+
+def test_the_load_runs_clean_before_any_fault(report: Report) -> None:
+    row = report.row("baseline")
+    assert row.sent > 0 and row.failed == 0, explain(row)
+
+
+def test_a_replica_killed_under_load_fails_no_request(report: Report) -> None:
+    row = report.row("kill")
+    assert row.sent > 0 and row.failed == 0, explain(row)
+
+
+def test_an_alias_flip_under_load_fails_no_request(report: Report) -> None:
+    row = report.row("flip")
+    assert row.sent > 0 and row.failed == 0, explain(row)
+    assert row.window is not None and "2" in row.window.versions, row.window
+
+
+# The gateway learns that a replica drains only when its connection fails, and takes a
+# restarted one back only after the ejection backoff and a probe: while the next replica
+# drains, none may be in rotation. Per-model health from Watch is defect 5.
+@pytest.mark.xfail(strict=False, reason="issue A defect 5 pending")
+def test_a_rolling_restart_of_every_replica_fails_no_request(report: Report) -> None:
+    row = report.row("rolling")
+    assert row.sent > 0 and row.failed == 0, explain(row)
+
+
+def test_the_run_left_its_logs(report: Report) -> None:
+    assert sorted(p.name for p in Path(report.logs).glob("*.log")) == [
+        "gateway.log",
+        "inference-1.log",
+        "inference-2.log",
+        "registry.log",
+    ]

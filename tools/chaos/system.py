@@ -1,0 +1,225 @@
+"""The system under test: a registry, inference replicas and a gateway, each its own process.
+
+Started the way `maas up` starts them (tools/processes.py: port 0, --port-file, a
+log file each), with static backends so that a replica can be stopped, hung or
+cut off and come back on the port the gateway knows. Every child gets
+PR_SET_PDEATHSIG, so none outlives the harness, even one killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.registry.client import RegistryClient
+from services.registry.transfer import plan_upload
+from tools.chaos.hosts import NetnsHost
+from tools.chaos.model import MODEL, write_model
+from tools.processes import ServiceProcess
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+API = {
+    "gateway": "inference.GRPCInferenceService",
+    "inference": "inference.GRPCInferenceService",
+    "registry": "maas.registry.v1.ModelRegistry",
+}
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Service(ServiceProcess):
+    """One service; on a NetnsHost when `host` is given. Launch it from the main thread
+    only: the death signal follows the thread that started the child."""
+
+    def __init__(
+        self,
+        name: str,
+        service: str,
+        args: list[str],
+        folder: Path,
+        host: NetnsHost | None = None,
+    ) -> None:
+        self.name = name
+        self.host = host
+        super().__init__(
+            service,
+            args,
+            log_path=folder / f"{name}.log",
+            port_file=folder / f"{name}.port",
+            env={"PYTHONUNBUFFERED": "1"},
+            cwd=Path(__file__).resolve().parents[2],
+        )
+
+    def _launch(self, port: int) -> subprocess.Popen[bytes]:
+        self.port_file.unlink(missing_ok=True)
+        command = [
+            *(self.host.exec_prefix() if self.host else []),
+            sys.executable,
+            "-m",
+            f"services.{self.service}.main",
+            "--port",
+            str(port),
+            "--metrics-port",
+            "0",
+            "--port-file",
+            str(self.port_file),
+            *self._args,
+        ]
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
+                command,
+                cwd=self._cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                preexec_fn=_die_with_parent,  # before exec, in the child
+            )
+
+    @property
+    def address(self) -> str:
+        host = self.host.address if self.host else "localhost"
+        return f"{host}:{self.port}"
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the service itself (after `ip netns exec`, that is the same pid)."""
+        os.kill(self.pid, signum)
+
+    async def wait_port(self, timeout: float = 120.0) -> int:
+        """The bound port, once it is written; RuntimeError with the log tail otherwise."""
+        deadline = time.monotonic() + timeout
+        while not (self.port_file.exists() and self.port_file.read_text().strip()):
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited:\n{self.logs()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not bind in {timeout:.0f}s")
+            await asyncio.sleep(0.05)
+        self.port = int(self.port_file.read_text())
+        return self.port
+
+    async def wait_serving(self, service: str | None = None, timeout: float = 120.0) -> float:
+        """Until health for `service` (default: its API) is SERVING; seconds it took."""
+        start = time.monotonic()
+        await self.wait_port(timeout)
+        wanted = API[self.service] if service is None else service
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() - start < timeout:
+                if not self.alive():
+                    raise RuntimeError(f"{self.name} exited:\n{self.logs()[-3000:]}")
+                try:
+                    request = health_pb2.HealthCheckRequest(service=wanted)
+                    reply = await stub.Check(request, timeout=1.0)
+                    if reply.status == SERVING:
+                        return time.monotonic() - start
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name}: {wanted} not SERVING in {timeout:.0f}s")
+
+
+class System:
+    """Registry, `replicas` inference processes (plus one on `netns_host`) and a gateway."""
+
+    def __init__(
+        self,
+        folder: Path,
+        replicas: int = 2,
+        netns_host: NetnsHost | None = None,
+        gateway_args: Sequence[str] = (),
+    ) -> None:
+        self.folder = folder
+        self.logs = folder / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._replica_count = replicas
+        self.netns_host = netns_host
+        self._gateway_args = list(gateway_args)
+        self.registry: Service | None = None
+        self.replicas: list[Service] = []
+        self.gateway: Service | None = None
+
+    @property
+    def services(self) -> list[Service]:
+        found = [self.registry, *self.replicas, self.gateway]
+        return [s for s in found if s is not None]
+
+    async def start(self) -> None:
+        """Each service healthy before the next; v1 of the model registered as production."""
+        self.registry = Service(
+            "registry",
+            "registry",
+            ["--data-dir", str(self.folder / "registry"), "--no-auth"],
+            self.logs,
+        )
+        await self.registry.wait_serving()
+        await self.register(1, alias="production")
+        hosts: list[NetnsHost | None] = [None] * self._replica_count
+        if self.netns_host is not None:
+            hosts.append(self.netns_host)
+        for i, host in enumerate(hosts):
+            # The host in the namespace reaches the registry over the veth pair.
+            registry = f"{host.gateway if host else 'localhost'}:{self.registry.port}"
+            name = f"inference-{i + 1}" + ("-netns" if host else "")
+            args = ["--registry", registry, "--cache-dir", str(self.folder / "cache" / name)]
+            if host is not None:
+                args += ["--host", "0.0.0.0"]
+            self.replicas.append(Service(name, "inference", args, self.logs, host))
+        for replica in self.replicas:
+            await replica.wait_serving(MODEL)
+        backends = ",".join(r.address for r in self.replicas)
+        self.gateway = Service(
+            "gateway",
+            "gateway",
+            [
+                "--registry",
+                self.registry.address,
+                "--backends",
+                backends,
+                "--no-auth",
+                *self._gateway_args,
+            ],
+            self.logs,
+        )
+        await self.gateway.wait_serving()
+
+    async def register(self, version: int, alias: str = "") -> int:
+        """Upload version `version` of the model; the version number the registry gave it."""
+        assert self.registry is not None
+        path = write_model(self.folder / "models", version)
+        async with RegistryClient(self.registry.address) as client:
+            created = await client.upload_files(MODEL, plan_upload(path), alias=alias)
+        return created.version
+
+    async def set_alias(self, alias: str, version: int) -> None:
+        assert self.registry is not None
+        async with RegistryClient(self.registry.address) as client:
+            await client.set_alias(MODEL, alias, version)
+
+    async def restart(self, service: Service, wait_for: str | None = None) -> float:
+        """Start an exited service again on its port; seconds until it is SERVING."""
+        service.restart()
+        return await service.wait_serving(wait_for)
+
+    def stop(self) -> None:
+        """SIGCONT (a hung one cannot drain), then SIGTERM everything, gateway first."""
+        for service in reversed(self.services):
+            if service.alive():
+                service.signal(signal.SIGCONT)
+                service.terminate()
+        for service in reversed(self.services):
+            try:
+                service.wait(20)
+            except subprocess.TimeoutExpired:
+                service.kill()
