@@ -161,7 +161,9 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
             f"tensor '{value.name}': type is {kind or 'missing'}, expected a tensor"
         )
     tensor_type = value.type.tensor_type
-    elem = onnx.TensorProto.DataType.Name(tensor_type.elem_type).lower()
+    known = onnx.TensorProto.DataType.DESCRIPTOR.values_by_number.get(tensor_type.elem_type)
+    # The checker lets an element type outside the enum through; Name() would raise.
+    elem = known.name.lower() if known else str(tensor_type.elem_type)
     datatype = by_onnx(f"tensor({elem})")
     if datatype is None:
         raise InvalidArgument(

@@ -70,6 +70,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 "crashes_this_run": RESULTS[name].crashes if name in RESULTS else 0,
                 "seconds": round(RESULTS[name].seconds, 1) if name in RESULTS else 0.0,
                 "failures": RESULTS[name].failures if name in RESULTS else [],
+                "open_crash_hits": RESULTS[name].known_open if name in RESULTS else 0,
                 "crashes_found": len(_REGRESSIONS.get(name, empty)["found"]),
                 "crashes_open": len(_REGRESSIONS.get(name, empty)["open"]),
                 "regression_tests": sorted(_REGRESSIONS.get(name, empty)["found"]),

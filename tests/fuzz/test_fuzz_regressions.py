@@ -6,11 +6,20 @@ crashes found per target; those still open are xfail(strict=True).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from inference import grpc_predict_v2_pb2 as pb
 
 from services.common import tensors
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, ServiceError
+from services.gateway.routes import ModelRoute, VersionRoute
+from services.inference.config import parse_config
+from services.registry import names
+from services.registry.domain import MAIN_FILE
+from services.registry.uploads import check_config
+from services.registry.validation import validate_model
+from tests.unit.registry.registry_onnx import add_model
 
 Tensor = pb.ModelInferRequest.InferInputTensor
 
@@ -45,3 +54,82 @@ def test_bytes_count_beyond_the_raw_contents_is_invalid_argument() -> None:
     # 0 bytes claiming 402,612,218 elements allocated 3 GiB first.
     with pytest.raises(InvalidArgument, match="expected at least 1610448872"):
         tensors.decode_bytes_elements("x", b"", 402_612_218)
+
+
+@pytest.mark.fuzz_regression("version selectors")
+@pytest.mark.parametrize("text", ["🄀", "²", "১", "01", "1" * 5000])
+def test_version_selector_takes_only_canonical_ascii_numbers(text: str) -> None:
+    # str.isdigit() let these through to int(): ValueError for '🄀', '²' and 5000
+    # digits (INTERNAL), and '১' (Bengali one) or '01' silently named version 1.
+    with pytest.raises(InvalidArgument, match="expected a version number in ASCII digits"):
+        names.selector(text)
+
+
+@pytest.mark.fuzz_regression("version selectors")
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="open: services/gateway/routes.py ModelRoute.resolve reads str.isdigit() text with "
+    "int(); '፩' raises ValueError (INTERNAL). Remove the Known entry in test_fuzz_registry too.",
+)
+def test_gateway_route_resolve_refuses_non_ascii_digits() -> None:
+    route = ModelRoute("m", versions={1: VersionRoute()})
+    with pytest.raises(ServiceError):
+        route.resolve("፩")
+
+
+@pytest.mark.fuzz_regression("ONNX validation")
+def test_element_type_outside_the_enum_is_invalid_argument(tmp_path: Path) -> None:
+    # With an op in an unknown domain the checker skips inference and lets elem_type
+    # -1 through; TensorProto.DataType.Name(-1) then raised ValueError.
+    model = add_model(7)
+    model.graph.node[0].domain = "com.evil"
+    model.opset_import.add(domain="com.evil", version=1)
+    model.graph.input[0].type.tensor_type.elem_type = -1
+    (tmp_path / MAIN_FILE).write_bytes(model.SerializeToString())
+    with pytest.raises(InvalidArgument, match="tensor 'X': element type -1 has no KServe v2"):
+        validate_model(tmp_path, {MAIN_FILE: 1}, opset_min=7, opset_max=23)
+
+
+_OPEN_CONFIG = "open: services/inference/config.py (another engineer's file)"
+
+
+@pytest.mark.fuzz_regression("serving config YAML")
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason=f"{_OPEN_CONFIG}: the providers validator iterates None and ints (TypeError)",
+)
+@pytest.mark.parametrize("text", ["providers: null\n", "providers: 5\n", "providers: [[cpu]]\n"])
+def test_providers_that_are_not_a_list_of_names_are_invalid_argument(text: str) -> None:
+    with pytest.raises(InvalidArgument, match="providers"):
+        parse_config(text, source="config.yaml")
+
+
+_YAML_TEXTS = ["!!int x{}\n", "{!!float ''}\n", "when: 2001-13-45\n"]
+
+
+@pytest.mark.fuzz_regression("serving config YAML")
+@pytest.mark.xfail(
+    strict=True,
+    raises=(ValueError, IndexError),
+    reason=f"{_OPEN_CONFIG}: yaml.safe_load raises ValueError/IndexError, not YAMLError, "
+    "from its constructors, and parse_config catches only YAMLError",
+)
+@pytest.mark.parametrize("text", _YAML_TEXTS)
+def test_yaml_constructor_errors_are_invalid_argument_in_serving_config(text: str) -> None:
+    with pytest.raises(InvalidArgument, match="not valid YAML"):
+        parse_config(text, source="config.yaml")
+
+
+@pytest.mark.fuzz_regression("registry upload metadata, names")
+@pytest.mark.xfail(
+    strict=True,
+    raises=(ValueError, IndexError),
+    reason="open: services/registry/uploads.py check_config catches only YAMLError; "
+    "yaml.safe_load raises ValueError/IndexError from its constructors (INTERNAL on upload)",
+)
+@pytest.mark.parametrize("text", _YAML_TEXTS)
+def test_yaml_constructor_errors_are_invalid_argument_at_upload(text: str) -> None:
+    with pytest.raises(InvalidArgument, match="not valid YAML"):
+        check_config(text)
