@@ -14,13 +14,13 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from services.common.files import write_atomically
 from services.common.interceptor import ErrorInterceptor, MetricsInterceptor
 from services.common.lifeline import watch_lifeline
 from services.common.metrics import MetricsServer, RpcMetrics
+from services.common.reflection import enable_reflection
 from services.common.settings import ServiceSettings
 from services.common.telemetry import Telemetry
 
@@ -142,9 +142,7 @@ class GrpcServer:
         for binding in self.bindings:
             binding.add(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = [b.name for b in self.bindings]
-        names += [health.SERVICE_NAME, reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(names, server)
+        enable_reflection([*(b.name for b in self.bindings), health.SERVICE_NAME], server)
         self.port = self._bind(server)
         if self.metrics_registry is not None:
             try:

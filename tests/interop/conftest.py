@@ -70,3 +70,12 @@ def gateway(
             gateway.stop()
     finally:
         backend.stop()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """A registry without auth, for a whole module."""
+    workdir = tmp_path_factory.mktemp("registry")
+    server = ServiceProcess("registry", ["--data-dir", str(workdir / "data"), "--no-auth"], workdir)
+    yield server
+    server.stop()

@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.interop.clients import KEY
 from tests.servers import ServiceProcess
 
 
@@ -64,3 +67,44 @@ def test_health_for_server_and_model(inference: ServiceProcess) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["status"] == "SERVING"
+
+
+# For each service: (its API, a method, a message, an enum) and what describe says of each.
+DESCRIBE = {
+    "inference": [
+        ("inference.GRPCInferenceService", "rpc ModelInfer ( .inference.ModelInferRequest )"),
+        (
+            "inference.GRPCInferenceService.ModelInfer",
+            "rpc ModelInfer ( .inference.ModelInferRequest ) "
+            "returns ( .inference.ModelInferResponse );",
+        ),
+        ("inference.ModelInferRequest", "message ModelInferRequest {"),
+        ("inference.DataType", "enum DataType {"),
+    ],
+    "registry": [
+        ("maas.registry.v1.ModelRegistry", "rpc UploadVersion ( stream "),
+        (
+            "maas.registry.v1.ModelRegistry.UploadVersion",
+            "rpc UploadVersion ( stream .maas.registry.v1.UploadVersionRequest ) "
+            "returns ( .maas.registry.v1.Version );",
+        ),
+        ("maas.registry.v1.Version", "message Version {"),
+        ("maas.registry.v1.VersionState", "enum VersionState {"),
+    ],
+}
+DESCRIBE["gateway"] = DESCRIBE["inference"]
+
+
+@pytest.mark.parametrize("service", ["inference", "registry", "gateway"])
+def test_describe_service_method_message_and_enum(
+    service: str, request: pytest.FixtureRequest
+) -> None:
+    server: ServiceProcess = request.getfixturevalue(service)
+    auth = ["-H", f"authorization: Bearer {KEY}"] if service == "gateway" else []
+    listed = grpcurl(*auth, server.address, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert DESCRIBE[service][0][0] in listed.stdout.split()
+    for symbol, expected in DESCRIBE[service]:
+        described = grpcurl(*auth, server.address, "describe", symbol)
+        assert described.returncode == 0, f"{symbol}: {described.stderr}"
+        assert expected in described.stdout, described.stdout
