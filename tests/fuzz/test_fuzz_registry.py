@@ -10,8 +10,9 @@ import pytest
 from hypothesis import strategies as st
 from onnx import TensorProto
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.gateway.routes import ModelRoute, VersionRoute
+from services.inference.manager import ModelManager, State, VersionEntry
 from services.registry import names
 from services.registry.domain import MAIN_FILE, FileInfo
 from services.registry.uploads import UploadMetadata, check_metadata
@@ -103,6 +104,18 @@ def check_selector(text: str) -> None:
         route.resolve(text)
     except NotFound:
         pass
+    try:
+        _inference_manager().resolve("m", text)
+    except (NotFound, Unavailable):
+        pass
+
+
+def _inference_manager() -> ModelManager:
+    """An inference model manager that knows version 1 of `m`, not loaded."""
+    manager = ModelManager()
+    # No public way to register a version without loading a model file.
+    manager._models["m"] = {1: VersionEntry(1, State.UNAVAILABLE)}
+    return manager
 
 
 # -- ONNX validation -----------------------------------------------------------------------
@@ -172,8 +185,12 @@ def test_fuzz_upload_metadata_and_names() -> None:
 
 
 def test_fuzz_version_selectors() -> None:
-    # Open: the gateway's ModelRoute.resolve reads str.isdigit() text with int().
-    known = (Known(ValueError, "services/gateway/routes.py"),)
+    # Open: the gateway's ModelRoute.resolve and the inference ModelManager read
+    # str.isdigit() text with int() ('²' raises ValueError; '١' and '01' name 1).
+    known = (
+        Known(ValueError, "services/gateway/routes.py"),
+        Known(ValueError, "services/inference/manager.py"),
+    )
     fuzz("version selectors", _TEXT, check_selector, batch=500, known=known)
 
 

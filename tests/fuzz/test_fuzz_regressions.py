@@ -15,6 +15,7 @@ from services.common import tensors
 from services.common.errors import InvalidArgument, ServiceError
 from services.gateway.routes import ModelRoute, VersionRoute
 from services.inference.config import parse_config
+from services.inference.manager import ModelManager, State, VersionEntry
 from services.registry import names
 from services.registry.domain import MAIN_FILE
 from services.registry.uploads import check_config
@@ -76,6 +77,21 @@ def test_gateway_route_resolve_refuses_non_ascii_digits() -> None:
     route = ModelRoute("m", versions={1: VersionRoute()})
     with pytest.raises(ServiceError):
         route.resolve("፩")
+
+
+@pytest.mark.fuzz_regression("version selectors")
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="open: services/inference/manager.py ModelManager._version_number reads "
+    "str.isdigit() text with int(); '²' raises ValueError (INTERNAL, issue 11 item 14). "
+    "Remove the Known entry in test_fuzz_registry too.",
+)
+def test_inference_resolve_refuses_non_ascii_digits() -> None:
+    manager = ModelManager()
+    manager._models["m"] = {1: VersionEntry(1, State.UNAVAILABLE)}
+    with pytest.raises(ServiceError):
+        manager.resolve("m", "²")
 
 
 @pytest.mark.fuzz_regression("ONNX validation")

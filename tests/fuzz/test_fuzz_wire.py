@@ -64,3 +64,21 @@ def test_fuzz_wire_valid_messages() -> None:
         st.lists(infer_requests(), min_size=1, max_size=3), st.text(max_size=12), st.binary()
     )
     fuzz("wire (valid messages)", cases, check_valid)
+
+
+_DIGITS = pb.ModelInferRequest(model_name="digits").SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _DIGITS + b"\x78\x00" * 4096,  # issue 11: a long run of tiny fields
+        _DIGITS + wire.string_field(wire.NAME, "othermodel"),  # a second name, after the rest
+        pb.ModelInferRequest(model_name="m", model_version="1" * 5000).SerializeToString(),
+        b"\xff\xff\xff",  # an undecodable message
+        b"\x0b\x0c",  # a group (wire type 3)
+    ],
+)
+def test_hostile_client_inputs(data: bytes) -> None:
+    # The inputs issue 11's hostile clients sent, as seeds beside the random ones.
+    check_any_bytes(data)
