@@ -89,6 +89,11 @@ def _check_external_data(model: onnx.ModelProto, sizes: Mapping[str, int]) -> No
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
+        # ONNX's strings are proto2, unchecked: protobuf hands invalid UTF-8 over as bytes.
+        if not all(isinstance(text, str) for pair in info.items() for text in pair):
+            raise InvalidArgument(
+                f"tensor '{tensor.name!s}': external data entries must be UTF-8 text"
+            )
         location = info.get("location", "")
         where = f"tensor '{tensor.name}': external data location {location!r}"
         if not location:

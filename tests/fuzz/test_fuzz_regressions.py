@@ -20,7 +20,7 @@ from services.registry import names
 from services.registry.domain import MAIN_FILE
 from services.registry.uploads import check_config
 from services.registry.validation import validate_model
-from tests.unit.registry.registry_onnx import add_model
+from tests.unit.registry.registry_onnx import add_model, external_reference
 
 Tensor = pb.ModelInferRequest.InferInputTensor
 
@@ -105,6 +105,16 @@ def test_element_type_outside_the_enum_is_invalid_argument(tmp_path: Path) -> No
     (tmp_path / MAIN_FILE).write_bytes(model.SerializeToString())
     with pytest.raises(InvalidArgument, match="tensor 'X': element type -1 has no KServe v2"):
         validate_model(tmp_path, {MAIN_FILE: 1}, opset_min=7, opset_max=23)
+
+
+@pytest.mark.fuzz_regression("ONNX validation")
+def test_external_data_location_that_is_not_utf8_is_invalid_argument(tmp_path: Path) -> None:
+    # ONNX strings are proto2 (unchecked): protobuf returned the location as bytes,
+    # and str.replace on it raised TypeError.
+    data = external_reference("LOCX").replace(b"LOCX", b"\xf4\x90\x80\x80")
+    (tmp_path / MAIN_FILE).write_bytes(data)
+    with pytest.raises(InvalidArgument, match="tensor 'B': external data entries must be UTF-8"):
+        validate_model(tmp_path, {MAIN_FILE: len(data)}, opset_min=7, opset_max=23)
 
 
 _OPEN_CONFIG = "open: services/inference/config.py (another engineer's file)"
