@@ -2,14 +2,14 @@
 
 Started the way `maas up` starts them (tools/processes.py: port 0, --port-file, a
 log file each), with static backends so that a replica can be stopped, hung or
-cut off and come back on the port the gateway knows. Every child gets
-PR_SET_PDEATHSIG, so none outlives the harness, even one killed with SIGKILL.
+cut off and come back on the port the gateway knows. Every child holds a lifeline
+(services/common/lifeline.py), so none outlives the harness, even one killed with
+SIGKILL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import subprocess
@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.lifeline import LIFELINE_ENV
 from services.registry.client import RegistryClient
 from services.registry.transfer import plan_upload
 from tools.chaos.hosts import NetnsHost
@@ -33,16 +34,12 @@ API = {
     "inference": "inference.GRPCInferenceService",
     "registry": "maas.registry.v1.ModelRegistry",
 }
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Service(ServiceProcess):
-    """One service; on a NetnsHost when `host` is given. Launch it from the main thread
-    only: the death signal follows the thread that started the child."""
+    """One service; on a NetnsHost when `host` is given."""
+
+    _harness_end: int | None = None  # our end of its lifeline
 
     def __init__(
         self,
@@ -64,7 +61,9 @@ class Service(ServiceProcess):
         )
 
     def _launch(self, port: int) -> subprocess.Popen[bytes]:
+        # As tools/processes.py launches, with a netns prefix and a lifeline of our own.
         self.port_file.unlink(missing_ok=True)
+        self._cut()
         command = [
             *(self.host.exec_prefix() if self.host else []),
             sys.executable,
@@ -78,15 +77,29 @@ class Service(ServiceProcess):
             str(self.port_file),
             *self._args,
         ]
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(
-                command,
-                cwd=self._cwd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self._env,
-                preexec_fn=_die_with_parent,  # before exec, in the child
-            )
+        read_end, write_end = os.pipe()  # never written to: EOF once the harness is gone
+        try:
+            with self.log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    command,
+                    cwd=self._cwd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**self._env, LIFELINE_ENV: str(read_end)},
+                    pass_fds=(read_end,),
+                )
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        self._harness_end = write_end
+        return process
+
+    def _cut(self) -> None:
+        if self._harness_end is not None:
+            os.close(self._harness_end)
+            self._harness_end = None
 
     @property
     def address(self) -> str:
@@ -102,7 +115,8 @@ class Service(ServiceProcess):
         deadline = time.monotonic() + timeout
         while not (self.port_file.exists() and self.port_file.read_text().strip()):
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited:\n{self.logs()[-3000:]}")
+                code = self.process.returncode
+                raise RuntimeError(f"{self.name} exited ({code}):\n{self.logs()[-3000:]}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} did not bind in {timeout:.0f}s")
             await asyncio.sleep(0.05)
