@@ -143,18 +143,17 @@ class GrpcServer:
             binding.add(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         enable_reflection([*(b.name for b in self.bindings), health.SERVICE_NAME], server)
-        self.port = self._bind(server)
+        # Metrics first: a grpc server that bound a port holds it until it is collected,
+        # even when never started, and a metrics server stops at once.
         if self.metrics_registry is not None:
-            try:
-                self._metrics = self._start_metrics(self.metrics_registry)
-            except OSError:
-                await server.stop(None)
-                raise
+            self._metrics = self._start_metrics(self.metrics_registry)
         try:
+            self.port = self._bind(server)
             await server.start()
         except BaseException:
             if self._metrics is not None:
                 self._metrics.stop()
+                self._metrics = None
             raise
         self._server = server
         await self.health.set("", SERVING)
