@@ -18,6 +18,7 @@ from inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from tools.chaos.model import MODEL, WIDTH
 
 OK = "OK"
+MAX_FAILURES_LISTED = 50
 Stub = pb_grpc.GRPCInferenceServiceStub
 Tensor = pb.ModelInferRequest.InferInputTensor
 WRONG = "WRONG_ANSWER"
@@ -47,6 +48,8 @@ class Window:
     max_ms: float
     recover_s: float
     details: dict[str, int] = field(default_factory=dict)
+    # (seconds after the window opened, status) of the first failed requests
+    failures_at: list[tuple[float, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -151,4 +154,7 @@ class Load:
             max_ms=float(latencies.max()),
             recover_s=max(disrupted) - start if disrupted else 0.0,
             details=details,
+            failures_at=[(round(r.start - start, 3), r.status) for r in chosen if r.status != OK][
+                :MAX_FAILURES_LISTED
+            ],
         )
