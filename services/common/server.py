@@ -11,6 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -55,20 +56,21 @@ def _port_taken(host: str, port: int) -> bool:
         )
     except OSError:
         return False
-    taken = []
-    for family, kind, proto, _, address in infos:
+    taken = [_in_use(family, kind, proto, address) for family, kind, proto, _, address in infos]
+    return bool(taken) and all(taken)
+
+
+def _in_use(family: int, kind: int, proto: int, address: tuple[Any, ...]) -> bool:
+    try:
         with socket.socket(family, kind, proto) as sock:
             # As grpc binds: address reuse on, and `[::]` dual-stack.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            try:
-                sock.bind(address)
-            except OSError as exc:
-                taken.append(exc.errno == errno.EADDRINUSE)
-            else:
-                taken.append(False)
-    return bool(taken) and all(taken)
+            sock.bind(address)
+    except OSError as exc:
+        return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def run_service(prog: str, main: Coroutine[None, None, None]) -> int:
