@@ -4,6 +4,10 @@ On RESYNC (events were lost) it takes a new snapshot. Models that were created,
 or got a version, are re-read on their own, by the next request that needs them
 (`refresh`, in that request's trace). If the registry is unreachable, the last
 table keeps serving and the follower retries.
+
+Once loaded, the table is authoritative for absence: a model the registry creates
+arrives as a MODEL_CREATED event, so a name the table lacks is unknown and costs
+the registry nothing, however many such names clients send.
 """
 
 from __future__ import annotations
@@ -20,8 +24,6 @@ from services.registry.client import RegistryClient
 from services.registry.domain import EventType, Snapshot
 
 _log = logging.getLogger(__name__)
-# How long a name the registry did not have is not asked about again.
-ABSENT_SECONDS = 1.0
 
 
 class RegistryFollower:
@@ -43,18 +45,15 @@ class RegistryFollower:
         self.max_backoff = max_backoff
         self.loaded = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # One re-read per model at a time; concurrent requests wait for it.
+        # One re-read per model at a time; concurrent requests wait for it. Only models
+        # in the table are re-read, so this holds registry names only.
         self._reading: dict[str, asyncio.Future[None]] = {}
-        # Names the registry did not have, and when that was learnt.
-        self._absent: dict[str, float] = {}
 
     def needs_read(self, name: str) -> bool:
-        """Whether a request for `name` must re-read it first (a cache miss)."""
+        """Whether a request for `name` must re-read it first: a model the Watch feed
+        announced (created, or given a version) whose labels are not known yet."""
         model = self.table.models.get(name)
-        if model is not None:
-            return model.stale
-        seen = self._absent.get(name)
-        return seen is None or asyncio.get_running_loop().time() - seen > ABSENT_SECONDS
+        return model is not None and model.stale
 
     async def refresh(self, name: str) -> None:
         """Re-read one model from the registry, once however many requests wait for it."""
@@ -73,9 +72,6 @@ class RegistryFollower:
         self.table.replace_model(name, snapshot)
         if name in self.table.models:
             self.table.models[name].stale = False
-            self._absent.pop(name, None)
-        else:
-            self._absent[name] = asyncio.get_running_loop().time()
 
     async def sync(self) -> None:
         """Load a snapshot, then apply events until a RESYNC (returns) or an error (raises)."""

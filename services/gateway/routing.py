@@ -34,6 +34,9 @@ from services.gateway.metrics import GatewayMetrics
 
 _log = logging.getLogger(__name__)
 Passed = tuple[tuple[str, str], ...]
+# Without a registry, the model names a backend has answered for become metric labels,
+# up to this many; model names are client input, so anything else is labelled "".
+MAX_LABELLED_MODELS = 1000
 
 
 class Backends(Protocol):
@@ -81,6 +84,17 @@ class Router:
         self.metrics = metrics
         self.follower = follower
         self.tracing = tracing or Tracing()
+        self._answered: set[str] = set()
+
+    def label(self, model: str) -> str:
+        """The metric label for a model: its name when the registry or a backend knows it."""
+        if self.app.routes is not None:
+            return model if model in self.app.routes.models else ""
+        return model if model in self._answered else ""
+
+    def _answered_for(self, model: str) -> None:
+        if model not in self._answered and len(self._answered) < MAX_LABELLED_MODELS:
+            self._answered.add(model)
 
     async def lookup(self, model: str) -> None:
         """Re-read a model the route table holds stale (a cache miss)."""
@@ -136,7 +150,7 @@ class Router:
         started, code, answered, model = time.perf_counter(), "INTERNAL", "", ""
         try:
             route = await self.route(call.key, call.head, call.pin)
-            model = route.model  # known to the registry (or to a backend), so bounded
+            model = self.label(route.model)
             request = call.request
             if route.version != call.head.version:
                 request = wire.with_version(request, route.version)
@@ -145,7 +159,9 @@ class Router:
                     "ModelInfer", request, call.deadline, route.fallback, call.passed
                 )
             answered = wire.read_head(data).version or route.version
-            self.metrics.routed(route.model, answered, str(route.canary).lower()).inc()
+            self._answered_for(route.model)
+            model = self.label(route.model)
+            self.metrics.routed(model, answered if model else "", str(route.canary).lower()).inc()
             code = "OK"
             return Answer(data, answered)
         except ServiceError as exc:
@@ -155,7 +171,7 @@ class Router:
             code = "CANCELLED"
             raise
         finally:
-            self.metrics.requests(model, answered, code).inc()
+            self.metrics.requests(model, answered if model else "", code).inc()
             self.metrics.request_seconds(model).observe(time.perf_counter() - started)
 
     async def model_call(self, method: str, call: Call, *, empty_means_all: bool = False) -> bytes:

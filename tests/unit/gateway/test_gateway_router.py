@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,3 +123,21 @@ async def test_rate_limits_are_counted_per_key_and_forwarded_index_rows_filtered
     request = pb.RepositoryIndexRequest().SerializeToString()
     rows = await routing.index(key, request, asyncio.get_running_loop().time() + 5)
     assert [r.name for r in rows] == ["digits"]
+
+
+async def test_without_a_registry_only_names_a_backend_answered_for_become_labels() -> None:
+    def only_digits(method: str, head: wire.Head) -> bytes:
+        if head.name != "digits":
+            raise NotFound(f"unknown model '{head.name}'")
+        return infer_reply(method, head)
+
+    routing, _, registry = router(Backends(only_digits), None)
+    for name in ("digits", "x1", "x2", "digits"):
+        with contextlib.suppress(NotFound):
+            await routing.infer(call(name))
+    assert (
+        sample(registry, "maas_gateway_requests_total", model="digits", version="", code="OK") == 2
+    )
+    assert (
+        sample(registry, "maas_gateway_requests_total", model="", version="", code="NOT_FOUND") == 2
+    )
