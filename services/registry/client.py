@@ -259,7 +259,7 @@ class RegistryClient:
             raise error_from_rpc(exc) from None
         finally:
             if writer is not None:
-                writer.abort()
+                await asyncio.to_thread(writer.abort)  # rmtree: off the event loop
 
     # Aliases, snapshot, watch.
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from services.common.datatypes import by_name
 from services.common.errors import InvalidArgument
 from services.inference.config import ModelConfig, parse_config
-from services.inference.runtime import LoadError, provider_chain, session_options
+from services.inference.model import DEFAULT_WARMUP, warmup_samples
+from services.inference.runtime import (
+    LoadError,
+    Signature,
+    TensorSpec,
+    provider_chain,
+    session_options,
+)
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
@@ -61,3 +71,51 @@ def test_threads_do_not_oversubscribe() -> None:
     options = session_options(ModelConfig(instances=4), cores=8)
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
     assert session_options(ModelConfig(instances=4), cores=2).intra_op_num_threads == 1
+
+
+def test_warmup_samples_parse_and_bad_ones_name_the_key() -> None:
+    assert parse_config("", source="c").warmup is None
+    assert parse_config("warmup: []", source="c").warmup == ()
+    config = parse_config(
+        "warmup: [{name: rows, inputs: {x: {shape: [2, 3], value: 1.5}}}]", source="c"
+    )
+    assert config.warmup is not None
+    sample = config.warmup[0]
+    assert sample.name == "rows" and sample.inputs["x"].shape == (2, 3)
+    assert sample.inputs["x"].value == 1.5
+    with pytest.raises(InvalidArgument, match=r"warmup\.0\.inputs\.x\.shape"):
+        parse_config("warmup: [{inputs: {x: {shape: [-1]}}}]", source="c")
+    with pytest.raises(InvalidArgument, match=r"warmup\.0\.inputs\.x\.dims"):
+        parse_config("warmup: [{inputs: {x: {shape: [1], dims: [1]}}}]", source="c")
+    with pytest.raises(InvalidArgument, match="at most"):
+        parse_config("warmup: [{inputs: {x: {shape: [100000, 100000]}}}]", source="c")
+
+
+def test_warmup_inputs_are_built_and_checked_against_the_signature() -> None:
+    signature = Signature(
+        (
+            TensorSpec("x", by_name("FP32", tensor="x"), (-1, 3)),
+            TensorSpec("s", by_name("BYTES", tensor="s"), (-1,)),
+        ),
+        (TensorSpec("y", by_name("FP32", tensor="y"), (-1, 3)),),
+    )
+    default = warmup_samples(ModelConfig(), signature)
+    assert [label for label, _ in default] == [DEFAULT_WARMUP]
+    assert default[0][1]["x"].shape == (1, 3) and default[0][1]["s"].tolist() == [""]
+    config = parse_config(
+        "warmup: [{inputs: {x: {shape: [2, 3], value: 2}, s: {shape: [2], value: hi}}}]",
+        source="c",
+    )
+    [(label, inputs)] = warmup_samples(config, signature)
+    assert label == "warm-up sample '1'"
+    assert inputs["x"].tolist() == [[2.0] * 3] * 2 and inputs["s"].tolist() == ["hi", "hi"]
+    assert warmup_samples(parse_config("warmup: []", source="c"), signature) == []
+    cases = {
+        "warmup: [{inputs: {x: {shape: [1, 3]}}}]": "missing input 's'",
+        "warmup: [{inputs: {x: {shape: [1, 4]}, s: {shape: [1]}}}]": "shape [1, 4], expected",
+        "warmup: [{inputs: {z: {shape: [1]}}}]": "unknown input 'z', expected inputs ['s', 'x']",
+        "warmup: [{inputs: {x: {shape: [1, 3], value: abc}, s: {shape: [1]}}}]": "not a FP32",
+    }
+    for text, message in cases.items():
+        with pytest.raises(LoadError, match=re.escape(message)):
+            warmup_samples(parse_config(text, source="c"), signature)
