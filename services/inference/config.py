@@ -32,6 +32,8 @@ class DynamicBatching(_Strict):
     max_queue_delay_us: int = Field(0, ge=0)
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_size: int = Field(1024, ge=1)
+    # Per instance: reused merge buffers (one per row shape) beyond it are dropped, LRU.
+    max_buffer_bytes: int = Field(128 << 20, ge=0)
 
 
 class CudaOptions(_Strict):

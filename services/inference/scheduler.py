@@ -3,60 +3,45 @@
 Requests wait in one bounded queue. Each instance has a worker that takes the
 oldest live request and, when the model has a dynamic batch dimension, merges
 queued requests of the same shape (grouping, not padding) up to max_batch_size,
-runs ONNX Runtime on a worker thread, and splits the outputs back. Expired and
-cancelled requests are dropped before they run.
+runs ONNX Runtime on the instance's thread, and splits the outputs back. Expired
+and cancelled requests are dropped before they run.
 
-Copies: a merged batch is assembled with one copy into a buffer the instance
-keeps for that shape and dtype (no allocation, no page faults per batch), on the
-worker thread so the event loop never waits for it. An instance runs one batch
-at a time, so its buffers are free again once ONNX Runtime returns; a buffer that
-an output might alias is retired instead of reused.
+Batch formation is linear: the queue is a FIFO of every request plus one FIFO per
+shape, with a running count of each shape's rows, so forming a batch looks only at
+the requests it takes (and at dropped ones, once). A worker that crashes fails the
+requests it holds with INTERNAL and is replaced, so nothing waits on a dead worker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import numpy as np
 from opentelemetry import trace
-from opentelemetry.trace import SpanContext
 
-from services.common.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from services.common.errors import DeadlineExceeded, Internal, ResourceExhausted, Unavailable
 from services.common.telemetry import Tracing
 from services.inference.config import DynamicBatching
+from services.inference.instances import (
+    BatchBuffers,
+    InstanceCrashed,
+    InstanceThread,
+    Job,
+    Runner,
+    Tensors,
+)
 from services.inference.stats import ModelStats
 
-Tensors = dict[str, np.ndarray]
-Runner = Callable[[Tensors], Tensors]
-Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]
+__all__ = ["BatchBuffers", "Job", "Runner", "Scheduler", "Tensors", "batch_key"]
 
-
-@dataclass(eq=False)
-class Job:
-    """One queued request."""
-
-    inputs: Tensors
-    # Rows along the batch dimension, or None when the request must run alone.
-    rows: int | None
-    key: tuple[object, ...]
-    deadline: float | None
-    future: asyncio.Future[Tensors]
-    # Rows counted in the statistics (inference_count), batched or not.
-    count: int = 1
-    enqueued_ns: int = field(default_factory=time.monotonic_ns)
-    started_ns: int | None = None
-    # The request's span (when tracing): the queue span's parent, and a batch's link.
-    span: SpanContext | None = None
-
-    def dead(self, now: float) -> bool:
-        """Cancelled by its caller, or past its deadline."""
-        return self.future.done() or (self.deadline is not None and now >= self.deadline)
+_log = logging.getLogger(__name__)
+CRASHED = "the model instance running this request failed; it has been restarted"
+# Wait before restarting a worker that crashed holding no request: a fault in the
+# scheduler itself would otherwise restart it in a busy loop.
+_IDLE_CRASH_BACKOFF_S = 1.0
 
 
 def batch_key(inputs: Tensors) -> tuple[int | None, tuple[object, ...]]:
@@ -73,6 +58,11 @@ def batch_key(inputs: Tensors) -> tuple[int | None, tuple[object, ...]]:
         rows = shape[0]
         key.append((name, shape[1:], array.dtype))
     return rows, tuple(key)
+
+
+def _expired(job: Job) -> None:
+    if not job.future.done():
+        job.future.set_exception(DeadlineExceeded("deadline passed while the request was queued"))
 
 
 class Scheduler:
@@ -93,26 +83,34 @@ class Scheduler:
         self._batchable = batchable
         self._merge = batching.enabled and batchable
         self._stats = stats
-        self._queue: deque[Job] = deque()
+        # Every queued job in arrival order, and the mergeable ones per key too; a job
+        # taken through one of them stays in the other until it reaches the front.
+        self._order: deque[Job] = deque()
+        self._groups: dict[tuple[object, ...], deque[Job]] = {}
+        self._rows: dict[tuple[object, ...], int] = {}  # queued rows per key
+        self._waiting = 0  # queued jobs
         self._wakeup = asyncio.Event()
         self._closed = False
-        self._threads = [
-            InstanceThread(r, batching.max_batch_size, i) for i, r in enumerate(runners)
-        ]
-        self._workers = [asyncio.ensure_future(self._work(t)) for t in self._threads]
+        self._threads: list[InstanceThread | None] = [None] * len(runners)
+        self._workers = [asyncio.ensure_future(self._supervise(i)) for i in range(len(runners))]
 
     @property
     def depth(self) -> int:
         """Requests waiting in the queue."""
-        return len(self._queue)
+        return self._waiting
+
+    @property
+    def buffer_bytes(self) -> int:
+        """Bytes the instances keep in batch buffers for reuse."""
+        return sum(t.buffers.nbytes for t in self._threads if t is not None)
 
     async def submit(self, inputs: Tensors, deadline: float | None) -> tuple[Tensors, int]:
         """Run one request; returns its outputs and the nanoseconds it queued."""
         if self._closed:
             raise Unavailable("model version is unloading")
-        if len(self._queue) >= self._batching.max_queue_size:
+        if self._waiting >= self._batching.max_queue_size:
             raise ResourceExhausted(
-                f"queue is full: {len(self._queue)} requests waiting, "
+                f"queue is full: {self._waiting} requests waiting, "
                 f"max_queue_size is {self._batching.max_queue_size}"
             )
         loop = asyncio.get_running_loop()
@@ -125,9 +123,19 @@ class Scheduler:
         job = Job(
             inputs, rows, key, deadline, loop.create_future(), count, span=self._tracing.current()
         )
-        self._queue.append(job)
+        if len(self._order) > 2 * self._batching.max_queue_size:
+            self._compact()
+        self._order.append(job)
+        if rows is not None:
+            self._groups.setdefault(key, deque()).append(job)
+            self._rows[key] = self._rows.get(key, 0) + rows
+        self._waiting += 1
         self._wakeup.set()
-        outputs = await job.future  # a cancelled caller cancels the future: it is dropped
+        try:
+            outputs = await job.future
+        except asyncio.CancelledError:
+            self._unqueue(job)  # a cancelled caller cancels the future: it is dropped
+            raise
         assert job.started_ns is not None
         return outputs, job.started_ns - job.enqueued_ns
 
@@ -136,59 +144,133 @@ class Scheduler:
         self._closed = True
         self._wakeup.set()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        for thread in self._threads:
+        threads = [t for t in self._threads if t is not None]
+        for thread in threads:
             thread.stop()
-        for thread in self._threads:
+        for thread in threads:
             await asyncio.to_thread(thread.join)
 
-    async def _work(self, thread: InstanceThread) -> None:
+    def _compact(self) -> None:
+        """Forget the jobs left behind in the deques once they are most of them, so
+        requests cancelled while the workers are busy cannot pile up (amortised O(1))."""
+        self._order = deque(job for job in self._order if job.queued)
+        for key, group in list(self._groups.items()):
+            live = deque(job for job in group if job.queued)
+            if live:
+                self._groups[key] = live
+            else:
+                del self._groups[key]
+
+    def _unqueue(self, job: Job) -> None:
+        """Take a job out of the counts; the deques drop it when it reaches their front."""
+        if not job.queued:
+            return
+        job.queued = False
+        self._waiting -= 1
+        if job.rows is not None:
+            left = self._rows[job.key] - job.rows
+            if left:
+                self._rows[job.key] = left
+            else:
+                del self._rows[job.key]
+
+    async def _supervise(self, index: int) -> None:
+        """Run instance `index`'s worker, and a new one (on a new thread) when it crashes."""
+        runner = self._runners[index]
         while True:
-            jobs = await self._next_batch()
+            thread = InstanceThread(
+                runner, self._batching.max_batch_size, index, self._batching.max_buffer_bytes
+            )
+            self._threads[index] = thread
+            held: list[Job] = []  # taken from the queue and not answered yet
+            try:
+                await self._work(thread, held)
+                return
+            except Exception:
+                _log.exception(
+                    "instance %d crashed; failing the %d requests it held and restarting it",
+                    index,
+                    sum(not job.future.done() for job in held),
+                )
+                self._fail(held, lambda: Internal(CRASHED))
+            except BaseException:  # cancelled with the event loop, or interrupted
+                self._fail(held, lambda: Unavailable("model version is unloading"))
+                raise
+            finally:
+                thread.stop()
+            if not held:
+                await asyncio.sleep(_IDLE_CRASH_BACKOFF_S)
+
+    @staticmethod
+    def _fail(jobs: list[Job], error: Callable[[], Exception]) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error())
+
+    async def _work(self, thread: InstanceThread, held: list[Job]) -> None:
+        while True:
+            held.clear()
+            jobs = await self._next_batch(held)
             if not jobs:
                 return
             await self._execute(thread, jobs)
 
-    def _drop_dead(self) -> None:
+    def _pop_head(self) -> Job | None:
+        """The oldest live job, taken out of the queue; dead ones met on the way are
+        failed (expired) or forgotten (cancelled)."""
         now = asyncio.get_running_loop().time()
-        if not any(job.dead(now) for job in self._queue):
-            return
-        live: deque[Job] = deque()
-        for job in self._queue:
-            if not job.dead(now):
-                live.append(job)
-            elif not job.future.done():
-                job.future.set_exception(
-                    DeadlineExceeded("deadline passed while the request was queued")
-                )
-        self._queue = live
+        order = self._order
+        while order:
+            job = order.popleft()
+            if not job.queued:
+                continue
+            self._unqueue(job)
+            if job.rows is not None:
+                self._trim(job.key)  # the oldest of its group: at the front, or behind dropped ones
+            if job.dead(now):
+                _expired(job)
+                continue
+            return job
+        return None
 
-    async def _next_batch(self) -> list[Job]:
+    def _trim(self, key: tuple[object, ...]) -> None:
+        """Drop taken and dropped jobs from the front of a group; forget empty groups."""
+        group = self._groups.get(key)
+        if group is None:
+            return
+        while group and not group[0].queued:
+            group.popleft()
+        if not group:
+            del self._groups[key]
+
+    async def _next_batch(self, held: list[Job]) -> list[Job]:
+        loop = asyncio.get_running_loop()
         while True:
-            self._drop_dead()
-            if self._queue:
-                break
-            if self._closed:
-                return []
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        head = self._queue.popleft()
-        if head.rows is None:
-            return [head]
-        if self._batching.max_queue_delay_us:
-            await self._wait_for_rows(head)
-            if head.dead(asyncio.get_running_loop().time()):
-                if not head.future.done():
-                    head.future.set_exception(
-                        DeadlineExceeded("deadline passed while the request was queued")
-                    )
-                return await self._next_batch()
-        return [head, *self._take_matching(head)]
+            head = self._pop_head()
+            if head is None:
+                if self._closed:
+                    return []
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            held.append(head)
+            if head.rows is None:
+                return [head]
+            if self._batching.max_queue_delay_us:
+                await self._wait_for_rows(head)
+                if head.dead(loop.time()):
+                    _expired(head)
+                    held.clear()
+                    continue
+            taken = self._take_matching(head)
+            held.extend(taken)
+            return [head, *taken]
 
     async def _wait_for_rows(self, head: Job) -> None:
         assert head.rows is not None
         loop = asyncio.get_running_loop()
         until = loop.time() + self._batching.max_queue_delay_us / 1e6
-        while head.rows + self._matching_rows(head) < self._batching.max_batch_size:
+        while head.rows + self._rows.get(head.key, 0) < self._batching.max_batch_size:
             remaining = until - loop.time()
             if remaining <= 0 or self._closed:
                 return
@@ -198,27 +280,45 @@ class Scheduler:
             except TimeoutError:
                 return
 
-    def _matching_rows(self, head: Job) -> int:
-        return sum(j.rows or 0 for j in self._queue if j.key == head.key and j.rows is not None)
-
     def _take_matching(self, head: Job) -> list[Job]:
+        """Queued jobs of the head's shape, in order, while they fit in the batch.
+
+        Stops at the first that does not fit, so a batch looks at no job it neither
+        takes nor drops (requests of one shape also run in the order they came)."""
         assert head.rows is not None
+        group = self._groups.get(head.key)
+        if not group:
+            return []
         limit = self._batching.max_batch_size
         now = asyncio.get_running_loop().time()
         taken: list[Job] = []
         rows = head.rows
-        for job in self._queue:
-            if job.key != head.key or job.rows is None or job.dead(now):
+        while group and rows < limit:
+            job = group[0]
+            if not job.queued:
+                group.popleft()
+                continue
+            assert job.rows is not None
+            if job.dead(now):
+                group.popleft()
+                self._unqueue(job)
+                _expired(job)
                 continue
             if rows + job.rows > limit:
-                continue  # a smaller request further back may still fit
+                break
+            group.popleft()
+            self._unqueue(job)
             taken.append(job)
             rows += job.rows
-        taken = self._preferred_prefix(head.rows, taken)
-        if taken:
-            chosen = set(map(id, taken))
-            self._queue = deque(j for j in self._queue if id(j) not in chosen)
-        return taken
+        kept = self._preferred_prefix(head.rows, taken)
+        for job in reversed(taken[len(kept) :]):  # back to the front, in their order
+            job.queued = True
+            self._waiting += 1
+            self._rows[head.key] = self._rows.get(head.key, 0) + (job.rows or 0)
+            group.appendleft(job)
+        if not group:
+            del self._groups[head.key]
+        return kept
 
     def _preferred_prefix(self, head_rows: int, taken: list[Job]) -> list[Job]:
         """Cut the batch at the largest preferred size it can reach exactly, if any."""
@@ -251,10 +351,11 @@ class Scheduler:
             run_started = time.time_ns()
             try:
                 results, timings = await thread.run(jobs)
+            except InstanceCrashed:
+                raise  # the supervisor fails the batch and replaces the instance
             except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                error = exc
+                self._fail(jobs, lambda: error)
                 return
             if tracing.enabled:
                 merged, infer, _ = timings
@@ -266,133 +367,3 @@ class Scheduler:
         for job, result in zip(jobs, results, strict=True):
             if not job.future.done():
                 job.future.set_result(result)
-
-
-class InstanceThread:
-    """The thread of one instance: takes one batch at a time from a queue, runs it,
-    and hands the result back to the event loop with a single call_soon_threadsafe.
-
-    Leaner than run_in_executor (no concurrent.futures.Future and chaining), which
-    matters for small models, where the hand-over costs as much as the model."""
-
-    def __init__(self, runner: Runner, max_rows: int, index: int) -> None:
-        self.runner = runner
-        self.buffers = BatchBuffers(max_rows, runner)
-        self._inbox: queue.SimpleQueue[tuple[list[Job], asyncio.Future[Result]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread = threading.Thread(target=self._main, name=f"ort-{index}", daemon=True)
-        self._thread.start()
-
-    def run(self, jobs: list[Job]) -> asyncio.Future[Result]:
-        """Queue a batch; the future completes on the event loop with its result."""
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._inbox.put((jobs, future))
-        return future
-
-    def stop(self) -> None:
-        """Let the thread finish once the batches before this call are done."""
-        self._inbox.put(None)
-
-    def join(self) -> None:
-        """Wait for the thread to end (blocking)."""
-        self._thread.join()
-
-    def _main(self) -> None:
-        while (item := self._inbox.get()) is not None:
-            jobs, future = item
-            loop = future.get_loop()
-            try:
-                result = _run_batch(self.runner, self.buffers, jobs)
-            except Exception as exc:  # noqa: BLE001 - delivered to the batch's callers
-                loop.call_soon_threadsafe(_fail, future, exc)
-            else:
-                loop.call_soon_threadsafe(_succeed, future, result)
-
-
-Result = tuple[list[Tensors], tuple[int, int, int]]
-
-
-def _succeed(future: asyncio.Future[Result], result: Result) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-def _fail(future: asyncio.Future[Result], exc: Exception) -> None:
-    if not future.done():
-        future.set_exception(exc)
-
-
-def _run_batch(
-    runner: Runner, buffers: BatchBuffers, jobs: list[Job]
-) -> tuple[list[Tensors], tuple[int, int, int]]:
-    """Merge, run and split on a worker thread; returns the results and the three
-    durations (input, infer, output) in nanoseconds."""
-    t0 = time.monotonic_ns()
-    inputs = jobs[0].inputs if len(jobs) == 1 else buffers.merge(jobs)
-    t1 = time.monotonic_ns()
-    outputs = runner(inputs)
-    t2 = time.monotonic_ns()
-    if len(jobs) == 1:
-        results = [outputs]
-    else:
-        buffers.release(inputs, outputs)
-        results = _split(outputs, jobs)
-    return results, (t1 - t0, t2 - t1, time.monotonic_ns() - t2)
-
-
-class BatchBuffers:
-    """One instance's reusable input buffers, one per (input, row shape, dtype).
-
-    Each holds max_batch_size rows; a batch uses a leading slice, which is
-    contiguous, so ONNX Runtime reads it without another copy. The runner may
-    offer its own allocator (`runner.allocate`, e.g. pinned host memory for CUDA).
-    """
-
-    def __init__(self, max_rows: int, runner: Runner) -> None:
-        self.max_rows = max_rows
-        self._allocate: Allocate = getattr(runner, "allocate", _allocate)
-        self._free: dict[tuple[object, ...], np.ndarray] = {}
-
-    def merge(self, jobs: list[Job]) -> Tensors:
-        """Concatenate the jobs' inputs along the batch dimension: one copy per input."""
-        rows = sum(job.rows or 0 for job in jobs)
-        merged: Tensors = {}
-        for name, first in jobs[0].inputs.items():
-            parts = [job.inputs[name] for job in jobs]
-            if first.dtype.kind == "O" or rows > self.max_rows:
-                merged[name] = np.concatenate(parts, axis=0)
-                continue
-            key = (name, first.shape[1:], first.dtype.str)
-            buffer = self._free.get(key)
-            if buffer is None:
-                buffer = self._free[key] = self._allocate(
-                    (self.max_rows, *first.shape[1:]), first.dtype
-                )
-            merged[name] = np.concatenate(parts, axis=0, out=buffer[:rows])
-        return merged
-
-    def release(self, inputs: Tensors, outputs: Tensors) -> None:
-        """Retire any buffer an output may share memory with (an Identity-like graph)."""
-        for name, array in inputs.items():
-            if any(np.may_share_memory(array, out) for out in outputs.values()):
-                key = (name, array.shape[1:], array.dtype.str)
-                self._free.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._free)
-
-
-def _allocate(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    return np.empty(shape, dtype=dtype)
-
-
-def _split(outputs: Tensors, jobs: list[Job]) -> list[Tensors]:
-    results: list[Tensors] = []
-    start = 0
-    for job in jobs:
-        assert job.rows is not None
-        end = start + job.rows
-        results.append({name: array[start:end] for name, array in outputs.items()})
-        start = end
-    return results

@@ -126,3 +126,84 @@ async def test_statistics_count_rows_even_when_batching_is_off() -> None:
     await scheduler.submit({"x": np.ones((5, 3), np.float32)}, None)
     await scheduler.close()
     assert stats.inference_count == 5 and stats.execution_count == 1
+
+
+async def test_buffers_are_an_lru_under_a_byte_cap() -> None:
+    # Each width's buffer is 8 rows x width floats; the cap holds 3 of width 16.
+    cap = 3 * 8 * 16 * 4
+    buffers = BatchBuffers(8, double, cap)
+    for width in range(1, 400):  # variable sequence lengths: a new row shape each time
+        merged = buffers.merge([job(1, 1.0, width), job(2, 2.0, width)])
+        np.testing.assert_array_equal(merged["x"][2], np.full(width, 2.0, np.float32))
+        assert buffers.nbytes <= cap, f"{buffers.nbytes} bytes kept after width {width}"
+    assert len(buffers) <= 3
+
+    allocated: list[int] = []
+
+    class Recording:
+        def __call__(self, inputs: Tensors) -> Tensors:
+            return double(inputs)
+
+        def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+            allocated.append(shape[1])
+            return np.empty(shape, dtype)
+
+    def use(width: int) -> None:
+        small.merge([job(1, 1.0, width), job(1, 1.0, width)])
+
+    small = BatchBuffers(8, Recording(), 8 * 4 * (16 + 8 + 12))  # room for these three
+    for width in (16, 8, 12, 16):
+        use(width)
+    assert allocated == [16, 8, 12]  # the second 16 reused its buffer
+    use(4)  # no room: 8, the least recently used, goes
+    use(16)
+    use(12)
+    assert allocated == [16, 8, 12, 4]
+    use(8)
+    assert allocated == [16, 8, 12, 4, 8]
+
+
+async def test_a_buffer_larger_than_the_cap_is_never_kept() -> None:
+    buffers = BatchBuffers(8, double, 8 * 3 * 4 - 1)
+    merged = buffers.merge([job(2, 1.0), job(3, 2.0)])
+    np.testing.assert_array_equal(merged["x"][4], [2.0] * 3)
+    assert len(buffers) == 0 and buffers.nbytes == 0
+    off = BatchBuffers(8, double, 0)  # 0: no reuse at all
+    off.merge([job(1, 1.0), job(1, 1.0)])
+    assert len(off) == 0
+
+
+async def test_retired_buffers_leave_the_byte_count() -> None:
+    buffers = BatchBuffers(8, double)
+    merged = buffers.merge([job(1, 1.0), job(1, 2.0)])
+    assert buffers.nbytes == 8 * 3 * 4
+    buffers.release(merged, {"y": merged["x"]})
+    assert buffers.nbytes == 0
+
+
+async def test_the_model_config_caps_the_scheduler_buffers() -> None:
+    gate = threading.Event()
+
+    def runner(inputs: Tensors) -> Tensors:
+        gate.wait(10)
+        return double(inputs)
+
+    cap = 4 * 8 * 4 * 2  # two buffers of 4 rows x 8 floats
+    batching = DynamicBatching(max_batch_size=4, max_buffer_bytes=cap)
+    scheduler = Scheduler([runner], batching=batching, batchable=True, stats=ModelStats())
+    first = asyncio.ensure_future(scheduler.submit({"x": np.ones((1, 3), np.float32)}, None))
+    await asyncio.sleep(0.02)  # running, held in the gate: the rest queue and merge
+    calls = [
+        asyncio.ensure_future(scheduler.submit({"x": np.full((1, w), w, np.float32)}, None))
+        for w in range(1, 9)
+        for _ in range(2)
+    ]
+    await asyncio.sleep(0.02)
+    gate.set()
+    await first
+    for (outputs, _), w in zip(
+        await asyncio.gather(*calls), np.repeat(range(1, 9), 2), strict=True
+    ):
+        np.testing.assert_array_equal(outputs["y"], np.full((1, w), 2 * w, np.float32))
+    assert 0 < scheduler.buffer_bytes <= cap
+    await scheduler.close()
