@@ -141,6 +141,9 @@ class ModelManager:
         entry = versions.get(version)
         if entry is not None and entry.model is None:
             del versions[version]
+            if not versions:
+                del self._models[name]
+                self._aliases.pop(name, None)
 
     async def unload_version(self, name: str, version: int, *, forget: bool = False) -> None:
         """Stop new requests to a version, let in-flight ones finish, release it.
