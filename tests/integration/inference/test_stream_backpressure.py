@@ -1,15 +1,17 @@
 """A stream whose client stops reading holds a bounded number of answers in the server.
 
-The server runs as its own process, so its RSS is its own. The model turns one float
-per row into 256 KiB of output, so answers dominate memory: before the fix, the
-window freed a slot as soon as an answer was queued, so the server read, ran and
-queued every request the client sent, and its RSS grew by about 256 KiB a request.
+The services run as their own processes, so each RSS is its own. The model turns one
+float per row into 256 KiB of output, so answers dominate memory: before the fix,
+the window freed a slot as soon as an answer was queued, so the front door (the
+inference service itself, or the gateway before it) read, ran and queued every
+request the client sent, and its RSS grew by about 256 KiB a request.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -24,7 +26,7 @@ from tests.servers import ServiceProcess
 
 WIDTH = 65536  # floats per output row: 256 KiB an answer
 SENT = 600  # requests the client sends without reading: ~150 MiB of answers
-WINDOW = 64  # the inference servicer's STREAM_WINDOW
+WINDOW = 64  # the inference servicer's STREAM_WINDOW, and the gateway's default
 MIB = 1 << 20
 
 
@@ -44,13 +46,28 @@ def fan_out_model(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServiceProcess]:
+@dataclass
+class Front:
+    """The process the client streams to, and the inference service that runs the model."""
+
+    door: ServiceProcess
+    inference: ServiceProcess
+
+
+@pytest.fixture(params=["inference", "gateway"])
+def front(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Front]:
     root = tmp_path / "repository"
     fan_out_model(root / "fan_out" / "1" / "model.onnx")
-    process = ServiceProcess("inference", ["--model-repository", str(root)], tmp_path)
-    yield process
-    process.stop()
+    inference = ServiceProcess("inference", ["--model-repository", str(root)], tmp_path)
+    processes = [inference]
+    try:
+        if request.param == "gateway":
+            args = ["--backends", inference.address, "--no-auth"]
+            processes.append(ServiceProcess("gateway", args, tmp_path))
+        yield Front(processes[-1], inference)
+    finally:
+        for process in reversed(processes):
+            process.stop()
 
 
 def rss(pid: int) -> int:
@@ -85,22 +102,29 @@ async def read_all(call: grpc.aio.StreamStreamCall, count: int) -> set[str]:
 
 
 @pytest.fixture
-async def channels(server: ServiceProcess) -> AsyncIterator[tuple[grpc.aio.Channel, ...]]:
+async def channels(front: Front) -> AsyncIterator[tuple[grpc.aio.Channel, ...]]:
     options = [("grpc.max_receive_message_length", 64 * MIB)]
-    # Statistics go over a connection of their own, so the stalled stream's
-    # connection-level flow control cannot hold them up.
+    # Statistics come from the inference service over a connection of their own, so
+    # the stalled stream's connection-level flow control cannot hold them up.
     own = [*options, ("grpc.use_local_subchannel_pool", 1)]
     async with (
-        grpc.aio.insecure_channel(server.address, options) as streaming,
-        grpc.aio.insecure_channel(server.address, own) as control,
+        grpc.aio.insecure_channel(front.door.address, options) as streaming,
+        grpc.aio.insecure_channel(front.inference.address, own) as control,
     ):
         yield streaming, control
 
 
 async def test_a_client_that_stops_reading_holds_a_window_of_answers(
-    server: ServiceProcess, channels: tuple[grpc.aio.Channel, grpc.aio.Channel]
+    front: Front, channels: tuple[grpc.aio.Channel, grpc.aio.Channel]
 ) -> None:
+    server = front.door
     stub, stats = (pb_grpc.GRPCInferenceServiceStub(c) for c in channels)
+
+    loop = asyncio.get_running_loop()
+    ready_by = loop.time() + 30
+    while not (await stub.ServerReady(pb.ServerReadyRequest())).ready:  # the gateway's backends
+        assert loop.time() < ready_by, f"{server.service} did not become ready"
+        await asyncio.sleep(0.05)
 
     # Warm up: a stream of two windows, read in full, so the allocator's arenas and
     # the connection's buffers are in the baseline.
@@ -120,7 +144,6 @@ async def test_a_client_that_stops_reading_holds_a_window_of_answers(
 
     sender = asyncio.ensure_future(send())
     # Watch the server until it stops running requests (or has run all of them).
-    loop = asyncio.get_running_loop()
     deadline, peak, runs = loop.time() + 60, 0, -1
     still_since = loop.time()
     while loop.time() < deadline:
@@ -133,7 +156,7 @@ async def test_a_client_that_stops_reading_holds_a_window_of_answers(
         await asyncio.sleep(0.05)  # a sampling period, not synchronisation
     growth = peak - before_rss
     print(
-        f"client sent {SENT} requests without reading: server ran {runs}, "
+        f"{server.service}: client sent {SENT} requests without reading: {runs} ran, "
         f"RSS grew {growth / MIB:.1f} MiB ({SENT * WIDTH * 4 / MIB:.0f} MiB of answers sent)"
     )
     assert runs < SENT, "the server ran every request although nobody read the answers"
