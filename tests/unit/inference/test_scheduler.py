@@ -225,3 +225,19 @@ async def test_cancelled_requests_free_their_queue_places_at_once() -> None:
     await asyncio.gather(running, *kept)
     await scheduler.close()
     assert runner.batches == [1, 2]
+
+
+async def test_a_batch_cut_at_a_preferred_size_leaves_the_rest_queued_in_order() -> None:
+    runner = GatedRunner()
+    scheduler = make(runner, max_batch_size=8, preferred_batch_sizes=(4,))
+    blocker = asyncio.ensure_future(scheduler.submit(x(1, 0.0), None))
+    await asyncio.sleep(0.05)
+    calls = [asyncio.ensure_future(scheduler.submit(x(1, float(i)), None)) for i in range(6)]
+    await asyncio.sleep(0.01)
+    assert scheduler.depth == 6
+    runner.gate.set()
+    results = await asyncio.gather(blocker, *calls)
+    await scheduler.close()
+    assert runner.batches == [1, 4, 2] and scheduler.depth == 0
+    for i, (outputs, _) in enumerate(results[1:]):
+        np.testing.assert_array_equal(outputs["y"], x(1, 2.0 * i)["x"])
