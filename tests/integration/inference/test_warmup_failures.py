@@ -21,6 +21,7 @@ from inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from services.inference.main import InferenceServer
 from services.inference.settings import InferenceSettings
 from tests.integration.inference.warmup_models import export_rows_of_three
+from tests.servers import ServiceProcess
 
 StartServer = Callable[[Path], Awaitable[grpc.aio.Channel]]
 
@@ -167,3 +168,18 @@ async def test_warmup_inputs_are_checked_against_the_signature(
     assert "unknown input 'image', expected inputs ['x']" in rows[("rows", "1")][1]
     assert rows[("pair", "1")][0] == "UNAVAILABLE"
     assert "warm-up sample 'flat': input 'a': shape [4], expected [-1, 4]" in rows[("pair", "1")][1]
+
+
+def test_the_maas_inference_process_keeps_serving(repository: Path, tmp_path: Path) -> None:
+    """The command from the bug report: it used to exit with a traceback."""
+    server = ServiceProcess("inference", ["--model-repository", str(repository)], tmp_path)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            reply = stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=10)
+            states = {m.name: m.state for m in reply.models}
+            assert states == {"pair": "READY", "rows": "UNAVAILABLE"}
+            assert stub.ModelReady(pb.ModelReadyRequest(name="pair"), timeout=10).ready
+        assert server.process is not None and server.process.poll() is None
+    finally:
+        server.stop()
