@@ -145,7 +145,7 @@ async def registry_down(system: System, load: Load, profile: Profile) -> Injecte
 async def alias_flip(system: System, load: Load, profile: Profile) -> Injected:
     """Register the next version and move `production` to it at once, under load."""
     start = time.monotonic()
-    version = await system.register(_next_version(load))
+    version = await system.register()
     await system.set_alias("production", version)
     flipped = time.monotonic()
     converged = None
@@ -161,11 +161,6 @@ async def alias_flip(system: System, load: Load, profile: Profile) -> Injected:
         else f"production -> v{version}; not all answers from it in {profile.flip_timeout_s:.0f}s"
     )
     return Injected(start, await _settle(profile), note)
-
-
-def _next_version(load: Load) -> int:
-    seen = [int(r.version) for r in load.records[-200:] if r.version.isdigit()]
-    return max(seen, default=1) + 1
 
 
 async def rolling_restart(system: System, load: Load, profile: Profile) -> Injected:

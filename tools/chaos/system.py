@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.errors import NotFound
 from services.common.lifeline import LIFELINE_ENV
 from services.registry.client import RegistryClient
 from services.registry.transfer import plan_upload
@@ -178,7 +179,7 @@ class System:
             self.logs,
         )
         await self.registry.wait_serving()
-        await self.register(1, alias="production")
+        await self.register(alias="production")
         hosts: list[NetnsHost | None] = [None] * self._replica_count
         if self.netns_host is not None:
             hosts.append(self.netns_host)
@@ -208,13 +209,20 @@ class System:
         )
         await self.gateway.wait_serving()
 
-    async def register(self, version: int, alias: str = "") -> int:
-        """Upload version `version` of the model; the version number the registry gave it."""
+    async def register(self, alias: str = "") -> int:
+        """Upload the next version of the model (it adds its own number); that number."""
         assert self.registry is not None
-        path = write_model(self.folder / "models", version)
         async with RegistryClient(self.registry.address) as client:
+            try:
+                known = (await client.list_versions(MODEL)).items
+            except NotFound:
+                known = []
+            version = max((v.version for v in known), default=0) + 1
+            path = write_model(self.folder / "models", version)
             created = await client.upload_files(MODEL, plan_upload(path), alias=alias)
-        return created.version
+        if created.version != version:
+            raise RuntimeError(f"registered {MODEL} v{created.version}, expected v{version}")
+        return version
 
     async def set_alias(self, alias: str, version: int) -> None:
         assert self.registry is not None
