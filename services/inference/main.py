@@ -24,7 +24,8 @@ from services.common.telemetry import Telemetry
 from services.inference.app import InferenceApp
 from services.inference.manager import ModelManager
 from services.inference.metrics import InferenceMetrics
-from services.inference.registry_source import RegistrySource, Selection
+from services.inference.registry_plan import Selection
+from services.inference.registry_source import RegistrySource
 from services.inference.repository import DirectorySource
 from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings

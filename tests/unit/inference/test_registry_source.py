@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.inference.config import parse_config
-from services.inference.registry_source import (
+from services.inference.registry_plan import (
     Selection,
     config_from_labels,
     desired_state,
