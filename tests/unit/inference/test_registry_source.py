@@ -7,6 +7,7 @@ from services.inference.registry_plan import (
     Selection,
     config_from_labels,
     desired_state,
+    version_config,
 )
 from services.registry.domain import (
     FileInfo,
@@ -56,3 +57,16 @@ def test_config_from_labels_overrides_nested_keys() -> None:
 
     config = parse_config(yaml.safe_dump(overrides), source="labels")
     assert config.dynamic_batching.max_batch_size == 16 and config.instances == 2
+
+
+def test_warmup_comes_from_the_config_file_or_a_label() -> None:
+    v = Version(
+        "m",
+        1,
+        (FileInfo("model.onnx", "ab" * 32, 1),),
+        Signature(),
+        config="warmup: [{inputs: {x: {shape: [3]}}}]",
+    )
+    config = version_config(v, {})
+    assert config.warmup is not None and config.warmup[0].inputs["x"].shape == (3,)
+    assert version_config(v, {"maas.config.warmup": "[]"}).warmup == ()
