@@ -299,7 +299,11 @@ class RegistrySource:
         for name, entry in state.items():
             async with self.manager.lock(name):
                 for number, file in entry["versions"].items():
-                    config = ModelConfig.model_validate(entry["config"][number])
+                    try:
+                        config = ModelConfig.model_validate(entry["config"][number])
+                    except (KeyError, ValueError) as exc:  # a file from another release
+                        _log.warning("%s: cannot use %s v%s: %s", STATE_FILE, name, number, exc)
+                        continue
                     if await asyncio.to_thread(Path(file).is_file):
                         await self.manager.load_version(name, int(number), Path(file), config)
                 self.manager.set_aliases(
