@@ -42,6 +42,17 @@ def rewrap_handler(
     return handler
 
 
+async def _responses(behavior: Behavior, request: Any, context: Any) -> AsyncIterator[Any]:
+    """A streaming behavior's responses: an async generator's items, or nothing from one
+    that writes with context.write and returns (grpc_health's Watch does)."""
+    result = behavior(request, context)
+    if not hasattr(result, "__aiter__"):
+        await result
+        return
+    async for response in result:
+        yield response
+
+
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     if context.cancelled() or context.done():
         # The caller or the server went away first; there is no one to tell.
@@ -78,7 +89,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         def stream(behavior: Behavior) -> Behavior:
             async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 try:
-                    async for response in behavior(request, context):
+                    async for response in _responses(behavior, request, context):
                         yield response
                 except _PASS_THROUGH:
                     raise
@@ -128,7 +139,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 started, failed = time.perf_counter(), True
                 try:
-                    async for response in behavior(request, context):
+                    async for response in _responses(behavior, request, context):
                         yield response
                     failed = False
                 finally:

@@ -33,6 +33,44 @@ class BackendState:
     ejected_until: float = 0.0
     # Requests answered, for tests and metrics.
     served: int = 0
+    # What the backend has, from its RepositoryIndex and per-model health: the READY
+    # versions of each model, and every model it knows in any state. None: it does not
+    # say (no RepositoryIndex), so it is asked about any model.
+    ready: dict[str, frozenset[int]] | None = None
+    known: frozenset[str] | None = None
+    # When the catalog was last read, and whether a new read is wanted.
+    catalog_at: float = float("-inf")
+    catalog_wanted: bool = False
+
+    def serves(self, model: str, version: int | None) -> bool:
+        """Whether this backend has `model` (that version, or any) READY, as far as known."""
+        if self.ready is None or not model:
+            return True
+        versions = self.ready.get(model)
+        if not versions:
+            return False
+        return version is None or version in versions
+
+    def catalog(self, rows: Sequence[tuple[str, str, str]], now: float) -> None:
+        """Replace what is known from RepositoryIndex rows (name, version, state)."""
+        ready: dict[str, set[int]] = {}
+        for name, version, state in rows:
+            if state == "READY" and version.isdigit():
+                ready.setdefault(name, set()).add(int(version))
+        self.ready = {name: frozenset(versions) for name, versions in ready.items()}
+        self.known = frozenset(name for name, _, _ in rows)
+        self.catalog_at, self.catalog_wanted = now, False
+
+    def unready(self, model: str, version: int | None) -> None:
+        """The backend said (by health or by an answer) that a model, or one version, is
+        not ready; its next catalog read may say otherwise."""
+        if self.ready is None or model not in self.ready:
+            return
+        if version is None:
+            del self.ready[model]
+        else:
+            self.ready[model] = self.ready[model] - {version}
+        self.catalog_wanted = True
 
     def eject(self, now: float, base: float, cap: float) -> float:
         """Take the backend out of rotation; the backoff doubles per consecutive ejection."""
@@ -85,10 +123,16 @@ DEFAULT_PICKER = next(iter(PICKERS))
 
 
 def choose(
-    backends: Sequence[BackendState], exclude: set[str], pick: Picker, rng: Rng
+    backends: Sequence[BackendState],
+    exclude: set[str],
+    pick: Picker,
+    rng: Rng,
+    model: str = "",
+    version: int | None = None,
 ) -> BackendState | None:
-    """A healthy backend not in `exclude` (or any healthy one if all were excluded)."""
-    healthy = [b for b in backends if b.health is Health.HEALTHY]
+    """A healthy backend with the model (version) ready, not in `exclude` (or any such
+    one if all were excluded)."""
+    healthy = [b for b in backends if b.health is Health.HEALTHY and b.serves(model, version)]
     fresh = [b for b in healthy if b.address not in exclude]
     pool = fresh or healthy
     return pick(pool, rng) if pool else None

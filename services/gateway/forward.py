@@ -1,8 +1,11 @@
 """Forwarding one call: pick a backend, retry UNAVAILABLE elsewhere, keep the deadline.
 
-Errors a backend returns pass through with their code and message. Connection
-failures are the exception: their text names backend addresses, so the caller
-gets a fixed UNAVAILABLE message instead.
+A call about a model goes only to backends that have that model (version) ready.
+A backend that answers UNAVAILABLE about it, or NOT_FOUND for a version number,
+has it marked not ready and the call is tried on another. Errors a backend
+returns pass through with their code and message. Connection failures are the
+exception: their text names backend addresses, so the caller gets a fixed
+UNAVAILABLE message instead.
 """
 
 from __future__ import annotations
@@ -12,17 +15,15 @@ import logging
 from collections.abc import Sequence
 
 import grpc
-from inference import grpc_predict_v2_pb2 as pb
 
 from services.common import errors
 from services.common.errors import error_from_rpc
 from services.common.telemetry import Tracing
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.pool import Backend, BackendPool
+from services.gateway.pool import SERVICE_NAME, Backend, BackendPool
 
 _log = logging.getLogger(__name__)
 NO_BACKEND = "no inference backend is available"
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 # Caller metadata worth passing on; credentials and routing headers stay here. Trace
 # context is passed on as it came only while the gateway does not trace itself (when it
 # does, its client interceptor sends its own span's context).
@@ -64,17 +65,20 @@ class Forwarder:
         request: bytes,
         deadline: float,
         metadata: tuple[tuple[str, str], ...] = (),
+        model: str = "",
+        version: int | None = None,
     ) -> bytes:
-        """Forward one call of a v2 `method`; `deadline` is event-loop time."""
+        """Forward one call of a v2 `method` about `model` (`version`, or any; "": none) to
+        a backend that has it ready; `deadline` is event-loop time."""
         target = path(method)
         loop = asyncio.get_running_loop()
         tried: set[str] = set()
-        error: errors.ServiceError = errors.Unavailable(NO_BACKEND)
+        error: errors.ServiceError = self._nobody(model, version)
         for attempt in range(self.max_attempts):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise errors.DeadlineExceeded("deadline exceeded before a backend answered")
-            backend = self.pool.pick(tried)
+            backend = self.pool.pick(tried, model, version)
             if backend is None:
                 break
             tried.add(backend.address)
@@ -86,17 +90,38 @@ class Forwarder:
                 ):
                     data = await self._call(backend, target, request, remaining, metadata)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                code = exc.code()
+                stale = code is grpc.StatusCode.NOT_FOUND and version is not None
+                if code is not grpc.StatusCode.UNAVAILABLE and not stale:
                     raise error_from_rpc(exc) from None
-                connection_failed = self.pool.failed(backend)
+                connection_failed = self.pool.failed(backend, model, version)
                 _log.info(
-                    "backend unavailable, trying another",
+                    "backend could not answer, trying another",
                     extra={"backend": backend.address, "connection": connection_failed},
                 )
                 error = errors.Unavailable(NO_BACKEND) if connection_failed else error_from_rpc(exc)
                 continue
             return data
         raise error
+
+    def _nobody(self, model: str, version: int | None) -> errors.ServiceError:
+        """The error when no backend can take a call."""
+        if not model or not self.pool.healthy():
+            return errors.Unavailable(NO_BACKEND)
+        what = f"model '{model}'" + (f" version {version}" if version is not None else "")
+        return errors.Unavailable(f"no inference backend has {what} ready")
+
+    def ready_versions(self, model: str) -> frozenset[int] | None:
+        """The versions of `model` some healthy backend has READY (None: unknown)."""
+        return self.pool.ready_versions(model)
+
+    def knows(self, model: str) -> bool | None:
+        """Whether a healthy backend knows `model` (None: unknown)."""
+        return self.pool.knows(model)
+
+    def want_catalogs(self) -> None:
+        """What backends have may have changed: read it again soon."""
+        self.pool.want_catalogs()
 
     @staticmethod
     async def _call(

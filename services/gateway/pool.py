@@ -2,8 +2,15 @@
 
 Discovery (static, DNS or EndpointSlices) hands the pool the current set of
 addresses. A new backend, or one whose ejection ran out, takes traffic only once
-a grpc.health.v1 Check says SERVING. The balancing itself is per request
-(services.gateway.balancer), over one long-lived HTTP/2 channel per backend.
+a grpc.health.v1 Check of the v2 service says SERVING. The balancing itself is per
+request (services.gateway.balancer), over one long-lived HTTP/2 channel per backend.
+
+Readiness is per (backend, model, version): each backend's RepositoryIndex says
+which versions it has READY (read when it joins and whenever an answer or a
+request says the copy is stale, at most once per `catalog_interval_seconds`), and
+a health Watch per model it knows says when a model stops or starts serving. A
+model that is not ready on a backend costs that backend nothing else: it stays
+in rotation for the models it does serve.
 """
 
 from __future__ import annotations
@@ -18,12 +25,15 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from inference import grpc_predict_v2_pb2 as pb
+from inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.gateway.balancer import DEFAULT_PICKER, PICKERS, BackendState, Health, choose
 from services.gateway.metrics import GatewayMetrics
 
 _log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,8 @@ class PoolOptions:
     eject_max_seconds: float = 30.0
     probe_timeout_seconds: float = 1.0
     probe_interval_seconds: float = 0.2
+    # The least time between two reads of one backend's RepositoryIndex.
+    catalog_interval_seconds: float = 0.25
     # Client interceptors for backend channels (trace context), if any.
     interceptors: tuple[grpc.aio.ClientInterceptor, ...] = ()
 
@@ -47,6 +59,8 @@ class Backend:
     state: BackendState
     channel: grpc.aio.Channel
     _methods: dict[str, grpc.aio.UnaryUnaryMultiCallable] = field(default_factory=dict)
+    # One health Watch per model the backend knows.
+    watches: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -106,6 +120,7 @@ class BackendPool:
         for address in self.backends.keys() - wanted:
             backend = self.backends.pop(address)
             _log.info("backend removed", extra={"backend": address})
+            self._stop_watching(backend)
             task = asyncio.ensure_future(self._close_when_idle(backend))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
@@ -119,11 +134,41 @@ class BackendPool:
             await asyncio.sleep(0.1)
         await backend.channel.close()
 
-    def pick(self, exclude: set[str]) -> Backend | None:
-        """A backend for one request, chosen by the configured balancer."""
+    def pick(
+        self, exclude: set[str], model: str = "", version: int | None = None
+    ) -> Backend | None:
+        """A backend for one request with the model (version) ready, chosen by the
+        configured balancer."""
         states = [b.state for b in self.backends.values()]
-        state = choose(states, exclude, self._pick, self.rng)
+        state = choose(states, exclude, self._pick, self.rng, model, version)
         return self.backends[state.address] if state is not None else None
+
+    def _healthy_states(self) -> list[BackendState]:
+        return [b.state for b in self.backends.values() if b.state.health is Health.HEALTHY]
+
+    def ready_versions(self, model: str) -> frozenset[int] | None:
+        """The versions of `model` READY on some healthy backend; None when a healthy
+        backend does not say what it has."""
+        found: set[int] = set()
+        for state in self._healthy_states():
+            if state.ready is None:
+                return None
+            found |= state.ready.get(model, frozenset())
+        return frozenset(found)
+
+    def knows(self, model: str) -> bool | None:
+        """Whether a healthy backend knows `model` at all (in any state); None when one
+        does not say."""
+        states = self._healthy_states()
+        if any(s.known is None for s in states):
+            return None
+        return any(model in s.known for s in states if s.known is not None)
+
+    def want_catalogs(self) -> None:
+        """Ask every healthy backend for its RepositoryIndex again (rate-limited)."""
+        for state in self._healthy_states():
+            state.catalog_wanted = True
+        self._wake.set()
 
     def states(self) -> list[BackendState]:
         """Every backend's state."""
@@ -133,22 +178,35 @@ class BackendPool:
         """How many backends take traffic."""
         return sum(b.state.health is Health.HEALTHY for b in self.backends.values())
 
-    def failed(self, backend: Backend) -> bool:
+    def connected(self, backend: Backend) -> bool:
+        """Whether the backend's connection is up (an error then came from the backend)."""
+        return backend.channel.get_state(try_to_connect=False) is grpc.ChannelConnectivity.READY
+
+    def failed(self, backend: Backend, model: str = "", version: int | None = None) -> bool:
         """Record an UNAVAILABLE from a backend; True when its connection itself failed.
 
         A backend whose connection is down is ejected at once. One that is
-        connected but said UNAVAILABLE (a model loading, the server draining) is
-        checked again: its health decides whether it stays in rotation.
+        connected but said UNAVAILABLE about a model (a version loading or failed)
+        has that model (version) marked not ready and stays in rotation for the
+        rest; one that said it about no model (draining) is checked again.
         """
-        state = backend.channel.get_state(try_to_connect=False)
-        if state is grpc.ChannelConnectivity.READY:
-            if backend.state.health is Health.HEALTHY:
-                backend.state.health = Health.PROBING
-                self._wake.set()
-                self._changed()
-            return False
-        self._eject(backend)
-        return True
+        if not self.connected(backend):
+            self._eject(backend)
+            return True
+        if model:
+            self.unready(backend, model, version)
+        elif backend.state.health is Health.HEALTHY:
+            backend.state.health = Health.PROBING
+            self._wake.set()
+            self._changed()
+        return False
+
+    def unready(self, backend: Backend, model: str, version: int | None) -> None:
+        """A backend's answer says a model (version) is not ready there: route around it
+        and re-read its catalog."""
+        backend.state.unready(model, version)
+        backend.state.catalog_wanted = True
+        self._wake.set()
 
     def _eject(self, backend: Backend) -> None:
         if backend.address not in self.backends or backend.state.health is Health.EJECTED:
@@ -163,19 +221,28 @@ class BackendPool:
         self._wake.set()
         self._changed()
 
-    async def probe(self, backend: Backend) -> bool:
-        """One health Check; the backend takes traffic again when it passes."""
+    async def _check(self, backend: Backend) -> bool:
+        """Whether the backend's v2 service (or, if it names none, the server) is SERVING."""
         stub = health_pb2_grpc.HealthStub(backend.channel)
-        try:
-            reply = await stub.Check(
-                health_pb2.HealthCheckRequest(service=""),
-                timeout=self.options.probe_timeout_seconds,
-                wait_for_ready=backend.state.health is Health.PROBING
-                and backend.state.failures == 0,
-            )
-            serving = reply.status == SERVING
-        except grpc.aio.AioRpcError:
-            serving = False
+        wait = backend.state.health is Health.PROBING and backend.state.failures == 0
+        for service in (SERVICE_NAME, ""):
+            try:
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=service),
+                    timeout=self.options.probe_timeout_seconds,
+                    wait_for_ready=wait,
+                )
+                return bool(reply.status == SERVING)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.NOT_FOUND:
+                    return False
+        return False
+
+    async def probe(self, backend: Backend) -> bool:
+        """One health Check, then its catalog; the backend takes traffic again when it passes."""
+        serving = await self._check(backend)
+        if serving:
+            await self.read_catalog(backend)
         if backend.address in self.backends:
             before = backend.state.health
             o = self.options
@@ -188,12 +255,75 @@ class BackendPool:
                 self._changed()
         return serving
 
+    async def read_catalog(self, backend: Backend) -> None:
+        """Read which models and versions the backend has (RepositoryIndex), and watch
+        each model's health. A backend without RepositoryIndex is asked about anything."""
+        stub = pb_grpc.GRPCInferenceServiceStub(backend.channel)
+        state = backend.state
+        state.catalog_at, state.catalog_wanted = self.clock(), False
+        try:
+            reply = await stub.RepositoryIndex(
+                pb.RepositoryIndexRequest(), timeout=self.options.probe_timeout_seconds
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                state.ready = state.known = None
+            else:
+                state.catalog_wanted = True  # try again at the next interval
+            return
+        state.catalog([(m.name, m.version, m.state) for m in reply.models], self.clock())
+        if backend.address in self.backends:
+            self._watch_models(backend)
+        self._changed()
+
+    def _watch_models(self, backend: Backend) -> None:
+        for name in backend.state.known or ():
+            if name not in backend.watches:
+                task = asyncio.ensure_future(self._watch(backend, name))
+                backend.watches[name] = task
+
+    async def _watch(self, backend: Backend, name: str) -> None:
+        """Follow one model's health on one backend until the stream ends."""
+        stub = health_pb2_grpc.HealthStub(backend.channel)
+        try:
+            async for reply in stub.Watch(health_pb2.HealthCheckRequest(service=name)):
+                if reply.status == SERVING:
+                    if not backend.state.serves(name, None):
+                        backend.state.catalog_wanted = True
+                        self._wake.set()
+                elif backend.state.serves(name, None):
+                    _log.info(
+                        "model not serving", extra={"backend": backend.address, "model": name}
+                    )
+                    backend.state.unready(name, None)
+                    self._wake.set()
+        except grpc.aio.AioRpcError:
+            pass  # the connection went; the next catalog read watches again
+        finally:
+            if backend.watches.get(name) is asyncio.current_task():
+                del backend.watches[name]
+
+    def _stop_watching(self, backend: Backend) -> None:
+        for task in backend.watches.values():
+            task.cancel()
+        backend.watches.clear()
+
     async def probe_due(self) -> None:
-        """Check every backend that is new or whose ejection has run out."""
+        """Check every backend that is new or whose ejection has run out, and re-read
+        the catalogs that are wanted and due."""
         now = self.clock()
         due = [b for b in self.backends.values() if b.state.probe_due(now)]
-        if due:
-            await asyncio.gather(*(self.probe(b) for b in due))
+        stale = [
+            b
+            for b in self.backends.values()
+            if b.state.health is Health.HEALTHY
+            and b.state.catalog_wanted
+            and now - b.state.catalog_at >= self.options.catalog_interval_seconds
+        ]
+        if due or stale:
+            await asyncio.gather(
+                *(self.probe(b) for b in due), *(self.read_catalog(b) for b in stale)
+            )
 
     async def _probe_loop(self) -> None:
         while True:
@@ -216,6 +346,7 @@ class BackendPool:
         for task in list(self._closing):
             task.cancel()
         for backend in self.backends.values():
+            self._stop_watching(backend)
             await backend.channel.close()
         self.backends.clear()
 

@@ -40,11 +40,32 @@ MAX_LABELLED_MODELS = 1000
 
 
 class Backends(Protocol):
-    """Sends one serialized request to a backend and returns its serialized reply."""
+    """The inference backends: what they have ready, and sending them one call."""
 
     async def unary(
-        self, method: str, request: bytes, deadline: float, metadata: Passed = ()
-    ) -> bytes: ...
+        self,
+        method: str,
+        request: bytes,
+        deadline: float,
+        metadata: Passed = (),
+        model: str = "",
+        version: int | None = None,
+    ) -> bytes:
+        """A backend's serialized reply to a serialized request about `model` (`version`,
+        or any); only backends that have it ready are asked."""
+        ...
+
+    def ready_versions(self, model: str) -> frozenset[int] | None:
+        """The versions of `model` some backend has READY (None: a backend does not say)."""
+        ...
+
+    def knows(self, model: str) -> bool | None:
+        """Whether some backend has `model` in any state (None: a backend does not say)."""
+        ...
+
+    def want_catalogs(self) -> None:
+        """What the backends have may have changed: learn it again soon."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -90,7 +111,8 @@ class Router:
         """The metric label for a model: its name when the registry or a backend knows it."""
         if self.app.routes is not None:
             return model if model in self.app.routes.models else ""
-        return model if model in self._answered else ""
+        known = self.backends.knows(model)
+        return model if known or (known is None and model in self._answered) else ""
 
     def _answered_for(self, model: str) -> None:
         if model not in self._answered and len(self._answered) < MAX_LABELLED_MODELS:
@@ -134,16 +156,38 @@ class Router:
         return route
 
     async def forward(
-        self, method: str, request: bytes, deadline: float, fallback: str, passed: Passed = ()
+        self,
+        method: str,
+        request: bytes,
+        deadline: float,
+        model: str,
+        version: str,
+        fallback: str = "",
+        passed: Passed = (),
     ) -> bytes:
-        """Forward; a backend that knows no aliases (a model directory) gets the number."""
+        """Forward to a backend with the model (a numbered version) ready; a backend that
+        knows no aliases (a model directory) gets the alias's number, `fallback`."""
+        if model and self.app.routes is None and self.backends.knows(model) is False:
+            # Without a registry the backends' catalogs say which models exist.
+            self.backends.want_catalogs()
+            raise NotFound(f"unknown model '{model}'")
         try:
-            return await self.backends.unary(method, request, deadline, passed)
+            return await self._send(method, request, deadline, passed, model, version)
         except NotFound:
             if not fallback:
                 raise
         request = wire.with_version(request, fallback)
-        return await self.backends.unary(method, request, deadline, passed)
+        return await self._send(method, request, deadline, passed, model, fallback)
+
+    async def _send(
+        self, method: str, request: bytes, deadline: float, passed: Passed, model: str, version: str
+    ) -> bytes:
+        number = int(version) if version.isdigit() else None
+        try:
+            return await self.backends.unary(method, request, deadline, passed, model, number)
+        except Unavailable:
+            self.backends.want_catalogs()
+            raise
 
     async def infer(self, call: Call) -> Answer:
         """Route and forward one inference request, counting it."""
@@ -156,7 +200,13 @@ class Router:
                 request = wire.with_version(request, route.version)
             with self.metrics.inflight.track_inprogress():
                 data = await self.forward(
-                    "ModelInfer", request, call.deadline, route.fallback, call.passed
+                    "ModelInfer",
+                    request,
+                    call.deadline,
+                    route.model,
+                    route.version,
+                    route.fallback,
+                    call.passed,
                 )
             answered = wire.read_head(data).version or route.version
             self._answered_for(route.model)
@@ -179,26 +229,31 @@ class Router:
         about every model or version (statistics), so it is not resolved."""
         head, request = call.head, call.request
         self.app.admit(call.key, head.name)
-        fallback = ""
+        version, fallback = head.version, ""
         if not empty_means_all or (head.name and head.version):
             await self.lookup(head.name)
             version, fallback = self.app.resolve_with_fallback(head.name, head.version)
             if version != head.version:
                 request = wire.with_version(request, version)
-        return await self.forward(method, request, call.deadline, fallback)
+        return await self.forward(
+            method, request, call.deadline, head.name, version, fallback, call.passed
+        )
 
     async def model_ready(self, call: Call) -> bytes | None:
-        """A backend's ModelReady reply, or None when the model or version does not exist."""
+        """A backend's ModelReady reply, or None when the model or version does not exist
+        or no backend has it ready."""
         head, request = call.head, call.request
         self.app.admit(call.key, head.name)
         await self.lookup(head.name)
         try:
             version, fallback = self.app.resolve_with_fallback(head.name, head.version)
-        except NotFound:
+            if version != head.version:
+                request = wire.with_version(request, version)
+            return await self.forward(
+                "ModelReady", request, call.deadline, head.name, version, fallback, call.passed
+            )
+        except (NotFound, Unavailable):
             return None
-        if version != head.version:
-            request = wire.with_version(request, version)
-        return await self.forward("ModelReady", request, call.deadline, fallback)
 
     async def index(self, key: ApiKey | None, request: bytes, deadline: float) -> list[IndexRow]:
         """RepositoryIndex: the registry's rows, or a backend's, limited to the key's models."""

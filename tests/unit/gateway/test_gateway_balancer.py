@@ -70,3 +70,24 @@ def test_a_probe_decides_return_and_a_success_resets_the_backoff() -> None:
     assert state.failures == 0 and state.served == 1
     assert state.eject(10.0, 1.0, 30.0) == 1.0
     assert BackendState("new").probe_due(0.0)  # new backends are checked first
+
+
+def test_choose_takes_only_backends_with_the_model_version_ready() -> None:
+    rng = random.Random(4)
+    a, b, quiet = healthy("a"), healthy("b"), healthy("quiet")
+    a.catalog([("pair", "1", "READY"), ("pair", "2", "LOADING"), ("cnn", "1", "READY")], 1.0)
+    b.catalog([("pair", "1", "READY"), ("pair", "2", "READY")], 1.0)
+    backends = [a, b, quiet]  # `quiet` has no RepositoryIndex: it is asked about anything
+    assert {choose(backends, set(), least_loaded, rng, "pair", 2).address for _ in range(50)} == {  # type: ignore[union-attr]
+        "b",
+        "quiet",
+    }
+    assert choose([a, b], set(), least_loaded, rng, "cnn", None).address == "a"  # type: ignore[union-attr]
+    assert choose([a, b], set(), least_loaded, rng, "nope", None) is None
+    # A model that stops serving on one backend leaves its other models there.
+    a.unready("cnn", None)
+    assert choose([a, b], set(), least_loaded, rng, "cnn", None) is None
+    assert a.serves("pair", 1) and a.catalog_wanted and a.health is Health.HEALTHY
+    b.unready("pair", 2)
+    assert not b.serves("pair", 2) and b.serves("pair", 1)
+    assert a.known == frozenset({"pair", "cnn"})

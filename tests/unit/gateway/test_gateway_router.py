@@ -12,7 +12,7 @@ import pytest
 from inference import grpc_predict_v2_pb2 as pb
 from prometheus_client import CollectorRegistry
 
-from services.common.errors import NotFound, ResourceExhausted
+from services.common.errors import NotFound, ResourceExhausted, Unavailable
 from services.gateway import wire
 from services.gateway.app import GatewayApp
 from services.gateway.auth import ApiKey, KeyTable
@@ -33,17 +33,40 @@ def infer_reply(method: str, head: wire.Head) -> bytes:
 
 @dataclass
 class Backends:
-    """Answers every call with `answer` and records (method, model, version) sent."""
+    """Answers every call with `answer` and records (method, model, version) sent.
+
+    `ready`: what the backends have READY per model (None: they do not say)."""
 
     answer: Answer = infer_reply
+    ready: dict[str, frozenset[int]] | None = None
     sent: list[tuple[str, str, str]] = field(default_factory=list)
+    wanted: int = 0
 
     async def unary(
-        self, method: str, request: bytes, deadline: float, metadata: Passed = ()
+        self,
+        method: str,
+        request: bytes,
+        deadline: float,
+        metadata: Passed = (),
+        model: str = "",
+        version: int | None = None,
     ) -> bytes:
         head = wire.read_head(request)
+        if model and self.ready is not None:
+            versions = self.ready.get(model, frozenset())
+            if not versions or (version is not None and version not in versions):
+                raise Unavailable(f"no inference backend has model '{model}' ready")
         self.sent.append((method, head.name, head.version))
         return self.answer(method, head)
+
+    def ready_versions(self, model: str) -> frozenset[int] | None:
+        return None if self.ready is None else self.ready.get(model, frozenset())
+
+    def knows(self, model: str) -> bool | None:
+        return None if self.ready is None else model in self.ready
+
+    def want_catalogs(self) -> None:
+        self.wanted += 1
 
 
 def table(*, aliases: dict[str, int] | None = None) -> RouteTable:
@@ -141,3 +164,19 @@ async def test_without_a_registry_only_names_a_backend_answered_for_become_label
     assert (
         sample(registry, "maas_gateway_requests_total", model="", version="", code="NOT_FOUND") == 2
     )
+
+
+async def test_without_a_registry_the_backends_catalogs_say_which_models_exist() -> None:
+    backends = Backends(ready={"digits": frozenset({1}), "loading": frozenset()})
+    routing, _, registry = router(backends, None)
+    assert (await routing.infer(call("digits", "1"))).version == "1"
+    with pytest.raises(NotFound, match="unknown model 'nope'"):
+        await routing.infer(call("nope"))
+    with pytest.raises(Unavailable, match="'loading' ready"):
+        await routing.infer(call("loading"))
+    assert backends.sent == [("ModelInfer", "digits", "1")]
+    assert backends.wanted == 2  # each miss asks the backends what they have again
+    assert sample(registry, "maas_gateway_requests_total", model="", version="", code="NOT_FOUND")
+    labels = {"model": "loading", "version": "", "code": "UNAVAILABLE"}
+    assert sample(registry, "maas_gateway_requests_total", **labels) == 1
+    assert await routing.model_ready(call("loading")) is None
