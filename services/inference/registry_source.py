@@ -37,6 +37,7 @@ from services.registry.domain import (
 
 _log = logging.getLogger(__name__)
 STATE_FILE = "served.json"
+MIN_BACKOFF = 0.2  # seconds before following the registry again after an error
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class RegistrySource:
         self._desired: dict[str, Desired] = {}
         self._retries: dict[tuple[str, int], Retry] = {}
         self._state_text: str | None = None
+        self._backoff = MIN_BACKOFF
 
     async def start(self, timeout: float = 30.0) -> None:
         """Load what the registry says (or, if it cannot be reached, what was served last)."""
@@ -114,7 +116,6 @@ class RegistrySource:
         self.revision = snapshot.revision
 
     async def _follow(self, max_backoff: float = 10.0) -> None:
-        backoff = 0.2
         while True:
             try:
                 if self.revision is None:
@@ -129,15 +130,16 @@ class RegistrySource:
                         receiver.cancel()
                         with contextlib.suppress(asyncio.CancelledError, ServiceError):
                             await receiver
-                backoff = 0.2
             except ServiceError as exc:
                 # The registry is away: keep serving what is loaded, and catch up later.
-                _log.warning("registry unreachable (%s); retrying in %.1fs", exc.status, backoff)
+                _log.warning(
+                    "registry unreachable (%s); retrying in %.1fs", exc.status, self._backoff
+                )
             except Exception:  # noqa: BLE001 - a bug here must not stop the following
                 _log.exception("following the registry failed; retrying")
                 self.revision = None
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff)
+            await asyncio.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, max_backoff)
 
     async def _receive(self, client: RegistryClient) -> None:
         """Note what each event changed; applying is _process's job."""
@@ -176,6 +178,7 @@ class RegistrySource:
             await self._save_state()
             if revision is not None:
                 self.revision = revision
+            self._backoff = MIN_BACKOFF
 
     async def _apply(self, snapshot: Snapshot, *, full: bool, only: str = "") -> None:
         seen = set()
