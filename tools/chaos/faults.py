@@ -166,12 +166,17 @@ async def alias_flip(system: System, load: Load, profile: Profile) -> Injected:
 async def rolling_restart(system: System, load: Load, profile: Profile) -> Injected:
     """SIGTERM each replica in turn; the next only once the last serves the model again."""
     start = time.monotonic()
-    took = []
+    took, drained = [], []
     for replica in system.replicas:
         replica.terminate()
+        stopping = time.monotonic()
         await _exited(replica, 40)
+        drained.append(time.monotonic() - stopping)
         took.append(await system.restart(replica, MODEL))
-    note = f"{len(took)} replicas, back in {max(took):.1f}s at most"
+    note = (
+        f"{len(took)} replicas, each exited in {max(drained):.1f}s at most after SIGTERM "
+        f"and served again {max(took):.1f}s after its start"
+    )
     return Injected(start, await _settle(profile), note)
 
 
