@@ -124,7 +124,8 @@ def test_raw_and_typed_mixed(client: tc.InferenceServerClient) -> None:
 @pytest.mark.parametrize(
     ("raw", "needle"),
     [
-        (b"\x05\x00\x00\x00abc", "declares 5 bytes"),  # length past the end
+        (b"\x05\x00\x00\x00abcd", "declares 5 bytes"),  # length past the end
+        (b"\x01\x00\x00\x00abc", "too few for 2 BYTES elements"),  # no room for 2 prefixes
         (b"\x01\x00", "4-byte length prefix"),  # truncated prefix
         (b"\x01\x00\x00\x00a\x01\x00\x00\x00bX", "after the"),  # trailing garbage
     ],
