@@ -57,8 +57,6 @@ class IoBindingRunner:
         self.plan = plan
         self.output_names = [o.name for o in signature.outputs]
         self._pinned_info = pinned_memory_info(plan.device_id) if plan.pinned_inputs else None
-        # OrtValues whose host memory backs arrays handed out by allocate().
-        self._keep: list[ort.OrtValue] = []
 
     @property
     def pinned(self) -> bool:
@@ -85,14 +83,21 @@ class IoBindingRunner:
                 value = ort.OrtValue.ortvalue_from_shape_and_type(
                     list(shape), dtype.type, memory_info=self._pinned_info
                 )
-                count = int(np.prod(shape)) * dtype.itemsize
-                raw = (ctypes.c_byte * count).from_address(value.data_ptr())
-                self._keep.append(value)
-                return np.frombuffer(memoryview(raw), dtype=dtype).reshape(shape)
+                return array_over(value, shape, dtype)
             except Exception:  # noqa: BLE001 - fall back to pageable memory
                 _log.warning("pinned host memory is not available; using pageable memory")
                 self._pinned_info = None
         return np.empty(shape, dtype=dtype)
+
+
+def array_over(value: ort.OrtValue, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A numpy view of an OrtValue's host memory that keeps the OrtValue alive, and only
+    as long as the view (or an array derived from it) lives: buffers the batcher's LRU
+    drops free their (pinned) memory with them."""
+    count = int(np.prod(shape)) * dtype.itemsize
+    raw = (ctypes.c_byte * count).from_address(value.data_ptr())
+    raw.owner = value  # type: ignore[attr-defined]  # ndarray.base -> memoryview -> raw
+    return np.frombuffer(memoryview(raw), dtype=dtype).reshape(shape)
 
 
 def pinned_memory_info(device_id: int) -> object | None:
