@@ -48,7 +48,7 @@ class Result:
 class Known:
     """An open crash: `error` raised from `path` (a source file); the run goes on past it."""
 
-    error: type[BaseException]
+    error: type[BaseException] | tuple[type[BaseException], ...]
     path: str
 
     def matches(self, exc: BaseException) -> bool:

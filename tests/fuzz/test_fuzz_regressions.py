@@ -20,6 +20,7 @@ from services.registry import names
 from services.registry.domain import MAIN_FILE
 from services.registry.uploads import check_config
 from services.registry.validation import validate_model
+from tests.fuzz.test_fuzz_config import YAML_CONSTRUCTOR_RAISES
 from tests.unit.registry.registry_onnx import add_model, external_reference
 
 Tensor = pb.ModelInferRequest.InferInputTensor
@@ -132,14 +133,15 @@ def test_providers_that_are_not_a_list_of_names_are_invalid_argument(text: str) 
         parse_config(text, source="config.yaml")
 
 
-_YAML_TEXTS = ["!!int x{}\n", "{!!float ''}\n", "when: 2001-13-45\n"]
+_YAML_TEXTS = ["!!int x{}\n", "{!!float ''}\n", "when: 2001-13-45\n", "!!timestamp x{}\n"]
 
 
 @pytest.mark.fuzz_regression("serving config YAML")
 @pytest.mark.xfail(
     strict=True,
-    raises=(ValueError, IndexError),
-    reason=f"{_OPEN_CONFIG}: yaml.safe_load raises ValueError/IndexError, not YAMLError, "
+    raises=YAML_CONSTRUCTOR_RAISES,
+    reason=f"{_OPEN_CONFIG}: yaml.safe_load raises ValueError, IndexError or AttributeError, "
+    "not YAMLError, "
     "from its constructors, and parse_config catches only YAMLError",
 )
 @pytest.mark.parametrize("text", _YAML_TEXTS)
@@ -148,12 +150,40 @@ def test_yaml_constructor_errors_are_invalid_argument_in_serving_config(text: st
         parse_config(text, source="config.yaml")
 
 
-@pytest.mark.fuzz_regression("registry upload metadata, names")
+_DEEP = "{" * 600 + "}" * 600 + "\n"
+
+
+@pytest.mark.fuzz_regression("serving config YAML")
 @pytest.mark.xfail(
     strict=True,
-    raises=(ValueError, IndexError),
+    raises=RecursionError,
+    reason=f"{_OPEN_CONFIG}: yaml.safe_load recurses once per nesting level; 600 levels "
+    "raise RecursionError, which parse_config does not catch",
+)
+def test_deeply_nested_yaml_is_invalid_argument_in_serving_config() -> None:
+    with pytest.raises(InvalidArgument, match="config.yaml"):
+        parse_config(_DEEP, source="config.yaml")
+
+
+@pytest.mark.fuzz_regression("serving config YAML")
+@pytest.mark.xfail(
+    strict=True,
+    raises=RecursionError,
+    reason="open: services/registry/uploads.py check_config: yaml.safe_load raises "
+    "RecursionError for 600 nested brackets (INTERNAL on upload)",
+)
+def test_deeply_nested_yaml_is_invalid_argument_at_upload() -> None:
+    with pytest.raises(InvalidArgument, match="config"):
+        check_config(_DEEP)
+
+
+@pytest.mark.fuzz_regression("serving config YAML")
+@pytest.mark.xfail(
+    strict=True,
+    raises=YAML_CONSTRUCTOR_RAISES,
     reason="open: services/registry/uploads.py check_config catches only YAMLError; "
-    "yaml.safe_load raises ValueError/IndexError from its constructors (INTERNAL on upload)",
+    "yaml.safe_load raises ValueError, IndexError or AttributeError from its constructors "
+    "(INTERNAL on upload)",
 )
 @pytest.mark.parametrize("text", _YAML_TEXTS)
 def test_yaml_constructor_errors_are_invalid_argument_at_upload(text: str) -> None:
