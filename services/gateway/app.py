@@ -28,6 +28,10 @@ class Route:
     canary: bool = False
     # When `version` is an alias: its number, for a backend that knows no aliases.
     fallback: str = ""
+    # The selector the version came from (after a pin or a split) and, with a registry,
+    # the number it names now.
+    selector: str = ""
+    number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,30 +98,30 @@ class GatewayApp:
 
     def resolve_with_fallback(self, model: str, selector: str) -> tuple[str, str]:
         """The selector to forward and, when it is an alias, the number it names now."""
+        route = self.target(model, selector)
+        return route.version, route.fallback
+
+    def target(self, model: str, selector: str, *, canary: bool = False) -> Route:
+        """The route a model and version selector name, without splits."""
         if self.routes is None:
-            return selector, ""
+            return Route(model, selector, canary, selector=selector)
         if not self.routes.loaded:
             raise Unavailable("the gateway has not loaded the model registry yet")
-        number = str(self.routes.resolve(model, selector))
+        number = self.routes.resolve(model, selector)
         alias = PRODUCTION if not selector else selector
         if not alias.isdigit() and alias != LATEST and alias in self.routes.get(model).aliases:
-            return alias, number
-        return number, ""
+            return Route(model, alias, canary, str(number), selector, number)
+        return Route(model, str(number), canary, "", selector, number)
 
     def route(self, model: str, requested: str, pin: str | None = None) -> Route:
         """Where an inference request goes: a pin, else a split, else what it asked for."""
         if pin is not None:
-            return Route(model, *self._forward(model, pin))
+            return self.target(model, pin)
         known = self.routes.models.get(model) if self.routes is not None else None
         choice = self.canary.choose(model, requested, known)
         if choice is None:
-            return Route(model, *self._forward(model, requested))
-        version, fallback = self.resolve_with_fallback(model, choice)
-        return Route(model, version, canary=choice != requested, fallback=fallback)
-
-    def _forward(self, model: str, selector: str) -> tuple[str, bool, str]:
-        version, fallback = self.resolve_with_fallback(model, selector)
-        return version, False, fallback
+            return self.target(model, requested)
+        return self.target(model, choice, canary=choice != requested)
 
     def ready(self) -> bool:
         """Registry loaded (when there is one), a backend healthy, not draining."""

@@ -11,6 +11,7 @@ UNAVAILABLE message instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -122,6 +123,13 @@ class Forwarder:
     def want_catalogs(self) -> None:
         """What backends have may have changed: read it again soon."""
         self.pool.want_catalogs()
+
+    async def refresh_catalogs(self, deadline: float) -> None:
+        """Read what the backends have now, waiting at most until `deadline`."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.pool.refresh_catalogs()), remaining)
 
     @staticmethod
     async def _call(

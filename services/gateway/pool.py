@@ -96,6 +96,8 @@ class BackendPool:
         self._wake = asyncio.Event()
         self._prober: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._refreshing: asyncio.Future[list[None]] | None = None
+        self._refresh_started = float("-inf")
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         limit = self.options.max_message_bytes
@@ -163,6 +165,26 @@ class BackendPool:
         if any(s.known is None for s in states):
             return None
         return any(model in s.known for s in states if s.known is not None)
+
+    async def refresh_catalogs(self) -> None:
+        """Read every healthy backend's catalog now. Callers share a read that started
+        after they asked; one that started before is waited for, then a new one runs."""
+        asked = self.clock()
+        while True:
+            reading = self._refreshing
+            if reading is None or reading.done():
+                self._refresh_started = self.clock()
+                healthy = [b for b in self.backends.values() if b.state.health is Health.HEALTHY]
+                reading = asyncio.ensure_future(
+                    asyncio.gather(*(self.read_catalog(b) for b in healthy))
+                )
+                self._refreshing = reading
+                await asyncio.shield(reading)
+                return
+            started = self._refresh_started
+            await asyncio.shield(reading)
+            if started >= asked:
+                return
 
     def want_catalogs(self) -> None:
         """Ask every healthy backend for its RepositoryIndex again (rate-limited)."""
@@ -345,6 +367,8 @@ class BackendPool:
                 await self._prober
         for task in list(self._closing):
             task.cancel()
+        if self._refreshing is not None:
+            self._refreshing.cancel()
         for backend in self.backends.values():
             self._stop_watching(backend)
             await backend.channel.close()

@@ -31,6 +31,7 @@ from services.gateway.app import GatewayApp, IndexRow, Route
 from services.gateway.auth import ApiKey
 from services.gateway.follower import RegistryFollower
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.rollout import Rollouts
 
 _log = logging.getLogger(__name__)
 Passed = tuple[tuple[str, str], ...]
@@ -65,6 +66,10 @@ class Backends(Protocol):
 
     def want_catalogs(self) -> None:
         """What the backends have may have changed: learn it again soon."""
+        ...
+
+    async def refresh_catalogs(self, deadline: float) -> None:
+        """Learn what the backends have now (by `deadline`, event-loop time)."""
         ...
 
 
@@ -106,6 +111,7 @@ class Router:
         self.follower = follower
         self.tracing = tracing or Tracing()
         self._answered: set[str] = set()
+        self.rollouts = Rollouts()
 
     def label(self, model: str) -> str:
         """The metric label for a model: its name when the registry or a backend knows it."""
@@ -155,29 +161,54 @@ class Router:
             span.set_attribute("maas.canary", route.canary)
         return route
 
-    async def forward(
-        self,
-        method: str,
-        request: bytes,
-        deadline: float,
-        model: str,
-        version: str,
-        fallback: str = "",
-        passed: Passed = (),
-    ) -> bytes:
+    def settle(self, route: Route) -> tuple[Route, bool]:
+        """The route on a version some backend has READY (see services.gateway.rollout), and
+        whether it stands in for a version still loading."""
+        routes = self.app.routes
+        if routes is None or route.number is None:
+            return route, False
+        ready = self.backends.ready_versions(route.model)
+        settled, stand_in = self.rollouts.settle(route, routes.models.get(route.model), ready)
+        if stand_in:
+            self.backends.want_catalogs()  # to learn soon that the new version is ready
+        return settled, stand_in
+
+    async def dispatch(
+        self, method: str, call: Call, route: Route, passed: Passed = ()
+    ) -> tuple[bytes, Route]:
+        """Forward a routed call, on a ready version; the reply and the route it took.
+
+        A version that stopped being ready between the last catalog read and the answer
+        (a rollout unloading the old version) is learnt from that answer: the catalogs
+        are read again and the call goes once more, to what is ready now.
+        """
+        settled, _ = self.settle(route)
+        try:
+            return await self._forward(method, call, settled, passed), settled
+        except (NotFound, Unavailable):
+            if settled is route:
+                raise  # not settled on readiness (a number asked for, or nothing known)
+        await self.backends.refresh_catalogs(call.deadline)
+        settled, _ = self.settle(route)
+        return await self._forward(method, call, settled, passed), settled
+
+    async def _forward(self, method: str, call: Call, route: Route, passed: Passed) -> bytes:
         """Forward to a backend with the model (a numbered version) ready; a backend that
-        knows no aliases (a model directory) gets the alias's number, `fallback`."""
+        knows no aliases (a model directory) gets the alias's number, `route.fallback`."""
+        model, request = route.model, call.request
         if model and self.app.routes is None and self.backends.knows(model) is False:
             # Without a registry the backends' catalogs say which models exist.
             self.backends.want_catalogs()
             raise NotFound(f"unknown model '{model}'")
+        if route.version != call.head.version:
+            request = wire.with_version(request, route.version)
         try:
-            return await self._send(method, request, deadline, passed, model, version)
+            return await self._send(method, request, call.deadline, passed, model, route.version)
         except NotFound:
-            if not fallback:
+            if not route.fallback:
                 raise
-        request = wire.with_version(request, fallback)
-        return await self._send(method, request, deadline, passed, model, fallback)
+        request = wire.with_version(call.request, route.fallback)
+        return await self._send(method, request, call.deadline, passed, model, route.fallback)
 
     async def _send(
         self, method: str, request: bytes, deadline: float, passed: Passed, model: str, version: str
@@ -195,19 +226,8 @@ class Router:
         try:
             route = await self.route(call.key, call.head, call.pin)
             model = self.label(route.model)
-            request = call.request
-            if route.version != call.head.version:
-                request = wire.with_version(request, route.version)
             with self.metrics.inflight.track_inprogress():
-                data = await self.forward(
-                    "ModelInfer",
-                    request,
-                    call.deadline,
-                    route.model,
-                    route.version,
-                    route.fallback,
-                    call.passed,
-                )
+                data, route = await self.dispatch("ModelInfer", call, route, call.passed)
             answered = wire.read_head(data).version or route.version
             self._answered_for(route.model)
             model = self.label(route.model)
@@ -227,31 +247,25 @@ class Router:
     async def model_call(self, method: str, call: Call, *, empty_means_all: bool = False) -> bytes:
         """A forwarded call about a model; `empty_means_all`: an empty name or version asks
         about every model or version (statistics), so it is not resolved."""
-        head, request = call.head, call.request
+        head = call.head
         self.app.admit(call.key, head.name)
-        version, fallback = head.version, ""
+        route = Route(head.name, head.version, selector=head.version)
         if not empty_means_all or (head.name and head.version):
             await self.lookup(head.name)
-            version, fallback = self.app.resolve_with_fallback(head.name, head.version)
-            if version != head.version:
-                request = wire.with_version(request, version)
-        return await self.forward(
-            method, request, call.deadline, head.name, version, fallback, call.passed
-        )
+            route = self.app.target(head.name, head.version)
+        data, _ = await self.dispatch(method, call, route, call.passed)
+        return data
 
     async def model_ready(self, call: Call) -> bytes | None:
         """A backend's ModelReady reply, or None when the model or version does not exist
         or no backend has it ready."""
-        head, request = call.head, call.request
+        head = call.head
         self.app.admit(call.key, head.name)
         await self.lookup(head.name)
         try:
-            version, fallback = self.app.resolve_with_fallback(head.name, head.version)
-            if version != head.version:
-                request = wire.with_version(request, version)
-            return await self.forward(
-                "ModelReady", request, call.deadline, head.name, version, fallback, call.passed
-            )
+            route = self.app.target(head.name, head.version)
+            data, _ = await self.dispatch("ModelReady", call, route, call.passed)
+            return data
         except (NotFound, Unavailable):
             return None
 

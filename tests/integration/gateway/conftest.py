@@ -85,6 +85,35 @@ async def start_inference(pair_repository: Path) -> AsyncIterator[StartInference
 
 
 @pytest.fixture
+async def start_following(
+    registry: RegistryServer, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[InferenceServer]]]:
+    """Start inference servers that follow the registry (each with its own cache)."""
+    started: list[InferenceServer] = []
+
+    async def start(models: str = "") -> InferenceServer:
+        server = InferenceServer(
+            InferenceSettings(
+                port=0,
+                metrics_port=0,
+                host="localhost",
+                registry=registry_address(registry),
+                registry_token=READER,
+                models=models,
+                cache_dir=str(tmp_path / f"cache-{len(started)}"),
+                grace_seconds=0,
+            )
+        )
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.shutdown(0)
+
+
+@pytest.fixture
 async def registry(tmp_path: Path) -> AsyncIterator[RegistryServer]:
     """A registry with admin and reader tokens, polling its change feed quickly."""
     settings = RegistrySettings(

@@ -41,6 +41,7 @@ class Backends:
     ready: dict[str, frozenset[int]] | None = None
     sent: list[tuple[str, str, str]] = field(default_factory=list)
     wanted: int = 0
+    refreshed: int = 0
 
     async def unary(
         self,
@@ -67,6 +68,9 @@ class Backends:
 
     def want_catalogs(self) -> None:
         self.wanted += 1
+
+    async def refresh_catalogs(self, deadline: float) -> None:
+        self.refreshed += 1
 
 
 def table(*, aliases: dict[str, int] | None = None) -> RouteTable:
