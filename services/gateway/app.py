@@ -1,7 +1,8 @@
 """The gateway's decisions, in plain Python: who may call, and which version serves.
 
-The servicer hands this the few fields it read off the wire and forwards the
-bytes wherever the returned Route says; nothing here touches gRPC.
+The router (services.gateway.routing) asks this for the key, the admission and
+the Route of each request, and forwards the bytes wherever the Route says;
+nothing here touches gRPC.
 """
 
 from __future__ import annotations
@@ -85,24 +86,15 @@ class GatewayApp:
         if key is not None and self.keys is not None:
             self.keys.charge(key)
 
-    def resolve(self, model: str, selector: str) -> str:
-        """The version selector to forward for a request's model and selector, without splits.
-
-        Aliases (and "" when there is a production alias) are forwarded as the alias:
-        an inference service following the registry moves an alias only once the new
-        version is loaded, so no request lands on a version still loading. Everything
-        else is forwarded as the number it resolves to. Either way the selector is
-        checked here, so unknown models and versions never reach a backend.
-        """
-        return self.resolve_with_fallback(model, selector)[0]
-
-    def resolve_with_fallback(self, model: str, selector: str) -> tuple[str, str]:
-        """The selector to forward and, when it is an alias, the number it names now."""
-        route = self.target(model, selector)
-        return route.version, route.fallback
-
     def target(self, model: str, selector: str, *, canary: bool = False) -> Route:
-        """The route a model and version selector name, without splits."""
+        """The route a model and version selector name, without splits.
+
+        The selector is checked here, so unknown models and versions never reach a
+        backend. An alias (and "" when there is a production alias) is kept as the
+        version with its number as the fallback, for backends that do not say what
+        they have; the router (services.gateway.rollout) settles it on a number a
+        backend has READY.
+        """
         if self.routes is None:
             return Route(model, selector, canary, selector=selector)
         if not self.routes.loaded:

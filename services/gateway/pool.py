@@ -307,8 +307,10 @@ class BackendPool:
     async def _watch(self, backend: Backend, name: str) -> None:
         """Follow one model's health on one backend until the stream ends."""
         stub = health_pb2_grpc.HealthStub(backend.channel)
+        heard = False
         try:
             async for reply in stub.Watch(health_pb2.HealthCheckRequest(service=name)):
+                heard = True
                 if reply.status == SERVING:
                     if not backend.state.serves(name, None):
                         backend.state.catalog_wanted = True
@@ -320,7 +322,12 @@ class BackendPool:
                     backend.state.unready(name, None)
                     self._wake.set()
         except grpc.aio.AioRpcError:
-            pass  # the connection went; the next catalog read watches again
+            # The connection went (or the backend cannot Watch): a catalog read watches
+            # again; it is asked for only if this watch worked, so a backend that cannot
+            # Watch is not polled for its catalog.
+            if heard:
+                backend.state.catalog_wanted = True
+                self._wake.set()
         finally:
             if backend.watches.get(name) is asyncio.current_task():
                 del backend.watches[name]
