@@ -7,6 +7,7 @@ answering version shows in each response's model_version.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -172,6 +173,15 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
     yield start
     for server in started:
         await server.shutdown(0)
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll `condition` until it holds, failing after `seconds`."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while not condition():
+        assert loop.time() < end, "condition not met in time"
+        await asyncio.sleep(0.02)
 
 
 def registry_address(registry: RegistryServer) -> str:

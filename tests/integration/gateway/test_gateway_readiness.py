@@ -20,6 +20,7 @@ from tests.integration.gateway.conftest import (
     StartInference,
     backend_address,
     pair_request,
+    until,
 )
 
 Connect = Callable[[GatewayServer], pb_grpc.GRPCInferenceServiceStub]
@@ -53,15 +54,6 @@ def served(server: InferenceServer, model: str) -> int:
 
 def retries(gateway: GatewayServer) -> float:
     return gateway.metrics_registry.get_sample_value("maas_gateway_retries_total") or 0.0
-
-
-async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Poll `condition` until it holds, failing after `seconds`."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while not condition():
-        assert loop.time() < end, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_each_model_goes_only_to_the_backends_that_serve_it(

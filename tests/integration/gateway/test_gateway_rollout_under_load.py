@@ -21,20 +21,12 @@ from tests.integration.gateway.conftest import (
     backend_address,
     pair_request,
     registry_address,
+    until,
 )
 
 Connect = Callable[[GatewayServer], pb_grpc.GRPCInferenceServiceStub]
 StartFollowing = Callable[..., Awaitable[InferenceServer]]
 CLIENTS = 8
-
-
-async def until(condition: Callable[[], bool], seconds: float) -> None:
-    """Poll `condition` until it holds, failing after `seconds`."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while not condition():
-        assert loop.time() < end, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("production", [True, False], ids=["production-alias", "latest"])
