@@ -44,9 +44,8 @@ async def infer(args: argparse.Namespace) -> str:
     from inference import grpc_predict_v2_pb2 as pb
     from inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
-    from services.common.errors import ServiceError
+    from services.common.errors import ServiceError, error_from_rpc
     from services.common.tensors import decode, encode
-    from services.registry.client import error_from_rpc
 
     key = args.key or os.environ.get("MAAS_API_KEY")
     metadata = (("authorization", f"Bearer {key}"),) if key else ()
