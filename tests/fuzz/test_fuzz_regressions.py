@@ -118,6 +118,17 @@ def test_external_data_location_that_is_not_utf8_is_invalid_argument(tmp_path: P
         validate_model(tmp_path, {MAIN_FILE: len(data)}, opset_min=7, opset_max=23)
 
 
+@pytest.mark.fuzz_regression("ONNX validation")
+def test_checker_messages_do_not_name_the_staging_directory(tmp_path: Path) -> None:
+    # The checker's "should be stored in <path>" named the server's staging directory.
+    data = external_reference("w.bin")
+    (tmp_path / MAIN_FILE).write_bytes(data)
+    with pytest.raises(InvalidArgument, match="failed the ONNX checker") as caught:
+        validate_model(tmp_path, {MAIN_FILE: len(data), "w.bin": 16}, opset_min=7, opset_max=23)
+    assert str(tmp_path) not in caught.value.message
+    assert "<upload>/w.bin" in caught.value.message
+
+
 _OPEN_CONFIG = "open: services/inference/config.py (another engineer's file)"
 
 
