@@ -33,10 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:
         parser.error(f"unknown faults {unknown}: expected some of {list(FAULTS)}")
-    load = LoadOptions(clients=args.clients, rate_per_client=args.rate, deadline_s=args.deadline)
+    load = LoadOptions(
+        clients=args.clients, rate_per_client=args.rate, deadline_s=args.deadline, slow_s=args.slow
+    )
     folder = Path(args.folder) / time.strftime("%Y%m%d-%H%M%S")
     profile = SHORT if args.short else FULL
-    report = asyncio.run(run_chaos(folder, faults, profile, load, args.replicas, args.slow))
+    report = asyncio.run(run_chaos(folder, faults, profile, load, args.replicas))
     print()
     print(report.table())
     print(f"\nlogs: {report.logs}")

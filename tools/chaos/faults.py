@@ -1,7 +1,8 @@
 """The faults, each injected under load; a Fault row says what its window cost.
 
 A window runs from the injection until the system is whole again (the fault
-undone, every replica serving the model) plus a settling time.
+undone, every replica serving the model) and then `settle_s` of requests that all
+went well (given up after `max_settle_s`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Profile:
     registry_down_s: float
     settle_s: float
     flip_timeout_s: float = 60.0
+    max_settle_s: float = 60.0
 
 
 FULL = Profile(
@@ -48,9 +50,21 @@ class Injected:
 FaultFn = Callable[[System, Load, Profile], Awaitable[Injected]]
 
 
-async def _settle(profile: Profile) -> float:
-    await asyncio.sleep(profile.settle_s)
-    return time.monotonic()
+async def _settle(profile: Profile, load: Load) -> float:
+    """The end of the window: once the requests of the last `settle_s` all went well.
+
+    A fault can outlast its undoing (a connection that stalled in a cut-off recovers
+    at TCP's next retransmission), and what it costs belongs to its own row.
+    """
+    give_up = time.monotonic() + profile.max_settle_s
+    while True:
+        await asyncio.sleep(profile.settle_s)
+        end = time.monotonic()
+        await asyncio.sleep(load.options.deadline_s + 0.5)  # all started before `end` are done
+        recent = [r for r in load.records if end - profile.settle_s <= r.start < end]
+        clean = all(r.status == OK and r.end - r.start <= load.options.slow_s for r in recent)
+        if (recent and clean) or time.monotonic() > give_up:
+            return end
 
 
 async def _exited(service: Service, timeout: float) -> None:
@@ -84,7 +98,7 @@ async def kill_replica(system: System, load: Load, profile: Profile) -> Injected
     await _exited(replica, 10)
     await asyncio.sleep(profile.kill_observe_s)
     took = await system.restart(replica, MODEL)
-    return Injected(start, await _settle(profile), f"{replica.name} back in {took:.1f}s")
+    return Injected(start, await _settle(profile, load), f"{replica.name} back in {took:.1f}s")
 
 
 async def hang_replica(system: System, load: Load, profile: Profile) -> Injected:
@@ -96,7 +110,8 @@ async def hang_replica(system: System, load: Load, profile: Profile) -> Injected
         await asyncio.sleep(profile.hang_s)
     finally:
         replica.signal(signal.SIGCONT)
-    return Injected(start, await _settle(profile), f"{replica.name} hung {profile.hang_s:.0f}s")
+    note = f"{replica.name} hung {profile.hang_s:.0f}s"
+    return Injected(start, await _settle(profile, load), note)
 
 
 def _netns_replica(system: System) -> Service:
@@ -112,7 +127,7 @@ async def degrade_network(system: System, load: Load, profile: Profile) -> Injec
         await asyncio.sleep(profile.net_s)
     finally:
         system.netns_host.clear()
-    return Injected(start, await _settle(profile), f"{applied}, {profile.net_s:.0f}s")
+    return Injected(start, await _settle(profile, load), f"{applied}, {profile.net_s:.0f}s")
 
 
 async def cut_off_replica(system: System, load: Load, profile: Profile) -> Injected:
@@ -127,7 +142,7 @@ async def cut_off_replica(system: System, load: Load, profile: Profile) -> Injec
         system.netns_host.clear()
     await replica.wait_serving(MODEL)
     note = f"{replica.name} unreachable {profile.net_s:.0f}s ({applied})"
-    return Injected(start, await _settle(profile), note)
+    return Injected(start, await _settle(profile, load), note)
 
 
 async def registry_down(system: System, load: Load, profile: Profile) -> Injected:
@@ -139,7 +154,7 @@ async def registry_down(system: System, load: Load, profile: Profile) -> Injecte
     await _exited(registry, 10)
     await asyncio.sleep(profile.registry_down_s)
     await system.restart(registry)
-    return Injected(start, await _settle(profile), f"down {profile.registry_down_s:.0f}s")
+    return Injected(start, await _settle(profile, load), f"down {profile.registry_down_s:.0f}s")
 
 
 async def alias_flip(system: System, load: Load, profile: Profile) -> Injected:
@@ -160,7 +175,7 @@ async def alias_flip(system: System, load: Load, profile: Profile) -> Injected:
         if converged is not None
         else f"production -> v{version}; not all answers from it in {profile.flip_timeout_s:.0f}s"
     )
-    return Injected(start, await _settle(profile), note)
+    return Injected(start, await _settle(profile, load), note)
 
 
 async def rolling_restart(system: System, load: Load, profile: Profile) -> Injected:
@@ -177,7 +192,7 @@ async def rolling_restart(system: System, load: Load, profile: Profile) -> Injec
         f"{len(took)} replicas, each exited in {max(drained):.1f}s at most after SIGTERM "
         f"and served again {max(took):.1f}s after its start"
     )
-    return Injected(start, await _settle(profile), note)
+    return Injected(start, await _settle(profile, load), note)
 
 
 # name -> (what the table calls it, the fault, whether 0 failed requests is the goal)

@@ -59,6 +59,7 @@ class LoadOptions:
     clients: int = 4
     rate_per_client: float = 25.0
     deadline_s: float = 3.0
+    slow_s: float = 1.0  # a request slower than this counts as disrupted
     max_seconds: float = 900.0
     max_requests: int = 2_000_000
     model_version: str = ""

@@ -119,7 +119,6 @@ async def run_chaos(
     profile: Profile,
     load_options: LoadOptions,
     replicas: int = 2,
-    slow_s: float = 1.0,
 ) -> Report:
     """Run the system under load through `faults` (keys of FAULTS), in order."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -135,7 +134,6 @@ async def run_chaos(
                     row.skipped = str(exc)
     system = System(folder, replicas=replicas, netns_host=host)
     options = {"profile": asdict(profile), "load": asdict(load_options), "replicas": replicas}
-    options["slow_s"] = slow_s
     report = Report(rows, options, machine(), str(system.logs))
     with cleanup_on_signals(system, host):
         await system.start()
@@ -158,7 +156,7 @@ async def run_chaos(
         finally:
             await load.stop()  # the requests still in flight belong to the last window
         for row, start, end in windows:
-            window = load.window(start, end, slow_s)
+            window = load.window(start, end, load_options.slow_s)
             row.window = window
             row.sent, row.failed, row.recover_s = window.sent, window.failed, window.recover_s
             print(f"chaos: {row.fault}: sent {row.sent}, {window.statuses}", flush=True)
