@@ -19,7 +19,7 @@ from services.registry.uploads import UploadMetadata, check_metadata
 from services.registry.validation import validate_model
 from tests.fuzz.harness import Known, fuzz
 from tests.fuzz.strategies import mutated
-from tests.fuzz.test_fuzz_config import YAML_ERRORS, yaml_texts
+from tests.fuzz.yaml_inputs import YAML_ERRORS, yaml_texts
 from tests.unit.registry.registry_onnx import add_model, external_reference
 
 pytestmark = pytest.mark.fuzz_target

@@ -20,7 +20,7 @@ from services.registry import names
 from services.registry.domain import MAIN_FILE
 from services.registry.uploads import check_config
 from services.registry.validation import validate_model
-from tests.fuzz.test_fuzz_config import YAML_CONSTRUCTOR_RAISES
+from tests.fuzz.yaml_inputs import YAML_CONSTRUCTOR_RAISES
 from tests.unit.registry.registry_onnx import add_model, external_reference
 
 Tensor = pb.ModelInferRequest.InferInputTensor
