@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import Unavailable
+from services.common.versions import is_number
 from services.gateway.auth import ApiKey, KeyTable
 from services.gateway.canary import CanaryPolicy
 from services.gateway.routes import LATEST, PRODUCTION, RouteTable
@@ -101,7 +102,7 @@ class GatewayApp:
             raise Unavailable("the gateway has not loaded the model registry yet")
         number = self.routes.resolve(model, selector)
         alias = PRODUCTION if not selector else selector
-        if not alias.isdigit() and alias != LATEST and alias in self.routes.get(model).aliases:
+        if not is_number(alias) and alias != LATEST and alias in self.routes.get(model).aliases:
             return Route(model, alias, canary, str(number), selector, number)
         return Route(model, str(number), canary, "", selector, number)
 

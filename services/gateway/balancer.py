@@ -11,6 +11,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from services.common.versions import is_number
+
 
 class Health(enum.Enum):
     """Whether a backend takes traffic."""
@@ -55,7 +57,7 @@ class BackendState:
         """Replace what is known from RepositoryIndex rows (name, version, state)."""
         ready: dict[str, set[int]] = {}
         for name, version, state in rows:
-            if state == "READY" and version.isdigit():
+            if state == "READY" and is_number(version):
                 ready.setdefault(name, set()).add(int(version))
         self.ready = {name: frozenset(versions) for name, versions in ready.items()}
         self.known = frozenset(name for name, _, _ in rows)

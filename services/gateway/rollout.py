@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from services.common.versions import is_number
 from services.gateway.app import Route
 from services.gateway.routes import LATEST, PRODUCTION, ModelRoute
 
@@ -19,7 +20,7 @@ from services.gateway.routes import LATEST, PRODUCTION, ModelRoute
 def alias_of(route: Route, model: ModelRoute) -> str:
     """The alias a route's selector follows ("" for a number or for the latest)."""
     selector = route.selector
-    if selector.isdigit() or selector == LATEST:
+    if is_number(selector) or selector == LATEST:
         return ""
     if not selector:
         return PRODUCTION if PRODUCTION in model.aliases else ""
@@ -45,7 +46,7 @@ class Rollouts:
         it is, and the backend resolves the alias itself.
         """
         number = route.number
-        if model is None or number is None or ready is None or route.selector.isdigit():
+        if model is None or number is None or ready is None or is_number(route.selector):
             return route, False
         alias = alias_of(route, model)
         if number in ready:

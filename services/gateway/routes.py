@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.common.errors import NotFound
+from services.common.versions import parse_number
 from services.registry.domain import Event, EventType, ModelSnapshot, Snapshot, VersionState
 
 PRODUCTION = "production"
@@ -48,10 +49,11 @@ class ModelRoute:
 
     def resolve(self, selector: str) -> int:
         """The version a number, an alias, "latest" or "" (production, else latest) names."""
-        if selector.isdigit():
-            if int(selector) not in self.versions:
-                raise NotFound(f"model '{self.name}' has no version {int(selector)}")
-            return int(selector)
+        number = parse_number(selector)
+        if number is not None:
+            if number not in self.versions:
+                raise NotFound(f"model '{self.name}' has no version {number}")
+            return number
         if selector in ("", LATEST):
             found = self.aliases.get(PRODUCTION) if not selector else None
             found = found if found is not None else self.latest()

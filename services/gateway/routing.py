@@ -26,6 +26,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.telemetry import AttributeValue, Tracing
+from services.common.versions import is_number
 from services.gateway import wire
 from services.gateway.app import GatewayApp, IndexRow, Route
 from services.gateway.auth import ApiKey
@@ -213,7 +214,7 @@ class Router:
     async def _send(
         self, method: str, request: bytes, deadline: float, passed: Passed, model: str, version: str
     ) -> bytes:
-        number = int(version) if version.isdigit() else None
+        number = int(version) if is_number(version) else None
         try:
             return await self.backends.unary(method, request, deadline, passed, model, number)
         except Unavailable:

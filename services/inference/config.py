@@ -6,10 +6,10 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.common.errors import InvalidArgument
+from services.common.yamltext import load_mapping
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -115,22 +115,17 @@ class ModelConfig(_Strict):
         if isinstance(value, str):
             value = [value]
         allowed = {"auto", *PROVIDER_ALIASES}
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"expected a provider name or a list of them, got {value!r:.40}")
         for item in value:
-            if item not in allowed:
+            if not isinstance(item, str) or item not in allowed:
                 raise ValueError(f"unknown provider '{item}', expected one of {sorted(allowed)}")
         return tuple(value)
 
 
 def parse_config(text: str, *, source: str) -> ModelConfig:
     """A ModelConfig from YAML text; InvalidArgument naming the bad key."""
-    try:
-        data = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        raise InvalidArgument(f"{source}: not valid YAML: {exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise InvalidArgument(f"{source}: expected a mapping, got {type(data).__name__}")
+    data = load_mapping(text, source=source)
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from services.common.errors import NotFound, Unavailable
 from services.common.telemetry import Tracing
+from services.common.versions import parse_number
 from services.inference.config import ModelConfig
 from services.inference.metrics import InferenceMetrics
 from services.inference.model import LoadedModel, open_sessions
@@ -227,8 +228,9 @@ class ModelManager:
         return entry.model
 
     def _version_number(self, name: str, version: str) -> int:
-        if version.isdigit():
-            return int(version)
+        number = parse_number(version)
+        if number is not None:
+            return number
         alias = self._aliases.get(name, {}).get(version)
         if alias is None:
             raise NotFound(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.errors import InvalidArgument, NotFound, ServiceError
+from services.common.versions import is_number
 from services.inference.config import ModelConfig, load_config
 from services.inference.manager import ModelManager
 
@@ -45,7 +46,7 @@ def scan_model(model_dir: Path) -> list[VersionFiles]:
     """The numbered version directories of one model."""
     found = []
     for child in model_dir.iterdir():
-        if not (child.is_dir() and child.name.isdigit()):
+        if not (child.is_dir() and is_number(child.name)):
             continue
         path = child / MODEL_FILE
         stat = path.stat() if path.is_file() else None

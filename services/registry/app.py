@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 from services.common.errors import Aborted, InvalidArgument
 from services.common.telemetry import AttributeValue, Tracing
+from services.common.versions import is_number
 from services.registry import names
 from services.registry.blobs import BlobStore, FilesystemBlobStore, read_chunks
 from services.registry.domain import (
@@ -206,7 +207,9 @@ class Registry:
     ) -> Page[Version]:
         limit = names.page_size(page_size)
         token_key = names.decode_page_token("versions", page_token)
-        after = int(token_key) if token_key and token_key.isdigit() else 0
+        if token_key is not None and not is_number(token_key):
+            raise InvalidArgument("invalid page_token: not from a versions listing")
+        after = int(token_key) if token_key else 0
         versions, revision = await self.store.list_versions(
             names.model_name(model), after=after, limit=limit + 1, state=state
         )

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
+from services.common.versions import parse_number
 from services.registry.domain import MAIN_FILE
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
@@ -16,9 +17,6 @@ ALIAS_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 LABEL_KEY = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_./-]{0,127}$")
 FILE_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,7}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-# Canonical ASCII decimals only, and within SQLite's and protobuf's int64: str.isdigit
-# also takes '²' (which int() refuses) and other scripts' digits (which it reads).
-VERSION_NUMBER = re.compile(r"^[1-9][0-9]{0,17}$")
 LATEST = "latest"
 DEFAULT_ALIAS = "production"
 MAX_DESCRIPTION = 4096
@@ -133,13 +131,9 @@ def selector(text: str) -> Selector:
         return Selector()
     if text == LATEST:
         return Selector(latest=True)
-    if VERSION_NUMBER.fullmatch(text):
-        return Selector(number=version_number(int(text)))
-    if text.isdigit():
-        raise InvalidArgument(
-            f"invalid version {text[:40]!r}: expected a version number in ASCII digits, "
-            "from 1 and without leading zeros, of at most 18 digits"
-        )
+    number = parse_number(text)
+    if number is not None:
+        return Selector(number=version_number(number))
     if not ALIAS_NAME.fullmatch(text):
         raise InvalidArgument(
             f"invalid version {text!r}: expected a version number, an alias, 'latest' or empty"

@@ -15,28 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-import yaml
-
 from services.common.errors import InvalidArgument
 from services.common.files import fsync_file
+from services.common.yamltext import load_mapping
 from services.registry import names
 from services.registry.domain import MAIN_FILE, FileInfo
 
 
 def check_config(text: str) -> str:
     """`text` unchanged if it is empty or YAML that parses as a mapping."""
-    if not text.strip():
-        return text
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise InvalidArgument(f"config: not valid YAML: {detail}") from None
-    if data is not None and not isinstance(data, dict):
-        raise InvalidArgument(
-            f"config: expected a YAML mapping (dynamic_batching, instances, providers, ...), "
-            f"got {type(data).__name__}"
-        )
+    load_mapping(text, source="config")
     return text
 
 

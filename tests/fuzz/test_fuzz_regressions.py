@@ -1,7 +1,7 @@
 """Every crash the fuzz targets found, kept as a plain test of its minimal input.
 
 Each test is marked `fuzz_regression(<target>)`, so the fuzz report counts the
-crashes found per target; those still open are xfail(strict=True).
+crashes found per target; none is open.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from services.registry import names
 from services.registry.domain import MAIN_FILE
 from services.registry.uploads import check_config
 from services.registry.validation import validate_model
-from tests.fuzz.yaml_inputs import YAML_CONSTRUCTOR_RAISES
 from tests.unit.registry.registry_onnx import add_model, external_reference
 
 Tensor = pb.ModelInferRequest.InferInputTensor
@@ -68,12 +67,6 @@ def test_version_selector_takes_only_canonical_ascii_numbers(text: str) -> None:
 
 
 @pytest.mark.fuzz_regression("version selectors")
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="open: services/gateway/routes.py ModelRoute.resolve reads str.isdigit() text with "
-    "int(); '፩' raises ValueError (INTERNAL). Remove the Known entry in test_fuzz_registry too.",
-)
 def test_gateway_route_resolve_refuses_non_ascii_digits() -> None:
     route = ModelRoute("m", versions={1: VersionRoute()})
     with pytest.raises(ServiceError):
@@ -81,13 +74,6 @@ def test_gateway_route_resolve_refuses_non_ascii_digits() -> None:
 
 
 @pytest.mark.fuzz_regression("version selectors")
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="open: services/inference/manager.py ModelManager._version_number reads "
-    "str.isdigit() text with int(); '²' raises ValueError (INTERNAL, issue 11 item 14). "
-    "Remove the Known entry in test_fuzz_registry too.",
-)
 def test_inference_resolve_refuses_non_ascii_digits() -> None:
     manager = ModelManager()
     manager._models["m"] = {1: VersionEntry(1, State.UNAVAILABLE)}
@@ -129,15 +115,7 @@ def test_checker_messages_do_not_name_the_staging_directory(tmp_path: Path) -> N
     assert "<upload>/w.bin" in caught.value.message
 
 
-_OPEN_CONFIG = "open: services/inference/config.py (another engineer's file)"
-
-
 @pytest.mark.fuzz_regression("serving config YAML")
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=f"{_OPEN_CONFIG}: the providers validator iterates None and ints (TypeError)",
-)
 @pytest.mark.parametrize("text", ["providers: null\n", "providers: 5\n", "providers: [[cpu]]\n"])
 def test_providers_that_are_not_a_list_of_names_are_invalid_argument(text: str) -> None:
     with pytest.raises(InvalidArgument, match="providers"):
@@ -148,13 +126,6 @@ _YAML_TEXTS = ["!!int x{}\n", "{!!float ''}\n", "when: 2001-13-45\n", "!!timesta
 
 
 @pytest.mark.fuzz_regression("serving config YAML")
-@pytest.mark.xfail(
-    strict=True,
-    raises=YAML_CONSTRUCTOR_RAISES,
-    reason=f"{_OPEN_CONFIG}: yaml.safe_load raises ValueError, IndexError or AttributeError, "
-    "not YAMLError, "
-    "from its constructors, and parse_config catches only YAMLError",
-)
 @pytest.mark.parametrize("text", _YAML_TEXTS)
 def test_yaml_constructor_errors_are_invalid_argument_in_serving_config(text: str) -> None:
     with pytest.raises(InvalidArgument, match="not valid YAML"):
@@ -165,37 +136,18 @@ _DEEP = "{" * 600 + "}" * 600 + "\n"
 
 
 @pytest.mark.fuzz_regression("serving config YAML")
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason=f"{_OPEN_CONFIG}: yaml.safe_load recurses once per nesting level; 600 levels "
-    "raise RecursionError, which parse_config does not catch",
-)
 def test_deeply_nested_yaml_is_invalid_argument_in_serving_config() -> None:
     with pytest.raises(InvalidArgument, match="config.yaml"):
         parse_config(_DEEP, source="config.yaml")
 
 
 @pytest.mark.fuzz_regression("serving config YAML")
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="open: services/registry/uploads.py check_config: yaml.safe_load raises "
-    "RecursionError for 600 nested brackets (INTERNAL on upload)",
-)
 def test_deeply_nested_yaml_is_invalid_argument_at_upload() -> None:
     with pytest.raises(InvalidArgument, match="config"):
         check_config(_DEEP)
 
 
 @pytest.mark.fuzz_regression("serving config YAML")
-@pytest.mark.xfail(
-    strict=True,
-    raises=YAML_CONSTRUCTOR_RAISES,
-    reason="open: services/registry/uploads.py check_config catches only YAMLError; "
-    "yaml.safe_load raises ValueError, IndexError or AttributeError from its constructors "
-    "(INTERNAL on upload)",
-)
 @pytest.mark.parametrize("text", _YAML_TEXTS)
 def test_yaml_constructor_errors_are_invalid_argument_at_upload(text: str) -> None:
     with pytest.raises(InvalidArgument, match="not valid YAML"):

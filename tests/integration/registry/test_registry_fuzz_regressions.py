@@ -7,6 +7,7 @@ import pytest
 from maas.registry.v1 import registry_pb2 as pb
 from maas.registry.v1 import registry_pb2_grpc
 
+from services.registry import names
 from tests.integration.registry.conftest import Running
 from tests.integration.registry.test_registry_rejections import AUTH, rejected
 from tests.unit.registry.registry_onnx import add_model, external_reference
@@ -37,3 +38,20 @@ async def test_version_selectors_outside_ascii_decimals_are_rejected(
             )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "expected a version number in ASCII digits" in (caught.value.details() or "")
+
+
+@pytest.mark.parametrize("after", ["²", "01", "x"])
+async def test_versions_page_token_that_names_no_version_is_rejected(
+    registry: Running, after: str
+) -> None:
+    # A versions token continues after a version number; '²' passed str.isdigit() and
+    # int() raised ValueError (INTERNAL). Found by reading the code, not by the fuzzer.
+    token = names.encode_page_token("versions", after)
+    async with grpc.aio.insecure_channel(registry.address) as channel:
+        stub = registry_pb2_grpc.ModelRegistryStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ListVersions(
+                pb.ListVersionsRequest(model="m", page_token=token), metadata=AUTH
+            )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in (caught.value.details() or "")
