@@ -34,7 +34,7 @@ def test_bad_keys_name_the_problem() -> None:
         parse_config("dynamic_batching: {max_batchsize: 4}", source="m/config.yaml")
     with pytest.raises(InvalidArgument, match="unknown provider 'rocm'"):
         parse_config("providers: [rocm]", source="m/config.yaml")
-    with pytest.raises(InvalidArgument, match="expected a mapping"):
+    with pytest.raises(InvalidArgument, match="expected a YAML mapping"):
         parse_config("- 1", source="m/config.yaml")
 
 
