@@ -43,6 +43,9 @@ class BackendState:
     # When the catalog was last read, and whether a new read is wanted.
     catalog_at: float = float("-inf")
     catalog_wanted: bool = False
+    # Ejected because its connection failed: probed as soon as the channel connects
+    # again (a restarted replica), not only when the backoff runs out.
+    reconnecting: bool = False
 
     def serves(self, model: str, version: int | None) -> bool:
         """Whether this backend has `model` (that version, or any) READY, as far as known."""

@@ -75,19 +75,30 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         tried: set[str] = set()
         error: errors.ServiceError = self._nobody(model, version)
-        for attempt in range(self.max_attempts):
+        # Waiting for a backend to become ready is bounded per call, and by the deadline;
+        # ModelReady answers at once, since readiness is what it asks about.
+        wait_until = loop.time() + (
+            0.0 if method == "ModelReady" else self.pool.options.ready_wait_seconds
+        )
+        attempt = 0
+        while attempt < self.max_attempts:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise errors.DeadlineExceeded("deadline exceeded before a backend answered")
             backend = self.pool.pick(tried, model, version)
             if backend is None:
+                wait = min(deadline, wait_until) - loop.time()
+                if await self.pool.wait_for_change(wait):
+                    continue
                 break
+            attempt += 1
             tried.add(backend.address)
-            if attempt and self.metrics is not None:
+            if attempt > 1 and self.metrics is not None:
                 self.metrics.retries.inc()
             try:
                 with self.tracing.span(
-                    "gateway.backend", {"maas.backend": backend.address, "maas.attempt": attempt}
+                    "gateway.backend",
+                    {"maas.backend": backend.address, "maas.attempt": attempt - 1},
                 ):
                     data = await self._call(backend, target, request, remaining, metadata)
             except grpc.aio.AioRpcError as exc:

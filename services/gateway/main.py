@@ -69,6 +69,7 @@ class GatewayServer:
                 eject_base_seconds=settings.eject_base_seconds,
                 eject_max_seconds=settings.eject_max_seconds,
                 probe_timeout_seconds=settings.probe_timeout_seconds,
+                ready_wait_seconds=settings.ready_wait_seconds,
                 interceptors=tuple(self.telemetry.client_interceptors()),
             ),
             rng,
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int, help="backends tried per request")
     p.add_argument("--eject-base-seconds", type=float, help="first ejection of a backend")
     p.add_argument("--eject-max-seconds", type=float, help="longest ejection of a backend")
+    p.add_argument("--ready-wait-seconds", type=float, help="wait for a ready backend")
     p.add_argument("--canary-file", help="YAML traffic splits per model")
     return p
 

@@ -48,6 +48,9 @@ class PoolOptions:
     probe_interval_seconds: float = 0.2
     # The least time between two reads of one backend's RepositoryIndex.
     catalog_interval_seconds: float = 0.25
+    # How long a call may wait, within its deadline, for some backend to have its model
+    # ready when none has (a replica restarting, a version loading) before UNAVAILABLE.
+    ready_wait_seconds: float = 2.0
     # Client interceptors for backend channels (trace context), if any.
     interceptors: tuple[grpc.aio.ClientInterceptor, ...] = ()
 
@@ -98,6 +101,8 @@ class BackendPool:
         self._closing: set[asyncio.Task[None]] = set()
         self._refreshing: asyncio.Future[list[None]] | None = None
         self._refresh_started = float("-inf")
+        # Calls waiting for what the backends have to change; at most one per call.
+        self._waiters: set[asyncio.Future[None]] = set()
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         limit = self.options.max_message_bytes
@@ -214,6 +219,7 @@ class BackendPool:
         """
         if not self.connected(backend):
             self._eject(backend)
+            backend.state.reconnecting = True
             return True
         if model:
             self.unready(backend, model, version)
@@ -341,7 +347,7 @@ class BackendPool:
         """Check every backend that is new or whose ejection has run out, and re-read
         the catalogs that are wanted and due."""
         now = self.clock()
-        due = [b for b in self.backends.values() if b.state.probe_due(now)]
+        due = [b for b in self.backends.values() if b.state.probe_due(now) or self._reconnected(b)]
         stale = [
             b
             for b in self.backends.values()
@@ -353,6 +359,37 @@ class BackendPool:
             await asyncio.gather(
                 *(self.probe(b) for b in due), *(self.read_catalog(b) for b in stale)
             )
+
+    def _reconnected(self, backend: Backend) -> bool:
+        """Whether an ejected backend whose connection failed can be reached again; asks
+        the channel to reconnect (on gRPC's own backoff) while it cannot."""
+        state = backend.state
+        if state.health is not Health.EJECTED or not state.reconnecting:
+            return False
+        channel_state = backend.channel.get_state(try_to_connect=True)
+        if channel_state is not grpc.ChannelConnectivity.READY:
+            return False
+        state.reconnecting = False
+        return True
+
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Wait up to `timeout` for a backend's health or catalog to change; probes run
+        now rather than at the next interval. False if nothing changed."""
+        if timeout <= 0:
+            return False
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        for backend in self.backends.values():
+            if backend.state.health is Health.HEALTHY:
+                backend.state.catalog_wanted = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(waiter, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters.discard(waiter)
 
     async def _probe_loop(self) -> None:
         while True:
@@ -382,5 +419,8 @@ class BackendPool:
         self.backends.clear()
 
     def _changed(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         if self.on_change is not None:
             self.on_change()

@@ -69,6 +69,12 @@ class GatewaySettings(ServiceSettings):
     probe_timeout_seconds: float = Field(
         1.0, gt=0, description="Timeout of a health Check on a backend."
     )
+    ready_wait_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How long a call waits, within its deadline, for a backend with its model "
+        "ready when none has it (a replica restarting, a version loading) before UNAVAILABLE.",
+    )
     canary_file: str | None = Field(
         None,
         description="YAML {canary: {model: {version_or_alias: weight, ...}}}; overrides "
