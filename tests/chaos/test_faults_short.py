@@ -49,10 +49,6 @@ def test_an_alias_flip_under_load_fails_no_request(report: Report) -> None:
     assert row.window is not None and "2" in row.window.versions, row.window
 
 
-# Fails today: the gateway learns that a restarted replica serves the model again about
-# a second after the replica says so, and the next replica is NOT_SERVING (draining) by
-# then, so no backend is ready: UNAVAILABLE. Per-model health from Watch is defect 5.
-@pytest.mark.xfail(strict=False, reason="issue A defect 5 pending")
 def test_a_rolling_restart_of_every_replica_fails_no_request(report: Report) -> None:
     row = report.row("rolling")
     assert row.sent > 0 and row.failed == 0, explain(row)
