@@ -42,7 +42,7 @@ def rewrap_handler(
     return handler
 
 
-async def _responses(behavior: Behavior, request: Any, context: Any) -> AsyncIterator[Any]:
+async def responses_of(behavior: Behavior, request: Any, context: Any) -> AsyncIterator[Any]:
     """A streaming behavior's responses: an async generator's items, or nothing from one
     that writes with context.write and returns (grpc_health's Watch does)."""
     result = behavior(request, context)
@@ -89,7 +89,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         def stream(behavior: Behavior) -> Behavior:
             async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 try:
-                    async for response in _responses(behavior, request, context):
+                    async for response in responses_of(behavior, request, context):
                         yield response
                 except _PASS_THROUGH:
                     raise
@@ -139,7 +139,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 started, failed = time.perf_counter(), True
                 try:
-                    async for response in _responses(behavior, request, context):
+                    async for response in responses_of(behavior, request, context):
                         yield response
                     failed = False
                 finally:

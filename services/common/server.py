@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from services.common.files import write_atomically
+from services.common.inflight import InFlight, stop_when_idle
 from services.common.interceptor import ErrorInterceptor, MetricsInterceptor
 from services.common.lifeline import watch_lifeline
 from services.common.metrics import MetricsServer, RpcMetrics
@@ -122,9 +123,11 @@ class GrpcServer:
     _server: grpc.aio.Server | None = field(init=False, default=None)
     _metrics: MetricsServer | None = field(init=False, default=None)
     _stopping: asyncio.Task[None] | None = field(init=False, default=None)
+    _inflight: InFlight = field(init=False)
 
     def __post_init__(self) -> None:
         self.health = health.aio.HealthServicer()
+        self._inflight = InFlight()
 
     async def start(self) -> int:
         """Bind, start serving and return the bound port."""
@@ -132,7 +135,8 @@ class GrpcServer:
         interceptors: list[grpc.aio.ServerInterceptor] = [*self.telemetry.server_interceptors()]
         if self.metrics_registry is not None:
             interceptors.append(MetricsInterceptor(RpcMetrics(self.metrics_registry, self.service)))
-        interceptors += [ErrorInterceptor(), *self.interceptors]
+        # Innermost, so that it sees the servicers' own behaviors (a Watch is a coroutine).
+        interceptors += [ErrorInterceptor(), *self.interceptors, self._inflight]
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -212,7 +216,7 @@ class GrpcServer:
         for drain in self.on_drain:
             drain()
         await self.health.enter_graceful_shutdown()
-        await self._server.stop(grace)
+        await stop_when_idle(self._server, grace, self._inflight)
         for hook in self.on_shutdown:
             await hook()
         if self._metrics is not None:
