@@ -25,6 +25,9 @@ from services.gateway.pool import SERVICE_NAME, Backend, BackendPool
 
 _log = logging.getLogger(__name__)
 NO_BACKEND = "no inference backend is available"
+# A call cancelled this close to its deadline ran out of time (rather than its caller
+# going away first).
+DEADLINE_SLACK = 0.05
 # Caller metadata worth passing on; credentials and routing headers stay here. Trace
 # context is passed on as it came only while the gateway does not trace itself (when it
 # does, its client interceptor sends its own span's context).
@@ -101,9 +104,17 @@ class Forwarder:
                     {"maas.backend": backend.address, "maas.attempt": attempt - 1},
                 ):
                     data = await self._call(backend, target, request, remaining, metadata)
+            except asyncio.CancelledError:
+                # The caller's deadline ends this call here before the backend's does.
+                if loop.time() >= deadline - DEADLINE_SLACK:
+                    self.pool.suspect(backend)
+                raise
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 stale = code is grpc.StatusCode.NOT_FOUND and version is not None
+                if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    # Hung, or cut off: no new call goes there until a health Check passes.
+                    self.pool.suspect(backend)
                 if code is not grpc.StatusCode.UNAVAILABLE and not stale:
                     raise error_from_rpc(exc) from None
                 connection_failed = self.pool.failed(backend, model, version)

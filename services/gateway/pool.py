@@ -229,6 +229,15 @@ class BackendPool:
             self._changed()
         return False
 
+    def suspect(self, backend: Backend) -> None:
+        """A call ran out of time on the backend: it takes no new calls until a health
+        Check (within the probe timeout) says it answers; a hung one is then ejected."""
+        if backend.address in self.backends and backend.state.health is Health.HEALTHY:
+            backend.state.health = Health.PROBING
+            _log.info("backend missed a deadline; checking it", extra={"backend": backend.address})
+            self._wake.set()
+            self._changed()
+
     def unready(self, backend: Backend, model: str, version: int | None) -> None:
         """A backend's answer says a model (version) is not ready there: route around it
         and re-read its catalog."""
