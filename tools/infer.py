@@ -41,8 +41,8 @@ def load_input(path: Path, shape: list[int], dtype: np.dtype) -> np.ndarray:
 
 async def infer(args: argparse.Namespace) -> str:
     """One ModelInfer call; the printable result."""
-    from inference import grpc_predict_v2_pb2 as pb
-    from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+    from maas_proto.inference import grpc_predict_v2_pb2 as pb
+    from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
     from services.common.errors import ServiceError, error_from_rpc
     from services.common.tensors import decode, encode

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeAlias
 
 import grpc
-from inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common.deadlines import deadline_of, earliest
 from services.common.errors import ServiceError, Unimplemented

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from inference import grpc_predict_v2_pb2 as pb
-from inference import model_config_pb2 as mc
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import model_config_pb2 as mc
 
 from services.common.errors import InvalidArgument
 from services.common.tensors import decode, encode

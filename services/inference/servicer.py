@@ -6,8 +6,8 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-from inference import grpc_predict_v2_pb2 as pb
-from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from opentelemetry import trace
 
 from services.common.deadlines import deadline_of

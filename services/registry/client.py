@@ -15,8 +15,8 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import grpc
-from maas.registry.v1 import registry_pb2 as pb
-from maas.registry.v1 import registry_pb2_grpc
+from maas_proto.registry.v1 import registry_pb2 as pb
+from maas_proto.registry.v1 import registry_pb2_grpc
 
 from services.common import errors
 from services.common.errors import error_from_rpc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from maas.registry.v1 import registry_pb2 as pb
+from maas_proto.registry.v1 import registry_pb2 as pb
 
 from services.registry.domain import (
     Alias,

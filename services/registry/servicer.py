@@ -7,8 +7,8 @@ from typing import TypeAlias
 
 import grpc
 from google.protobuf.empty_pb2 import Empty
-from maas.registry.v1 import registry_pb2 as pb
-from maas.registry.v1 import registry_pb2_grpc
+from maas_proto.registry.v1 import registry_pb2 as pb
+from maas_proto.registry.v1 import registry_pb2_grpc
 
 from services.common.errors import InvalidArgument
 from services.common.server import ServiceBinding

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import strategies as st
-from inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common.datatypes import DATATYPES
 from services.gateway.wire import encode_varint

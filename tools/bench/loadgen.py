@@ -126,7 +126,7 @@ async def _drive(spec: LoadSpec, share: int, offset: int, start: float) -> LoadR
 
 def _check_response(data: bytes) -> None:
     """Fail early, with the reason, if the target answers something unexpected."""
-    from inference import grpc_predict_v2_pb2 as pb
+    from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
     response = pb.ModelInferResponse.FromString(data)
     if not response.outputs:

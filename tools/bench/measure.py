@@ -20,8 +20,8 @@ _log = logging.getLogger("tools.bench")
 def server_counts(address: str, model: str) -> tuple[int, int] | None:
     """(inference_count, execution_count) from ModelStatistics, if the server has them."""
     import grpc
-    from inference import grpc_predict_v2_pb2 as pb
-    from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+    from maas_proto.inference import grpc_predict_v2_pb2 as pb
+    from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
     try:
         with grpc.insecure_channel(address) as channel:

@@ -199,7 +199,7 @@ def sample_inputs(path: Path, rows: int = 1, seed: int = 0) -> dict[str, np.ndar
 
 def infer_request(model: str, inputs: dict[str, np.ndarray]) -> bytes:
     """A serialized ModelInferRequest with raw contents, built once and sent many times."""
-    from inference import grpc_predict_v2_pb2 as pb
+    from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
     from services.common.datatypes import by_numpy
 

@@ -123,8 +123,8 @@ def free_port() -> int:
 def wait_for_grpc_ready(address: str, model: str, server: Process, timeout: float = 180) -> None:
     """Poll ModelReady until the model answers ready."""
     import grpc
-    from inference import grpc_predict_v2_pb2 as pb
-    from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+    from maas_proto.inference import grpc_predict_v2_pb2 as pb
+    from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:

@@ -16,8 +16,8 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from inference import grpc_predict_v2_pb2 as pb
-from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.gateway.main import GatewayServer
 from services.gateway.settings import GatewaySettings

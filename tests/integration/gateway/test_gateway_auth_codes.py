@@ -12,8 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from inference import grpc_predict_v2_pb2 as pb
-from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.common.tokens import hash_token
 from services.gateway.main import GatewayServer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.inference.main import InferenceServer
 from services.inference.settings import InferenceSettings

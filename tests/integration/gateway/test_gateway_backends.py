@@ -10,8 +10,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from inference import grpc_predict_v2_pb2 as pb
-from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.common.server import GrpcServer, ServiceBinding
 from services.common.settings import ServiceSettings

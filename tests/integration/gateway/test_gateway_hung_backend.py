@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import grpc
-from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from tests.integration.gateway.conftest import StartGateway, pair_request
 from tests.servers import ServiceProcess

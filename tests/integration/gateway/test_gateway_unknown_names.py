@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-from inference import grpc_predict_v2_pb2 as pb
-from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from prometheus_client import CollectorRegistry
 
 from services.gateway.main import GatewayServer

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from inference import grpc_predict_v2_pb2 as pb
-from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.inference.main import InferenceServer
 from services.inference.settings import InferenceSettings

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from inference import grpc_predict_v2_pb2 as pb
-from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 
 def _request(model: str, datatype: str, shape: list[int], raw: bytes) -> pb.ModelInferRequest:

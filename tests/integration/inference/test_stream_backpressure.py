@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 import onnx.helper as oh
 import pytest
-from inference import grpc_predict_v2_pb2 as pb
-from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from tests.servers import ServiceProcess
 

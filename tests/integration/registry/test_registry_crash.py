@@ -12,8 +12,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from maas.registry.v1 import registry_pb2 as pb
-from maas.registry.v1 import registry_pb2_grpc
+from maas_proto.registry.v1 import registry_pb2 as pb
+from maas_proto.registry.v1 import registry_pb2_grpc
 
 from services.registry.client import RegistryClient
 from tests.integration.registry.conftest import ADMIN

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from maas.registry.v1 import registry_pb2 as pb
-from maas.registry.v1 import registry_pb2_grpc
+from maas_proto.registry.v1 import registry_pb2 as pb
+from maas_proto.registry.v1 import registry_pb2_grpc
 
 from services.registry import names
 from tests.integration.registry.conftest import Running

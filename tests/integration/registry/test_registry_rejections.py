@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 import pytest
-from maas.registry.v1 import registry_pb2 as pb
-from maas.registry.v1 import registry_pb2_grpc
+from maas_proto.registry.v1 import registry_pb2 as pb
+from maas_proto.registry.v1 import registry_pb2_grpc
 
 from tests.integration.registry.conftest import ADMIN, Running, StartRegistry
 from tests.unit.registry.registry_onnx import add_model, external_reference, model_bytes

@@ -8,7 +8,7 @@ const protoLoader = require('@grpc/proto-loader');
 const path = require('path');
 
 const [address, protoRoot, model, apiKey] = process.argv.slice(2);
-const definition = protoLoader.loadSync('inference/grpc_predict_v2.proto', {
+const definition = protoLoader.loadSync('maas_proto/inference/grpc_predict_v2.proto', {
   includeDirs: [protoRoot], keepCase: true, longs: Number, defaults: true,
 });
 const inference = grpc.loadPackageDefinition(definition).inference;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common.datatypes import DATATYPES, by_name, by_numpy, by_onnx
 from services.common.errors import InvalidArgument

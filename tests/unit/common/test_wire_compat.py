@@ -24,7 +24,9 @@ def describe(*modules: str) -> dict[str, Any]:
 
 
 def test_every_message_field_and_method_matches_triton() -> None:
-    ours = describe("inference.grpc_predict_v2_pb2", "inference.model_config_pb2")
+    ours = describe(
+        "maas_proto.inference.grpc_predict_v2_pb2", "maas_proto.inference.model_config_pb2"
+    )
     theirs = describe("tritonclient.grpc.service_pb2", "tritonclient.grpc.model_config_pb2")
     assert len(ours) > 40
     mismatches = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from prometheus_client import CollectorRegistry
 
 from services.common.errors import Unavailable

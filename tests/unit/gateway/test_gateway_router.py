@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from prometheus_client import CollectorRegistry
 
 from services.common.errors import NotFound, ResourceExhausted, Unavailable

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common.errors import InvalidArgument
 from services.gateway import wire

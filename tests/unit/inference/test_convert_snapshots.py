@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inference import model_config_pb2 as mc
+from maas_proto.inference import model_config_pb2 as mc
 
 from services.common.datatypes import by_name
 from services.inference import convert

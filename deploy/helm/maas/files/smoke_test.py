@@ -15,8 +15,8 @@ import time
 
 import grpc
 import numpy as np
-from inference import grpc_predict_v2_pb2 as pb
-from inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 log = logging.getLogger("smoke_test")
 
