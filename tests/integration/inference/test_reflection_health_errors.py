@@ -128,6 +128,12 @@ async def test_expired_deadline_is_never_run(
     request.raw_input_contents.append(b"\0" * 512 * 1024 * 4)
     # Occupy the only instance, then queue a request that expires while waiting.
     busy = [stub.ModelInfer(request) for _ in range(3)]
+    # The expired request must find them admitted already, not overtake them.
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + 30
+    while model.inflight < 3 and loop.time() < give_up:
+        await asyncio.sleep(0.005)
+    assert model.inflight >= 3
     before = model.stats.execution_count
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ModelInfer(request, timeout=0.01)
