@@ -192,20 +192,27 @@ async def test_full_queue_is_resource_exhausted_at_once(
 
 
 async def test_expired_requests_are_never_executed(
-    stub: pb_grpc.GRPCInferenceServiceStub,
+    server: InferenceServer, stub: pb_grpc.GRPCInferenceServiceStub
 ) -> None:
+    model = server.manager.resolve("slow", "")
     before = await stats(stub, "slow")
     busy = asyncio.ensure_future(stub.ModelInfer(slow_request(2048)))
-    await asyncio.sleep(0.02)  # the only instance is busy with it for a while
+    # The only instance is busy with it for a while once it is admitted.
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + 30
+    while model.inflight < 1 and loop.time() < give_up:
+        await asyncio.sleep(0.005)
     for _ in range(2):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.ModelInfer(slow_request(), timeout=0.02)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     await busy
-    await asyncio.sleep(0.2)  # had the expired ones run, they would have finished by now
+    # One instance, first in first out: had the expired ones run, they would have run
+    # before this one answered.
+    await stub.ModelInfer(slow_request(1), timeout=30)
     after = await stats(stub, "slow")
-    assert after.execution_count - before.execution_count == 1
-    assert after.inference_count - before.inference_count == 2048
+    assert after.execution_count - before.execution_count == 2
+    assert after.inference_count - before.inference_count == 2048 + 1
 
 
 async def test_variable_row_shapes_keep_batch_buffers_under_the_cap(
