@@ -28,7 +28,6 @@ import contextlib
 import copy
 import json
 import logging
-import os
 import re
 import tempfile
 import warnings
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tools import parity
+from tools.model_files import install_model, save_model
 from tools.parity import ExportError, ParityReport, check_parity, random_inputs
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def export_module(
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
         staged = Path(tmp) / path.name
-        _save(proto, staged, external_data=external_data)
+        save_model(proto, staged, external_data=external_data)
         _log.info("checking %s ...", path.name)
         import onnx
 
@@ -160,7 +160,7 @@ def export_module(
                 report.max_abs_error,
                 report.max_rel_error,
             )
-        _install(staged, path)
+        install_model(staged, path)
     return ExportResult(path, opset, names_in, names_out, report)
 
 
@@ -374,40 +374,6 @@ def _write_metadata(
     proto.metadata_props.extend(kept)
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)
-
-
-def _save(proto: onnx.ModelProto, path: Path, *, external_data: bool) -> None:
-    """Write the model; with external_data, initializers of 1 KiB or more go to `<name>.data`.
-
-    Smaller ones (shapes, scalars) stay inline so that shape inference can read them.
-    """
-    import onnx
-
-    if external_data:
-        onnx.save_model(
-            proto,
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=path.name + ".data",
-        )
-        return
-    if proto.ByteSize() >= 2**31:
-        raise ExportError("the model is larger than 2 GiB: export it with external_data")
-    onnx.save_model(proto, str(path))
-
-
-def _install(staged: Path, path: Path) -> None:
-    """Move a checked model (and its weights file, if any) into place."""
-    data = path.with_name(path.name + ".data")
-    staged_data = staged.with_name(staged.name + ".data")
-    if staged_data.exists():
-        # onnx creates the weights file owner-only; serve it like the model file.
-        os.chmod(staged_data, staged.stat().st_mode & 0o777)
-        os.replace(staged_data, data)
-    elif data.exists():
-        data.unlink()  # a stale weights file from an earlier external-data export
-    os.replace(staged, path)
 
 
 def _parity_batch(examples: Sequence[torch.Tensor]) -> int:
