@@ -20,8 +20,9 @@ import grpc
 from services.common import errors
 from services.common.errors import error_from_rpc
 from services.common.telemetry import Tracing
+from services.gateway.backends import Backend
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.pool import SERVICE_NAME, Backend, BackendPool
+from services.gateway.pool import SERVICE_NAME, BackendPool
 
 _log = logging.getLogger(__name__)
 NO_BACKEND = "no inference backend is available"

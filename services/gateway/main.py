@@ -18,6 +18,7 @@ from services.common.settings import add_server_flags
 from services.common.telemetry import Telemetry
 from services.gateway.app import GatewayApp
 from services.gateway.auth import KeyTable, load_keys
+from services.gateway.backends import PoolOptions
 from services.gateway.balancer import PICKERS
 from services.gateway.canary import CanaryPolicy, load_canary
 from services.gateway.discovery import Discovery, DnsDiscovery, StaticDiscovery
@@ -25,7 +26,7 @@ from services.gateway.endpointslices import EndpointSliceDiscovery
 from services.gateway.follower import RegistryFollower
 from services.gateway.forward import Forwarder
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.pool import BackendPool, PoolOptions
+from services.gateway.pool import BackendPool
 from services.gateway.routes import RouteTable
 from services.gateway.routing import Router
 from services.gateway.servicer import SERVICE_NAME, GatewayServicer

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from services.gateway.backends import PoolOptions
 from services.gateway.balancer import Health
 from services.gateway.discovery import DnsDiscovery, host_port, split_host_port
-from services.gateway.pool import BackendPool, PoolOptions
+from services.gateway.pool import BackendPool
 
 
 class Clock:
