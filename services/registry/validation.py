@@ -19,7 +19,25 @@ from services.common.errors import InvalidArgument
 from services.registry.domain import MAIN_FILE, Signature, TensorSpec
 
 ONNX_DOMAINS = ("", "ai.onnx")
+# The op domains ONNX Runtime's CPU, CUDA and TensorRT builds register (its
+# include/onnxruntime/core/graph/constants.h, and ONNX's own training domains). A node
+# in any other domain cannot load on inference, so it is refused at upload instead of
+# failing there later. Provider-only domains (com.microsoft.dml, com.xilinx,
+# com.intel.ai) are left out: maas runs none of those providers.
+RUNTIME_DOMAINS = (
+    "",
+    "ai.onnx",
+    "ai.onnx.ml",
+    "ai.onnx.training",
+    "ai.onnx.preview.training",
+    "com.microsoft",
+    "com.microsoft.experimental",
+    "com.microsoft.nchwc",
+    "com.ms.internal.nhwc",
+    "org.pytorch.aten",
+)
 _MAX_MESSAGE = 600
+_MAX_ECHO = 64
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,7 @@ def validate_model(
             f"could not parse it ({_short(str(exc), directory)})"
         ) from None
     opset = _check_opset(model, opset_min, opset_max)
+    _check_op_domains(model)
     _check_external_data(model, sizes)
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -69,6 +88,43 @@ def _check_opset(model: onnx.ModelProto, opset_min: int, opset_max: int) -> int:
             f"expected {opset_min}..{opset_max}, got {opset}"
         )
     return opset
+
+
+def _check_op_domains(model: onnx.ModelProto) -> None:
+    """Every node's op is in a domain ONNX Runtime registers, or is a function the model
+    defines itself (ONNX Runtime inlines those)."""
+    local = {(fn.domain, fn.name) for fn in model.functions}
+    for node in _all_nodes(model):
+        domain, op = node.domain, node.op_type
+        if domain in RUNTIME_DOMAINS or (domain, op) in local:
+            continue
+        raise InvalidArgument(
+            f"node {_echo(node.name)} ({_echo(domain)}:{_echo(op)}) uses op domain "
+            f"{_echo(domain)}, which ONNX Runtime does not register: expected one of "
+            f"{list(RUNTIME_DOMAINS)}, or a function defined in the model"
+        )
+
+
+def _all_nodes(model: onnx.ModelProto) -> Iterator[onnx.NodeProto]:
+    """The nodes of the graph, of its subgraphs (If, Loop, Scan) and of local functions."""
+    graphs = [model.graph]
+    nodes = [node for fn in model.functions for node in fn.node]
+    while graphs or nodes:
+        if graphs:
+            nodes.extend(graphs.pop().node)
+            continue
+        node = nodes.pop()
+        yield node
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                graphs.append(attr.g)
+            graphs.extend(attr.graphs)
+
+
+def _echo(text: object) -> str:
+    """A client string as it may be repeated: quoted, and cut when long."""
+    text = str(text)
+    return repr(text) if len(text) <= _MAX_ECHO else repr(text[:_MAX_ECHO]) + "..."
 
 
 def external_data_locations(model: onnx.ModelProto) -> list[str]:
