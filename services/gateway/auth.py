@@ -1,15 +1,18 @@
-"""API keys: who may call, which models, and how often.
+"""API keys: who may call, which methods and models, how often and how many streams.
 
 Keys come from a YAML file (`keys: [{id, sha256 | key, rate_per_second, burst,
-models}]`; plain `key:` entries are hashed at load) or from the
+models, scopes}]`; plain `key:` entries are hashed at load) or from the
 MAAS_GATEWAY_API_KEYS setting. Only sha256 digests are kept, compared in
 constant time; the key itself is never logged, and errors name the key's id.
+Scopes (services.gateway.scopes) say which methods a key may call; without a
+`scopes` list a key has them all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +21,14 @@ import yaml
 
 from services.common.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from services.common.tokens import bearer_token, hash_token, match_digest
+from services.gateway.scopes import ALL_SCOPES, parse_scopes, scope_of
 
 SHA256_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
 class ApiKey:
-    """A configured key: id (safe to log), digest, rate limit and model allow-list."""
+    """A configured key: id (safe to log), digest, rate limit, model allow-list, scopes."""
 
     id: str
     digest: bytes
@@ -32,6 +36,11 @@ class ApiKey:
     burst: float = 1.0
     # None: every model.
     models: frozenset[str] | None = None
+    scopes: frozenset[str] = ALL_SCOPES
+
+    def allows(self, model: str) -> bool:
+        """Whether the allow-list lets this key see `model` ("" is no model, so not)."""
+        return self.models is None or model in self.models
 
     def __repr__(self) -> str:
         return f"ApiKey(id={self.id!r})"
@@ -86,9 +95,16 @@ class KeyTable:
         return key
 
     def admit(self, key: ApiKey, model: str) -> None:
-        """Check the model allow-list, then take one token from the key's bucket."""
-        if key.models is not None and model and model not in key.models:
-            raise PermissionDenied(f"API key '{key.id}' may not use model '{model}'")
+        """Check the model allow-list, then take one token from the key's bucket.
+
+        An empty name passes only a key without an allow-list: a key limited to some
+        models must name one (calls about every model filter their answer instead)."""
+        if not key.allows(model):
+            if not model:
+                raise PermissionDenied(
+                    f"API key '{key.id}' may use only the models it lists: name one"
+                )
+            raise PermissionDenied(f"API key '{key.id}' may not use model {_short(model)}")
         self.charge(key)
 
     def charge(self, key: ApiKey) -> None:
@@ -98,6 +114,61 @@ class KeyTable:
             raise ResourceExhausted(
                 f"API key '{key.id}' is over its rate limit of {bucket.rate:g} requests/s"
             )
+
+
+def authorize(key: ApiKey, method: str) -> None:
+    """PERMISSION_DENIED unless the key has the scope `method` needs."""
+    scope = scope_of(method)
+    if scope is not None and scope not in key.scopes:
+        held = ", ".join(sorted(key.scopes)) or "none"
+        raise PermissionDenied(
+            f"API key '{key.id}' lacks the '{scope}' scope that {method} needs (its scopes: {held})"
+        )
+
+
+class StreamSlots:
+    """Open ModelStreamInfer calls per key, at most `limit` each.
+
+    Only keys with a stream open have an entry, and keys are configured, so the state
+    is bounded by the keys file whatever clients do."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def open(self, key_id: str) -> int:
+        """How many streams the key has open now."""
+        return self._open.get(key_id, 0)
+
+    @contextlib.contextmanager
+    def hold(self, key: ApiKey | None) -> Iterator[None]:
+        """One slot for the length of a stream, however it ends; RESOURCE_EXHAUSTED when
+        the key already has `limit` open. Without auth (no key) there is no per-key cap."""
+        if key is None:
+            yield
+            return
+        count = self._open.get(key.id, 0)
+        if count >= self.limit:
+            raise ResourceExhausted(
+                f"API key '{key.id}' has {count} ModelStreamInfer streams open: at most "
+                f"{self.limit} at once (max_streams_per_key)"
+            )
+        self._open[key.id] = count + 1
+        try:
+            yield
+        finally:
+            left = self._open.get(key.id, 1) - 1
+            if left > 0:
+                self._open[key.id] = left
+            else:
+                self._open.pop(key.id, None)
+
+
+def _short(name: str) -> str:
+    """A client's model name for an error message: quoted, and cut when long."""
+    return repr(name) if len(name) <= 64 else f"{name[:64]!r}..."
 
 
 def _number(entry: dict[str, Any], name: str, where: str) -> float | None:
@@ -129,12 +200,14 @@ def parse_key(entry: Any, where: str, default_id: str) -> ApiKey:
         not isinstance(models, list) or not all(isinstance(m, str) for m in models)
     ):
         raise ValueError(f"{where}: models must be a list of model names")
+    scopes = parse_scopes(entry.get("scopes"), where)
     return ApiKey(
         id=ident,
         digest=bytes.fromhex(hexdigest),
         rate_per_second=rate,
         burst=burst if burst is not None else max(rate or 1.0, 1.0),
         models=frozenset(models) if models is not None else None,
+        scopes=scopes,
     )
 
 

@@ -100,6 +100,7 @@ class GatewayServer:
             self.metrics,
             follower=self.follower,
             tracing=tracing,
+            max_streams_per_key=settings.max_streams_per_key,
         )
         self.servicer = GatewayServicer(
             self.app,

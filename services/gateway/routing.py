@@ -9,16 +9,19 @@ backends are reached through the `Backends` protocol.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from opentelemetry import trace
 
 from services.common.errors import (
+    Internal,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
@@ -29,7 +32,7 @@ from services.common.telemetry import AttributeValue, Tracing
 from services.common.versions import is_number
 from services.gateway import wire
 from services.gateway.app import GatewayApp, IndexRow, Route
-from services.gateway.auth import ApiKey
+from services.gateway.auth import ApiKey, StreamSlots, authorize
 from services.gateway.follower import RegistryFollower
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.rollout import Rollouts
@@ -39,6 +42,7 @@ Passed = tuple[tuple[str, str], ...]
 # Without a registry, the model names a backend has answered for become metric labels,
 # up to this many; model names are client input, so anything else is labelled "".
 MAX_LABELLED_MODELS = 1000
+DEFAULT_MAX_STREAMS_PER_KEY = 64
 
 
 class Backends(Protocol):
@@ -105,6 +109,7 @@ class Router:
         *,
         follower: RegistryFollower | None = None,
         tracing: Tracing | None = None,
+        max_streams_per_key: int = DEFAULT_MAX_STREAMS_PER_KEY,
     ) -> None:
         self.app = app
         self.backends = backends
@@ -113,6 +118,38 @@ class Router:
         self.tracing = tracing or Tracing()
         self._answered: set[str] = set()
         self.rollouts = Rollouts()
+        self.streams = StreamSlots(max_streams_per_key)
+
+    # Who may call: every front end's calls pass here, so each refusal is counted once.
+
+    def authorize(self, metadata: Sequence[tuple[str, Any]] | None, method: str) -> ApiKey | None:
+        """The caller's key (None when auth is off), refused without the method's scope."""
+        key = self.app.authenticate(metadata)
+        if key is not None:
+            authorize(key, method)
+        return key
+
+    @contextlib.contextmanager
+    def _rate_counted(self, key: ApiKey | None) -> Iterator[None]:
+        try:
+            yield
+        except ResourceExhausted:
+            self.metrics.rate_limited(key.id if key else "").inc()
+            raise
+
+    def admit(self, key: ApiKey | None, model: str) -> None:
+        """The key may use the model and is within its rate (a refusal for rate counted)."""
+        with self._rate_counted(key):
+            self.app.admit(key, model)
+
+    def charge(self, key: ApiKey | None) -> None:
+        """Charge a call that names no model to the key's rate (a refusal counted)."""
+        with self._rate_counted(key):
+            self.app.charge(key)
+
+    def stream(self, key: ApiKey | None) -> contextlib.AbstractContextManager[None]:
+        """A slot among the key's concurrent ModelStreamInfer calls, for the stream's life."""
+        return self.streams.hold(key)
 
     def label(self, model: str) -> str:
         """The metric label for a model: its name when the registry or a backend knows it."""
@@ -150,11 +187,7 @@ class Router:
             span.set_attribute("maas.requested_version", head.version)
             if key is not None:
                 span.set_attribute("maas.key_id", key.id)
-        try:
-            self.app.admit(key, head.name)
-        except ResourceExhausted:
-            self.metrics.rate_limited(key.id if key else "").inc()
-            raise
+        self.admit(key, head.name)
         await self.lookup(head.name)
         route = self.app.route(head.name, head.version, pin)
         if span is not None:
@@ -247,21 +280,28 @@ class Router:
 
     async def model_call(self, method: str, call: Call, *, empty_means_all: bool = False) -> bytes:
         """A forwarded call about a model; `empty_means_all`: an empty name or version asks
-        about every model or version (statistics), so it is not resolved."""
+        about every model or version (statistics), so it is not resolved, and an answer
+        about every model is cut to the models the key may see."""
         head = call.head
-        self.app.admit(call.key, head.name)
+        every_model = empty_means_all and not head.name
+        if every_model:
+            self.charge(call.key)
+        else:
+            self.admit(call.key, head.name)
         route = Route(head.name, head.version, selector=head.version)
         if not empty_means_all or (head.name and head.version):
             await self.lookup(head.name)
             route = self.app.target(head.name, head.version)
         data, _ = await self.dispatch(method, call, route, call.passed)
+        if every_model and call.key is not None and call.key.models is not None:
+            return _allowed_statistics(data, call.key)
         return data
 
     async def model_ready(self, call: Call) -> bytes | None:
         """A backend's ModelReady reply, or None when the model or version does not exist
         or no backend has it ready."""
         head = call.head
-        self.app.admit(call.key, head.name)
+        self.admit(call.key, head.name)
         await self.lookup(head.name)
         try:
             route = self.app.target(head.name, head.version)
@@ -281,9 +321,19 @@ class Router:
             return rows
         data = await self.backends.unary("RepositoryIndex", request, deadline)
         listed = pb.RepositoryIndexResponse.FromString(data).models
-        allowed = None if key is None else key.models
         return [
             IndexRow(m.name, m.version, m.state, m.reason)
             for m in listed
-            if allowed is None or m.name in allowed
+            if key is None or key.allows(m.name)
         ]
+
+
+def _allowed_statistics(data: bytes, key: ApiKey) -> bytes:
+    """A backend's ModelStatisticsResponse with only the models `key` may see."""
+    try:
+        reply = pb.ModelStatisticsResponse.FromString(data)
+    except DecodeError:
+        _log.error("a backend's ModelStatistics reply does not decode")
+        raise Internal("internal error") from None
+    kept = [s for s in reply.model_stats if key.allows(s.name)]
+    return pb.ModelStatisticsResponse(model_stats=kept).SerializeToString()

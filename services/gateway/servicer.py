@@ -82,32 +82,33 @@ class GatewayServicer:
     def _deadline(self, context: Context) -> float:
         return deadline_of(context, self.default_timeout)
 
-    def _key(self, context: Context) -> ApiKey | None:
-        return self.app.authenticate(context.invocation_metadata())
+    def _key(self, context: Context, method: str) -> ApiKey | None:
+        return self.router.authorize(context.invocation_metadata(), method)
 
-    def _call(self, request: bytes, context: Context) -> Call:
-        return Call(self._key(context), wire.read_head(request), request, self._deadline(context))
+    def _call(self, request: bytes, context: Context, method: str) -> Call:
+        key = self._key(context, method)
+        return Call(key, wire.read_head(request), request, self._deadline(context))
 
     # The gateway's own answers.
 
     async def ServerLive(self, request: bytes, context: Context) -> bytes:
-        self.app.charge(self._key(context))
+        self.router.charge(self._key(context, "ServerLive"))
         return pb.ServerLiveResponse(live=True).SerializeToString()
 
     async def ServerReady(self, request: bytes, context: Context) -> bytes:
-        self.app.charge(self._key(context))
+        self.router.charge(self._key(context, "ServerReady"))
         return pb.ServerReadyResponse(ready=self.app.ready()).SerializeToString()
 
     async def ServerMetadata(self, request: bytes, context: Context) -> bytes:
-        self.app.charge(self._key(context))
+        self.router.charge(self._key(context, "ServerMetadata"))
         reply = pb.ServerMetadataResponse(
             name="maas", version=self.version, extensions=list(EXTENSIONS)
         )
         return reply.SerializeToString()
 
     async def RepositoryIndex(self, request: bytes, context: Context) -> bytes:
-        key = self._key(context)
-        self.app.charge(key)
+        key = self._key(context, "RepositoryIndex")
+        self.router.charge(key)
         rows = await self.router.index(key, request, self._deadline(context))
         models = [
             pb.RepositoryIndexResponse.ModelIndex(
@@ -118,14 +119,14 @@ class GatewayServicer:
         return pb.RepositoryIndexResponse(models=models).SerializeToString()
 
     async def RepositoryModelLoad(self, request: bytes, context: Context) -> bytes:
-        self._key(context)
+        self._key(context, "RepositoryModelLoad")
         raise Unimplemented(
             "the gateway does not load models: upload a version to the registry "
             "(`maas models upload`) and point an alias at it; backends follow the registry"
         )
 
     async def RepositoryModelUnload(self, request: bytes, context: Context) -> bytes:
-        self._key(context)
+        self._key(context, "RepositoryModelUnload")
         raise Unimplemented(
             "the gateway does not unload models: archive or delete the version, or move "
             "its aliases, in the registry"
@@ -135,13 +136,13 @@ class GatewayServicer:
 
     def _model_call(self, method: str, *, empty_means_all: bool = False) -> Unary:
         async def call(request: bytes, context: Context) -> bytes:
-            parsed = self._call(request, context)
+            parsed = self._call(request, context, method)
             return await self.router.model_call(method, parsed, empty_means_all=empty_means_all)
 
         return call
 
     async def ModelReady(self, request: bytes, context: Context) -> bytes:
-        reply = await self.router.model_ready(self._call(request, context))
+        reply = await self.router.model_ready(self._call(request, context, "ModelReady"))
         return (
             reply if reply is not None else pb.ModelReadyResponse(ready=False).SerializeToString()
         )
@@ -149,7 +150,7 @@ class GatewayServicer:
     async def ModelInfer(self, request: bytes, context: Context) -> bytes:
         metadata = context.invocation_metadata()
         call = Call(
-            self.app.authenticate(metadata),
+            self.router.authorize(metadata, "ModelInfer"),
             wire.read_head(request),
             request,
             self._deadline(context),
@@ -168,7 +169,7 @@ class GatewayServicer:
         """Each request is routed and forwarded on its own, so a stream is balanced per
         request too; an error answers that request only and the stream stays open."""
         metadata = context.invocation_metadata()
-        key = self.app.authenticate(metadata)
+        key = self.router.authorize(metadata, "ModelStreamInfer")
         pin, passed = pinned_version(metadata), forwarded(metadata, self.passed_keys)
         stream_deadline = deadline_of(context)
         loop = asyncio.get_running_loop()
@@ -186,8 +187,9 @@ class GatewayServicer:
                 _log.exception("unexpected error in a stream request")
                 return _stream_error(head, INTERNAL_MESSAGE)
 
-        async for response in answer_each(requests, answer, self.stream_window):
-            yield response
+        with self.router.stream(key):
+            async for response in answer_each(requests, answer, self.stream_window):
+                yield response
 
 
 def _stream_error(head: wire.Head, message: str) -> bytes:

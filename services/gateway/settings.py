@@ -43,7 +43,8 @@ class GatewaySettings(ServiceSettings):
     )
     api_keys_file: str | None = Field(
         None,
-        description="YAML file {keys: [{id, sha256 | key, rate_per_second, burst, models}]}.",
+        description="YAML file {keys: [{id, sha256 | key, rate_per_second, burst, models, "
+        "scopes}]}; scopes of inference, metadata, statistics, repository (default all).",
     )
     api_keys: SecretStr | None = Field(
         None,
@@ -82,6 +83,12 @@ class GatewaySettings(ServiceSettings):
     )
     stream_window: int = Field(
         64, ge=1, description="Requests of one ModelStreamInfer call forwarded at once."
+    )
+    max_streams_per_key: int = Field(
+        64,
+        ge=1,
+        description="ModelStreamInfer calls one API key may have open at once; one more is "
+        "RESOURCE_EXHAUSTED until one ends (no per-key cap with --no-auth).",
     )
 
     @field_validator("balancer")
