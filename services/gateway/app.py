@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import Unavailable
-from services.common.versions import is_number
+from services.common.versions import is_number, selector
 from services.gateway.auth import ApiKey, KeyTable
 from services.gateway.canary import CanaryPolicy
 from services.gateway.routes import LATEST, PRODUCTION, RouteTable
@@ -47,11 +47,12 @@ class IndexRow:
 
 
 def pinned_version(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
-    """The version an `x-maas-version` metadata entry pins, or None."""
+    """The version an `x-maas-version` metadata entry pins, or None; InvalidArgument
+    for a value that cannot select a version (services.common.versions.selector)."""
     for key, value in metadata or ():
         if key.lower() == VERSION_HEADER:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            return text.strip() or None
+            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            return selector(text.strip(), what=f"{VERSION_HEADER} header") or None
     return None
 
 

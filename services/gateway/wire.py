@@ -9,11 +9,24 @@ two [64, 1024] FP32 inputs as raw contents (512 KiB): full parse + set version +
 re-serialize ~560 us; this scan ~15 us plus ~30 us for the one copy that
 appending a version field makes. At 8 MiB: ~13.7 ms against ~0.7 ms.
 
+The scan's cost is bounded by the number of top-level fields, not the bytes: a
+length-delimited field is skipped by its length, and a request has at most
+MAX_FIELDS of them (a name, a version, an id, and one per parameter, input,
+output and raw contents). Without the cap, 32 MB of one-byte varint fields kept
+the event loop busy for about 10 s.
+
 Overriding model_version appends a field 2 to the serialized bytes: for a
 singular field, the last value on the wire wins (protobuf encoding spec), so the
 backend sees the resolved version and the rest of the bytes are passed as they
 came. A version-carrying request (Model{Infer,Metadata,Ready,Config,Statistics}
 Request) has the model name in field 1 and the version in field 2.
+
+A client request that carries field 1 or 2 more than once is refused rather than
+resolved "last wins": no protobuf encoder writes a singular field twice, so such
+a request is hand-made (or two requests concatenated), and a second model name
+after the tensors is what an allow-list bypass needs. Refusing keeps forwarding
+zero-copy; the alternative, re-appending the decided name and version to every
+request, would copy every payload, which this module exists to avoid.
 """
 
 from __future__ import annotations
@@ -21,9 +34,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
+from services.common.names import ECHO_LIMIT, MAX_NAME, model_name
+from services.common.versions import MAX_SELECTOR, selector
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 NAME, VERSION, ID = 1, 2, 3
+# Top-level fields a client request may have; legitimate ones have a handful.
+MAX_FIELDS = 4096
+# UTF-8 takes at most 4 bytes a character: longer fields are refused before decoding.
+_MAX_CHAR_BYTES = 4
+_SINGLE = {NAME: "model name", VERSION: "model version"}
 
 
 @dataclass(frozen=True)
@@ -59,11 +79,30 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def read_head(data: bytes) -> Head:
-    """Fields 1, 2 and 3 (strings) of a serialized message, last value winning."""
-    found: dict[int, bytes] = {}
-    pos, end = 0, len(data)
+class BadHead(InvalidArgument):
+    """A well-formed request whose name or version is refused; `head` keeps its id, so a
+    stream's per-request error can still say which request it answers."""
+
+    def __init__(self, message: str, head: Head) -> None:
+        super().__init__(message)
+        self.head = head
+
+
+Spans = dict[int, tuple[int, int]]
+
+
+def _scan(data: bytes, max_fields: int | None, single: bool) -> Spans:
+    """Where fields 1, 2 and 3 (length-delimited) lie, the last of each; `single`: refuse
+    a second field 1 or 2; `max_fields`: refuse more top-level fields than that."""
+    found: Spans = {}
+    pos, end, count = 0, len(data), 0
     while pos < end:
+        count += 1
+        if max_fields is not None and count > max_fields:
+            raise InvalidArgument(
+                f"malformed request: expected at most {max_fields} top-level fields, got "
+                f"more ({pos} of {end} bytes read)"
+            )
         key, pos = _varint(data, pos)
         number, kind = key >> 3, key & 7
         if kind == _LEN:
@@ -71,7 +110,12 @@ def read_head(data: bytes) -> Head:
             if pos + length > end:
                 raise InvalidArgument("malformed request: a field runs past the end")
             if number in (NAME, VERSION, ID):
-                found[number] = data[pos : pos + length]
+                if single and number in found and number in _SINGLE:
+                    raise InvalidArgument(
+                        f"malformed request: the {_SINGLE[number]} (field {number}) appears "
+                        "more than once, expected once"
+                    )
+                found[number] = (pos, pos + length)
             pos += length
         elif kind == _VARINT:
             _, pos = _varint(data, pos)
@@ -83,10 +127,58 @@ def read_head(data: bytes) -> Head:
             raise InvalidArgument(f"malformed request: unsupported wire type {kind}")
     if pos != end:
         raise InvalidArgument("malformed request: a field runs past the end")
+    return found
+
+
+def _text(data: bytes, spans: Spans, number: int) -> str:
+    start, end = spans.get(number, (0, 0))
     try:
-        return Head(*(found.get(n, b"").decode() for n in (NAME, VERSION, ID)))
+        return data[start:end].decode()
     except UnicodeDecodeError:
         raise InvalidArgument("malformed request: model name or version is not UTF-8") from None
+
+
+def read_head(data: bytes) -> Head:
+    """Fields 1, 2 and 3 (strings) of a serialized message, last value winning.
+
+    For messages protobuf wrote (a backend's reply); a client's request goes through
+    read_request.
+    """
+    spans = _scan(data, None, single=False)
+    return Head(*(_text(data, spans, n) for n in (NAME, VERSION, ID)))
+
+
+def _bounded(data: bytes, spans: Spans, number: int, what: str, limit: int) -> str:
+    """Field `number` as text, refused before decoding when no `limit` characters fit it."""
+    start, end = spans.get(number, (0, 0))
+    if end - start > limit * _MAX_CHAR_BYTES:
+        prefix = data[start : start + ECHO_LIMIT].decode(errors="replace")
+        raise InvalidArgument(
+            f"{what} {prefix!r}... is too long: expected at most {limit} characters, "
+            f"got {end - start} bytes"
+        )
+    return _text(data, spans, number)
+
+
+def read_request(data: bytes) -> Head:
+    """A client's request head, checked: at most MAX_FIELDS top-level fields, one model
+    name and one version, the name empty or a model name (services.common.names), the
+    version a selector (services.common.versions). InvalidArgument otherwise.
+
+    An empty name passes: ModelStatistics reads it as "every model", and elsewhere it
+    names no model (NOT_FOUND), at no registry cost.
+    """
+    spans = _scan(data, MAX_FIELDS, single=True)
+    id = _text(data, spans, ID)
+    try:
+        name = _bounded(data, spans, NAME, "model name", MAX_NAME)
+        version = _bounded(data, spans, VERSION, "model version", MAX_SELECTOR)
+        if name:
+            model_name(name)
+        selector(version, what="model version")
+    except InvalidArgument as exc:
+        raise BadHead(exc.message, Head(id=id)) from None
+    return Head(name, version, id)
 
 
 def string_field(number: int, value: str) -> bytes:

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
+from services.common.names import echo
 from services.common.versions import parse_number
 from services.registry.domain import MAIN_FILE
 
@@ -31,7 +32,7 @@ def model_name(name: str) -> str:
     """`name` if it is a valid model name; InvalidArgument otherwise."""
     if not MODEL_NAME.fullmatch(name):
         raise InvalidArgument(
-            f"invalid model name {name!r}: expected {MODEL_NAME.pattern} "
+            f"invalid model name {echo(name)}: expected {MODEL_NAME.pattern} "
             "(lowercase letters, digits, '_', '.', '-'; at most 128 characters)"
         )
     return name

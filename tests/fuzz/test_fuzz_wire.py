@@ -23,11 +23,26 @@ def _parsed(data: bytes) -> pb.ModelInferRequest | None:
 
 
 def check_any_bytes(data: bytes) -> None:
-    """Only InvalidArgument, and where protobuf parses too, the same name, version and id."""
+    """Only InvalidArgument, and where protobuf parses too, the same name, version and id;
+    the same for the request reader (check_request)."""
+    check_request(data)
     try:
         head = wire.read_head(data)
     except InvalidArgument as exc:
         assert exc.message.startswith("malformed request"), exc.message
+        return
+    parsed = _parsed(data)
+    if parsed is not None:
+        assert head == wire.Head(parsed.model_name, parsed.model_version, parsed.id)
+
+
+def check_request(data: bytes) -> None:
+    """A client's request: only InvalidArgument with a short message, and what passes
+    reads as protobuf reads it (so no later field can change what was checked)."""
+    try:
+        head = wire.read_request(data)
+    except InvalidArgument as exc:
+        assert len(exc.message) < 300, exc.message
         return
     parsed = _parsed(data)
     if parsed is not None:
@@ -82,3 +97,26 @@ _DIGITS = pb.ModelInferRequest(model_name="digits").SerializeToString()
 def test_hostile_client_inputs(data: bytes) -> None:
     # The inputs issue 11's hostile clients sent, as seeds beside the random ones.
     check_any_bytes(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _DIGITS + b"\x78\x00" * (16 << 20),  # issue 11, item 1: the 32 MB padding
+        _DIGITS + b"\x78\x00" * 4096,
+        _DIGITS + wire.string_field(wire.NAME, "othermodel"),  # a second name: refused
+        _DIGITS + wire.string_field(wire.VERSION, "1") * 2,  # a second version: refused
+        pb.ModelInferRequest(model_name="m", model_version="1" * 5000).SerializeToString(),
+        pb.ModelInferRequest(model_name="m", model_version="\u0661").SerializeToString(),
+        pb.ModelInferRequest(model_name="dig\0its").SerializeToString(),
+        pb.ModelInferRequest(model_name="../../etc/passwd").SerializeToString(),
+        pb.ModelInferRequest(model_name="n" * 65536).SerializeToString(),
+        b"\xff\xff\xff",
+        b"\x0b\x0c",
+    ],
+)
+def test_hostile_client_requests(data: bytes) -> None:
+    # The same inputs against the request reader the servicer uses.
+    with pytest.raises(InvalidArgument):
+        wire.read_request(data)
+    check_request(data)

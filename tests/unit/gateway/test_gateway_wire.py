@@ -75,3 +75,112 @@ def test_varints_round_trip() -> None:
     for value in (0, 1, 127, 128, 300, 2**32, 2**63 - 1):
         encoded = wire.encode_varint(value)
         assert wire._varint(encoded, 0) == (value, len(encoded))
+
+
+# Client requests: read_request bounds the scan and checks what routing relies on.
+
+_PAIR = infer_request("2").SerializeToString()
+
+
+def test_read_request_reads_what_read_head_reads() -> None:
+    assert wire.read_request(_PAIR) == wire.read_head(_PAIR) == wire.Head("pair", "2", "req-7")
+    assert wire.read_request(b"") == wire.Head()
+    statistics = pb.ModelStatisticsRequest().SerializeToString()
+    assert wire.read_request(statistics) == wire.Head()  # "" asks about every model
+
+
+def test_field_count_is_capped_whatever_the_length() -> None:
+    # Issue 11, item 1: 16 Mi one-byte varint fields kept the event loop busy ~10 s.
+    padding = b"\x78\x00" * (16 << 20)
+    with pytest.raises(InvalidArgument, match=f"at most {wire.MAX_FIELDS} top-level fields"):
+        wire.read_request(_PAIR + padding)
+    # _PAIR: name, version, id, one parameter, one input, one raw contents.
+    at_cap = _PAIR + b"\x78\x00" * (wire.MAX_FIELDS - 6)
+    assert wire.read_request(at_cap).name == "pair"
+    with pytest.raises(InvalidArgument, match="got more"):
+        wire.read_request(at_cap + b"\x78\x00")
+
+
+def test_long_fields_are_skipped_by_their_length() -> None:
+    request = infer_request()
+    request.raw_input_contents.append(b"\x78\x00" * (8 << 20))
+    assert wire.read_request(request.SerializeToString()).name == "pair"
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        (wire.string_field(wire.NAME, "othermodel"), "model name"),
+        (wire.string_field(wire.NAME, "pair"), "model name"),
+        (wire.string_field(wire.VERSION, "1"), "model version"),
+    ],
+)
+def test_a_second_name_or_version_is_refused(extra: bytes, field: str) -> None:
+    # Protobuf keeps the last one: a name after the tensors would pass a check of the first.
+    with pytest.raises(InvalidArgument, match=f"the {field} .* appears more than once"):
+        wire.read_request(_PAIR + extra)
+    # A reply (protobuf wrote it) is read last-wins, as protobuf reads it.
+    parsed = pb.ModelInferRequest.FromString(_PAIR + extra)
+    assert wire.read_head(_PAIR + extra) == wire.Head(
+        parsed.model_name, parsed.model_version, "req-7"
+    )
+
+
+def test_a_second_id_is_last_wins_like_protobuf() -> None:
+    data = _PAIR + wire.string_field(wire.ID, "other")
+    assert wire.read_request(data).id == pb.ModelInferRequest.FromString(data).id == "other"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("digits ", "invalid model name 'digits '"),
+        ("dig\0its", r"invalid model name 'dig\\x00its'"),
+        ("../../etc/passwd", "invalid model name '../../etc/passwd'"),
+        ("_x", "expected a letter or digit"),
+        ("é", "ASCII"),
+        ("a" * 129, "expected at most 128 characters, got 129"),
+        ("a" * 65536, "expected at most 128 characters, got 65536 bytes"),
+    ],
+)
+def test_bad_model_names_are_invalid_arguments_naming_the_rule(name: str, expected: str) -> None:
+    data = pb.ModelInferRequest(model_name=name).SerializeToString()
+    with pytest.raises(InvalidArgument, match=expected) as caught:
+        wire.read_request(data)
+    assert len(caught.value.message) < 300  # a long name is echoed truncated
+
+
+@pytest.mark.parametrize("name", ["digits", "Pair.v2", "9-lives_x", "a" * 128])
+def test_model_names_within_the_rule_pass(name: str) -> None:
+    assert wire.read_request(pb.ModelReadyRequest(name=name).SerializeToString()).name == name
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("1" * 5000, "model version '1111.*too long: expected at most 64 characters"),
+        ("1" * 65, "expected at most 64 characters, got 65"),
+        ("²", "invalid model version '²': expected a version number in ASCII digits"),
+        ("01", "invalid model version '01'"),
+        ("١", "invalid model version '١'"),
+        ("prod uction", "expected a version number, an alias, 'latest' or empty"),
+    ],
+)
+def test_bad_versions_are_invalid_arguments_naming_the_field(version: str, expected: str) -> None:
+    data = pb.ModelInferRequest(model_name="pair", model_version=version).SerializeToString()
+    with pytest.raises(InvalidArgument, match=expected):
+        wire.read_request(data)
+
+
+@pytest.mark.parametrize("version", ["", "1", "123456789012345678", "latest", "production"])
+def test_version_selectors_pass(version: str) -> None:
+    data = pb.ModelInferRequest(model_name="pair", model_version=version).SerializeToString()
+    assert wire.read_request(data).version == version
+
+
+def test_a_refused_name_or_version_keeps_the_request_id() -> None:
+    # A stream answers a refused request with its id, so the client knows which one failed.
+    data = pb.ModelInferRequest(model_name="a b", id="req-9").SerializeToString()
+    with pytest.raises(wire.BadHead) as caught:
+        wire.read_request(data)
+    assert caught.value.head == wire.Head(id="req-9")
