@@ -1,12 +1,19 @@
-"""A backend as the pool holds it (its channel and state), and how backends are called."""
+"""A backend as the pool holds it (its channel and state), and how backends are called.
+
+Every call to a backend carries the gateway's service token when one is set
+(services.common.service_token): inference refuses calls without it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
+from services.common.service_token import call_metadata
 from services.gateway.balancer import DEFAULT_PICKER, BackendState
 
 
@@ -27,6 +34,8 @@ class PoolOptions:
     ready_wait_seconds: float = 2.0
     # Client interceptors for backend channels (trace context), if any.
     interceptors: tuple[grpc.aio.ClientInterceptor, ...] = ()
+    # The service token every backend call presents; None: calls carry none.
+    backend_token: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -35,18 +44,54 @@ class Backend:
 
     state: BackendState
     channel: grpc.aio.Channel
-    _methods: dict[str, grpc.aio.UnaryUnaryMultiCallable] = field(default_factory=dict)
+    # Sent on every call: the service token's `authorization` entry, if any.
+    credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    _methods: dict[str, Call] = field(default_factory=dict)
     # One health Watch per model the backend knows.
     watches: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    @classmethod
+    def connect(cls, address: str, options: PoolOptions) -> Backend:
+        """A new backend: its long-lived channel, and the credentials its calls carry."""
+        limit = options.max_message_bytes
+        channel = grpc.aio.insecure_channel(
+            address,
+            interceptors=list(options.interceptors) or None,
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                # Reconnect quickly after a backend restarts.
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ],
+        )
+        return cls(BackendState(address), channel, call_metadata(options.backend_token))
 
     @property
     def address(self) -> str:
         return self.state.address
 
-    def method(self, path: str) -> grpc.aio.UnaryUnaryMultiCallable:
+    def method(self, path: str) -> Call:
         """A unary callable for `path` that sends and returns bytes as they are."""
         call = self._methods.get(path)
         if call is None:
             # No serializers: the request bytes go out as they came in.
-            call = self._methods[path] = self.channel.unary_unary(path)
+            call = self._methods[path] = Call(self.channel.unary_unary(path), self.credentials)
         return call
+
+    def metadata(self, extra: Sequence[tuple[str, str]] = ()) -> tuple[tuple[str, str], ...]:
+        """A call's metadata: the credentials, then `extra`."""
+        return (*self.credentials, *extra)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A backend method that adds the backend's credentials to each call's metadata."""
+
+    method: grpc.aio.UnaryUnaryMultiCallable
+    credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def __call__(
+        self, request: Any, *, metadata: Sequence[tuple[str, str]] = (), **kwargs: Any
+    ) -> grpc.aio.UnaryUnaryCall:
+        return self.method(request, metadata=(*self.credentials, *metadata), **kwargs)

@@ -72,6 +72,7 @@ class GatewayServer:
                 probe_timeout_seconds=settings.probe_timeout_seconds,
                 ready_wait_seconds=settings.ready_wait_seconds,
                 interceptors=tuple(self.telemetry.client_interceptors()),
+                backend_token=settings.secret("backend_token"),
             ),
             rng,
             on_change=self._state_changed,
@@ -203,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="maas-gateway",
         description="The maas gateway. Every flag can also be set as MAAS_GATEWAY_<FLAG>; "
-        "secrets only as MAAS_GATEWAY_REGISTRY_TOKEN / MAAS_GATEWAY_API_KEYS or in "
+        "secrets only as MAAS_GATEWAY_REGISTRY_TOKEN / MAAS_GATEWAY_API_KEYS / "
+        "MAAS_GATEWAY_BACKEND_TOKEN or in "
         "--api-keys-file, never on the command line.",
     )
     add_server_flags(p, port=8001, metrics_port=9001)

@@ -62,25 +62,11 @@ class BackendPool:
         # Calls waiting for what the backends have to change; at most one per call.
         self._waiters: set[asyncio.Future[None]] = set()
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
-        limit = self.options.max_message_bytes
-        return grpc.aio.insecure_channel(
-            address,
-            interceptors=list(self.options.interceptors) or None,
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                # Reconnect quickly after a backend restarts.
-                ("grpc.initial_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-            ],
-        )
-
     def update(self, addresses: Iterable[str]) -> None:
         """Make the pool hold exactly these backends (new ones start by probing)."""
         wanted = set(addresses)
         for address in wanted - self.backends.keys():
-            self.backends[address] = Backend(BackendState(address), self._channel(address))
+            self.backends[address] = Backend.connect(address, self.options)
             _log.info("backend added", extra={"backend": address})
         for address in self.backends.keys() - wanted:
             backend = self.backends.pop(address)
@@ -226,6 +212,7 @@ class BackendPool:
                     health_pb2.HealthCheckRequest(service=service),
                     timeout=self.options.probe_timeout_seconds,
                     wait_for_ready=wait,
+                    metadata=backend.metadata(),
                 )
                 return bool(reply.status == SERVING)
             except grpc.aio.AioRpcError as exc:
@@ -258,7 +245,9 @@ class BackendPool:
         state.catalog_at, state.catalog_wanted = self.clock(), False
         try:
             reply = await stub.RepositoryIndex(
-                pb.RepositoryIndexRequest(), timeout=self.options.probe_timeout_seconds
+                pb.RepositoryIndexRequest(),
+                timeout=self.options.probe_timeout_seconds,
+                metadata=backend.metadata(),
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
@@ -282,7 +271,10 @@ class BackendPool:
         stub = health_pb2_grpc.HealthStub(backend.channel)
         heard = False
         try:
-            async for reply in stub.Watch(health_pb2.HealthCheckRequest(service=name)):
+            watch = stub.Watch(
+                health_pb2.HealthCheckRequest(service=name), metadata=backend.metadata()
+            )
+            async for reply in watch:
                 heard = True
                 if reply.status == SERVING:
                     if not backend.state.serves(name, None):

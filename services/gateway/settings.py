@@ -25,6 +25,11 @@ class GatewaySettings(ServiceSettings):
     )
     registry_token: SecretStr | None = Field(None, description="Reader token for the registry.")
     backends: str = Field("", description="Comma-separated static inference backends host:port.")
+    backend_token: SecretStr | None = Field(
+        None,
+        description="Service token sent to every inference backend as 'authorization: Bearer' "
+        "(inference's MAAS_INFERENCE_SERVICE_TOKEN); unset: backends are called without one.",
+    )
     backend_dns: str | None = Field(
         None,
         description="name:port of a headless Service, re-resolved periodically; every A/AAAA "
@@ -111,7 +116,7 @@ class GatewaySettings(ServiceSettings):
         """The static backends, cleaned."""
         return [b.strip() for b in self.backends.split(",") if b.strip()]
 
-    def secret(self, name: Literal["registry_token", "api_keys"]) -> str | None:
+    def secret(self, name: Literal["registry_token", "api_keys", "backend_token"]) -> str | None:
         """A secret setting unwrapped, or None."""
         value: SecretStr | None = getattr(self, name)
         return value.get_secret_value() if value is not None else None

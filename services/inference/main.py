@@ -19,6 +19,7 @@ from services.common.server import (
     ServiceBinding,
     run_service,
 )
+from services.common.service_token import ServiceTokenInterceptor, load_service_tokens
 from services.common.settings import add_server_flags
 from services.common.telemetry import Telemetry
 from services.inference.app import InferenceApp
@@ -69,6 +70,12 @@ class InferenceServer:
             )
         self.app = InferenceApp(self.manager, source, self.metrics)
         servicer = InferenceServicer(self.app, self.telemetry.tracing("maas.inference"))
+        secret = settings.service_token
+        tokens = load_service_tokens(
+            settings.service_tokens_file, secret.get_secret_value() if secret else None
+        )
+        if not tokens:
+            _log.warning("no service token configured: anyone who reaches this port may call it")
         self.grpc = GrpcServer(
             settings,
             [
@@ -77,6 +84,7 @@ class InferenceServer:
                     lambda s: pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, s),
                 )
             ],
+            interceptors=[ServiceTokenInterceptor(tokens)] if tokens else [],
             on_drain=[self._drain],
             on_shutdown=[self._stop_following, self.manager.unload_all],
             telemetry=self.telemetry,
@@ -123,6 +131,11 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
     parser.add_argument("--registry-token", help="registry reader token")
     parser.add_argument("--models", help="comma-separated models to serve from the registry")
     parser.add_argument("--cache-dir", help="local cache of registry models")
+    parser.add_argument(
+        "--service-tokens-file",
+        help="YAML of hashed tokens callers must send (the token itself: only as "
+        "MAAS_INFERENCE_SERVICE_TOKEN, never on the command line)",
+    )
     add_server_flags(parser, port=8021, metrics_port=9021)
     parser.add_argument(
         "--require-cuda",

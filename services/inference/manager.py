@@ -3,6 +3,11 @@
 Sources (a model directory, or the registry) tell the manager which versions
 to load and unload; the manager loads and warms a version before it takes
 traffic, and drains a version's in-flight requests before releasing it.
+
+A version that cannot be loaded keeps two reasons: the full one (ONNX Runtime's
+message, which names the model file by its server path) for the log and for a
+caller allowed to see it (services.common.redact.full_detail), and the same text
+without paths for everyone else.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from services.common.errors import NotFound, Unavailable
+from services.common.redact import full_detail, without_paths
 from services.common.telemetry import Tracing
 from services.common.versions import parse_number
 from services.inference.config import ModelConfig
@@ -25,6 +31,7 @@ from services.inference.model import LoadedModel, open_sessions
 from services.inference.runtime import LoadError
 
 _log = logging.getLogger(__name__)
+UNEXPECTED_LOAD_ERROR = "the model could not be loaded: an unexpected error (see the inference log)"
 
 
 class State(enum.Enum):
@@ -42,8 +49,11 @@ class VersionEntry:
 
     version: int
     state: State
+    # Why it is not ready, as clients see it (no server paths).
     reason: str = ""
     model: LoadedModel | None = None
+    # The full reason, for the log and the admin side of RepositoryIndex.
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,15 +116,16 @@ class ModelManager:
             sessions = await asyncio.to_thread(open_sessions, path, config)
         except Exception as exc:  # noqa: BLE001 - a broken model must not stop the server
             if isinstance(exc, LoadError):
-                reason = str(exc)
-                _log.warning("model %s version %s failed to load: %s", name, version, reason)
+                detail = str(exc)
+                reason = without_paths(detail, [path.parent])
+                _log.warning("model %s version %s failed to load: %s", name, version, detail)
             else:
-                reason = f"{type(exc).__name__}: {exc}"
+                detail, reason = f"{type(exc).__name__}: {exc}", UNEXPECTED_LOAD_ERROR
                 _log.exception("model %s version %s failed to load", name, version)
             if self.metrics is not None:
                 self.metrics.load_failures.labels(name).inc()
             if entry.model is None:
-                entry.state, entry.reason = State.UNAVAILABLE, reason
+                entry.state, entry.reason, entry.detail = State.UNAVAILABLE, reason, detail
             await self._notify(name)
             return False
         old = entry.model
@@ -123,18 +134,23 @@ class ModelManager:
             self.metrics.load_seconds.labels(name).observe(time.perf_counter() - started)
             model.stats.listener = partial(self.metrics.execution, model)
         entry.model = model
-        entry.state, entry.reason = State.READY, ""
+        entry.state, entry.reason, entry.detail = State.READY, "", ""
         await self._notify(name)
         if old is not None:
             await old.close()
         return True
 
     def fail_version(self, name: str, version: int, reason: str) -> None:
-        """Record a version that cannot be loaded at all; a ready copy keeps serving."""
+        """Record a version that cannot be loaded at all; a ready copy keeps serving.
+
+        `reason` is the full text: clients see it without paths."""
+        _log.warning("model %s version %s cannot be loaded: %s", name, version, reason)
         entry = self._models.setdefault(name, {}).get(version)
         if entry is not None and entry.model is not None:
             return
-        self._models[name][version] = VersionEntry(version, State.UNAVAILABLE, reason)
+        self._models[name][version] = VersionEntry(
+            version, State.UNAVAILABLE, without_paths(reason), detail=reason
+        )
 
     def forget(self, name: str, version: int) -> None:
         """Drop the record of a version that holds no model (a placeholder)."""
@@ -154,11 +170,11 @@ class ModelManager:
         if entry is None:
             return
         model, entry.model = entry.model, None
-        entry.state, entry.reason = State.UNLOADING, ""
+        entry.state, entry.reason, entry.detail = State.UNLOADING, "", ""
         await self._notify(name)
         if model is not None:
             await model.close()
-        entry.state, entry.reason = State.UNAVAILABLE, "unloaded"
+        entry.state, entry.reason, entry.detail = State.UNAVAILABLE, "unloaded", "unloaded"
         if forget:
             self._models[name].pop(version, None)
             if not self._models[name]:
@@ -250,10 +266,13 @@ class ModelManager:
         """Every ready model version."""
         return [e.model for versions in self._models.values() for e in versions.values() if e.model]
 
-    def index(self, ready_only: bool = False) -> list[IndexEntry]:
-        """Every known version with its state and, when not ready, why."""
+    def index(self, ready_only: bool = False, full: bool | None = None) -> list[IndexEntry]:
+        """Every known version with its state and, when not ready, why: the full reason
+        when `full` (by default: when the current call may see it), else without paths."""
+        if full is None:
+            full = full_detail()
         rows = [
-            IndexEntry(name, str(e.version), e.state.value, e.reason)
+            IndexEntry(name, str(e.version), e.state.value, e.detail if full else e.reason)
             for name, versions in sorted(self._models.items())
             for e in sorted(versions.values(), key=lambda e: e.version)
         ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
@@ -22,6 +22,14 @@ class InferenceSettings(ServiceSettings):
         None, description="Registry address host:port; serve what the registry says."
     )
     registry_token: str | None = Field(None, description="Reader token for the registry.")
+    service_token: SecretStr | None = Field(
+        None,
+        description="The token callers (the gateway) must send as 'authorization: Bearer'; "
+        "hashed at load. With neither this nor service_tokens_file, every call is accepted.",
+    )
+    service_tokens_file: str | None = Field(
+        None, description="YAML file {tokens: [{id, sha256 | token}]} of service tokens."
+    )
     models: str = Field(
         "",
         description="Comma-separated models (or model:alias) to serve in registry mode; "
