@@ -65,14 +65,15 @@ def validate_model(
             f"could not parse it ({_short(str(exc), directory)})"
         ) from None
     opset = _check_opset(model, opset_min, opset_max)
-    _check_op_domains(model)
     _check_external_data(model, sizes)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # noqa: BLE001 - the checker raises many types on odd input
         detail = _short(str(exc), directory)
         raise InvalidArgument(f"{MAIN_FILE} failed the ONNX checker: {detail}") from None
-    return ModelFacts(signature(model), opset, int(model.ir_version))
+    facts = ModelFacts(signature(model), opset, int(model.ir_version))
+    _check_op_domains(model)
+    return facts
 
 
 def _check_opset(model: onnx.ModelProto, opset_min: int, opset_max: int) -> int:
