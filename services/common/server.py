@@ -88,6 +88,35 @@ def run_service(prog: str, main: Coroutine[None, None, None]) -> int:
     return 0
 
 
+def grpc_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    """Every grpc core limit a server runs with (docs/transport-limits.md says why)."""
+
+    def ms(seconds: float) -> int:
+        return max(1, round(seconds * 1000))
+
+    limit = settings.max_message_bytes
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),
+        # Headers: up to the soft limit always accepted, so an oversized token reaches
+        # the auth check (UNAUTHENTICATED); beyond the hard one, RESOURCE_EXHAUSTED.
+        ("grpc.max_metadata_size", settings.max_metadata_bytes),
+        ("grpc.absolute_max_metadata_size", 2 * settings.max_metadata_bytes),
+        # Rapid reset: without a cap every reset stream joins the server-wide queue of
+        # calls not yet picked up, and past 1000 of those grpc core cancels calls from
+        # any connection. With it, the flooding connection's streams are refused there.
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        ("grpc.http.overload_protection", 1),
+        # Slowloris: idle, never-handshaken and dead connections are closed.
+        ("grpc.max_connection_idle_ms", ms(settings.max_connection_idle_seconds)),
+        ("grpc.max_connection_age_ms", ms(settings.max_connection_age_seconds)),
+        ("grpc.server_handshake_timeout_ms", ms(settings.handshake_timeout_seconds)),
+        ("grpc.keepalive_time_ms", ms(settings.keepalive_seconds)),
+        ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout_seconds)),
+    ]
+
+
 @dataclass(frozen=True)
 class ServiceBinding:
     """A servicer to register: its full service name and how to add it."""
@@ -131,20 +160,12 @@ class GrpcServer:
 
     async def start(self) -> int:
         """Bind, start serving and return the bound port."""
-        limit = self.settings.max_message_bytes
         interceptors: list[grpc.aio.ServerInterceptor] = [*self.telemetry.server_interceptors()]
         if self.metrics_registry is not None:
             interceptors.append(MetricsInterceptor(RpcMetrics(self.metrics_registry, self.service)))
         # Innermost, so that it sees the servicers' own behaviors (a Watch is a coroutine).
         interceptors += [ErrorInterceptor(), *self.interceptors, self._inflight]
-        server = grpc.aio.server(
-            interceptors=interceptors,
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
-            ],
-        )
+        server = grpc.aio.server(interceptors=interceptors, options=grpc_options(self.settings))
         for binding in self.bindings:
             binding.add(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

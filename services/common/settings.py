@@ -9,7 +9,8 @@ from typing import Any, Self
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MIB = 1024 * 1024
+KIB = 1024
+MIB = 1024 * KIB
 
 
 class ServiceSettings(BaseSettings):
@@ -28,6 +29,36 @@ class ServiceSettings(BaseSettings):
     )
     max_message_bytes: int = Field(
         64 * MIB, gt=0, description="Largest gRPC message received or sent, in bytes."
+    )
+    max_metadata_bytes: int = Field(
+        32 * KIB,
+        ge=8 * KIB,
+        description="Largest request metadata (headers) accepted; grpc core refuses up to "
+        "twice this with RESOURCE_EXHAUSTED, and always beyond it.",
+    )
+    max_concurrent_streams: int = Field(
+        256,
+        gt=0,
+        description="Concurrent calls per connection; beyond it grpc core refuses new "
+        "streams on that connection only (a rapid-reset flood cannot fill the server).",
+    )
+    max_connection_idle_seconds: float = Field(
+        300.0, gt=0, description="A connection with no call for this long is sent GOAWAY."
+    )
+    max_connection_age_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Every connection is sent GOAWAY after this long (calls in flight "
+        "finish): the bound on any one connection's life, a flooding one's included.",
+    )
+    handshake_timeout_seconds: float = Field(
+        10.0, gt=0, description="A connection that has not begun HTTP/2 by then is closed."
+    )
+    keepalive_seconds: float = Field(
+        60.0, gt=0, description="The server pings a connection quiet for this long."
+    )
+    keepalive_timeout_seconds: float = Field(
+        20.0, gt=0, description="A ping unanswered for this long closes the connection."
     )
     grace_seconds: float = Field(
         15.0, ge=0, description="How long in-flight calls may finish after SIGTERM."

@@ -12,7 +12,13 @@ import hmac
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from services.common.errors import Unauthenticated
+
 T = TypeVar("T")
+
+# No secret maas issues comes near this; the headers' own limit is grpc core's
+# (ServiceSettings.max_metadata_bytes), so a longer token is refused here, by name.
+MAX_TOKEN_BYTES = 4096
 
 
 def hash_token(token: str) -> str:
@@ -37,12 +43,22 @@ def match_digest(entries: Iterable[T], token: str, digest_of: Callable[[T], byte
 
 
 def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
-    """The token of an `authorization: Bearer <token>` metadata entry, or None."""
+    """The token of an `authorization: Bearer <token>` metadata entry, or None.
+
+    The scheme is case-insensitive (RFC 7235), so `bearer` works too. A token over
+    MAX_TOKEN_BYTES is Unauthenticated, so that it is never hashed or compared.
+    """
     for key, value in metadata or ():
         if key.lower() != "authorization":
             continue
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        scheme, _, token = text.strip().partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
+        raw = value if isinstance(value, bytes) else str(value).encode()
+        scheme, _, token = raw.strip().partition(b" ")
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not token:
+            continue
+        if len(token) > MAX_TOKEN_BYTES:
+            raise Unauthenticated(
+                f"bearer token too long: expected at most {MAX_TOKEN_BYTES} bytes, got {len(token)}"
+            )
+        return token.decode(errors="replace")
     return None
