@@ -87,7 +87,7 @@ class GatewayServicer:
 
     def _call(self, request: bytes, context: Context, method: str) -> Call:
         key = self._key(context, method)
-        return Call(key, wire.read_head(request), request, self._deadline(context))
+        return Call(key, wire.read_request(request), request, self._deadline(context))
 
     # The gateway's own answers.
 
@@ -151,7 +151,7 @@ class GatewayServicer:
         metadata = context.invocation_metadata()
         call = Call(
             self.router.authorize(metadata, "ModelInfer"),
-            wire.read_head(request),
+            wire.read_request(request),
             request,
             self._deadline(context),
             pinned_version(metadata),
@@ -178,9 +178,11 @@ class GatewayServicer:
             deadline = earliest(loop.time() + self.default_timeout, stream_deadline)
             head = wire.Head()
             try:
-                head = wire.read_head(request)
+                head = wire.read_request(request)
                 reply = await self.router.infer(Call(key, head, request, deadline, pin, passed))
                 return wire.wrap_stream_response(reply.data)
+            except wire.BadHead as exc:
+                return _stream_error(exc.head, exc.message)
             except ServiceError as exc:
                 return _stream_error(head, exc.message)
             except Exception:  # noqa: BLE001 - one request's failure must not end the stream
