@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import threading
 from typing import Generic, TypeVar
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 
 _log = logging.getLogger(__name__)
 
@@ -35,31 +36,156 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class MetricsServer:
-    """Serves one registry's metrics on host:port (0 picks a free port)."""
+    """Serves one registry's metrics on host:port (0 picks a free port).
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+    prometheus_client's own server spends a thread per connection, so idle clients
+    grew one service to 210 threads. Here one thread runs an event loop for every
+    connection: a client must send its request within `timeout` seconds, gets one
+    answer and is closed, and past `max_connections` new ones are closed at once.
+    The page itself is prometheus_client's WSGI app (formats, gzip, `name[]`).
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 5.0,
+        max_connections: int = 256,
+    ) -> None:
         self.registry = registry
         self._host = host.strip("[]") or "::"
         self._requested = port
-        self._server: WSGIServer | None = None
+        self._timeout = timeout
+        self._max_connections = max_connections
+        self._app = make_wsgi_app(registry)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._connections = 0
         self.port = 0
 
     def start(self) -> int:
-        """Start serving in a background thread; returns the bound port."""
-        self._server, self._thread = start_http_server(
-            self._requested, addr=self._host, registry=self.registry
+        """Bind, start serving in a background thread and return the bound port."""
+        sock = _listen(self._host, self._requested)
+        self.port = int(sock.getsockname()[1])
+        self._loop = asyncio.new_event_loop()
+        self._stopped = asyncio.Event()
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(sock, ready), name="metrics", daemon=True
         )
-        self.port = int(self._server.server_port)
+        self._thread.start()
+        ready.wait()
         _log.info("metrics on port %d", self.port, extra={"metrics_port": self.port})
         return self.port
 
     def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Stop serving: the port is closed and open connections end."""
+        if self._loop is None or self._thread is None or self._stopped is None:
+            return
+        self._loop.call_soon_threadsafe(self._stopped.set)
+        self._thread.join()
+        self._loop = self._thread = self._stopped = None
+
+    def _run(self, sock: socket.socket, ready: threading.Event) -> None:
+        assert self._loop is not None
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve(sock, ready))
+        finally:
+            self._loop.close()
+
+    async def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
+        assert self._stopped is not None
+        tasks: set[asyncio.Task[None]] = set()
+
+        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.ensure_future(self._answer(reader, writer))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        server = await asyncio.start_server(connected, sock=sock, limit=_HEAD_LIMIT)
+        ready.set()
+        try:
+            await self._stopped.wait()
+        finally:
+            server.close()
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await server.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request, then close; a client too slow to send it is dropped."""
+        self._connections += 1
+        try:
+            if self._connections > self._max_connections:
+                return
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._timeout)
+            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                return
+            writer.write(self._respond(head))
+            await asyncio.wait_for(writer.drain(), self._timeout)
+        except (OSError, TimeoutError):
+            pass  # the client went away or stopped reading: nothing to answer
+        finally:
+            self._connections -= 1
+            writer.close()
+
+    def _respond(self, head: bytes) -> bytes:
+        """The HTTP/1.0 response to a request head, from prometheus_client's WSGI app."""
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3:
+            return _response("400 Bad Request", [], b"expected 'GET /metrics HTTP/1.1'\n")
+        method, target, _ = parts
+        path, _, query = target.partition("?")
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep and name.strip().lower() in ("accept", "accept-encoding"):
+                environ["HTTP_" + name.strip().upper().replace("-", "_")] = value.strip()
+        status: list[str] = []
+        headers: list[tuple[str, str]] = []
+
+        def start_response(code: str, names: list[tuple[str, str]]) -> None:
+            status.append(code)
+            headers.extend(names)
+
+        body = b"".join(self._app(environ, start_response))
+        return _response(status[0], headers, body)
+
+
+# The request line and headers of a scrape are well under this.
+_HEAD_LIMIT = 16 * 1024
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, dual-stack for `::`; OSError (EADDRINUSE) if taken."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _response(status: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    lines = [f"HTTP/1.0 {status}", *(f"{k}: {v}" for k, v in headers)]
+    lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+    return "\r\n".join(lines).encode("latin-1") + body
 
 
 M = TypeVar("M", Counter, Histogram)
