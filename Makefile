@@ -85,6 +85,15 @@ chaos: install ## Every fault under steady load: sent, failed, recovery (bench/r
 soak: install ## SOAK_SECONDS (600) of steady load; RSS and open fds of every service grow <10%
 	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m tools.chaos.soak $(SOAK_ARGS)
 
+# Hostile clients (issue B, docs/reliability.md): every category against the whole
+# system, open and --auth, in about 3-5 minutes on 2 cores (HOSTILE_SECONDS bounds
+# it: 300). Stalls are reported against 100 ms. `make test` runs a short version.
+HOSTILE_SECONDS ?= 300
+HOSTILE_REPORT ?= bench/results/hostile.json
+.PHONY: hostile
+hostile: install ## Hostile clients, every category: codes, stalls, RSS, leaks (bench/results/hostile.json)
+	timeout $(HOSTILE_SECONDS) $(PY) -m tools.hostile --report $(HOSTILE_REPORT) $(HOSTILE_ARGS)
+
 .PHONY: run
 run: install ## Start registry, inference and gateway on this machine (maas up; Ctrl-C stops)
 	$(BIN)/maas up
