@@ -3,6 +3,10 @@
 The embedded defaults: SQLite and a blob directory under the data folder, CPU
 ONNX Runtime, and auth off unless `--auth`. The demo model `digits` is exported
 from PyTorch and registered when the registry does not have it yet.
+
+The registry and inference listen on loopback only; the gateway is the one
+service meant to be reached from elsewhere. With `--auth`, inference also asks for
+a service token that only the gateway holds, so its port is no way around the keys.
 """
 
 from __future__ import annotations
@@ -10,69 +14,32 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import secrets
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tools.cli import CliError
 from tools.processes import ServiceDied, ServiceProcess
+from tools.up_plan import (
+    LOOPBACK,
+    Secrets,
+    gateway_args,
+    inference_args,
+    registry_args,
+    secret_env,
+)
 
 DEMO_MODEL = "digits"
 MAX_RESTARTS = 5
-SERVICES = ("registry", "inference", "gateway")
 
 
 # gRPC ports; each metrics port is its gRPC port plus 1000.
 GATEWAY_PORT, REGISTRY_PORT, INFERENCE_PORT = 8001, 8011, 8021
-
-
-@dataclass
-class Secrets:
-    """What `--auth` generates; shown once, stored only as sha256 digests."""
-
-    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    reader_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-
-    def write(self, folder: Path) -> tuple[Path, Path]:
-        """The registry's tokens file and the gateway's keys file, hashed."""
-        from services.common.tokens import hash_token
-
-        folder.mkdir(parents=True, exist_ok=True)
-        tokens = folder / "registry-tokens.yaml"
-        keys = folder / "gateway-keys.yaml"
-        tokens.write_text(
-            yaml.safe_dump(
-                {
-                    "tokens": [
-                        {"id": "admin", "role": "admin", "sha256": hash_token(self.admin_token)},
-                        {
-                            "id": "services",
-                            "role": "reader",
-                            "sha256": hash_token(self.reader_token),
-                        },
-                    ]
-                }
-            )
-        )
-        keys.write_text(
-            yaml.safe_dump(
-                {
-                    "keys": [
-                        {"id": "local", "sha256": hash_token(self.api_key)},
-                    ]
-                }
-            )
-        )
-        return tokens, keys
 
 
 class Process(ServiceProcess):
@@ -81,6 +48,8 @@ class Process(ServiceProcess):
     def __init__(
         self, service: str, name: str, port: int, args: list[str], env: dict[str, str], folder: Path
     ) -> None:
+        # Called where it listens: its --host (loopback), else localhost.
+        self.host = args[args.index("--host") + 1] if "--host" in args else "localhost"
         (folder / "logs").mkdir(parents=True, exist_ok=True)
         (folder / "run").mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -97,6 +66,11 @@ class Process(ServiceProcess):
             new_session=True,
         )
         self._pid_file.write_text(f"{self.pid}\n")
+
+    @property
+    def address(self) -> str:
+        """host:port of its gRPC server, on the address it listens on."""
+        return f"{self.host}:{self.port}"
 
     def restart(self) -> None:
         """Start it again on the port it had, after it died."""
@@ -188,61 +162,42 @@ def ensure_demo_model(data: Path, registry: str, token: str | None) -> str:
 def start(args: argparse.Namespace) -> tuple[list[Process], Secrets | None]:
     """Start the three services in order, each healthy before the next."""
     data = Path(args.data_dir).resolve()
-    creds = Secrets() if args.auth else None
+    if args.api_keys_file and not args.auth:
+        raise CliError("--api-keys-file needs --auth")
+    creds = Secrets.generate(args.api_keys_file) if args.auth else None
+    files = creds.write(data / "secrets") if creds else None
     env: dict[str, str] = {}
     if args.otlp_endpoint:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.otlp_endpoint
+    secret = secret_env(creds)
     common = ["--log-level", args.log_level]
-    registry_args = ["--data-dir", str(data / "registry")]
-    gateway_auth = ["--no-auth"]
-    if creds is None:
-        registry_args.append("--no-auth")
-    else:
-        tokens, keys = creds.write(data / "secrets")
-        registry_args += ["--tokens-file", str(tokens)]
-        gateway_auth = ["--api-keys-file", args.api_keys_file or str(keys)]
-        env["MAAS_INFERENCE_REGISTRY_TOKEN"] = creds.reader_token
-        env["MAAS_GATEWAY_REGISTRY_TOKEN"] = creds.reader_token
     processes: list[Process] = []
 
     def launch(service: str, name: str, port: int, extra: list[str]) -> Process:
-        process = Process(service, name, port, [*extra, *common], _service_env(env, service), data)
+        process_env = {**_service_env(env, service), **secret[service]}
+        process = Process(service, name, port, [*extra, *common], process_env, data)
         processes.append(process)
         wait_healthy(process)
         return process
 
     try:
-        registry = launch("registry", "registry", args.registry_port, registry_args)
+        registry = launch("registry", "registry", args.registry_port, registry_args(data, files))
         admin = creds.admin_token if creds else None
         print(ensure_demo_model(data, registry.address, admin), flush=True)
         backends = []
         for i in range(args.inference_replicas):
             port = args.inference_port + i if args.inference_port else 0
             name = "inference" if i == 0 else f"inference-{i + 1}"
+            cache = data / "cache" / name
             backends.append(
-                launch(
-                    "inference",
-                    name,
-                    port,
-                    [
-                        "--registry",
-                        registry.address,
-                        "--cache-dir",
-                        str(data / "cache" / name),
-                    ],
-                )
+                launch("inference", name, port, inference_args(registry.address, cache, files))
             )
+        addresses = [b.address for b in backends]
         launch(
             "gateway",
             "gateway",
             args.gateway_port,
-            [
-                "--registry",
-                registry.address,
-                "--backends",
-                ",".join(b.address for b in backends),
-                *gateway_auth,
-            ],
+            gateway_args(registry.address, addresses, files),
         )
     except BaseException:
         for process in reversed(processes):
@@ -270,22 +225,29 @@ def banner(processes: list[Process], data_dir: str, creds: Secrets | None) -> st
         metrics = f"metrics http://localhost:{p.metrics_port}/metrics" if p.metrics_port else ""
         lines.append(f"  {p.name:<12} {p.address:<16} {metrics}".rstrip())
     if creds:
-        lines += [
-            f"  auth: ON.  admin token (registry): {creds.admin_token}",
-            f"             API key (gateway):      {creds.api_key}",
-            "             shown once; only their sha256 digests are stored.",
-        ]
+        lines.append(f"  auth: ON.  admin token (registry): {creds.admin_token}")
+        if creds.api_key is not None:
+            lines.append(f"             API key (gateway):      {creds.api_key}")
+            lines.append("             shown once; only their sha256 digests are stored.")
+        else:
+            lines.append(f"             API keys (gateway):     the keys in {creds.api_keys_file}")
+            lines.append("             shown once; only its sha256 digest is stored.")
+        lines.append(
+            "             inference takes only the gateway's service token "
+            "(never shown): call the gateway."
+        )
         headers = ', headers={"authorization": "Bearer <API key>"}'
         grpcurl_auth = "-H 'authorization: Bearer <API key>' "
         token = " --token <admin token>"
     else:
         lines += [
-            "  auth: OFF (--no-auth). Anyone who can reach these ports can call them and",
-            "        change the registry. `maas up --auth` turns keys on.",
+            "  auth: OFF (--no-auth). Anyone who can reach the gateway can call it, and any",
+            "        local user the registry and inference. `maas up --auth` turns keys on.",
         ]
         headers = grpcurl_auth = token = ""
     method = "inference.GRPCInferenceService/ModelMetadata"
     lines += [
+        f"  registry and inference listen on {LOOPBACK} only; the gateway on every address.",
         f"  logs: {Path(data_dir).resolve() / 'logs'}",
         "",
         "Python (tritonclient):",
@@ -358,7 +320,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--auth", action="store_true", help="turn auth on (generates keys)")
     parser.add_argument(
         "--api-keys-file",
-        help="with --auth: the gateway's keys (YAML, hashed) instead of one generated key",
+        help="with --auth: the gateway's keys (YAML, hashed) instead of one generated key; "
+        "the banner then shows no key",
     )
     parser.add_argument("--otlp-endpoint", help="send traces here (OTLP/gRPC)")
     parser.add_argument("--gateway-port", type=int, default=GATEWAY_PORT, help="0 picks one")

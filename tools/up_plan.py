@@ -1,0 +1,118 @@
+"""What `maas up` starts: the secrets `--auth` makes, and each service's flags and
+environment. Pure functions, so the choices (loopback, which credential goes where)
+are testable without starting anything.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+SERVICES = ("registry", "inference", "gateway")
+# Where the internal services listen (their metrics too); the gateway takes the default.
+LOOPBACK = "127.0.0.1"
+
+
+def _generate() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass
+class Secrets:
+    """What `--auth` generates; shown once, stored only as sha256 digests.
+
+    With `--api-keys-file` the gateway's keys are that file's, and no key is made.
+    The service token is handed to the gateway in its environment, never shown.
+    """
+
+    admin_token: str = field(default_factory=_generate)
+    reader_token: str = field(default_factory=_generate)
+    api_key: str | None = field(default_factory=_generate)
+    service_token: str = field(default_factory=_generate, repr=False)
+    api_keys_file: str | None = None
+
+    @classmethod
+    def generate(cls, api_keys_file: str | None) -> Secrets:
+        """Fresh secrets; an API key only when no keys file is given."""
+        if api_keys_file:
+            return cls(api_key=None, api_keys_file=str(Path(api_keys_file).resolve()))
+        return cls()
+
+    def write(self, folder: Path) -> SecretFiles:
+        """The registry's tokens, inference's service tokens and the gateway's keys, hashed."""
+        from services.common.tokens import hash_token
+
+        folder.mkdir(parents=True, exist_ok=True)
+        tokens = folder / "registry-tokens.yaml"
+        service = folder / "inference-tokens.yaml"
+        service.write_text(
+            yaml.safe_dump(
+                {"tokens": [{"id": "gateway", "sha256": hash_token(self.service_token)}]}
+            )
+        )
+        tokens.write_text(
+            yaml.safe_dump(
+                {
+                    "tokens": [
+                        {"id": "admin", "role": "admin", "sha256": hash_token(self.admin_token)},
+                        {
+                            "id": "services",
+                            "role": "reader",
+                            "sha256": hash_token(self.reader_token),
+                        },
+                    ]
+                }
+            )
+        )
+        if self.api_key is None:
+            assert self.api_keys_file is not None
+            return SecretFiles(tokens, Path(self.api_keys_file), service)
+        keys = folder / "gateway-keys.yaml"
+        keys.write_text(
+            yaml.safe_dump({"keys": [{"id": "local", "sha256": hash_token(self.api_key)}]})
+        )
+        return SecretFiles(tokens, keys, service)
+
+
+@dataclass(frozen=True)
+class SecretFiles:
+    """Where each service reads its hashed credentials."""
+
+    registry_tokens: Path
+    gateway_keys: Path
+    service_tokens: Path
+
+
+def registry_args(data: Path, files: SecretFiles | None) -> list[str]:
+    """The registry's flags: its data folder, loopback, and its tokens (or --no-auth)."""
+    auth = ["--tokens-file", str(files.registry_tokens)] if files else ["--no-auth"]
+    return ["--host", LOOPBACK, "--data-dir", str(data / "registry"), *auth]
+
+
+def inference_args(registry: str, cache: Path, files: SecretFiles | None) -> list[str]:
+    """An inference replica's flags: loopback, the registry it follows, its service tokens."""
+    auth = ["--service-tokens-file", str(files.service_tokens)] if files else []
+    return ["--host", LOOPBACK, "--registry", registry, "--cache-dir", str(cache), *auth]
+
+
+def gateway_args(registry: str, backends: list[str], files: SecretFiles | None) -> list[str]:
+    """The gateway's flags: the registry, the backends, and its keys (or --no-auth)."""
+    auth = ["--api-keys-file", str(files.gateway_keys)] if files else ["--no-auth"]
+    return ["--registry", registry, "--backends", ",".join(backends), *auth]
+
+
+def secret_env(creds: Secrets | None) -> dict[str, dict[str, str]]:
+    """The secrets each service gets in its environment (never on its command line)."""
+    if creds is None:
+        return {service: {} for service in SERVICES}
+    return {
+        "registry": {},
+        "inference": {"MAAS_INFERENCE_REGISTRY_TOKEN": creds.reader_token},
+        "gateway": {
+            "MAAS_GATEWAY_REGISTRY_TOKEN": creds.reader_token,
+            "MAAS_GATEWAY_BACKEND_TOKEN": creds.service_token,
+        },
+    }
