@@ -1,0 +1,142 @@
+"""A stream that never reads holds about its byte budget of answers (issue B, item 4).
+
+Through real inference and gateway servers: every answer is 1 MiB, the byte budget
+of answer_each (STREAM_BUDGET_BYTES). Before the budget a stream made its whole
+window of 64 answers for a client that read none (about 7 MB a stream in the
+issue, 64 MiB here); now it makes one or two, plus what grpc has already written
+into the client's flow-control window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnx
+import onnx.helper as oh
+import pytest
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+
+from services.common.streams import STREAM_BUDGET_BYTES
+from services.gateway.main import GatewayServer
+from services.gateway.settings import GatewaySettings
+from services.inference.main import InferenceServer
+from services.inference.settings import InferenceSettings
+
+WIDTH = STREAM_BUDGET_BYTES // 4  # floats per answer: one budget each
+SENT = 200
+MOST = 16  # answers made for a stalled stream: a few, never the window of 64
+MIB = 1 << 20
+
+
+def fan_out_model(path: Path) -> None:
+    """x [batch, 1] -> y [batch, WIDTH]: every row's value repeated WIDTH times."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = oh.make_tensor("shape", onnx.TensorProto.INT64, [2], [1, WIDTH])
+    graph = oh.make_graph(
+        [oh.make_node("Expand", ["x", "shape"], ["y"])],
+        "fan_out",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 1])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", WIDTH])],
+        initializer=[shape],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def request(i: int) -> pb.ModelInferRequest:
+    msg = pb.ModelInferRequest(model_name="fan_out", id=str(i))
+    msg.inputs.add(name="x", datatype="FP32", shape=[1, 1])
+    msg.raw_input_contents.append(np.array([[float(i)]], np.float32).tobytes())
+    return msg
+
+
+@pytest.fixture
+async def inference(tmp_path: Path) -> AsyncIterator[InferenceServer]:
+    fan_out_model(tmp_path / "repository" / "fan_out" / "1" / "model.onnx")
+    settings = InferenceSettings(
+        port=0,
+        metrics_port=0,
+        host="localhost",
+        model_repository=str(tmp_path / "repository"),
+        grace_seconds=0,
+    )
+    server = InferenceServer(settings)
+    await server.start()
+    yield server
+    await server.shutdown(0)
+
+
+@pytest.fixture(params=["inference", "gateway"])
+async def front(request: pytest.FixtureRequest, inference: InferenceServer) -> AsyncIterator[int]:
+    """The port the client streams to: inference itself, or a gateway before it."""
+    if request.param == "inference":
+        yield inference.grpc.port
+        return
+    settings = GatewaySettings(
+        port=0,
+        metrics_port=0,
+        host="localhost",
+        grace_seconds=0,
+        no_auth=True,
+        backends=f"localhost:{inference.grpc.port}",
+    )
+    gateway = GatewayServer(settings)
+    await gateway.start(ready_timeout=10)
+    yield gateway.grpc.port
+    await gateway.shutdown(0)
+
+
+async def executed(stub: pb_grpc.GRPCInferenceServiceStub) -> int:
+    reply = await stub.ModelStatistics(pb.ModelStatisticsRequest(name="fan_out"))
+    return reply.model_stats[0].inference_count
+
+
+async def test_a_stream_that_never_reads_holds_about_its_budget(
+    front: int, inference: InferenceServer
+) -> None:
+    options = [("grpc.max_receive_message_length", 64 * MIB)]
+    # Statistics over a connection of their own, which the stalled stream cannot hold up.
+    own = [*options, ("grpc.use_local_subchannel_pool", 1)]
+    async with (
+        grpc.aio.insecure_channel(f"localhost:{front}", options) as streaming,
+        grpc.aio.insecure_channel(f"localhost:{inference.grpc.port}", own) as control,
+    ):
+        stub, stats = (
+            pb_grpc.GRPCInferenceServiceStub(streaming),
+            pb_grpc.GRPCInferenceServiceStub(control),
+        )
+        call = stub.ModelStreamInfer()
+
+        async def send() -> None:
+            for i in range(SENT):
+                await call.write(request(i))
+            await call.done_writing()
+
+        sender = asyncio.ensure_future(send())
+        loop = asyncio.get_running_loop()
+        # Watch the answers made until they stop growing (or pass the bound).
+        deadline, runs, still_since = loop.time() + 60, -1, loop.time()
+        while loop.time() < deadline:
+            now = await executed(stats)
+            if now != runs:
+                runs, still_since = now, loop.time()
+            if runs > MOST or loop.time() - still_since > 1.0:
+                break
+            await asyncio.sleep(0.05)  # a sampling period, not synchronisation
+        print(f"{SENT} requests sent on a stream never read: {runs} answers of 1 MiB made")
+        assert 0 < runs <= MOST, f"{runs} answers of 1 MiB made for a stream that read none"
+
+        # Reading again resumes the stream: every request is answered.
+        got = set()
+        for _ in range(SENT):
+            reply = await call.read()
+            assert not reply.error_message, reply.error_message
+            got.add(reply.infer_response.id)
+        await sender
+        assert got == {str(i) for i in range(SENT)}
