@@ -109,6 +109,11 @@ def test_idle_connections_do_not_each_cost_a_thread(report: Report, name: str) -
     check(report, "threads-bounded", name)
 
 
+@pytest.mark.parametrize("name", cases("slow-closed", ["slowloris"]))
+def test_idle_and_half_open_connections_are_closed_by_the_server(report: Report, name: str) -> None:
+    check(report, "slow-closed", name)
+
+
 @pytest.mark.parametrize("name", cases("stream-rounds", ["streams"]))
 def test_a_second_round_of_unread_streams_adds_under_16mb(report: Report, name: str) -> None:
     assert STREAM_ROUND_GOAL_MB == 16.0

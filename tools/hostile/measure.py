@@ -66,8 +66,7 @@ class Meter:
         category.probe_errors = span.probe_errors
         category.rss_growth_mb = {k: round(v, 1) for k, v in span.rss_mb.items()}
         category.seconds = round(time.monotonic() - start, 1)
-        if any(span.threads.values()):
-            category.figures.setdefault("peak_thread_growth", span.threads)
+        category.figures.setdefault("peak_thread_growth", span.threads)
 
     def close(self) -> None:
         self.probe.close()

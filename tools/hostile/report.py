@@ -13,7 +13,10 @@ from tools.hostile.wire import Outcome
 
 STALL_GOAL_MS = 100.0  # make hostile; make test asserts 1 s (noisy machines)
 RSS_GOAL_MB = 256.0  # per service per hostile request, beyond a legitimate one of its size
-STREAM_ROUND_GOAL_MB = 16.0  # a second round of unread streams, once the first has ended
+STREAM_ROUND_GOAL_MB = 16.0
+# Idle and half-open connections are closed within the handshake timeout (10 s) and the
+# metrics server's request timeout (5 s): a hold this long must see every one closed.
+SLOW_HOLD_GOAL_S = 12.0  # a second round of unread streams, once the first has ended
 # Statuses a client error must never get: they say the server failed.
 SERVER_FAULTS = frozenset({"INTERNAL", "UNKNOWN"})
 EXAMPLES = 8  # kept per list, so that a report stays readable
@@ -137,6 +140,10 @@ def goals(category: Category, stall_goal_ms: float = STALL_GOAL_MS) -> list[Goal
         # A bounded pool grows by a few workers, not one per idle connection (2 kinds a port).
         worst = max(threads.values(), default=0)
         found.append(Goal("threads-bounded", key, worst < per_kind, f"+{worst} threads"))
+    closed, hold = category.figures.get("closed_total"), category.figures.get("hold_s")
+    if isinstance(closed, str) and isinstance(hold, float) and hold >= SLOW_HOLD_GOAL_S:
+        done, opened = (int(n) for n in closed.split("/"))
+        found.append(Goal("slow-closed", key, done == opened, f"{closed} closed in {hold:.0f} s"))
     bypasses = category.figures.get("bypasses")
     if isinstance(bypasses, list):
         found.append(Goal("no-bypass", key, not bypasses, f"{len(bypasses)} bypasses"))

@@ -62,7 +62,7 @@ SHORT = Profile(
     streams=20,
     stream_requests=16,
     slow_connections=20,
-    slow_hold_s=3.0,
+    slow_hold_s=15.0,
     reset_pairs=2000,
 )
 

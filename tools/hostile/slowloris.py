@@ -65,4 +65,5 @@ async def run_slowloris(
             category.record(label, Outcome("CLOSED" if was_closed else "OPEN"), ())
     category.figures["hold_s"] = hold_s
     category.figures["connections_per_kind"] = count
+    category.figures["closed_total"] = f"{sum(results)}/{len(results)}"
     category.figures["closed"] = closed
