@@ -419,7 +419,7 @@ def test_registry_external_database_from_a_secret(chart: Chart) -> None:
 def test_generated_credentials(chart: Chart) -> None:
     docs = chart.render()
     data = {k: b64decode(v).decode() for k, v in one(docs, "Secret", "maas-auth")["data"].items()}
-    assert set(data) == {"admin-token", "reader-token", "api-key", "api-keys.yaml"}
+    assert set(data) == {"admin-token", "reader-token", "api-key", "api-keys.yaml", "service-token"}
     assert len({data["admin-token"], data["reader-token"], data["api-key"]}) == 3
     keys = yaml.safe_load(data["api-keys.yaml"])
     digest = hashlib.sha256(data["api-key"].encode()).hexdigest()
@@ -458,7 +458,11 @@ def test_existing_secrets_replace_generated_ones(chart: Chart) -> None:
 
 
 def test_auth_off_is_explicit(chart: Chart) -> None:
-    sets = ["gateway.auth.enabled=false", "registry.auth.enabled=false"]
+    sets = [
+        "gateway.auth.enabled=false",
+        "registry.auth.enabled=false",
+        "inference.auth.enabled=false",
+    ]
     docs = chart.render(sets=sets)
     assert not find(docs, "Secret", "maas-auth")
     assert env_of(container(docs, "gateway"))["MAAS_GATEWAY_NO_AUTH"] == "true"

@@ -84,6 +84,21 @@ app.kubernetes.io/part-of: maas
 {{- .Values.gateway.auth.existingSecret | default (include "maas.authSecretName" .) }}
 {{- end }}
 
+{{- define "maas.inferenceAuthSecret" -}}
+{{- .Values.inference.auth.existingSecret | default (include "maas.authSecretName" .) }}
+{{- end }}
+
+{{/* env entry: the service token (the gateway sends it, inference checks it); dict: root, name */}}
+{{- define "maas.serviceTokenEnv" -}}
+{{- if .root.Values.inference.auth.enabled -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "maas.inferenceAuthSecret" .root }}
+      key: service-token
+{{- end }}
+{{- end }}
+
 {{/* env entries: the reader token for registry clients (gateway, inference); dict: root, name */}}
 {{- define "maas.readerTokenEnv" -}}
 {{- if .root.Values.registry.auth.enabled -}}
