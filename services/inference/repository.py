@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.errors import InvalidArgument, NotFound, ServiceError
+from services.common.redact import without_paths
 from services.common.versions import is_number
 from services.inference.config import ModelConfig, load_config
 from services.inference.manager import ModelManager
@@ -85,20 +86,21 @@ class DirectorySource:
             # The directory is read on a worker thread: the event loop keeps serving.
             found = await asyncio.to_thread(read_model_dir, model_dir)
             if found is None:
-                raise NotFound(f"model '{name}' is not in the model repository {self.root}")
+                raise NotFound(f"model '{name}' is not in the model repository")
             versions, config = found
             if isinstance(config, ServiceError):
                 self._fail_all(name, versions, config.message)
                 if strict:
                     raise InvalidArgument(
-                        f"failed to load model '{name}': {config.message}"
+                        f"failed to load model '{name}': {without_paths(config.message)}"
                     ) from None
                 return
             if self.require_cuda:
                 config = config.model_copy(update={"require_cuda": True})
             failures = await self._sync(name, versions, config)
         if strict and failures:
-            raise InvalidArgument(f"failed to load model '{name}': {'; '.join(failures)}")
+            detail = without_paths("; ".join(failures))
+            raise InvalidArgument(f"failed to load model '{name}': {detail}")
 
     async def unload(self, name: str) -> None:
         """Unload every version of one model."""

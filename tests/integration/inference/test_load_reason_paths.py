@@ -171,3 +171,23 @@ async def test_through_the_gateway_no_path_either(
                 assert str(tmp_path) not in message, message
     finally:
         await gateway.shutdown(0)
+
+
+async def test_repository_load_errors_name_no_path(
+    start_inference: Callable[..., Awaitable[InferenceServer]], repository: Path, tmp_path: Path
+) -> None:
+    server = await start_inference(service_token=TOKEN)
+    (repository / "empty").mkdir()
+    async with grpc.aio.insecure_channel(f"localhost:{server.grpc.port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for model, code in (
+            ("evil", grpc.StatusCode.INVALID_ARGUMENT),
+            ("empty", grpc.StatusCode.INVALID_ARGUMENT),
+            ("missing", grpc.StatusCode.NOT_FOUND),
+        ):
+            request = pb.RepositoryModelLoadRequest(model_name=model)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.RepositoryModelLoad(request, metadata=AUTH)
+            details = info.value.details() or ""
+            assert info.value.code() is code, details
+            assert str(tmp_path) not in details and "server-only" not in details, details
