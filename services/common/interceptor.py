@@ -10,11 +10,15 @@ from typing import Any
 
 import grpc
 
+from services.common.decoding import DecodedStream, Decoder
 from services.common.errors import ServiceError
 from services.common.metrics import RpcMetrics
+from services.common.ratelog import Throttled
 
 _log = logging.getLogger(__name__)
 INTERNAL_MESSAGE = "internal error"
+# Undecodable requests are the client's doing: one log line per this many seconds.
+UNDECODABLE_LOG_SECONDS = 10.0
 _PASS_THROUGH = (asyncio.CancelledError, grpc.aio.AbortError)
 
 Behavior = Callable[..., Any]
@@ -25,10 +29,15 @@ def rewrap_handler(
     handler: grpc.RpcMethodHandler,
     unary: Callable[[Behavior], Behavior],
     stream: Callable[[Behavior], Behavior],
+    *,
+    raw_requests: bool = False,
 ) -> grpc.RpcMethodHandler:
-    """The handler with its behavior wrapped: `unary` for unary responses, else `stream`."""
+    """The handler with its behavior wrapped: `unary` for unary responses, else `stream`.
+
+    With `raw_requests`, grpc hands the wrapped behavior the serialized request bytes.
+    """
     common = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": None if raw_requests else handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
@@ -64,8 +73,33 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
+def _decoding(
+    handler: grpc.RpcMethodHandler, method: str, log: Throttled
+) -> Callable[[Any], Any] | None:
+    """What turns the bytes grpc hands over into the request (or request stream) the
+    handler's behavior takes; None when the behavior takes bytes itself (the gateway)."""
+    deserialize = handler.request_deserializer
+    if deserialize is None:
+        return None
+    decode = Decoder(deserialize, method, log)
+    if handler.request_streaming:
+        return lambda requests: DecodedStream(requests, decode)
+    return decode
+
+
+def _identity(request: Any) -> Any:
+    return request
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns ServiceError into its status and anything else into INTERNAL."""
+    """Turns ServiceError into its status and anything else into INTERNAL.
+
+    It also decodes requests (services.common.decoding), so that an undecodable one
+    is INVALID_ARGUMENT like any other bad request, not an error inside grpc core.
+    """
+
+    def __init__(self) -> None:
+        self._undecodable = Throttled(_log, UNDECODABLE_LOG_SECONDS)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -74,11 +108,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        decoding = _decoding(handler, method, self._undecodable)
+        decode = _identity if decoding is None else decoding
 
         def unary(behavior: Behavior) -> Behavior:
             async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
-                    return await behavior(request, context)
+                    return await behavior(decode(request), context)
                 except _PASS_THROUGH:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the one place that maps all errors
@@ -89,7 +125,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         def stream(behavior: Behavior) -> Behavior:
             async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 try:
-                    async for response in responses_of(behavior, request, context):
+                    async for response in responses_of(behavior, decode(request), context):
                         yield response
                 except _PASS_THROUGH:
                     raise
@@ -98,7 +134,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             return handle
 
-        return rewrap_handler(handler, unary, stream)
+        return rewrap_handler(handler, unary, stream, raw_requests=decoding is not None)
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
@@ -116,34 +152,40 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         metrics = self._metrics
 
-        def done(context: grpc.aio.ServicerContext, started: float, failed: bool) -> None:
-            code = context.code()
-            if code is None:
-                code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+        def done(context: grpc.aio.ServicerContext, started: float, ended: grpc.StatusCode) -> None:
+            # A status set by the call (abort, set_code) comes first; a call cancelled
+            # by its client ends with CancelledError and sets none.
+            code = context.code() or ended
             metrics.requests(method, code.name).inc()
             metrics.latency(method).observe(time.perf_counter() - started)
 
         def unary(behavior: Behavior) -> Behavior:
             async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started, failed = time.perf_counter(), True
+                started, ended = time.perf_counter(), grpc.StatusCode.UNKNOWN
                 try:
                     result = await behavior(request, context)
-                    failed = False
+                    ended = grpc.StatusCode.OK
                     return result
+                except asyncio.CancelledError:
+                    ended = grpc.StatusCode.CANCELLED
+                    raise
                 finally:
-                    done(context, started, failed)
+                    done(context, started, ended)
 
             return handle
 
         def stream(behavior: Behavior) -> Behavior:
             async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                started, failed = time.perf_counter(), True
+                started, ended = time.perf_counter(), grpc.StatusCode.UNKNOWN
                 try:
                     async for response in responses_of(behavior, request, context):
                         yield response
-                    failed = False
+                    ended = grpc.StatusCode.OK
+                except (asyncio.CancelledError, GeneratorExit):
+                    ended = grpc.StatusCode.CANCELLED
+                    raise
                 finally:
-                    done(context, started, failed)
+                    done(context, started, ended)
 
             return handle
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.common.errors import DeadlineExceeded, ServiceError, Unimplemented
+from services.common.tensors import Encoded
 from services.inference.config import DynamicBatching
 from services.inference.manager import IndexEntry, ModelManager
 from services.inference.metrics import InferenceMetrics
@@ -16,19 +17,25 @@ from services.inference.model import LoadedModel
 from services.inference.repository import DirectorySource
 from services.inference.runtime import TensorSpec
 from services.inference.stats import StatsSnapshot
-from services.inference.validate import check_inputs, check_outputs
+from services.inference.validate import (
+    TensorLimits,
+    check_encoded,
+    check_outputs,
+    decode_costly,
+    decode_inputs,
+)
 
 PLATFORM = "onnxruntime_onnx"
 
 
 @dataclass(frozen=True)
 class InferRequest:
-    """One inference request, decoded."""
+    """One inference request; its tensors are decoded once they fit the model."""
 
     model: str
     version: str
     id: str
-    inputs: dict[str, np.ndarray]
+    inputs: dict[str, Encoded]
     outputs: tuple[str, ...] = ()
     # Event-loop time after which the request must not run; None for no deadline.
     deadline: float | None = None
@@ -78,10 +85,12 @@ class InferenceApp:
         manager: ModelManager,
         source: DirectorySource | None = None,
         metrics: InferenceMetrics | None = None,
+        limits: TensorLimits | None = None,
     ) -> None:
         self.manager = manager
         self.source = source
         self.metrics = metrics
+        self.limits = limits or TensorLimits()
         self.draining = False
 
     async def infer(self, request: InferRequest) -> InferResult:
@@ -96,7 +105,7 @@ class InferenceApp:
         queue_ns: int | None = None
         code = "INTERNAL"
         try:
-            inputs = check_inputs(model.signature, request.inputs)
+            inputs = await self._decode(model, request.inputs)
             names = check_outputs(model.signature, request.outputs)
             deadline = request.deadline
             if deadline is not None and asyncio.get_running_loop().time() >= deadline:
@@ -116,6 +125,16 @@ class InferenceApp:
         return InferResult(
             model.name, str(model.version), request.id, {n: outputs[n] for n in names}
         )
+
+    async def _decode(
+        self, model: LoadedModel, tensors: dict[str, Encoded]
+    ) -> dict[str, np.ndarray]:
+        """The inputs decoded once they fit the model; a costly decode runs in a thread,
+        so that one request's BYTES elements do not stall every other client."""
+        checked = check_encoded(model.signature, tensors, model.max_batch_size, self.limits)
+        if decode_costly(checked):
+            return await asyncio.to_thread(decode_inputs, checked)
+        return decode_inputs(checked)
 
     def _count(self, model: str, version: str, code: str) -> None:
         if self.metrics is not None:

@@ -6,18 +6,21 @@ from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import model_config_pb2 as mc
 
 from services.common.errors import InvalidArgument
-from services.common.tensors import decode, encode
+from services.common.names import echo
+from services.common.tensors import encode, encoded
 from services.inference.app import InferRequest, InferResult, ModelDetails, ModelMetadata
 from services.inference.manager import IndexEntry
 from services.inference.runtime import CPU, TensorSpec
 from services.inference.stats import StatsSnapshot, Totals
+from services.inference.validate import OFF_LOOP_ELEMENTS
 
 # Request parameter, as in Triton's HTTP protocol: false asks for typed contents.
 BINARY_OUTPUT_PARAM = "binary_data_output"
 
 
 def infer_request(msg: pb.ModelInferRequest, deadline: float | None) -> InferRequest:
-    """Decode a ModelInferRequest; InvalidArgument naming the first bad tensor."""
+    """A ModelInferRequest's fields and tensors, each tensor checked against the data it
+    carries (decoded later, once it fits the model); InvalidArgument naming the first bad one."""
     raws = msg.raw_input_contents
     if raws and len(raws) != len(msg.inputs):
         raise InvalidArgument(
@@ -27,17 +30,18 @@ def infer_request(msg: pb.ModelInferRequest, deadline: float | None) -> InferReq
     inputs = {}
     for i, tensor in enumerate(msg.inputs):
         if tensor.name in inputs:
-            raise InvalidArgument(f"input '{tensor.name}' appears more than once")
+            raise InvalidArgument(f"input {echo(tensor.name)} appears more than once")
         if raws and tensor.HasField("contents"):
             raise InvalidArgument(
-                f"input '{tensor.name}': has typed contents but the request uses "
+                f"input {echo(tensor.name)}: has typed contents but the request uses "
                 "raw_input_contents; expected one or the other for all inputs"
             )
         if not raws and not tensor.HasField("contents"):
             raise InvalidArgument(
-                f"input '{tensor.name}': has no data, expected typed contents or raw_input_contents"
+                f"input {echo(tensor.name)}: has no data, expected typed contents or "
+                "raw_input_contents"
             )
-        inputs[tensor.name] = decode(tensor, raws[i] if raws else None)
+        inputs[tensor.name] = encoded(tensor, raws[i] if raws else None)
     outputs = tuple(o.name for o in msg.outputs)
     return InferRequest(msg.model_name, msg.model_version, msg.id, inputs, outputs, deadline)
 
@@ -46,6 +50,13 @@ def wants_raw(msg: pb.ModelInferRequest) -> bool:
     """Raw output contents unless the request sets binary_data_output to false."""
     param = msg.parameters.get(BINARY_OUTPUT_PARAM)
     return param is None or param.WhichOneof("parameter_choice") != "bool_param" or param.bool_param
+
+
+def encode_costly(result: InferResult, *, raw: bool) -> bool:
+    """Whether encoding `result` takes a Python step per element for long enough to
+    keep it off the event loop: BYTES outputs always do, typed contents too."""
+    steps = sum(a.size for a in result.outputs.values() if not raw or a.dtype.kind in "OUS")
+    return steps > OFF_LOOP_ELEMENTS
 
 
 def infer_response(result: InferResult, *, raw: bool) -> pb.ModelInferResponse:

@@ -30,6 +30,7 @@ from services.inference.registry_source import RegistrySource
 from services.inference.repository import DirectorySource
 from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings
+from services.inference.validate import TensorLimits
 from services.registry.client import RegistryClient
 
 _log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ class InferenceServer:
                 retry_seconds=settings.load_retry_seconds,
                 max_retry_seconds=settings.load_retry_max_seconds,
             )
-        self.app = InferenceApp(self.manager, source, self.metrics)
+        limits = TensorLimits(settings.max_tensor_elements, settings.max_bytes_elements)
+        self.app = InferenceApp(self.manager, source, self.metrics, limits)
         servicer = InferenceServicer(self.app, self.telemetry.tracing("maas.inference"))
         secret = settings.service_token
         tokens = load_service_tokens(

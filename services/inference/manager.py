@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from services.common.errors import NotFound, Unavailable
+from services.common.names import echo
 from services.common.redact import full_detail, without_paths
 from services.common.telemetry import Tracing
 from services.common.versions import parse_number
@@ -31,6 +32,8 @@ from services.inference.model import LoadedModel, open_sessions
 from services.inference.runtime import LoadError
 
 _log = logging.getLogger(__name__)
+# The version selector for the newest ready version, as on the gateway and the registry.
+LATEST = "latest"
 UNEXPECTED_LOAD_ERROR = "the model could not be loaded: an unexpected error (see the inference log)"
 
 
@@ -218,11 +221,12 @@ class ModelManager:
         ]
 
     def resolve(self, name: str, version: str) -> LoadedModel:
-        """The ready version a request names: a number, an alias, or empty for the latest."""
+        """The ready version a request names: a number, an alias, or empty or 'latest' for
+        the newest ready one (as the gateway and the registry read 'latest')."""
         versions = self._models.get(name)
         if not versions:
-            raise NotFound(f"unknown model '{name}'")
-        if not version:
+            raise NotFound(f"unknown model {echo(name)}")
+        if not version or version == LATEST:
             ready = [e for e in versions.values() if e.model is not None]
             if not ready:
                 newest = max(versions.values(), key=lambda e: e.version)
@@ -237,7 +241,7 @@ class ModelManager:
         number = self._version_number(name, version)
         entry = versions.get(number)
         if entry is None:
-            raise NotFound(f"model '{name}' has no version '{version}'")
+            raise NotFound(f"model '{name}' has no version {echo(version)}")
         if entry.model is None:
             detail = f": {entry.reason}" if entry.reason else ""
             raise Unavailable(f"model '{name}' version {number} is {entry.state.value}{detail}")
@@ -250,7 +254,8 @@ class ModelManager:
         alias = self._aliases.get(name, {}).get(version)
         if alias is None:
             raise NotFound(
-                f"model '{name}' has no version '{version}': expected a version number or an alias"
+                f"model '{name}' has no version {echo(version)}: expected a version number, "
+                "an alias or 'latest'"
             )
         return alias
 

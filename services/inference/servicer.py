@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
@@ -11,7 +13,7 @@ from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from opentelemetry import trace
 
 from services.common.deadlines import deadline_of
-from services.common.errors import ServiceError
+from services.common.errors import InvalidArgument, ServiceError
 from services.common.interceptor import INTERNAL_MESSAGE
 from services.common.streams import answer_each
 from services.common.telemetry import Tracing
@@ -109,8 +111,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         with self.tracing.span("inference.decode"):
             decoded = convert.infer_request(request, deadline)
         result = await self.app.infer(decoded)
+        raw = convert.wants_raw(request)
         with self.tracing.span("inference.encode"):
-            return convert.infer_response(result, raw=convert.wants_raw(request))
+            if convert.encode_costly(result, raw=raw):
+                return await asyncio.to_thread(convert.infer_response, result, raw=raw)
+            return convert.infer_response(result, raw=raw)
 
     async def ModelStreamInfer(
         self,
@@ -121,10 +126,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         error answers that request only, and the stream stays open."""
         deadline = deadline_of(context)
 
-        async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+        async def answer(
+            request: pb.ModelInferRequest | InvalidArgument,
+        ) -> pb.ModelStreamInferResponse:
+            if isinstance(request, InvalidArgument):
+                return pb.ModelStreamInferResponse(error_message=request.message)
             return await self._stream_one(request, deadline)
 
-        async for response in answer_each(request_iterator, answer, STREAM_WINDOW):
+        async for response in answer_each(_each_message(request_iterator), answer, STREAM_WINDOW):
             yield response
 
     async def _stream_one(
@@ -142,3 +151,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             _log.exception("unexpected error in a stream request")
             return pb.ModelStreamInferResponse(error_message=INTERNAL_MESSAGE, infer_response=echo)
         return pb.ModelStreamInferResponse(infer_response=response)
+
+
+async def _each_message(
+    requests: AsyncIterator[Any],
+) -> AsyncIterator[pb.ModelInferRequest | InvalidArgument]:
+    """The stream's requests, and in place of a message that did not decode its error
+    (services.common.decoding raises it from the stream, which reads on after it)."""
+    iterator = aiter(requests)
+    while True:
+        try:
+            request = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except InvalidArgument as exc:
+            yield exc
+            continue
+        yield request

@@ -48,3 +48,12 @@ class InferenceSettings(ServiceSettings):
         300.0, gt=0, description="Registry mode: the longest wait between load attempts."
     )
     require_cuda: bool = Field(False, description="Fail model loads that would not run on CUDA.")
+    max_tensor_elements: int = Field(
+        1 << 26, gt=0, description="Most elements one input tensor may have."
+    )
+    max_bytes_elements: int = Field(
+        1 << 20,
+        gt=0,
+        description="Most elements one BYTES input tensor may have: each costs Python "
+        "objects as it is decoded, run and encoded (checked before decoding).",
+    )

@@ -33,7 +33,8 @@ CONFIGS = {
     "pair": "dynamic_batching: {max_batch_size: 16, max_queue_delay_us: 20000}",
     "ragged": "dynamic_batching: {max_batch_size: 16, max_queue_delay_us: 20000}",
     "fixed": "dynamic_batching: {max_queue_delay_us: 20000}",
-    "slow": "dynamic_batching: {enabled: false, max_queue_size: 2}",
+    # Rows beyond max_batch_size are refused: 2048-row requests keep the instance busy.
+    "slow": "dynamic_batching: {enabled: false, max_queue_size: 2, max_batch_size: 2048}",
     # Room for a few row shapes' buffers only: variable widths must not grow memory.
     "capped": "dynamic_batching: "
     "{max_batch_size: 16, max_queue_delay_us: 20000, max_buffer_bytes: 4096}",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -18,6 +19,7 @@ from services.common.errors import NotFound
 from services.common.server import GrpcServer, ServiceBinding
 from services.common.settings import ServiceSettings
 from services.inference.main import InferenceServer
+from services.inference.settings import InferenceSettings
 
 
 async def test_reflection_lists_services(inference_server: InferenceServer) -> None:
@@ -118,7 +120,24 @@ async def test_error_mapping(test_server: GrpcServer) -> None:
         assert "secret" not in caught.value.details()
 
 
-async def test_expired_deadline_is_never_run(
+@pytest.fixture
+async def slow_server(make_repository: Callable[..., Path]) -> AsyncIterator[InferenceServer]:
+    """The slow model taking 512-row requests (more than max_batch_size are refused)."""
+    root = make_repository("slow")
+    (root / "slow" / "config.yaml").write_text("dynamic_batching: {max_batch_size: 512}\n")
+    settings = InferenceSettings(port=0, metrics_port=0, model_repository=str(root))
+    server = InferenceServer(settings)
+    await server.start()
+    yield server
+    await server.shutdown(0)
+
+
+async def test_expired_deadline_is_never_run(slow_server: InferenceServer) -> None:
+    async with grpc.aio.insecure_channel(f"localhost:{slow_server.grpc.port}") as channel:
+        await _expired_deadline_is_never_run(slow_server, channel)
+
+
+async def _expired_deadline_is_never_run(
     inference_server: InferenceServer, channel: grpc.aio.Channel
 ) -> None:
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
