@@ -94,7 +94,7 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     def ms(seconds: float) -> int:
         return max(1, round(seconds * 1000))
 
-    limit = settings.max_message_bytes
+    limit, streams = settings.max_message_bytes, settings.max_concurrent_streams
     return [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
@@ -105,9 +105,13 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, int]]:
         ("grpc.absolute_max_metadata_size", 2 * settings.max_metadata_bytes),
         # Rapid reset: without a cap every reset stream joins the server-wide queue of
         # calls not yet picked up, and past 1000 of those grpc core cancels calls from
-        # any connection. With it, the flooding connection's streams are refused there.
-        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        # any connection. With it (and overload protection, which counts a stream until
+        # the server lets go of it), the flood's streams are refused on its connection,
+        # and the queue has room for two connections' worth before it cancels any.
+        ("grpc.max_concurrent_streams", streams),
         ("grpc.http.overload_protection", 1),
+        ("grpc.server.max_pending_requests", 2 * streams),
+        ("grpc.server.max_pending_requests_hard_limit", 4 * streams),
         # Slowloris: idle, never-handshaken and dead connections are closed.
         ("grpc.max_connection_idle_ms", ms(settings.max_connection_idle_seconds)),
         ("grpc.max_connection_age_ms", ms(settings.max_connection_age_seconds)),

@@ -37,10 +37,11 @@ class ServiceSettings(BaseSettings):
         "twice this with RESOURCE_EXHAUSTED, and always beyond it.",
     )
     max_concurrent_streams: int = Field(
-        256,
+        1024,
         gt=0,
-        description="Concurrent calls per connection; beyond it grpc core refuses new "
-        "streams on that connection only (a rapid-reset flood cannot fill the server).",
+        description="Calls per connection, counted until the server has let go of them; "
+        "beyond it grpc core refuses new streams on that connection (UNAVAILABLE), so a "
+        "rapid-reset flood cannot fill the server's queue of calls.",
     )
     max_connection_idle_seconds: float = Field(
         300.0, gt=0, description="A connection with no call for this long is sent GOAWAY."
