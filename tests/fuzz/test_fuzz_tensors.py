@@ -151,10 +151,29 @@ def test_fuzz_tensor_decode() -> None:
     fuzz("tensors.decode", input_tensors(), check_decode)
 
 
+@st.composite
+def same_length_elements(draw: st.DrawFn) -> tuple[bytes, int]:
+    """Raw contents whose elements all have one length (the strided numpy path), with
+    the right count or one near it, sometimes with a byte changed."""
+    length, count = draw(st.integers(0, 5)), draw(st.integers(1, 8))
+    item = st.binary(min_size=length, max_size=length)
+    raw = draw(
+        mutated(
+            st.lists(item, min_size=count, max_size=count).map(
+                lambda items: b"".join(len(i).to_bytes(4, "little") + i for i in items)
+            )
+        )
+    )
+    return raw, count + draw(st.sampled_from([0, 0, 0, -1, 1]))
+
+
 def test_fuzz_bytes_codec() -> None:
-    cases = st.tuples(
-        st.one_of(st.binary(max_size=64), mutated(st.binary(max_size=64))),
-        st.one_of(st.integers(0, 8), st.integers(0, 2**40)),
+    cases = st.one_of(
+        st.tuples(
+            st.one_of(st.binary(max_size=64), mutated(st.binary(max_size=64))),
+            st.one_of(st.integers(0, 8), st.integers(0, 2**40)),
+        ),
+        same_length_elements(),
     )
     fuzz("BYTES codec", cases, check_bytes_elements, batch=500)
 
