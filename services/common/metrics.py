@@ -64,6 +64,7 @@ class MetricsServer:
         self._stopped: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._connections = 0
+        self._serving = False
         self.port = 0
 
     def start(self) -> int:
@@ -78,6 +79,9 @@ class MetricsServer:
         )
         self._thread.start()
         ready.wait()
+        if not self._serving:  # it failed before serving, and logged why
+            self._loop = self._thread = self._stopped = None
+            raise OSError(f"metrics server on port {self.port} did not start")
         _log.info("metrics on port %d", self.port, extra={"metrics_port": self.port})
         return self.port
 
@@ -85,17 +89,23 @@ class MetricsServer:
         """Stop serving: the port is closed and open connections end."""
         if self._loop is None or self._thread is None or self._stopped is None:
             return
-        self._loop.call_soon_threadsafe(self._stopped.set)
-        self._thread.join()
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopped.set)
+            self._thread.join()
         self._loop = self._thread = self._stopped = None
+        self._serving = False
 
     def _run(self, sock: socket.socket, ready: threading.Event) -> None:
         assert self._loop is not None
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self._serve(sock, ready))
+        except Exception:
+            _log.exception("metrics server failed")
         finally:
+            sock.close()
             self._loop.close()
+            ready.set()  # start() waits for this even when serving never began
 
     async def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
         assert self._stopped is not None
@@ -107,6 +117,7 @@ class MetricsServer:
             task.add_done_callback(tasks.discard)
 
         server = await asyncio.start_server(connected, sock=sock, limit=_HEAD_LIMIT)
+        self._serving = True
         ready.set()
         try:
             await self._stopped.wait()
