@@ -8,6 +8,7 @@ from maas_proto.inference import model_config_pb2 as mc
 from services.common.errors import InvalidArgument
 from services.common.names import echo
 from services.common.tensors import encode, encoded
+from services.common.versions import selector
 from services.inference.app import InferRequest, InferResult, ModelDetails, ModelMetadata
 from services.inference.manager import IndexEntry
 from services.inference.runtime import CPU, TensorSpec
@@ -21,6 +22,7 @@ BINARY_OUTPUT_PARAM = "binary_data_output"
 def infer_request(msg: pb.ModelInferRequest, deadline: float | None) -> InferRequest:
     """A ModelInferRequest's fields and tensors, each tensor checked against the data it
     carries (decoded later, once it fits the model); InvalidArgument naming the first bad one."""
+    version = selector(msg.model_version, what="model_version")
     raws = msg.raw_input_contents
     if raws and len(raws) != len(msg.inputs):
         raise InvalidArgument(
@@ -43,7 +45,7 @@ def infer_request(msg: pb.ModelInferRequest, deadline: float | None) -> InferReq
             )
         inputs[tensor.name] = encoded(tensor, raws[i] if raws else None)
     outputs = tuple(o.name for o in msg.outputs)
-    return InferRequest(msg.model_name, msg.model_version, msg.id, inputs, outputs, deadline)
+    return InferRequest(msg.model_name, version, msg.id, inputs, outputs, deadline)
 
 
 def wants_raw(msg: pb.ModelInferRequest) -> bool:
