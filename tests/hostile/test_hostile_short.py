@@ -22,15 +22,12 @@ MODE = "auth"
 
 # (goal, category) -> the items of issue B it waits for; removed as the fixes land.
 OPEN: dict[tuple[str, str], str] = {
-    ("no-leaks", "mutated"): "item 11: DecodeError class names from inference",
-    ("no-leaks", "handmade"): "item 11: DecodeError class names from inference",
-    ("no-server-faults", "mutated"): "item 11: undecodable messages are UNKNOWN on inference",
-    ("no-server-faults", "handmade"): "items 11, 15: UNKNOWN on inference; a bad stream message",
-    ("stall", "handmade"): "items 1, 2, 3: padding scan, BYTES decoding, batch over the max",
-    ("expected-codes", "handmade"): "items 3, 13, 15, 16: batch, names, stream, latest",
-    ("no-bypass", "auth"): "item 8: inference answers without a credential",
-    ("others-unharmed", "reset"): "item 5: other clients CANCELLED during a rapid reset",
-    ("threads-bounded", "slowloris"): "item 6: a thread per metrics connection",
+    ("stall", "handmade"): (
+        "item 1 on inference: the 32 MB padding request stalls inference's loop ~16 s "
+        "(its 16M unknown fields are parsed and freed); the gateway's side is fixed"
+    ),
+    ("rss", "handmade"): "item 1 on inference: the 32 MB padding request adds ~1.1 GB there",
+    ("stream-rounds", "streams"): "item 4: a second round of unread streams adds ~20-35 MB",
 }
 
 
@@ -74,6 +71,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
 def test_every_category_ran(report: Report) -> None:
     assert [c.name for c in report.categories] == EVERY
     assert all(c.sent > 0 for c in report.categories), report.table()
+    # The cases reached the code under test: the harness holds the credentials it needs.
+    handmade = report.category(f"{MODE}/handmade")
+    assert "UNAUTHENTICATED" not in handmade.codes, handmade.codes
 
 
 @pytest.mark.parametrize("name", cases("no-leaks", EVERY))

@@ -33,8 +33,8 @@ class Meter:
         self.probe = StallProbe({name: system.address(name) for name in system.services})
         self._open: list[Span] = []
 
-    def _fold(self) -> None:
-        figures = self.probe.collect()
+    def _fold(self, fence: float = 0.0) -> None:
+        figures = self.probe.collect(fence)
         for span in self._open:
             for name, ms in figures["stall_ms"].items():
                 span.stall_ms[name] = max(span.stall_ms.get(name, 0.0), ms)
@@ -43,18 +43,21 @@ class Meter:
 
     @contextmanager
     def case(self) -> Iterator[Span]:
-        """A span over the block: figures are filled in when it ends."""
+        """A span over the block and what it left running (until every service answers
+        a probe again); figures are filled in when it ends."""
         self._fold()
         span = Span()
         self._open.append(span)
         try:
             with self.sampler.window() as window:
-                yield span
+                try:
+                    yield span
+                finally:
+                    self._fold(fence=time.monotonic())
         finally:
-            self._fold()
             self._open.remove(span)
-            span.rss_mb = window.growth_mb()
-            span.threads = window.thread_growth()
+        span.rss_mb = window.growth_mb()
+        span.threads = window.thread_growth()
 
     @contextmanager
     def category(self, category: Category) -> Iterator[Span]:

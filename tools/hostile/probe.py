@@ -21,6 +21,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]  # no stubs in the dev extras
 
 PROBE_INTERVAL_S = 0.01
+FENCE_TIMEOUT_S = 60.0
 SAMPLE_INTERVAL_S = 0.02
 MB = 1024 * 1024
 
@@ -33,6 +34,9 @@ def _probe_main(targets: dict[str, str], conn: Connection) -> None:
     lock = threading.Lock()
     longest = dict.fromkeys(targets, 0.0)
     errors = dict.fromkeys(targets, 0)
+    # When the last call that completed had started (CLOCK_MONOTONIC, the same in every
+    # process): a fence waits until each target answered a call started after it.
+    answered_from = dict.fromkeys(targets, 0.0)
     stop = threading.Event()
 
     def loop(name: str, address: str) -> None:
@@ -49,6 +53,7 @@ def _probe_main(targets: dict[str, str], conn: Connection) -> None:
                 with lock:
                     longest[name] = max(longest[name], took)
                     errors[name] += failed
+                    answered_from[name] = start
                 stop.wait(PROBE_INTERVAL_S)
 
     threads = [threading.Thread(target=loop, args=item, daemon=True) for item in targets.items()]
@@ -56,7 +61,13 @@ def _probe_main(targets: dict[str, str], conn: Connection) -> None:
         thread.start()
     conn.send("ready")
     while True:
-        command = conn.recv()
+        command, fence = conn.recv()
+        deadline = time.monotonic() + FENCE_TIMEOUT_S
+        while fence and time.monotonic() < deadline:
+            with lock:
+                if all(t >= fence for t in answered_from.values()):
+                    break
+            time.sleep(PROBE_INTERVAL_S / 2)
         with lock:
             figures = {"stall_ms": dict(longest), "errors": dict(errors)}
             for name in targets:
@@ -69,7 +80,7 @@ def _probe_main(targets: dict[str, str], conn: Connection) -> None:
 
 
 class StallProbe:
-    """The probe process; `collect()` returns and resets the longest latency per service."""
+    """The probe process, which keeps the longest probe latency per service."""
 
     def __init__(self, targets: dict[str, str]) -> None:
         context = multiprocessing.get_context("spawn")  # grpc does not survive a fork
@@ -80,14 +91,17 @@ class StallProbe:
             self._process.kill()
             raise RuntimeError("the stall probe did not start")
 
-    def collect(self) -> dict[str, Any]:
-        self._conn.send("collect")
+    def collect(self, fence: float = 0.0) -> dict[str, Any]:
+        """The longest latencies since the last collect; with a `fence` (time.monotonic()),
+        once every service has answered a probe sent after it, so that a stall that
+        outlasts its request (memory freed after the reply) is counted with it."""
+        self._conn.send(("collect", fence))
         figures: dict[str, Any] = self._conn.recv()
         return figures
 
     def close(self) -> None:
         if self._process.is_alive():
-            self._conn.send("stop")
+            self._conn.send(("stop", 0.0))
             if self._conn.poll(10):
                 self._conn.recv()
             self._process.join(10)

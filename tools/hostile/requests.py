@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
-from tools.chaos.model import WIDTH
-from tools.hostile.system import OTHER_MODEL
+from tools.hostile.system import OTHER_MODEL, OTHER_WIDTH
 from tools.up import DEMO_MODEL
 
 DIGITS_INPUT = "input"
@@ -30,9 +29,10 @@ def digits_request(batch: int = 1, version: str = "", typed: bool = False) -> pb
 
 
 def other_request(batch: int = 1) -> pb.ModelInferRequest:
-    """A valid request for the second model (x: [batch, 4] FP32)."""
-    x = np.ones((batch, WIDTH), np.float32)
-    tensor = pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[batch, WIDTH])
+    """A valid request for the second model (x: [batch, OTHER_WIDTH] FP32)."""
+    x = np.ones((batch, OTHER_WIDTH), np.float32)
+    shape = [batch, OTHER_WIDTH]
+    tensor = pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=shape)
     return pb.ModelInferRequest(
         model_name=OTHER_MODEL, inputs=[tensor], raw_input_contents=[x.tobytes()]
     )

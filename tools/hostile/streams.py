@@ -1,7 +1,8 @@
 """Streams that never read (item 4): what they hold, and whether it is given back.
 
 Two identical rounds: open N ModelStreamInfer calls, write up to `requests`
-batch-32 requests into each (a write that does not complete within a second means
+requests of the second model, batch 32 (128 KiB, and as large an answer), into each
+(a write that does not complete within a second means
 the server pushes back, and that stream stops writing), hold them, then cancel
 them all. After the first round ends, the second must add under 16 MB.
 """
@@ -16,7 +17,7 @@ import grpc
 
 from tools.hostile.measure import Meter
 from tools.hostile.report import Category
-from tools.hostile.requests import digits_request
+from tools.hostile.requests import other_request
 from tools.hostile.system import HostileSystem
 from tools.hostile.wire import STREAM, Outcome, channel
 
@@ -29,7 +30,7 @@ async def _round(
     system: HostileSystem, port: str, count: int, requests: int, category: Category
 ) -> dict[str, int]:
     """One round on `port`: writes that completed, and how the streams ended."""
-    payload = digits_request(batch=32).SerializeToString()
+    payload = other_request(batch=32).SerializeToString()
     auth = system.client_metadata() if port == "gateway" else system.inference_metadata()
     written = 0
     async with channel(system.address(port)) as chan:

@@ -17,15 +17,39 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]  # no stubs in the dev extras
 import yaml
 
-from tools.chaos.model import write_model
 from tools.up import DEMO_MODEL, Process, Secrets
 from tools.up import start as up_start
 
 OTHER_MODEL = "othermodel"
+# y = x + 1 over [batch, OTHER_WIDTH]: its answers are as large as its requests (128 KiB
+# a batch of 32), so that a stream that never reads has answers to hold.
+OTHER_WIDTH = 1024
 FULL_KEY = "hostile-full-key-0123456789"
 LIMITED_KEY = "hostile-limited-key-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS_CACHE = ROOT / ".data" / "hostile" / "digits"
+
+
+def write_other_model(folder: Path) -> Path:
+    """model.onnx of OTHER_MODEL under `folder`."""
+    import numpy as np
+    import onnx
+    import onnx.helper as oh
+    from onnx import TensorProto, numpy_helper
+
+    one = numpy_helper.from_array(np.ones((OTHER_WIDTH,), np.float32), "one")
+    graph = oh.make_graph(
+        [oh.make_node("Add", ["x", "one"], ["y"])],
+        OTHER_MODEL,
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", OTHER_WIDTH])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", OTHER_WIDTH])],
+        initializer=[one],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    path = folder / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
 
 
 def digits_export() -> Path:
@@ -121,7 +145,7 @@ def _start(folder: Path, auth: bool) -> HostileSystem:
     try:
         from tools.models import upload_file
 
-        path = write_model(data / "models" / OTHER_MODEL, 1)
+        path = write_other_model(data / "models" / OTHER_MODEL)
         upload_file(system.address("registry"), system.admin_token, OTHER_MODEL, path, "production")
         for name, process in system.processes.items():
             others = _listening_ports(process.pid) - {process.port}
