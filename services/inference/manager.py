@@ -254,8 +254,8 @@ class ModelManager:
         alias = self._aliases.get(name, {}).get(version)
         if alias is None:
             raise NotFound(
-                f"model '{name}' has no version {echo(version)}: expected a version number, "
-                "an alias or 'latest'"
+                f"model '{name}' has no version {echo(version)}: expected a version number "
+                "or an alias (or 'latest')"
             )
         return alias
 

@@ -91,7 +91,9 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
     make_repository: Callable[..., Path], tmp_path: Path
 ) -> None:
     repo = make_repository("slow")
-    (repo / "slow" / "config.yaml").write_text("dynamic_batching: {enabled: false}\n")
+    # 512-row requests: max_batch_size is also the most rows a request may send.
+    config = "dynamic_batching: {enabled: false, max_batch_size: 512}\n"
+    (repo / "slow" / "config.yaml").write_text(config)
     server = ServiceProcess("inference", ["--model-repository", str(repo)], tmp_path)
     client = tc.InferenceServerClient(server.address)
     # About 0.2 s of matrix work each on two cores: several are queued or running
