@@ -1,4 +1,4 @@
-"""Server interceptors: the one ServiceError-to-status mapping, and call metrics."""
+"""Server interceptors: request decoding, the one error-to-status mapping, call metrics."""
 
 from __future__ import annotations
 
