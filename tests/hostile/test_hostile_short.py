@@ -23,10 +23,10 @@ MODE = "auth"
 # (goal, category) -> the items of issue B it waits for; removed as the fixes land.
 OPEN: dict[tuple[str, str], str] = {
     ("stall", "handmade"): (
-        "item 1 on inference: the 32 MB padding request stalls inference's loop ~16 s "
-        "(its 16M unknown fields are parsed and freed); the gateway's side is fixed"
+        "item 1 beyond the gateway: 32 MB of unknown fields stall inference ~14 s and the "
+        "registry ~12 s (services/common/decoding.py has_groups builds an UnknownFieldSet)"
     ),
-    ("rss", "handmade"): "item 1 on inference: the 32 MB padding request adds ~1.1 GB there",
+    ("rss", "handmade"): "item 1 beyond the gateway: the same request adds ~1.2-1.5 GB there",
     ("stream-rounds", "streams"): "item 4: a second round of unread streams adds ~20-35 MB",
 }
 

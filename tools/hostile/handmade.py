@@ -20,6 +20,7 @@ from tools.hostile.system import HostileSystem
 from tools.hostile.wire import INFER, Outcome, channel, stream, unary
 
 PORTS = ("gateway", "inference")
+Auth = tuple[tuple[str, str], ...]
 REFERENCE_FROM = 1 << 20
 
 
@@ -115,37 +116,62 @@ def cases(short: bool) -> list[Handmade]:
     ]
 
 
+REGISTRY_GET = "/maas.registry.v1.ModelRegistry/GetModel"
+
+
+def registry_cases() -> list[Handmade]:
+    """The cases any service's request decoding must survive, sent to the registry."""
+    head = b"\x0a\x06digits"  # GetModelRequest(name="digits")
+    return [
+        # Unknown fields are valid protobuf: any answer but INTERNAL or UNKNOWN, cheaply.
+        Handmade("padding 32 MB", lambda: head + b"\x78\x00" * (16 << 20), {}),
+        Handmade("undecodable ff ff ff", lambda: b"\xff\xff\xff"),
+        Handmade("group (wire type 3)", lambda: head + b"\x0b\x0c"),
+    ]
+
+
 async def run_handmade(
     system: HostileSystem, category: Category, meter: Meter, short: bool
 ) -> None:
     """Every case to each port, alone; then item 15's stream with a bad message inside."""
     paths = system.server_paths()
     unexpected: list[str] = category.figures.setdefault("unexpected_codes", [])
+
+    async def send(
+        chan: grpc.aio.Channel, port: str, method: str, case: Handmade, auth: Auth
+    ) -> None:
+        payload = case.build()
+        reference: dict[str, float] = {}
+        if len(payload) >= REFERENCE_FROM:
+            ref = same_size_reference(len(payload))
+            with meter.case() as ref_window:
+                await unary(chan, method, ref, auth)
+            reference = ref_window.growth_mb()
+            del ref
+        with meter.case() as window:
+            outcome = await unary(chan, method, payload, (*auth, *case.header))
+        del payload
+        name = f"{port}: {case.name}"
+        category.record(name, outcome, paths)
+        expected = case.expected(port)
+        if expected is not None and outcome.code not in expected:
+            wanted = " or ".join(sorted(expected))
+            unexpected.append(f"{name}: {outcome.code}, expected {wanted}")
+        category.cases.append(
+            Case(name, outcome.code, window.growth_mb(), reference, window.stall_ms)
+        )
+
     for port in PORTS:
         auth = system.client_metadata() if port == "gateway" else system.inference_metadata()
         async with channel(system.address(port)) as chan:
             for case in cases(short):
-                payload = case.build()
-                reference: dict[str, float] = {}
-                if len(payload) >= REFERENCE_FROM:
-                    ref = same_size_reference(len(payload))
-                    with meter.case() as ref_window:
-                        await unary(chan, INFER, ref, auth)
-                    reference = ref_window.growth_mb()
-                    del ref
-                with meter.case() as window:
-                    outcome = await unary(chan, INFER, payload, (*auth, *case.header))
-                del payload
-                name = f"{port}: {case.name}"
-                category.record(name, outcome, paths)
-                expected = case.expected(port)
-                if expected is not None and outcome.code not in expected:
-                    wanted = " or ".join(sorted(expected))
-                    unexpected.append(f"{name}: {outcome.code}, expected {wanted}")
-                category.cases.append(
-                    Case(name, outcome.code, window.growth_mb(), reference, window.stall_ms)
-                )
+                await send(chan, port, INFER, case, auth)
             await _bad_message_in_stream(chan, port, auth, category, paths)
+    token = system.admin_token
+    admin: Auth = (("authorization", f"Bearer {token}"),) if token else ()
+    async with channel(system.address("registry")) as chan:
+        for case in registry_cases():
+            await send(chan, "registry", REGISTRY_GET, case, admin)
     for port, answered in category.figures["stream_valid_answered"].items():
         if answered != "3/3":  # item 15: one bad message costs only its own answer
             unexpected.append(f"{port}: stream with a bad message: {answered} valid answered")
