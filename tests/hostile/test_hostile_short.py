@@ -86,6 +86,11 @@ def test_client_errors_never_come_back_internal_or_unknown(report: Report, name:
     check(report, "no-server-faults", name)
 
 
+@pytest.mark.parametrize("name", cases("no-tracebacks", EVERY))
+def test_bad_requests_log_no_traceback(report: Report, name: str) -> None:
+    check(report, "no-tracebacks", name)
+
+
 @pytest.mark.parametrize("name", cases("stall", SINGLE))
 def test_one_hostile_request_stalls_no_event_loop_over_1s(report: Report, name: str) -> None:
     check(report, "stall", name)

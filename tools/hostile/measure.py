@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tools.hostile.probe import Sampler, StallProbe
 from tools.hostile.report import Category
@@ -25,10 +26,15 @@ class Span:
         return dict(self.rss_mb)
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
 class Meter:
     """The stall probe and the RSS sampler of one system."""
 
     def __init__(self, system: HostileSystem) -> None:
+        self._logs = {name: system.processes[name].log_path for name in system.services}
         self.sampler = Sampler({name: system.pid(name) for name in system.services})
         self.probe = StallProbe({name: system.address(name) for name in system.services})
         self._open: list[Span] = []
@@ -63,8 +69,19 @@ class Meter:
     def category(self, category: Category) -> Iterator[Span]:
         """A span over a whole category, written into it."""
         start = time.monotonic()
+        offsets = {name: _size(path) for name, path in self._logs.items()}
         with self.case() as span:
             yield span
+        lines, tracebacks = {}, {}
+        for name, path in self._logs.items():
+            with path.open("rb") as log:
+                log.seek(offsets[name])
+                added = log.read().decode(errors="replace")
+            lines[name] = added.count("\n")
+            tracebacks[name] = added.count("Traceback (most recent call last)")
+        # Item 11: a client's bad request is one rate-limited log line, not a traceback.
+        category.figures["log_lines"] = lines
+        category.figures["log_tracebacks"] = tracebacks
         category.stall_ms = span.stall_ms
         category.probe_errors = span.probe_errors
         category.rss_growth_mb = {k: round(v, 1) for k, v in span.rss_mb.items()}

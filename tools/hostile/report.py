@@ -115,6 +115,10 @@ def goals(category: Category, stall_goal_ms: float = STALL_GOAL_MS) -> list[Goal
             f"{category.server_fault_count} INTERNAL/UNKNOWN",
         ),
     ]
+    tracebacks = category.figures.get("log_tracebacks")
+    if isinstance(tracebacks, dict):
+        total = sum(tracebacks.values())
+        found.append(Goal("no-tracebacks", key, total == 0, f"{total} tracebacks logged"))
     if category.single:
         stall = category.max_stall_ms()
         found.append(Goal("stall", key, stall <= stall_goal_ms, f"{stall:.0f} ms"))

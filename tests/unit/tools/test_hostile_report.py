@@ -68,6 +68,14 @@ def test_stream_rounds_and_bypasses_have_goals_of_their_own() -> None:
     assert by_goal(auth)["no-bypass"] is False
 
 
+def test_a_traceback_in_a_service_log_is_a_goal_not_met() -> None:
+    category = Category("mutated", "open")
+    category.figures["log_tracebacks"] = {"gateway": 0, "inference": 0}
+    assert by_goal(category)["no-tracebacks"] is True
+    category.figures["log_tracebacks"]["inference"] = 3
+    assert by_goal(category)["no-tracebacks"] is False
+
+
 def test_the_report_has_a_row_per_category_and_round_trips_as_json() -> None:
     category = Category("names", "auth", single=False, sent=2, codes={"NOT_FOUND": 2})
     category.figures["registry_calls"] = 0
