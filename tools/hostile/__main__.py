@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     report = asyncio.run(run_hostile(folder, SHORT if args.short else FULL, only or None))
     print()
     print(report.table())
+    print()
+    print(report.summary(args.stall_goal_ms))
     print(f"\nlogs: {report.logs}")
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(report.to_json())

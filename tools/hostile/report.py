@@ -190,8 +190,40 @@ class Report:
             )
         return "\n".join(lines)
 
+    def summary(self, stall_goal_ms: float = STALL_GOAL_MS) -> str:
+        """One short row per category, with the goals it missed: the docs' table."""
+        lines = [
+            "| mode | category | sent | status codes | longest stall | worst RSS growth "
+            "| leaks | INTERNAL/UNKNOWN | goals not met |",
+            "|---|---|---:|---|---:|---:|---:|---:|---|",
+        ]
+        for c in self.categories:
+            top = sorted(c.codes.items(), key=lambda kv: -kv[1])
+            codes = ", ".join(f"{k} {n:,}" for k, n in top[:4]) + (", ..." if len(top) > 4 else "")
+            service, stall = max(c.stall_ms.items(), key=lambda kv: kv[1], default=("-", 0.0))
+            unmet = [f"{g.goal} ({g.detail})" for g in goals(c, stall_goal_ms) if not g.met]
+            lines.append(
+                f"| {c.mode} | {c.name} | {c.sent:,} | {codes} | {stall:,.0f} ms ({service}) "
+                f"| {_worst_rss(c)} | {c.leak_count} | {c.server_fault_count} "
+                f"| {'; '.join(unmet) or '-'} |"
+            )
+        return "\n".join(lines)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str)
+
+
+def _worst_rss(category: Category) -> str:
+    """The largest growth: beyond the reference for a case, else over the category."""
+    if category.cases:
+        name, service, mb = max(
+            ((c.name, s, mb) for c in category.cases for s, mb in c.excess_mb().items()),
+            key=lambda t: t[2],
+            default=("-", "-", 0.0),
+        )
+        return f"{mb:,.0f} MB ({service}, {name.split(': ', 1)[-1]})"
+    service, mb = max(category.rss_growth_mb.items(), key=lambda kv: kv[1], default=("-", 0.0))
+    return f"{mb:,.0f} MB ({service})"
 
 
 def _notes(category: Category) -> str:

@@ -90,6 +90,15 @@ def test_the_report_has_a_row_per_category_and_round_trips_as_json() -> None:
     assert report.category("auth/names") is category
 
 
+def test_the_summary_names_the_worst_case_and_the_goals_not_met() -> None:
+    category = Category("handmade", "open", sent=1, codes={"INVALID_ARGUMENT": 1})
+    category.stall_ms = {"gateway": 20.0, "inference": 1500.0}
+    category.cases.append(Case("inference: padding", "INVALID_ARGUMENT", {"inference": 400.0}))
+    row = Report([category], {}, "/logs").summary().splitlines()[2]
+    assert "1,500 ms (inference)" in row and "400 MB (inference, padding)" in row
+    assert "stall (1500 ms); rss (400 MB)" in row
+
+
 def test_mutations_and_truncations_are_reproducible_and_bounded() -> None:
     base = seeds()[0]
     first = [mutate(base, random.Random(7)) for _ in range(3)]
