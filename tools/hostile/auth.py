@@ -88,6 +88,7 @@ async def run_auth(system: HostileSystem, category: Category) -> None:
     async with channel(system.address("inference")) as direct:
         outcome = await unary(direct, INFER, infer, (), 10.0)
         category.record("inference: ModelInfer without a credential", outcome, paths)
+        category.figures["inference_without_credential"] = outcome.code
         if outcome.ok:
             bypasses.append("inference ModelInfer without a credential (item 8)")
     category.figures["bypasses"] = bypasses
@@ -122,6 +123,7 @@ async def _limited(
     for name, method, payload in limited_calls():
         outcome = await unary(gw, method, payload, limited, 10.0)
         category.record(f"limited key: {name}", outcome, paths)
+        category.figures.setdefault("limited_key", {})[name] = outcome.code
         if outcome.ok and _about_digits(method, outcome.body):
             bypasses.append(f"limited key: {name} returned data about {DEMO_MODEL}")
 
