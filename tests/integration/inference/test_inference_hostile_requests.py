@@ -22,7 +22,7 @@ import pytest
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from services.common.decoding import GROUPS, UNDECODABLE
+from services.common.decoding import GROUPS, TOO_MANY_FIELDS, UNDECODABLE
 from services.inference.main import InferenceServer
 from services.inference.settings import InferenceSettings
 
@@ -96,15 +96,16 @@ async def test_undecodable_request_is_invalid_argument_counted_and_logged_once(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-async def test_group_fields_are_invalid_argument(channel: grpc.aio.Channel) -> None:
+async def test_groups_and_padding_are_invalid_argument(channel: grpc.aio.Channel) -> None:
     infer = channel.unary_unary(f"{SERVICE}/ModelInfer")
-    tensor = pb.ModelInferRequest.InferInputTensor(name="a").SerializeToString() + GROUP
-    nested = bytes([5 << 3 | 2, len(tensor)]) + tensor  # field 5: inputs
-    for data in (pair().SerializeToString() + GROUP, nested):
+    head = pair().SerializeToString()
+    # 32 MB of one-byte unknown fields: counted from the wire, never one object each.
+    cases = [(head + GROUP, GROUPS), (head + b"\x78\x00" * (16 << 20), TOO_MANY_FIELDS)]
+    for data, message in cases:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await infer(data, timeout=30)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert caught.value.details() == GROUPS
+        assert caught.value.details() == message
 
 
 async def test_stream_answers_each_message_around_an_undecodable_one(

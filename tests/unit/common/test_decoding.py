@@ -1,5 +1,6 @@
-"""Request decoding in maas's own code: groups found at any depth, and a log line that a
-flood of undecodable requests cannot multiply (issue B, items 11 and 16)."""
+"""Request decoding in maas's own code: groups and field counts read from the wire in
+bounded time, and a log line that a flood of undecodable requests cannot multiply
+(issue B, items 1, 11 and 16)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from collections.abc import AsyncIterator
 import pytest
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
-from services.common.decoding import GROUPS, UNDECODABLE, DecodedStream, Decoder, has_groups
+from services.common.decoding import (
+    GROUPS,
+    MAX_FIELDS,
+    UNDECODABLE,
+    DecodedStream,
+    Decoder,
+    top_level_groups,
+)
 from services.common.errors import InvalidArgument
 from services.common.ratelog import Throttled
 
@@ -20,15 +28,26 @@ def field(number: int, data: bytes) -> bytes:
     return bytes([number << 3 | 2, len(data)]) + data
 
 
-def test_groups_are_found_at_the_top_in_tensors_and_in_map_values() -> None:
-    plain = pb.ModelInferRequest(model_name="m")
-    plain.inputs.add(name="x").parameters["p"].bool_param = True
-    assert not has_groups(plain)
+def test_groups_are_found_among_the_top_level_fields_as_the_gateway_finds_them() -> None:
+    plain = pb.ModelInferRequest(model_name="m", id="7")
+    plain.inputs.add(name="x", shape=[1, 2]).parameters["p"].bool_param = True
+    plain.raw_input_contents.append(b"\x0b" * 100)  # a group key inside a length: data
     data = plain.SerializeToString()
+    assert not top_level_groups(data)
+    assert top_level_groups(data + GROUP) and top_level_groups(GROUP + data)
+    # Inside a tensor it is one of the tensor's unknown fields, as on the gateway,
+    # which reads only the top level: both ignore it.
     tensor = pb.ModelInferRequest.InferInputTensor(name="x").SerializeToString() + GROUP
-    entry = field(1, b"k") + field(2, GROUP)  # parameters map entry: key, InferParameter
-    for hostile in (data + GROUP, data + field(5, tensor), data + field(4, entry)):
-        assert has_groups(pb.ModelInferRequest.FromString(hostile))
+    assert not top_level_groups(data + field(5, tensor))
+
+
+def test_the_field_count_is_capped_before_any_object_per_field() -> None:
+    head = pb.ModelInferRequest(model_name="m").SerializeToString()  # one field
+    assert not top_level_groups(head + b"\x78\x00" * (MAX_FIELDS - 1))
+    with pytest.raises(InvalidArgument, match="more than 4096 top-level fields"):
+        top_level_groups(head + b"\x78\x00" * MAX_FIELDS)
+    with pytest.raises(InvalidArgument, match="more than 4096 top-level fields"):
+        top_level_groups(head + b"\x78\x00" * (16 << 20))  # 32 MB: stopped at once
 
 
 def test_decoder_refuses_with_fixed_messages_and_logs_once_per_interval(
