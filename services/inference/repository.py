@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.errors import InvalidArgument, NotFound, ServiceError
+from services.common.names import echo, model_name
 from services.common.redact import without_paths
 from services.common.versions import is_number
 from services.inference.config import ModelConfig, load_config
@@ -80,13 +81,19 @@ class DirectorySource:
             await self.load(name, strict=False)
 
     async def load(self, name: str, *, strict: bool = True) -> None:
-        """(Re)load one model: new versions load, changed ones reload, removed ones unload."""
+        """(Re)load one model: new versions load, changed ones reload, removed ones unload.
+
+        A client's name (`strict`) must follow the model-name rule, so that it names a
+        directory of the repository and nothing outside it ('../x' has no such name).
+        """
+        if strict:
+            model_name(name)
         model_dir = self.root / name
         async with self.manager.lock(name):
             # The directory is read on a worker thread: the event loop keeps serving.
             found = await asyncio.to_thread(read_model_dir, model_dir)
             if found is None:
-                raise NotFound(f"model '{name}' is not in the model repository")
+                raise NotFound(f"model {echo(name)} is not in the model repository")
             versions, config = found
             if isinstance(config, ServiceError):
                 self._fail_all(name, versions, config.message)
@@ -105,7 +112,7 @@ class DirectorySource:
     async def unload(self, name: str) -> None:
         """Unload every version of one model."""
         if name not in self.manager.model_names():
-            raise NotFound(f"model '{name}' is not loaded")
+            raise NotFound(f"model {echo(name)} is not loaded")
         async with self.manager.lock(name):
             for version in self.manager.versions(name):
                 self._stamps.pop((name, version), None)

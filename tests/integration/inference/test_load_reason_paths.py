@@ -191,3 +191,23 @@ async def test_repository_load_errors_name_no_path(
             details = info.value.details() or ""
             assert info.value.code() is code, details
             assert str(tmp_path) not in details and "server-only" not in details, details
+
+
+async def test_repository_load_takes_only_model_names(
+    start_inference: Callable[..., Awaitable[InferenceServer]], repository: Path
+) -> None:
+    """RepositoryModelLoad joined the client's name to the repository's path, so '../x'
+    named a directory outside it; a name now follows the model-name rule."""
+    outside = repository.parent / "outside"
+    shutil.copytree(repository / "pair", outside)
+    server = await start_inference(service_token=TOKEN)
+    async with grpc.aio.insecure_channel(f"localhost:{server.grpc.port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for name in ("../outside", "pair/../../outside", "/etc"):
+            request = pb.RepositoryModelLoadRequest(model_name=name)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.RepositoryModelLoad(request, metadata=AUTH)
+            assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+            assert "invalid model name" in (info.value.details() or "")
+        index = await stub.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=AUTH)
+        assert "outside" not in {m.name for m in index.models}
