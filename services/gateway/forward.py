@@ -33,6 +33,8 @@ DEADLINE_SLACK = 0.05
 # context is passed on as it came only while the gateway does not trace itself (when it
 # does, its client interceptor sends its own span's context).
 REQUEST_ID = frozenset({"x-request-id"})
+# A backend's answer about the gateway's credentials, never passed on as the caller's.
+REFUSED_GATEWAY = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 TRACE_CONTEXT = frozenset({"traceparent", "tracestate"})
 
 
@@ -116,6 +118,15 @@ class Forwarder:
                 if code is grpc.StatusCode.DEADLINE_EXCEEDED:
                     # Hung, or cut off: no new call goes there until a health Check passes.
                     self.pool.suspect(backend)
+                if code in REFUSED_GATEWAY:
+                    # The gateway's own service token is wrong: a misconfiguration the
+                    # caller can do nothing about, and not a verdict on the caller's key.
+                    _log.error(
+                        "backend refused the gateway's service token",
+                        extra={"backend": backend.address, "code": code.name},
+                    )
+                    error = errors.Unavailable(NO_BACKEND)
+                    continue
                 if code is not grpc.StatusCode.UNAVAILABLE and not stale:
                     raise error_from_rpc(exc) from None
                 connection_failed = self.pool.failed(backend, model, version)
