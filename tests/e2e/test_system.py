@@ -35,8 +35,8 @@ def test_digits_classifies_held_out_digits_with_the_exported_accuracy(system: Sy
     images, labels = holdout["images"].astype(np.float32), holdout["labels"]
     client = tc.InferenceServerClient(system.address("gateway"))
     predicted = []
-    for start in range(0, len(images), 64):
-        result = client.infer("digits", digits_input(images[start : start + 64]))
+    for start in range(0, len(images), 32):
+        result = client.infer("digits", digits_input(images[start : start + 32]))
         predicted.append(result.as_numpy("probabilities").argmax(axis=1))
     client.close()
     served = np.concatenate(predicted)
