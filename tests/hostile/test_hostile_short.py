@@ -22,11 +22,6 @@ MODE = "auth"
 
 # (goal, category) -> the items of issue B it waits for; removed as the fixes land.
 OPEN: dict[tuple[str, str], str] = {
-    ("stall", "handmade"): (
-        "item 1 beyond the gateway: 32 MB of unknown fields stall inference ~14 s and the "
-        "registry ~12 s (services/common/decoding.py has_groups builds an UnknownFieldSet)"
-    ),
-    ("rss", "handmade"): "item 1 beyond the gateway: the same request adds ~1.2-1.5 GB there",
     ("stream-rounds", "streams"): "item 4: a second round of unread streams adds ~20-35 MB",
 }
 
