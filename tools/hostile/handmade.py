@@ -142,11 +142,12 @@ async def run_handmade(
     ) -> None:
         payload = case.build()
         reference: dict[str, float] = {}
+        reference_stall: dict[str, float] = {}
         if len(payload) >= REFERENCE_FROM:
             ref = same_size_reference(len(payload))
             with meter.case() as ref_window:
                 await unary(chan, method, ref, auth)
-            reference = ref_window.growth_mb()
+            reference, reference_stall = ref_window.growth_mb(), ref_window.stall_ms
             del ref
         with meter.case() as window:
             outcome = await unary(chan, method, payload, (*auth, *case.header))
@@ -158,7 +159,9 @@ async def run_handmade(
             wanted = " or ".join(sorted(expected))
             unexpected.append(f"{name}: {outcome.code}, expected {wanted}")
         category.cases.append(
-            Case(name, outcome.code, window.growth_mb(), reference, window.stall_ms)
+            Case(
+                name, outcome.code, window.growth_mb(), reference, window.stall_ms, reference_stall
+            )
         )
 
     for port in PORTS:

@@ -31,6 +31,8 @@ class Case:
     rss_mb: dict[str, float]
     reference_mb: dict[str, float] = field(default_factory=dict)
     stall_ms: dict[str, float] = field(default_factory=dict)
+    # The same-size well-formed request's stall: what any message this large costs.
+    reference_stall_ms: dict[str, float] = field(default_factory=dict)
 
     def excess_mb(self) -> dict[str, float]:
         """Growth beyond what the reference (the same bytes, well formed) cost."""
