@@ -42,6 +42,9 @@ class ServiceProcess:
         self.port_file = port_file
         self.metrics_port = metrics_port
         self.port = 0
+        # The gateway's HTTP port too, read back from its --http-port-file.
+        self.http_port = 0
+        self.http_port_file = port_file.with_name(port_file.name + ".http")
         self._args = args
         self._env = {**os.environ, **(env or {})}
         self._cwd = cwd
@@ -64,6 +67,7 @@ class ServiceProcess:
             str(self.metrics_port),
             "--port-file",
             str(self.port_file),
+            *self._http_args(port),
             *self._args,
         ]
         # Never written to: the child sees EOF once this process, and so the write end, is gone.
@@ -87,6 +91,20 @@ class ServiceProcess:
         self._lifeline = write_end
         return process
 
+    def _http_args(self, port: int) -> list[str]:
+        """The gateway's HTTP flags: the port it had, or a free one when gRPC's is free too."""
+        if self.service != "gateway":
+            return []
+        self.http_port_file.unlink(missing_ok=True)
+        args = ["--http-port-file", str(self.http_port_file)]
+        if self.http_port or not port:
+            args += ["--http-port", str(self.http_port)]
+        return args
+
+    def _written(self) -> bool:
+        files = [self.port_file] + ([self.http_port_file] if self.service == "gateway" else [])
+        return all(f.exists() and f.read_text().strip() for f in files)
+
     def _cut_lifeline(self) -> None:
         """Close our end of the lifeline (the child then stops, if it has not)."""
         if self._lifeline is not None:
@@ -105,7 +123,7 @@ class ServiceProcess:
     def wait_for_port(self, timeout: float = 60.0) -> int:
         """The port it bound, once it is serving; ServiceDied or TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
-        while not (self.port_file.exists() and self.port_file.read_text().strip()):
+        while not self._written():
             if not self.alive():
                 raise ServiceDied(f"{self.service} exited early:\n{self.logs()[-4000:]}")
             if time.monotonic() > deadline:
@@ -115,6 +133,8 @@ class ServiceProcess:
                 )
             time.sleep(0.05)
         self.port = int(self.port_file.read_text())
+        if self.service == "gateway":
+            self.http_port = int(self.http_port_file.read_text())
         return self.port
 
     def restart(self) -> None:

@@ -1,4 +1,4 @@
-"""The one error hierarchy: each error names the gRPC status it maps to.
+"""The one error hierarchy: each error names the gRPC status (and HTTP status) it maps to.
 
 Application code raises these without importing grpc; the server interceptor in
 `services.common.interceptor` is the single place that turns them into statuses,
@@ -14,6 +14,8 @@ class ServiceError(Exception):
     """Base of every error a client may see; `status` is a grpc.StatusCode name."""
 
     status: ClassVar[str] = "UNKNOWN"
+    # The HTTP front end's status for it (499: nginx's "client closed request").
+    http_status: ClassVar[int] = 500
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -24,78 +26,91 @@ class InvalidArgument(ServiceError):
     """The request itself is wrong (names, types, shapes, contents)."""
 
     status = "INVALID_ARGUMENT"
+    http_status = 400
 
 
 class NotFound(ServiceError):
     """A named model, version, alias or object does not exist."""
 
     status = "NOT_FOUND"
+    http_status = 404
 
 
 class AlreadyExists(ServiceError):
     """The object to create exists already."""
 
     status = "ALREADY_EXISTS"
+    http_status = 409
 
 
 class FailedPrecondition(ServiceError):
     """The system is not in a state that allows the operation."""
 
     status = "FAILED_PRECONDITION"
+    http_status = 412
 
 
 class Unavailable(ServiceError):
     """Temporarily unable to serve (model not ready, unloading, draining)."""
 
     status = "UNAVAILABLE"
+    http_status = 503
 
 
 class ResourceExhausted(ServiceError):
     """A limit was hit: queue full, message too large, rate limit."""
 
     status = "RESOURCE_EXHAUSTED"
+    http_status = 429
 
 
 class DeadlineExceeded(ServiceError):
     """The caller's deadline passed before the work could run."""
 
     status = "DEADLINE_EXCEEDED"
+    http_status = 504
 
 
 class Cancelled(ServiceError):
     """The caller went away."""
 
     status = "CANCELLED"
+    http_status = 499
 
 
 class Unauthenticated(ServiceError):
     """No credentials, or credentials that match nothing."""
 
     status = "UNAUTHENTICATED"
+    http_status = 401
 
 
 class PermissionDenied(ServiceError):
     """Valid credentials without the right to do this."""
 
     status = "PERMISSION_DENIED"
+    http_status = 403
 
 
 class Unimplemented(ServiceError):
     """The operation is not supported by this server."""
 
     status = "UNIMPLEMENTED"
+    http_status = 501
 
 
 class Aborted(ServiceError):
     """A concurrent change conflicted; the caller may retry."""
 
     status = "ABORTED"
+    http_status = 409
 
 
 class Internal(ServiceError):
     """An invariant broke; the message is fixed so internals never leak."""
 
     status = "INTERNAL"
+    http_status = 500
 
 
 class RpcFailure(Protocol):

@@ -18,6 +18,18 @@ from services.gateway.canary import CanaryPolicy
 from services.gateway.routes import LATEST, PRODUCTION, RouteTable
 
 VERSION_HEADER = "x-maas-version"
+# The gateway's own ServerMetadata answer, the same on both front ends.
+SERVER_NAME = "maas"
+EXTENSIONS = ("model_configuration", "statistics", "binary_tensor_data", "parameters")
+# Why the gateway refuses RepositoryModelLoad and RepositoryModelUnload (UNIMPLEMENTED).
+NO_LOAD = (
+    "the gateway does not load models: upload a version to the registry "
+    "(`maas models upload`) and point an alias at it; backends follow the registry"
+)
+NO_UNLOAD = (
+    "the gateway does not unload models: archive or delete the version, or move "
+    "its aliases, in the registry"
+)
 
 
 @dataclass(frozen=True)

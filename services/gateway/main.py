@@ -9,9 +9,11 @@ import logging
 import random
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from services.common.files import write_atomically
 from services.common.logs import configure_logging
 from services.common.server import NOT_SERVING, SERVING, GrpcServer, run_service
 from services.common.settings import add_server_flags
@@ -25,6 +27,9 @@ from services.gateway.discovery import Discovery, DnsDiscovery, StaticDiscovery
 from services.gateway.endpointslices import EndpointSliceDiscovery
 from services.gateway.follower import RegistryFollower
 from services.gateway.forward import Forwarder
+from services.gateway.http.app import build_app
+from services.gateway.http.deps import HttpDeps
+from services.gateway.http.server import HttpOptions, HttpServer
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.pool import BackendPool
 from services.gateway.routes import RouteTable
@@ -51,7 +56,7 @@ def make_keys(settings: GatewaySettings) -> KeyTable | None:
 
 
 class GatewayServer:
-    """Discovery, the registry follower, the backend pool and the gRPC server."""
+    """Discovery, the registry follower, the backend pool, and the gRPC and HTTP servers."""
 
     def __init__(self, settings: GatewaySettings, *, rng: random.Random | None = None) -> None:
         if not (settings.backends or settings.backend_dns or settings.backend_endpointslice):
@@ -110,6 +115,29 @@ class GatewayServer:
             stream_window=settings.stream_window,
             trace_passed_on=not tracing.enabled,
         )
+        self.http = HttpServer(
+            build_app(
+                HttpDeps(
+                    self.app,
+                    self.router,
+                    default_timeout=settings.default_timeout_seconds,
+                    max_body_bytes=settings.max_message_bytes,
+                    passed_keys=self.servicer.passed_keys,
+                    metrics=self.metrics,
+                )
+            ),
+            HttpOptions(
+                settings.host,
+                settings.http_port,
+                max_connections=settings.http_max_connections,
+                keep_alive=settings.http_keep_alive_seconds,
+                header_timeout=settings.http_header_timeout_seconds,
+                max_header_bytes=2 * settings.max_metadata_bytes,
+            ),
+            settings,
+        )
+        self.http_port = 0
+        self._http_stopping: asyncio.Future[None] | None = None
         self.discovery = self._discovery()
         self.grpc = GrpcServer(
             settings,
@@ -135,7 +163,10 @@ class GatewayServer:
         return StaticDiscovery(s.backend_list(), self.pool.update)
 
     def _drain(self) -> None:
+        """Readiness goes false first; HTTP then drains beside gRPC, within the same grace."""
         self.app.draining = True
+        if self._http_stopping is None:
+            self._http_stopping = asyncio.ensure_future(self.http.stop(self.settings.grace_seconds))
 
     def _state_changed(self) -> None:
         """The v2 service's health follows readiness; "" stays SERVING until a drain, so
@@ -160,6 +191,13 @@ class GatewayServer:
     async def start(self, ready_timeout: float = 10.0) -> int:
         """Serve, start discovery and following, and wait (bounded) until ready."""
         port = await self.grpc.start()
+        try:
+            self.http_port = await self.http.start()
+        except BaseException:
+            await self.grpc.shutdown(0)
+            raise
+        if self.settings.http_port_file:
+            write_atomically(Path(self.settings.http_port_file), f"{self.http_port}\n")
         self._state_changed()
         await self.discovery.start()
         # Every backend found at start is checked once before start() returns.
@@ -170,7 +208,12 @@ class GatewayServer:
         await self.wait_ready(ready_timeout)
         _log.info(
             "maas-gateway listening",
-            extra={"port": port, "ready": self.app.ready(), "backends": len(self.pool.backends)},
+            extra={
+                "port": port,
+                "http_port": self.http_port,
+                "ready": self.app.ready(),
+                "backends": len(self.pool.backends),
+            },
         )
         return port
 
@@ -193,6 +236,8 @@ class GatewayServer:
         await self.grpc.shutdown(grace)
 
     async def _close(self) -> None:
+        if self._http_stopping is not None:
+            await self._http_stopping
         await self.discovery.close()
         if self.follower is not None:
             await self.follower.close()
@@ -209,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-keys-file, never on the command line.",
     )
     add_server_flags(p, port=8001, metrics_port=9001)
+    p.add_argument("--http-port", type=int, help="HTTP port (default 8000; 0 picks one)")
+    p.add_argument("--http-port-file", help="write the bound HTTP port here once serving")
     p.add_argument("--registry", help="registry host:port to resolve versions through")
     p.add_argument("--backends", help="comma-separated inference backends host:port")
     p.add_argument("--backend-dns", help="headless Service name:port, re-resolved")

@@ -24,13 +24,20 @@ from services.common.server import ServiceBinding
 from services.common.streams import answer_each
 from services.common.version import server_version
 from services.gateway import wire
-from services.gateway.app import VERSION_HEADER, GatewayApp, pinned_version
+from services.gateway.app import (
+    EXTENSIONS,
+    NO_LOAD,
+    NO_UNLOAD,
+    SERVER_NAME,
+    VERSION_HEADER,
+    GatewayApp,
+    pinned_version,
+)
 from services.gateway.auth import ApiKey
 from services.gateway.forward import REQUEST_ID, SERVICE_NAME, TRACE_CONTEXT, forwarded
 from services.gateway.routing import Call, Router
 
 _log = logging.getLogger(__name__)
-EXTENSIONS = ("model_configuration", "statistics", "binary_tensor_data", "parameters")
 Context: TypeAlias = grpc.aio.ServicerContext
 Unary = Callable[[bytes, Context], Awaitable[bytes]]
 __all__ = ["SERVICE_NAME", "GatewayServicer"]
@@ -102,7 +109,7 @@ class GatewayServicer:
     async def ServerMetadata(self, request: bytes, context: Context) -> bytes:
         self.router.charge(self._key(context, "ServerMetadata"))
         reply = pb.ServerMetadataResponse(
-            name="maas", version=self.version, extensions=list(EXTENSIONS)
+            name=SERVER_NAME, version=self.version, extensions=list(EXTENSIONS)
         )
         return reply.SerializeToString()
 
@@ -120,17 +127,11 @@ class GatewayServicer:
 
     async def RepositoryModelLoad(self, request: bytes, context: Context) -> bytes:
         self._key(context, "RepositoryModelLoad")
-        raise Unimplemented(
-            "the gateway does not load models: upload a version to the registry "
-            "(`maas models upload`) and point an alias at it; backends follow the registry"
-        )
+        raise Unimplemented(NO_LOAD)
 
     async def RepositoryModelUnload(self, request: bytes, context: Context) -> bytes:
         self._key(context, "RepositoryModelUnload")
-        raise Unimplemented(
-            "the gateway does not unload models: archive or delete the version, or move "
-            "its aliases, in the registry"
-        )
+        raise Unimplemented(NO_UNLOAD)
 
     # Forwarded calls.
 

@@ -18,6 +18,27 @@ class GatewaySettings(ServiceSettings):
 
     port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     metrics_port: int = Field(9001, ge=0, le=65535, description="Prometheus /metrics port.")
+    http_port: int = Field(
+        8000, ge=0, le=65535, description="HTTP (KServe v2 REST) port; 0 picks a free one."
+    )
+    http_port_file: str | None = Field(
+        None, description="If set, the bound HTTP port is written here once serving."
+    )
+    http_max_connections: int = Field(
+        1000,
+        ge=1,
+        description="HTTP connections (and requests in flight) at once; beyond it new "
+        "requests get 503.",
+    )
+    http_keep_alive_seconds: float = Field(
+        75.0, gt=0, description="An idle HTTP keep-alive connection is closed after this long."
+    )
+    http_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="An HTTP connection that has not sent a request's headers this long "
+        "after connecting (or after its last answer) is closed.",
+    )
     registry: str | None = Field(
         None,
         description="Registry host:port to resolve versions and aliases through; without "

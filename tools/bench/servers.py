@@ -160,6 +160,8 @@ def start_gateway(backends: Sequence[str], timeout: float = 60) -> Process:
         "0",
         "--port-file",
         str(port_file),
+        "--http-port",
+        "0",
         "--backends",
         ",".join(backends),
         "--no-auth",

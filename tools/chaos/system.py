@@ -76,6 +76,7 @@ class Service(ServiceProcess):
             "0",
             "--port-file",
             str(self.port_file),
+            *self._http_args(port),
             *self._args,
         ]
         read_end, write_end = os.pipe()  # never written to: EOF once the harness is gone

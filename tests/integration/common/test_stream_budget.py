@@ -81,6 +81,7 @@ async def front(request: pytest.FixtureRequest, inference: InferenceServer) -> A
     settings = GatewaySettings(
         port=0,
         metrics_port=0,
+        http_port=0,
         host="localhost",
         grace_seconds=0,
         no_auth=True,

@@ -34,6 +34,7 @@ async def gateway() -> AsyncIterator[pb_grpc.GRPCInferenceServiceStub]:
     settings = GatewaySettings(
         port=0,
         metrics_port=0,
+        http_port=0,
         host="localhost",
         grace_seconds=0,
         api_keys=f"ops:{KEY}",

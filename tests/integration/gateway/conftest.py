@@ -159,6 +159,7 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
         values: dict[str, Any] = {
             "port": 0,
             "metrics_port": 0,
+            "http_port": 0,
             "host": "localhost",
             "grace_seconds": 0,
             "no_auth": "api_keys" not in overrides and "api_keys_file" not in overrides,

@@ -110,6 +110,6 @@ async def test_health_and_reflection_stay_open(gateway: GatewayServer) -> None:
 
 
 def test_no_keys_without_no_auth_is_refused() -> None:
-    settings = GatewaySettings(port=0, metrics_port=0, backends="localhost:1")
+    settings = GatewaySettings(port=0, metrics_port=0, http_port=0, backends="localhost:1")
     with pytest.raises(ValueError, match="no API keys configured"):
         GatewayServer(settings)

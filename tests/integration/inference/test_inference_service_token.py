@@ -166,6 +166,7 @@ async def start_gateway(inference: InferenceServer, **overrides: Any) -> Gateway
         GatewaySettings(
             port=0,
             metrics_port=0,
+            http_port=0,
             host="localhost",
             backends=f"localhost:{inference.grpc.port}",
             no_auth=True,

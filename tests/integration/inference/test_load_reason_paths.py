@@ -151,6 +151,7 @@ async def test_through_the_gateway_no_path_either(
         GatewaySettings(
             port=0,
             metrics_port=0,
+            http_port=0,
             host="localhost",
             backends=f"localhost:{server.grpc.port}",
             backend_token=TOKEN,

@@ -137,6 +137,7 @@ async def test_gateway_metrics_count_requests_codes_and_rate_limits(
     settings = GatewaySettings(
         port=0,
         metrics_port=0,
+        http_port=0,
         grace_seconds=0,
         api_keys_file=str(keys),
         backends=f"localhost:{server.grpc.port}",
