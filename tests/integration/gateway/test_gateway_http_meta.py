@@ -10,15 +10,25 @@ from __future__ import annotations
 import asyncio
 import gzip
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from services.common.server import PortInUse
 from services.gateway.main import GatewayServer
-from tests.integration.gateway.conftest import StartGateway, StartInference, backend_address
+from services.inference.main import InferenceServer
+from services.registry.client import RegistryClient
+from services.registry.main import RegistryServer
+from tests.integration.gateway.conftest import (
+    READER,
+    StartGateway,
+    StartInference,
+    backend_address,
+    registry_address,
+)
 
 KEYS = """
 keys:
@@ -274,3 +284,40 @@ async def test_unsent_headers_time_out(
         assert await asyncio.wait_for(reader.read(), 10) == b""
     finally:
         writer.close()
+
+
+async def test_http_port_in_use_names_its_flag(
+    start_inference: StartInference, start_gateway: StartGateway
+) -> None:
+    backend = await start_inference()
+    first = await start_gateway(backends=backend_address(backend))
+    with pytest.raises(PortInUse) as caught:
+        await start_gateway(backends=backend_address(backend), http_port=first.http_port)
+    assert "--http-port" in str(caught.value) and "MAAS_GATEWAY_HTTP_PORT" in str(caught.value)
+    _, writer = await asyncio.open_connection("localhost", first.http_port)  # still serving
+    writer.close()
+
+
+async def test_versions_resolve_through_the_registry(
+    registry: RegistryServer,
+    pair_in_registry: RegistryClient,
+    start_following: Callable[..., Awaitable[InferenceServer]],
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+) -> None:
+    """An alias in the path is resolved by the registry, as on gRPC."""
+    backend = await start_following()
+    gateway = await start_gateway(
+        registry=registry_address(registry),
+        registry_token=READER,
+        backends=backend_address(backend),
+        ready_wait_seconds=10,
+    )
+    path = "/v2/models/pair/versions/production/stats"
+    status, stats, _ = await get(http, gateway, path)
+    assert status == 200, stats
+    assert [s["version"] for s in stats["model_stats"]] == ["1"]
+    status, body, _ = await get(http, gateway, "/v2/models/pair/versions/no-alias/config")
+    assert status == 404 and "no-alias" in body["error"]
+    status, body, _ = await get(http, gateway, "/v2/models/absent")
+    assert status == 404 and "absent" in body["error"]
