@@ -46,11 +46,12 @@ class Reply:
 
 def write_reply(data: bytes, plan: OutputPlan) -> Reply:
     """The REST reply for a backend's serialized ModelInferResponse."""
+    head, raws = split_raw(data)
     response = pb.ModelInferResponse()
     try:
-        response.ParseFromString(data)
+        response.ParseFromString(head)
     except DecodeError:
-        raise Internal("the backend's reply could not be read") from None
+        raise _unreadable() from None
     doc: dict[str, Any] = {
         "model_name": response.model_name,
         "model_version": response.model_version,
@@ -59,9 +60,8 @@ def write_reply(data: bytes, plan: OutputPlan) -> Reply:
         doc["id"] = response.id
     if response.parameters:
         doc["parameters"] = parameters(response.parameters)
-    raws = response.raw_output_contents
     outputs: list[dict[str, Any]] = []
-    binary: list[bytes] = []
+    binary: list[bytes | memoryview] = []
     for i, tensor in enumerate(response.outputs):
         raw = raws[i] if i < len(raws) else None
         out: dict[str, Any] = {
@@ -70,7 +70,9 @@ def write_reply(data: bytes, plan: OutputPlan) -> Reply:
             "shape": list(tensor.shape),
         }
         params = parameters(tensor.parameters)
-        values = None if plan.is_binary(tensor.name) else _json_values(tensor, raw)
+        values = None
+        if not plan.is_binary(tensor.name):
+            values = _json_values(tensor, None if raw is None else bytes(raw))
         if values is None:
             content = raw if raw is not None else _raw_of(tensor)
             params[BINARY_SIZE] = len(content)
@@ -85,6 +87,57 @@ def write_reply(data: bytes, plan: OutputPlan) -> Reply:
     if not binary:
         return Reply(header, None)
     return Reply(b"".join([header, *binary]), len(header))
+
+
+def _unreadable() -> Internal:
+    return Internal("the backend's reply could not be read")
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise _unreadable()
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def split_raw(data: bytes) -> tuple[bytes, list[memoryview]]:
+    """The reply without its raw_output_contents (field 6), and those as views of `data`.
+
+    Why: parsing the whole reply copies each output twice (into the message, then out
+    as bytes) before the body copies it again; as views, an output is copied once,
+    into the body. A backend's reply has a few top-level fields, so the scan is short.
+    """
+    view = memoryview(data)
+    head: list[memoryview] = []
+    raws: list[memoryview] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        start = pos
+        key, pos = _varint(data, pos)
+        number, kind = key >> 3, key & 7
+        if kind == 2:
+            length, pos = _varint(data, pos)
+            stop = pos + length
+        elif kind == 0:
+            _, stop = _varint(data, pos)
+        elif kind in (1, 5):
+            stop = pos + (8 if kind == 1 else 4)
+        else:
+            raise _unreadable()
+        if stop > end:
+            raise _unreadable()
+        if number == 6 and kind == 2:
+            raws.append(view[pos:stop])
+        else:
+            head.append(view[start:stop])
+        pos = stop
+    return b"".join(head), raws
 
 
 def parameters(params: Any) -> dict[str, Any]:

@@ -10,11 +10,11 @@ import pytest
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common.datatypes import DATATYPES, DataType, by_name
-from services.common.errors import InvalidArgument
+from services.common.errors import Internal, InvalidArgument
 from services.common.tensors import decode, encode_bytes_elements
 from services.gateway import wire
 from services.gateway.http.tensor_json import OutputPlan, header_length, read_infer
-from services.gateway.http.tensor_reply import write_reply
+from services.gateway.http.tensor_reply import split_raw, write_reply
 
 
 def sample(dtype: DataType, shape: tuple[int, ...] = (2, 3)) -> np.ndarray:
@@ -401,3 +401,23 @@ def test_reply_parameters_and_typed_contents_are_read() -> None:
     }
     binary = write_reply(response.SerializeToString(), OutputPlan(True))
     assert binary.body[binary.header_length :] == np.array([1, -2, 3], "<i4").tobytes()
+
+
+def test_raw_outputs_are_split_from_the_reply_as_views() -> None:
+    response = pb.ModelInferResponse(model_name="m", model_version="1", id="r")
+    response.parameters["n"].int64_param = 300  # a varint inside the head
+    response.outputs.add(name="a", datatype="FP64", shape=[1])
+    response.outputs.add(name="b", datatype="UINT8", shape=[2])
+    response.raw_output_contents.extend([np.array([1.5]).tobytes(), b"\x01\x02"])
+    head, raws = split_raw(response.SerializeToString())
+    assert [bytes(r) for r in raws] == list(response.raw_output_contents)
+    rest = pb.ModelInferResponse()
+    rest.ParseFromString(head)
+    del response.raw_output_contents[:]
+    assert rest == response
+
+
+@pytest.mark.parametrize("data", [b"\x0a\x05ab", b"\x0b", b"\xff" * 11])
+def test_an_unreadable_backend_reply_is_internal(data: bytes) -> None:
+    with pytest.raises(Internal, match="could not be read"):
+        write_reply(data, OutputPlan())
