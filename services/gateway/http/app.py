@@ -9,12 +9,17 @@ from services.gateway.http.deps import HttpDeps
 from services.gateway.http.errors import EXCEPTION_HANDLERS, ErrorMiddleware
 from services.gateway.http.infer import infer_routes
 from services.gateway.http.meta import meta_routes
+from services.gateway.http.tracing import TraceMiddleware
 
 
 def build_app(deps: HttpDeps) -> Starlette:
     """The Starlette app serving every HTTP route over `deps`."""
+    middleware = [Middleware(ErrorMiddleware)]
+    if deps.router.tracing.enabled:
+        # Outermost, so that the span holds the error answers too.
+        middleware.insert(0, Middleware(TraceMiddleware, tracing=deps.router.tracing))
     return Starlette(
         routes=[*meta_routes(deps), *infer_routes(deps)],
-        middleware=[Middleware(ErrorMiddleware)],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
     )
