@@ -35,6 +35,7 @@ KEYS = """
 keys:
   - {id: team-a, key: key-a, models: [pair]}
   - {id: team-b, key: key-b, models: [dt_fp32]}
+  - {id: team-c, key: key-c, rate_per_second: 0.01, burst: 2}
 """
 
 
@@ -52,10 +53,16 @@ class Answer:
         return self.body[int(self.headers["inference-header-content-length"]) :]
 
 
-def _post(port: int, path: str, body: bytes, headers: dict[str, str]) -> Answer:
+def _request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Answer:
     connection = http.client.HTTPConnection("localhost", port, timeout=30)
     try:
-        connection.request("POST", path, body=body, headers=headers)
+        connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
         data = response.read()
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
@@ -68,7 +75,7 @@ async def post(
 ) -> Answer:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     named = {k.replace("_", "-"): v for k, v in headers.items()}
-    return await asyncio.to_thread(_post, gateway.http_port, path, data, named)
+    return await asyncio.to_thread(_request, gateway.http_port, "POST", path, data, named)
 
 
 def values(dtype: DataType) -> np.ndarray:
@@ -324,6 +331,20 @@ async def test_keys_are_checked_as_over_grpc(
     assert denied.status == 403 and "dt_fp32" in denied.json()["error"]
     allowed = await post(gateway, path, doc, authorization="Bearer key-b")
     assert allowed.status == 200 and allowed.json()["outputs"][0]["data"] == [1, 2, 3] * 2
+    for _ in range(2):
+        assert (await post(gateway, path, doc, authorization="Bearer key-c")).status == 200
+    limited = await post(gateway, path, doc, authorization="Bearer key-c")
+    assert limited.status == 429 and "rate limit" in limited.json()["error"]
+    assert int(limited.headers["retry-after"]) >= 1
+
+
+async def test_a_bad_pin_or_method_is_refused(system: GatewayServer) -> None:
+    doc = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1, 3], "data": [1, 2, 3]}]}
+    path = "/v2/models/dt_int32/infer"
+    pinned = await post(system, path, doc, x_maas_version="not a version!")
+    assert pinned.status == 400 and "x-maas-version" in pinned.json()["error"]
+    wrong_method = await asyncio.to_thread(_request, system.http_port, "GET", path)
+    assert wrong_method.status == 405
 
 
 async def test_large_json_and_binary_bodies_match_grpc(
