@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
-from services.common.datatypes import DataType, by_name
+from services.common.datatypes import DATATYPES, DataType, by_name
 from services.common.errors import InvalidArgument
 from services.common.names import echo
 from services.common.tensors import checked_shape, element_count
@@ -206,7 +206,7 @@ def _inputs(
             raise InvalidArgument(
                 f"input {label}: 'datatype' is {_kind(datatype)}, expected a string"
             )
-        dtype = by_name(datatype, tensor=name)
+        dtype = _datatype(datatype, label)
         shape = _shape(_field(entry, "shape", label, "a list of dimensions"), name)
         count = element_count(shape)
         params = _object(entry.get("parameters", {}), f"input {label}: 'parameters'")
@@ -234,6 +234,16 @@ def _inputs(
             f"(binary_data_size of the inputs adds up to {offset - (header_len or 0)} bytes)"
         )
     return raws
+
+
+def _datatype(datatype: str, label: str) -> DataType:
+    try:
+        return by_name(datatype, tensor=label)
+    except InvalidArgument:
+        known = ", ".join(d.name for d in DATATYPES)
+        raise InvalidArgument(
+            f"input {label}: unknown datatype {echo(datatype)}, expected one of {known}"
+        ) from None
 
 
 def _shape(value: object, name: str) -> tuple[int, ...]:

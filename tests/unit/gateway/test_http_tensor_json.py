@@ -314,10 +314,11 @@ def test_bytes_binary_too_short_for_its_length_prefixes_is_refused() -> None:
     assert "at least 12" in refusal(*body_of(doc, b"\x00" * 8))
 
 
-def test_long_names_are_echoed_truncated() -> None:
-    name = "n" * 5000
-    message = refusal(orjson.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": [1]}]}))
-    assert "(5000 characters)" in message and len(message) < 300
+@pytest.mark.parametrize("field", ["name", "datatype"])
+def test_long_client_strings_are_echoed_truncated(field: str) -> None:
+    entry = {"name": "x", "datatype": "FLOAT", "shape": [1], field: "n" * 5000}
+    message = refusal(orjson.dumps({"inputs": [entry]}))
+    assert "(5000 characters)" in message and len(message) < 400
 
 
 # Replies.
