@@ -321,3 +321,20 @@ async def test_versions_resolve_through_the_registry(
     assert status == 404 and "no-alias" in body["error"]
     status, body, _ = await get(http, gateway, "/v2/models/absent")
     assert status == 404 and "absent" in body["error"]
+
+
+async def test_shutdown_stops_the_http_listener(
+    start_inference: StartInference, start_gateway: StartGateway
+) -> None:
+    backend = await start_inference()
+    gateway = await start_gateway(backends=backend_address(backend))
+    reader, writer = await asyncio.open_connection("localhost", gateway.http_port)
+    writer.write(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert (await asyncio.wait_for(read_response(reader), 10))[0].startswith(b"HTTP/1.1 200")
+    await gateway.shutdown(1)
+    assert gateway.app.draining and not gateway.app.ready()
+    # The idle keep-alive connection is closed, and no new one is taken.
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+    with pytest.raises(OSError):
+        await asyncio.open_connection("localhost", gateway.http_port)
