@@ -25,6 +25,7 @@ from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.common.datatypes import DataType, by_name, by_numpy
 from services.common.tensors import encode_bytes_elements
+from services.gateway.http.tensor_json import MAX_JSON_BYTES
 from services.gateway.main import GatewayServer
 from tests.integration.gateway.conftest import StartGateway, StartInference, backend_address
 
@@ -310,6 +311,18 @@ async def test_bodies_over_the_limit_are_413(
     assert answer.status == 413, answer.body
     small = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1, 3], "data": [1, 2, 3]}]}
     assert (await post(gateway, "/v2/models/dt_int32/infer", small)).status == 200
+
+
+async def test_json_past_its_own_cap_is_413(system: GatewayServer) -> None:
+    """Below the body limit (64 MiB) but past MAX_JSON_BYTES of JSON (16 MiB)."""
+    rows = 32
+    data = [[1] * 3] * rows
+    doc = orjson.dumps(
+        {"inputs": [{"name": "x", "datatype": "INT32", "shape": [rows, 3], "data": data}]}
+    )
+    answer = await post(system, "/v2/models/dt_int32/infer", doc + b" " * MAX_JSON_BYTES)
+    assert answer.status == 413 and "binary data" in answer.json()["error"]
+    assert (await post(system, "/v2/models/dt_int32/infer", doc)).status == 200
 
 
 async def test_keys_are_checked_as_over_grpc(

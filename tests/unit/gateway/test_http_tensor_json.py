@@ -13,7 +13,13 @@ from services.common.datatypes import DATATYPES, DataType, by_name
 from services.common.errors import Internal, InvalidArgument
 from services.common.tensors import decode, encode_bytes_elements
 from services.gateway import wire
-from services.gateway.http.tensor_json import OutputPlan, header_length, read_infer
+from services.gateway.http.tensor_json import (
+    MAX_JSON_BYTES,
+    JsonTooLarge,
+    OutputPlan,
+    header_length,
+    read_infer,
+)
 from services.gateway.http.tensor_reply import split_raw, write_reply
 
 
@@ -271,6 +277,15 @@ def test_uint64_beyond_int64_is_exact_and_mixed_signs_are_out_of_range() -> None
     assert "value -1 is out of range for UINT64" in refusal(orjson.dumps(doc))
     doc["inputs"][0]["data"] = [top - 1, 0.5]
     assert "element 1 of 'data' is a number" in refusal(orjson.dumps(doc))
+
+
+def test_json_past_its_cap_is_413_before_it_is_read() -> None:
+    header = orjson.dumps(one_input(parameters={"binary_data_size": 8}))
+    padded = header + b" " * (MAX_JSON_BYTES - len(header))
+    assert len(parsed(padded + b"\x00" * 8, len(padded)).raw_input_contents[0]) == 8
+    with pytest.raises(JsonTooLarge) as caught:
+        read_infer(b" " + padded + b"\x00" * 8, len(padded) + 1, "m", "")
+    assert caught.value.http_status == 413 and "binary data" in caught.value.message
 
 
 def test_malformed_json_is_refused() -> None:
