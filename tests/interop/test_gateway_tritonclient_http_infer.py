@@ -136,3 +136,26 @@ def test_errors_reach_tritonclient_with_their_status(
     with pytest.raises(InferenceServerException) as caught:
         http.infer("cnn", [wrong])
     assert caught.value.status() == "401"
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_and_replies(
+    clients: tuple[th.InferenceServerClient, tg.InferenceServerClient], algorithm: str
+) -> None:
+    http, grpc = clients
+    images = digits(4)
+    expected = grpc_result(grpc, "cnn", "input", images, "probabilities")
+    for binary in (False, True):
+        tensor = th.InferInput("input", list(images.shape), "FP32")
+        tensor.set_data_from_numpy(images, binary_data=binary)
+        wanted = th.InferRequestedOutput("probabilities", binary_data=binary)
+        result = http.infer(
+            "cnn",
+            [tensor],
+            outputs=[wanted],
+            headers=dict(HEADERS),
+            request_compression_algorithm=algorithm,
+            response_compression_algorithm=algorithm,
+        )
+        got = result.as_numpy("probabilities")
+        assert got is not None and got.tobytes() == expected.tobytes()

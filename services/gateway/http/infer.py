@@ -11,6 +11,8 @@ request id and trace context); the backend's reply becomes the REST reply
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +30,35 @@ from services.gateway.routing import Call
 # Bodies and replies from this size on are converted off the event loop: JSON data
 # costs a step per element, and other requests must not wait for it.
 OFF_LOOP_BYTES = 1 << 20
+# Fast compression: a reply is compressed on the way out of every request that asks, so
+# the cost is per request (zlib's level 1 is several times faster than its default).
+_LEVEL = 1
+
+
+def response_encoding(accept: str | None) -> str | None:
+    """gzip or deflate when Accept-Encoding takes one (q > 0), as tritonclient asks."""
+    taken: dict[str, float] = {}
+    for item in (accept or "").split(",")[:32]:
+        name, _, params = item.partition(";")
+        q = 1.0
+        key, _, value = params.strip().partition("=")
+        if key.strip().lower() == "q":
+            try:
+                q = float(value)
+            except ValueError:
+                q = 0.0
+        taken[name.strip().lower()] = q
+    for name in ("gzip", "deflate"):
+        if taken.get(name, 0.0) > 0:
+            return name
+    return None
+
+
+def compress(body: bytes, encoding: str) -> bytes:
+    """`body` in HTTP's gzip or deflate (zlib) framing."""
+    if encoding == "gzip":
+        return gzip.compress(body, compresslevel=_LEVEL, mtime=0)
+    return zlib.compress(body, _LEVEL)
 
 
 def infer_routes(deps: HttpDeps) -> list[BaseRoute]:
@@ -62,7 +93,16 @@ def infer_routes(deps: HttpDeps) -> list[BaseRoute]:
         out = {VERSION_HEADER: answer.version}
         if reply.header_length is not None:
             out[HEADER_LENGTH] = str(reply.header_length)
-        return Response(reply.body, headers=out, media_type=reply.content_type)
+        content = reply.body
+        encoding = response_encoding(request.headers.get("accept-encoding"))
+        if encoding is not None:
+            # The header length stays that of the JSON before compression, as in Triton.
+            if len(content) < OFF_LOOP_BYTES:
+                content = compress(content, encoding)
+            else:
+                content = await asyncio.to_thread(compress, content, encoding)
+            out["content-encoding"] = encoding
+        return Response(content, headers=out, media_type=reply.content_type)
 
     return [
         Route("/v2/models/{model}/infer", infer, methods=["POST"]),

@@ -392,3 +392,27 @@ async def test_large_json_and_binary_bodies_match_grpc(
     )
     assert answer.status == 200, answer.body[:200]
     assert answer.binary() == expected
+
+
+@pytest.mark.parametrize(
+    ("accept", "encoding"),
+    [("gzip", "gzip"), ("deflate, gzip;q=0", "deflate"), ("gzip;q=0", None), ("br", None)],
+)
+async def test_replies_are_compressed_when_asked(
+    system: GatewayServer, accept: str, encoding: str | None
+) -> None:
+    doc = {
+        "inputs": [{"name": "x", "datatype": "INT32", "shape": [1, 3], "data": [1, 2, 3]}],
+        "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+    }
+    answer = await post(system, "/v2/models/dt_int32/infer", doc, accept_encoding=accept)
+    assert answer.status == 200, answer.body
+    assert answer.headers.get("content-encoding") == encoding
+    body = answer.body
+    if encoding == "gzip":
+        body = gzip.decompress(body)
+    elif encoding == "deflate":
+        body = zlib.decompress(body)
+    size = int(answer.headers["inference-header-content-length"])
+    assert orjson.loads(body[:size])["outputs"][0]["parameters"] == {"binary_data_size": 24}
+    assert body[size:] == np.array([1, 2, 3, 1, 2, 3], "<i4").tobytes()
