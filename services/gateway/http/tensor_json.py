@@ -30,7 +30,7 @@ from services.common.names import echo
 from services.common.tensors import checked_shape, element_count
 from services.gateway.http.json_data import kind as _kind
 from services.gateway.http.json_data import pack
-from services.gateway.wire import encode_varint
+from services.gateway.wire import MAX_FIELDS, encode_varint
 
 HEADER_LENGTH = "inference-header-content-length"
 BINARY_SIZE = "binary_data_size"
@@ -117,12 +117,28 @@ def read_infer(body: bytes, header_len: int | None, model: str, version: str) ->
     default_binary = _flag(params.pop(BINARY_OUTPUT, False), f"parameter '{BINARY_OUTPUT}'")
     timeout = _timeout(params.pop(TIMEOUT, None))
     _set_parameters(request.parameters, params, "request")
+    _check_fields(doc, len(params))
     raws = _inputs(doc, request, view, header_len)
     plan = OutputPlan(default_binary, _outputs(doc, request))
     parts: list[bytes | memoryview] = [request.SerializeToString()]
     for raw in raws:
         parts += (_RAW_INPUT_TAG, encode_varint(len(raw)), raw)
     return InferBody(b"".join(parts), plan, timeout)
+
+
+def _check_fields(doc: Mapping[str, Any], params: int) -> None:
+    """Refused here in the request's own terms, not later as a malformed message: the
+    gateway forwards a request of at most wire.MAX_FIELDS top-level fields (name,
+    version, id, one per parameter and output, two per input)."""
+    inputs, outputs = (doc.get(k) for k in ("inputs", "outputs"))
+    n_in = len(inputs) if isinstance(inputs, list) else 0
+    n_out = len(outputs) if isinstance(outputs, list) else 0
+    if 3 + params + 2 * n_in + n_out > MAX_FIELDS:
+        raise InvalidArgument(
+            f"the request has {n_in} inputs, {n_out} outputs and {params} parameters, "
+            f"expected at most {MAX_FIELDS} fields in all (two per input, one per output "
+            "and parameter)"
+        )
 
 
 def _timeout(value: object) -> float | None:

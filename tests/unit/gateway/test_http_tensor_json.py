@@ -288,6 +288,15 @@ def test_json_past_its_cap_is_413_before_it_is_read() -> None:
     assert caught.value.http_status == 413 and "binary data" in caught.value.message
 
 
+def test_more_tensors_than_the_gateway_forwards_are_refused_as_such() -> None:
+    entry = {"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}
+    inputs = [{**entry, "name": f"x{i}"} for i in range(2046)]
+    body = orjson.dumps({"inputs": inputs, "parameters": {"a": 1}})
+    assert wire.read_request(read_infer(body, None, "m", "").request).name == "m"
+    message = refusal(orjson.dumps({"inputs": inputs, "parameters": {"a": 1, "b": 2}}))
+    assert "2046 inputs, 0 outputs and 2 parameters" in message
+
+
 def test_malformed_json_is_refused() -> None:
     assert "malformed JSON" in refusal(b'{"inputs": [')
     assert "expected a JSON object" in refusal(b"[1, 2]")
