@@ -1,9 +1,9 @@
 """Slowloris (item 6): idle connections and half-sent openings on every port.
 
 On each gRPC port, `count` connections that send nothing and `count` that send
-half of the HTTP/2 preface; on each metrics port, the same with half an HTTP
-request. Held for `hold_s`: how many the server closed meanwhile, and how many
-threads each service grew (the peak is in the category's figures).
+half of the HTTP/2 preface; on each metrics port and the gateway's HTTP port, the
+same with half an HTTP request. Held for `hold_s`: how many the server closed
+meanwhile, and how many threads each service grew (the peak is in the figures).
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ async def run_slowloris(
     for name in system.services:
         targets.append((f"{name} grpc idle", system.processes[name].port, b""))
         targets.append((f"{name} grpc half preface", system.processes[name].port, HALF_PREFACE))
-        metrics = system.metrics_ports.get(name, 0)
-        if metrics:
-            targets.append((f"{name} metrics idle", metrics, b""))
-            targets.append((f"{name} metrics half request", metrics, HALF_REQUEST))
+        for kind, ports in (("metrics", system.metrics_ports), ("http", system.http_ports)):
+            if ports.get(name):
+                targets.append((f"{name} {kind} idle", ports[name], b""))
+                targets.append((f"{name} {kind} half request", ports[name], HALF_REQUEST))
     jobs = [_hold(port, opening, hold_s) for _, port, opening in targets for _ in range(count)]
     results = await asyncio.gather(*jobs)
     closed: dict[str, str] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ OTHER_WIDTH = 1024
 FULL_KEY = "hostile-full-key-0123456789"
 LIMITED_KEY = "hostile-limited-key-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
+HTTP_PORT_ENV = "MAAS_GATEWAY_HTTP_PORT"
 DIGITS_CACHE = ROOT / ".data" / "hostile" / "digits"
 
 
@@ -71,6 +73,7 @@ class HostileSystem:
     processes: dict[str, Process]
     secrets: Secrets | None
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    http_ports: dict[str, int] = field(default_factory=dict)
 
     def address(self, name: str) -> str:
         return self.processes[name].address
@@ -108,6 +111,16 @@ class HostileSystem:
             process.stop()
 
 
+def _serves_metrics(port: int, service: str) -> bool:
+    """Whether `port` is the service's Prometheus /metrics."""
+    from tools.hostile.metrics import scrape
+
+    try:
+        return f"maas_{service}_" in scrape(port)
+    except OSError:
+        return False
+
+
 def _listening_ports(pid: int) -> set[int]:
     ports = set()
     for conn in psutil.Process(pid).net_connections(kind="tcp"):
@@ -140,7 +153,16 @@ def _start(folder: Path, auth: bool) -> HostileSystem:
         ports_file=None,
         log_level="INFO",
     )
-    processes, creds = up_start(args)
+    # maas up gives the gateway's HTTP port no flag: port 0 here too, so runs never collide.
+    saved = os.environ.get(HTTP_PORT_ENV)
+    os.environ[HTTP_PORT_ENV] = "0"
+    try:
+        processes, creds = up_start(args)
+    finally:
+        if saved is None:
+            os.environ.pop(HTTP_PORT_ENV, None)
+        else:
+            os.environ[HTTP_PORT_ENV] = saved
     system = HostileSystem(data, auth, {p.name: p for p in processes}, creds)
     try:
         from tools.models import upload_file
@@ -148,8 +170,11 @@ def _start(folder: Path, auth: bool) -> HostileSystem:
         path = write_other_model(data / "models" / OTHER_MODEL)
         upload_file(system.address("registry"), system.admin_token, OTHER_MODEL, path, "production")
         for name, process in system.processes.items():
-            others = _listening_ports(process.pid) - {process.port}
-            system.metrics_ports[name] = min(others) if others else 0
+            for port in sorted(_listening_ports(process.pid) - {process.port}):
+                if _serves_metrics(port, name):
+                    system.metrics_ports[name] = port
+                else:  # the gateway's HTTP front door (issue C)
+                    system.http_ports[name] = port
     except BaseException:
         system.stop()
         raise
