@@ -83,7 +83,7 @@ def header_length(value: str | None, body_size: int) -> int | None:
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit() or len(text) > 19:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
         raise InvalidArgument(
             f"Inference-Header-Content-Length {echo(value)} is not a length, expected a "
             "number of bytes"

@@ -176,8 +176,9 @@ def test_header_length_is_checked_against_the_body() -> None:
     assert header_length(" 7 ", 10) == 7
     with pytest.raises(InvalidArgument, match="expected at most the body's 10"):
         header_length("11", 10)
-    with pytest.raises(InvalidArgument, match="is not a length"):
-        header_length("-1", 10)
+    for bad in ("-1", "\u00b2", "1e3", "9" * 30):  # '²' is a digit to str.isdigit, not to int
+        with pytest.raises(InvalidArgument, match="is not a length"):
+            header_length(bad, 10)
 
 
 @pytest.mark.parametrize(
