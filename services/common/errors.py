@@ -63,6 +63,11 @@ class ResourceExhausted(ServiceError):
     status = "RESOURCE_EXHAUSTED"
     http_status = 429
 
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        # Seconds until a retry can succeed, when the limit knows (HTTP's Retry-After).
+        self.retry_after = retry_after
+
 
 class DeadlineExceeded(ServiceError):
     """The caller's deadline passed before the work could run."""

@@ -112,7 +112,8 @@ class KeyTable:
         bucket = self._buckets.get(key.id)
         if bucket is not None and not bucket.take(self._clock()):
             raise ResourceExhausted(
-                f"API key '{key.id}' is over its rate limit of {bucket.rate:g} requests/s"
+                f"API key '{key.id}' is over its rate limit of {bucket.rate:g} requests/s",
+                retry_after=(1.0 - bucket.tokens) / bucket.rate,
             )
 
 

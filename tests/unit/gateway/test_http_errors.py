@@ -48,9 +48,10 @@ def test_status_and_body(cls: type[errors.ServiceError], status: int) -> None:
 def test_unauthenticated_names_the_scheme_and_limits_say_when_to_retry() -> None:
     assert error_response(errors.Unauthenticated("x")).headers["www-authenticate"] == "Bearer"
     assert error_response(errors.ResourceExhausted("x")).headers["retry-after"] == "1"
-    limited = errors.ResourceExhausted("x")
-    limited.retry_after = 2.5  # type: ignore[attr-defined]
+    limited = errors.ResourceExhausted("x", retry_after=2.5)
     assert error_response(limited).headers["retry-after"] == "3"
+    soon = errors.ResourceExhausted("x", retry_after=0.01)
+    assert error_response(soon).headers["retry-after"] == "1"
     assert "retry-after" not in error_response(BodyTooLarge("x")).headers
 
 
