@@ -138,6 +138,7 @@ class GatewayServer:
         )
         self.http_port = 0
         self._http_stopping: asyncio.Future[None] | None = None
+        self._grace: float | None = None
         self.discovery = self._discovery()
         self.grpc = GrpcServer(
             settings,
@@ -166,7 +167,8 @@ class GatewayServer:
         """Readiness goes false first; HTTP then drains beside gRPC, within the same grace."""
         self.app.draining = True
         if self._http_stopping is None:
-            self._http_stopping = asyncio.ensure_future(self.http.stop(self.settings.grace_seconds))
+            grace = self.settings.grace_seconds if self._grace is None else self._grace
+            self._http_stopping = asyncio.ensure_future(self.http.stop(grace))
 
     def _state_changed(self) -> None:
         """The v2 service's health follows readiness; "" stays SERVING until a drain, so
@@ -233,6 +235,7 @@ class GatewayServer:
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Drain and stop."""
+        self._grace = grace
         await self.grpc.shutdown(grace)
 
     async def _close(self) -> None:
