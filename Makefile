@@ -86,7 +86,7 @@ soak: install ## SOAK_SECONDS (600) of steady load; RSS and open fds of every se
 	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m tools.chaos.soak $(SOAK_ARGS)
 
 # Hostile clients (issue B, docs/reliability.md): every category against the whole
-# system, open and --auth, in about 3-5 minutes on 2 cores (HOSTILE_SECONDS bounds
+# system, open and --auth, in about 1-3 minutes on 2 cores (HOSTILE_SECONDS bounds
 # it: 300). Stalls are reported against 100 ms. `make test` runs a short version.
 HOSTILE_SECONDS ?= 300
 HOSTILE_REPORT ?= bench/results/hostile.json
