@@ -81,6 +81,11 @@ class Process(ServiceProcess):
     def died(self) -> CliError:
         """Why it exited: a port in use as one line naming `maas up`'s flag, else its log."""
         taken = re.search(r"port (\d+) is in use", self.logs()[-500:])
+        if self.process.returncode == 2 and taken and "--http-port" in self.logs()[-500:]:
+            return CliError(
+                f"{self.name}: its HTTP port {taken[1]} is in use "
+                "(change it with MAAS_GATEWAY_HTTP_PORT)"
+            )
         if self.process.returncode == 2 and taken:
             port = int(taken[1])
             which = "its metrics port" if port == self.metrics_port and port else "port"
@@ -224,6 +229,8 @@ def banner(processes: list[Process], data_dir: str, creds: Secrets | None) -> st
     for p in processes:
         metrics = f"metrics http://localhost:{p.metrics_port}/metrics" if p.metrics_port else ""
         lines.append(f"  {p.name:<12} {p.address:<16} {metrics}".rstrip())
+        if p.http_port:
+            lines.append(f"  {p.name + ' http':<12} http://localhost:{p.http_port}/v2")
     if creds:
         lines.append(f"  auth: ON.  admin token (registry): {creds.admin_token}")
         if creds.api_key is not None:

@@ -66,3 +66,16 @@ def test_maas_up_names_its_own_flag(taken_port: int, tmp_path: Path) -> None:
         "(change it with --registry-port; metrics use that port + 1000)"
     )
     assert (result.returncode, result.stderr.strip()) == (2, expected), result.stdout
+
+
+def test_a_taken_http_port_names_its_flag(taken_port: int, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "services.gateway.main", "--backends", "localhost:1"]
+    command += ["--no-auth", "--port", "0", "--metrics-port", "0", "--http-port", str(taken_port)]
+    command += ["--log-level", "ERROR"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAAS_")}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90, env=env)
+    expected = (
+        f"maas-gateway: port {taken_port} is in use "
+        "(change it with --http-port or MAAS_GATEWAY_HTTP_PORT)"
+    )
+    assert (result.returncode, result.stderr.strip()) == (2, expected), result.stdout
