@@ -55,7 +55,6 @@ class _Protocol(HttpToolsProtocol):
 
     def _await_headers(self) -> None:
         self._stop_header_timer()
-        self._header_bytes = 0
         self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
 
     def _stop_header_timer(self) -> None:
@@ -70,6 +69,7 @@ class _Protocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._header_bytes = 0
         self._await_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -97,10 +97,16 @@ class _Protocol(HttpToolsProtocol):
         self._header_bytes = None
         super().on_headers_complete()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
+    def on_message_begin(self) -> None:
+        # A request's first bytes: its headers are due (an idle keep-alive connection
+        # is uvicorn's keep-alive timeout's to close, not this one's).
+        if self._header_timer is None:
             self._await_headers()
+        super().on_message_begin()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._header_bytes = 0  # what comes next is the next request's headers
 
 
 class _Server(uvicorn.Server):

@@ -274,7 +274,8 @@ async def test_keep_alive_and_header_limits(open_gateway: GatewayServer) -> None
 async def test_unsent_headers_time_out(
     start_inference: StartInference, start_gateway: StartGateway
 ) -> None:
-    """A connection that never finishes its headers is closed (slowloris)."""
+    """A connection that never finishes its headers is closed (slowloris), but an idle
+    keep-alive connection is not: it waits for its next request as keep-alive allows."""
     backend = await start_inference()
     gateway = await start_gateway(
         backends=backend_address(backend), http_header_timeout_seconds=0.2
@@ -283,6 +284,21 @@ async def test_unsent_headers_time_out(
     try:
         writer.write(b"GET /v2 HTTP/1.1\r\nhost: x\r\n")
         assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection("localhost", gateway.http_port)
+    try:
+        writer.write(b"GET /v2 HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert (await asyncio.wait_for(read_response(reader), 10))[0].startswith(b"HTTP/1.1 200")
+        # Idle for twice the header timeout: still open.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.read(1), 0.4)
+        pad = b"p" * (2 * gateway.settings.max_metadata_bytes)
+        writer.write(b"GET /v2 HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert (await asyncio.wait_for(read_response(reader), 10))[0].startswith(b"HTTP/1.1 200")
+        # The next request's headers are held to the size cap too.
+        writer.write(b"GET /v2 HTTP/1.1\r\nhost: x\r\nx-pad: " + pad + b"\r\n\r\n")
+        assert (await asyncio.wait_for(read_response(reader), 10))[0].startswith(b"HTTP/1.1 431")
     finally:
         writer.close()
 
