@@ -109,6 +109,12 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, int]]:
         # the server lets go of it), the flood's streams are refused on its connection,
         # and the queue has room for two connections' worth before it cancels any.
         ("grpc.max_concurrent_streams", streams),
+        # Unread streams: BDP probing grows every stream's receive window to several MB
+        # on a fast link, all of it buffered for a stream the server does not read.
+        # Off, a stream's window is this lookahead; a message the server is reading
+        # still gets a window as large as the message, so large requests keep their speed.
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", settings.stream_window_bytes),
         ("grpc.http.overload_protection", 1),
         ("grpc.server.max_pending_requests", 2 * streams),
         ("grpc.server.max_pending_requests_hard_limit", 4 * streams),

@@ -43,6 +43,14 @@ class ServiceSettings(BaseSettings):
         "beyond it grpc core refuses new streams on that connection (UNAVAILABLE), so a "
         "rapid-reset flood cannot fill the server's queue of calls.",
     )
+    stream_window_bytes: int = Field(
+        64 * KIB,
+        ge=16 * KIB,
+        le=16 * MIB,
+        description="Bytes of a stream's requests grpc core takes off the wire before the "
+        "server reads them (the HTTP/2 receive window, which BDP probing no longer grows): "
+        "a client that writes to a stream the server does not read is pushed back after it.",
+    )
     max_connection_idle_seconds: float = Field(
         300.0, gt=0, description="A connection with no call for this long is sent GOAWAY."
     )

@@ -141,3 +141,42 @@ async def test_a_stream_that_never_reads_holds_about_its_budget(
             got.add(reply.infer_response.id)
         await sender
         assert got == {str(i) for i in range(SENT)}
+
+
+PAD = 128 * 1024  # bytes of padding per request: the hostile suite's size
+PUSHED_BACK_AFTER = 1 * MIB  # request bytes a stalled stream may take in, at most
+BLOCKED_S = 2.0  # a write not done by then is pushed back
+
+
+def padded(i: int) -> pb.ModelInferRequest:
+    msg = request(i)
+    msg.parameters["pad"].string_param = "p" * PAD
+    return msg
+
+
+async def test_a_stream_that_never_reads_pushes_its_writer_back(front: int) -> None:
+    """Once a stream has stopped reading, grpc core takes in at most its receive window.
+
+    With BDP probing on, that window grew to several MB per stream on loopback, so
+    200 unread streams held about 1 GB of requests on the server, and every client
+    write completed. The client here takes nothing in either (its own window stays
+    small), so the server's answers wait, and the server stops reading its requests.
+    """
+    options = [
+        ("grpc.max_receive_message_length", 64 * MIB),
+        ("grpc.http2.bdp_probe", 0),
+    ]
+    async with grpc.aio.insecure_channel(f"localhost:{front}", options) as streaming:
+        call = pb_grpc.GRPCInferenceServiceStub(streaming).ModelStreamInfer()
+        written = 0
+        for i in range(64):
+            try:
+                await asyncio.wait_for(call.write(padded(i)), BLOCKED_S)
+            except TimeoutError:
+                break
+            written += 1
+        taken = written * PAD
+        print(f"a stream never read took {written} requests of 128 KiB before pushing back")
+        assert written < 64, "every write completed: nothing pushed back"
+        assert taken <= PUSHED_BACK_AFTER, f"{taken} bytes of requests taken in, unread"
+        call.cancel()
