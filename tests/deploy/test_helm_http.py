@@ -54,3 +54,15 @@ def test_notes_show_a_curl_call(chart: Chart, tmp_path: Path) -> None:
     assert "port-forward svc/maas-gateway 8000:8000" in notes
     assert "localhost:8000/v2/health/ready" in notes
     assert "localhost:8000/v2/models/" in notes
+
+
+def test_http_readiness_probe_option(chart: Chart) -> None:
+    docs = chart.render(sets=["gateway.probes.readiness.http=true", "gateway.auth.enabled=false"])
+    c = gateway_container(docs)
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert "grpc" not in c["readinessProbe"]
+    assert c["readinessProbe"]["periodSeconds"] == 5
+    assert "grpc" in c["livenessProbe"] and "grpc" in c["startupProbe"]
+    # With keys on, the probe (which carries none) would never pass: refused.
+    error = chart.fail(sets=["gateway.probes.readiness.http=true"])
+    assert "gateway.auth.enabled=false" in error

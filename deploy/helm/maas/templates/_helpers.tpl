@@ -158,11 +158,20 @@ which reports SERVING only while it can serve (models loaded, backends healthy).
 {{- range $kind := list "startup" "readiness" "liveness" }}
 {{- $probe := index $v.probes $kind }}
 {{ $kind }}Probe:
+  {{- if and (eq $kind "readiness") (eq $.component "gateway") $probe.http }}
+  {{- if $.root.Values.gateway.auth.enabled }}
+  {{- fail "gateway.probes.readiness.http needs gateway.auth.enabled=false: a probe carries no API key" }}
+  {{- end }}
+  httpGet:
+    path: /v2/health/ready
+    port: http
+  {{- else }}
   grpc:
     port: {{ int $v.ports.grpc }}
     {{- if eq $kind "readiness" }}
     service: {{ index $api $.component }}
     {{- end }}
+  {{- end }}
   {{- range $key := list "initialDelaySeconds" "periodSeconds" "timeoutSeconds" "failureThreshold" }}
   {{- if hasKey $probe $key }}
   {{ $key }}: {{ int (index $probe $key) }}
