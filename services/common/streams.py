@@ -31,7 +31,8 @@ class _Failed:
 
 class _Budget:
     """Bytes of answers held, and the answers still running, each counted at the
-    largest size seen so far, since an answer's size is known only once it is made.
+    largest size seen so far, since an answer's size is known only once it is made,
+    plus the bytes of the requests still running, which are held until answered.
 
     Until the first answer is made its size is unknown, so one request runs alone:
     else a peer that sends `window` requests at once and never reads would get
@@ -42,13 +43,14 @@ class _Budget:
         self.limit = limit
         self.held = 0
         self.running = 0
+        self.requests = 0
         self.largest: int | None = None
         self._changed = asyncio.Event()
 
     def _spent(self) -> int:
         if self.largest is None:
-            return self.held + (self.limit if self.running else 0)
-        return self.held + self.running * self.largest
+            return self.held + self.requests + (self.limit if self.running else 0)
+        return self.held + self.requests + self.running * self.largest
 
     async def admit(self) -> None:
         """Wait until one more answer fits; with nothing outstanding, one always does."""
@@ -57,14 +59,19 @@ class _Budget:
             await self._changed.wait()
         self.running += 1
 
-    def made(self, size: int) -> None:
+    def read(self, request_size: int) -> None:
+        self.requests += request_size
+
+    def made(self, size: int, request_size: int) -> None:
         self.running -= 1
+        self.requests -= request_size
         self.held += size
         self.largest = max(self.largest or 0, size)
         self._changed.set()
 
-    def abandoned(self) -> None:
+    def abandoned(self, request_size: int = 0) -> None:
         self.running -= 1
+        self.requests -= request_size
         self._changed.set()
 
     def taken(self, size: int) -> None:
@@ -78,6 +85,7 @@ async def answer_each(
     window: int,
     budget_bytes: int = STREAM_BUDGET_BYTES,
     size: Callable[[Response], int] = size_of,
+    request_size: Callable[[Request], int] = size_of,
 ) -> AsyncGenerator[Response, None]:
     """Yield `answer(request)` for every request, in the order they finish.
 
@@ -87,9 +95,11 @@ async def answer_each(
     that is once it has written the last one. Beyond the window, reading the stream
     pauses, so a peer that reads slowly holds `window` answers of server memory, not
     one per request it sent. Answers are bounded by bytes too: no new request is
-    read while the answers held (running ones counted at the largest size seen)
-    reach `budget_bytes`, so answers held come to at most about `budget_bytes` plus
-    the largest one.
+    read while the answers held (running ones counted at the largest size seen) and
+    the requests still running reach `budget_bytes`, so what a stream holds comes to
+    at most about `budget_bytes` plus the largest request and answer. (Requests grpc
+    core buffers before they are read are bounded by its receive window,
+    `ServiceSettings.stream_window_bytes`.)
     `answer` must turn its own failures into responses; the stream ends when the
     requests do and every answer is out, and anything still running is cancelled
     if the caller goes away.
@@ -103,19 +113,19 @@ async def answer_each(
     slots = asyncio.Semaphore(window)
     budget = _Budget(budget_bytes)
 
-    async def one(request: Request) -> None:
+    async def one(request: Request, rbytes: int) -> None:
         try:
             response = await answer(request)
         except asyncio.CancelledError:
-            budget.abandoned()
+            budget.abandoned(rbytes)
             slots.release()
             raise
         except Exception as exc:  # noqa: BLE001 - handed to the caller, which ends the stream
-            budget.abandoned()
+            budget.abandoned(rbytes)
             responses.put_nowait(_Failed(exc))
             return
         nbytes = size(response)
-        budget.made(nbytes)
+        budget.made(nbytes, rbytes)
         responses.put_nowait((response, nbytes))
 
     async def read() -> None:
@@ -131,7 +141,9 @@ async def answer_each(
                     budget.abandoned()
                     slots.release()
                     break
-                task = asyncio.ensure_future(one(request))
+                rbytes = request_size(request)
+                budget.read(rbytes)
+                task = asyncio.ensure_future(one(request, rbytes))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             await asyncio.gather(*tasks)
