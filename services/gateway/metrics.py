@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -10,6 +11,9 @@ from prometheus_client.registry import Collector
 
 from services.common.metrics import LATENCY_BUCKETS, Labeled
 from services.gateway.balancer import BackendState, Health
+
+# The front end a request came in by: the `protocol` label, so bounded to these values.
+FrontEnd = Literal["grpc", "http"]
 
 
 class GatewayMetrics:
@@ -25,24 +29,24 @@ class GatewayMetrics:
             Counter(
                 "maas_gateway_routed_requests_total",
                 "Inference requests forwarded, by model, resolved version and whether a "
-                "traffic split chose the version.",
-                ["model", "version", "canary"],
+                "traffic split chose the version, and front end (grpc, http).",
+                ["model", "version", "canary", "protocol"],
                 registry=registry,
             )
         )
         self.requests = Labeled(
             Counter(
                 "maas_gateway_requests_total",
-                "Inference requests, by model, answering version and status code.",
-                ["model", "version", "code"],
+                "Inference requests, by model, answering version, status code and front end.",
+                ["model", "version", "code", "protocol"],
                 registry=registry,
             )
         )
         self.request_seconds = Labeled(
             Histogram(
                 "maas_gateway_request_duration_seconds",
-                "Inference request latency through the gateway, by model.",
-                ["model"],
+                "Inference request latency through the gateway, by model and front end.",
+                ["model", "protocol"],
                 buckets=LATENCY_BUCKETS,
                 registry=registry,
             )
@@ -50,8 +54,9 @@ class GatewayMetrics:
         self.rate_limited = Labeled(
             Counter(
                 "maas_gateway_rate_limited_requests_total",
-                "Requests refused because their API key was over its rate, by key id.",
-                ["key"],
+                "Requests refused because their API key was over its rate, by key id and "
+                "front end.",
+                ["key", "protocol"],
                 registry=registry,
             )
         )

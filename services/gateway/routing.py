@@ -34,7 +34,7 @@ from services.gateway import wire
 from services.gateway.app import GatewayApp, IndexRow, Route
 from services.gateway.auth import ApiKey, StreamSlots, authorize
 from services.gateway.follower import RegistryFollower
-from services.gateway.metrics import GatewayMetrics
+from services.gateway.metrics import FrontEnd, GatewayMetrics
 from services.gateway.rollout import Rollouts
 
 _log = logging.getLogger(__name__)
@@ -80,7 +80,8 @@ class Backends(Protocol):
 
 @dataclass(frozen=True)
 class Call:
-    """One request naming a model, as a front end read it; `deadline` is event-loop time."""
+    """One request naming a model, as a front end read it; `deadline` is event-loop time,
+    `protocol` the front end it came in by (the metrics' `protocol` label)."""
 
     key: ApiKey | None
     head: wire.Head
@@ -88,6 +89,7 @@ class Call:
     deadline: float
     pin: str | None = None
     passed: Passed = ()
+    protocol: FrontEnd = "grpc"
 
 
 @dataclass(frozen=True)
@@ -130,21 +132,21 @@ class Router:
         return key
 
     @contextlib.contextmanager
-    def _rate_counted(self, key: ApiKey | None) -> Iterator[None]:
+    def _rate_counted(self, key: ApiKey | None, protocol: FrontEnd) -> Iterator[None]:
         try:
             yield
         except ResourceExhausted:
-            self.metrics.rate_limited(key.id if key else "").inc()
+            self.metrics.rate_limited(key.id if key else "", protocol).inc()
             raise
 
-    def admit(self, key: ApiKey | None, model: str) -> None:
+    def admit(self, key: ApiKey | None, model: str, protocol: FrontEnd = "grpc") -> None:
         """The key may use the model and is within its rate (a refusal for rate counted)."""
-        with self._rate_counted(key):
+        with self._rate_counted(key, protocol):
             self.app.admit(key, model)
 
-    def charge(self, key: ApiKey | None) -> None:
+    def charge(self, key: ApiKey | None, protocol: FrontEnd = "grpc") -> None:
         """Charge a call that names no model to the key's rate (a refusal counted)."""
-        with self._rate_counted(key):
+        with self._rate_counted(key, protocol):
             self.app.charge(key)
 
     def stream(self, key: ApiKey | None) -> contextlib.AbstractContextManager[None]:
@@ -179,7 +181,9 @@ class Router:
                     extra={"model": model},
                 )
 
-    async def route(self, key: ApiKey | None, head: wire.Head, pin: str | None) -> Route:
+    async def route(
+        self, key: ApiKey | None, head: wire.Head, pin: str | None, protocol: FrontEnd = "grpc"
+    ) -> Route:
         """Admit the key, look the model up and pick the version, recording all on the span."""
         span = trace.get_current_span() if self.tracing.enabled else None
         if span is not None:
@@ -187,7 +191,7 @@ class Router:
             span.set_attribute("maas.requested_version", head.version)
             if key is not None:
                 span.set_attribute("maas.key_id", key.id)
-        self.admit(key, head.name)
+        self.admit(key, head.name, protocol)
         await self.lookup(head.name)
         route = self.app.route(head.name, head.version, pin)
         if span is not None:
@@ -258,14 +262,15 @@ class Router:
         """Route and forward one inference request, counting it."""
         started, code, answered, model = time.perf_counter(), "INTERNAL", "", ""
         try:
-            route = await self.route(call.key, call.head, call.pin)
+            route = await self.route(call.key, call.head, call.pin, call.protocol)
             model = self.label(route.model)
             with self.metrics.inflight.track_inprogress():
                 data, route = await self.dispatch("ModelInfer", call, route, call.passed)
             answered = wire.read_head(data).version or route.version
             self._answered_for(route.model)
             model = self.label(route.model)
-            self.metrics.routed(model, answered if model else "", str(route.canary).lower()).inc()
+            canary = str(route.canary).lower()
+            self.metrics.routed(model, answered if model else "", canary, call.protocol).inc()
             code = "OK"
             return Answer(data, answered)
         except ServiceError as exc:
@@ -275,8 +280,9 @@ class Router:
             code = "CANCELLED"
             raise
         finally:
-            self.metrics.requests(model, answered if model else "", code).inc()
-            self.metrics.request_seconds(model).observe(time.perf_counter() - started)
+            self.metrics.requests(model, answered if model else "", code, call.protocol).inc()
+            elapsed = time.perf_counter() - started
+            self.metrics.request_seconds(model, call.protocol).observe(elapsed)
 
     async def model_call(self, method: str, call: Call, *, empty_means_all: bool = False) -> bytes:
         """A forwarded call about a model; `empty_means_all`: an empty name or version asks
@@ -285,9 +291,9 @@ class Router:
         head = call.head
         every_model = empty_means_all and not head.name
         if every_model:
-            self.charge(call.key)
+            self.charge(call.key, call.protocol)
         else:
-            self.admit(call.key, head.name)
+            self.admit(call.key, head.name, call.protocol)
         route = Route(head.name, head.version, selector=head.version)
         if not empty_means_all or (head.name and head.version):
             await self.lookup(head.name)
@@ -301,7 +307,7 @@ class Router:
         """A backend's ModelReady reply, or None when the model or version does not exist
         or no backend has it ready."""
         head = call.head
-        self.admit(call.key, head.name)
+        self.admit(call.key, head.name, call.protocol)
         await self.lookup(head.name)
         try:
             route = self.app.target(head.name, head.version)

@@ -62,4 +62,5 @@ def model_call(deps: HttpDeps, request: Request, method: str, serialized: bytes)
         serialized,
         deadline(request, deps.default_timeout),
         passed=passed(deps, request),
+        protocol="http",
     )

@@ -84,6 +84,7 @@ def infer_routes(deps: HttpDeps) -> list[BaseRoute]:
             calls.deadline(request, timeout),
             pinned_version(headers),
             calls.passed(deps, request),
+            protocol="http",
         )
         answer = await deps.router.infer(call)
         if len(answer.data) < OFF_LOOP_BYTES:

@@ -49,9 +49,9 @@ async def test_requests_spread_per_request_over_one_channel_each(
     url = f"http://localhost:{gateway.grpc.metrics_port}/metrics"
     text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
     assert 'maas_gateway_backends{health="healthy"} 2.0' in text
-    assert (
-        'maas_gateway_routed_requests_total{canary="false",model="pair",version="2"} 200.0' in text
-    )
+    labels = 'canary="false",model="pair",protocol="grpc",version="2"'
+    routed = "maas_gateway_routed_requests_total{" + labels + "}"
+    assert f"{routed} 200.0" in text
     assert "maas_gateway_inflight_requests 0.0" in text
 
 

@@ -159,7 +159,8 @@ async def test_gateway_metrics_count_requests_codes_and_rate_limits(
         samples = scrape(gateway.grpc.metrics_port)
     finally:
         await gateway.shutdown(0)
-    assert value(samples, "maas_gateway_requests_total", model="pair", version="1", code="OK") == 3
+    labels = {"model": "pair", "version": "1", "code": "OK", "protocol": "grpc"}
+    assert value(samples, "maas_gateway_requests_total", **labels) == 3
     assert (
         value(
             samples,
@@ -167,6 +168,7 @@ async def test_gateway_metrics_count_requests_codes_and_rate_limits(
             model="pair",
             version="",  # the backend refused it: no version answered
             code="INVALID_ARGUMENT",
+            protocol="grpc",
         )
         == 1
     )
@@ -177,10 +179,16 @@ async def test_gateway_metrics_count_requests_codes_and_rate_limits(
             model="",  # refused before routing: no model label from client input
             version="",
             code="RESOURCE_EXHAUSTED",
+            protocol="grpc",
         )
         == 2
     )
-    assert value(samples, "maas_gateway_rate_limited_requests_total", key="ci") == 2
-    assert value(samples, "maas_gateway_request_duration_seconds_count", model="pair") == 4
+    assert (
+        value(samples, "maas_gateway_rate_limited_requests_total", key="ci", protocol="grpc") == 2
+    )
+    assert (
+        value(samples, "maas_gateway_request_duration_seconds_count", model="pair", protocol="grpc")
+        == 4
+    )
     assert value(samples, "maas_gateway_inflight_requests") == 0
     assert value(samples, "maas_gateway_backends", health="healthy") == 1

@@ -105,7 +105,7 @@ async def test_versions_resolve_before_forwarding_and_the_answer_is_counted() ->
     answers = [await routing.infer(call(version=v)) for v in ("", "latest", "2")]
     assert [a.version for a in answers] == ["production", "2", "2"]
     assert [v for _, _, v in backends.sent] == ["production", "2", "2"]
-    labels = {"model": "digits", "version": "2", "code": "OK"}
+    labels = {"model": "digits", "version": "2", "code": "OK", "protocol": "grpc"}
     assert sample(registry, "maas_gateway_requests_total", **labels) == 2
 
 
@@ -129,7 +129,14 @@ async def test_unknown_models_and_versions_never_reach_a_backend() -> None:
             await routing.infer(call(name, version))
     assert backends.sent == []
     # The client's names stay out of the labels: the model label is empty.
-    assert sample(registry, "maas_gateway_requests_total", model="", version="", code="NOT_FOUND")
+    assert sample(
+        registry,
+        "maas_gateway_requests_total",
+        model="",
+        version="",
+        code="NOT_FOUND",
+        protocol="grpc",
+    )
     assert routing.app.routes is not None
     assert await routing.model_ready(call("nope")) is None
 
@@ -146,7 +153,10 @@ async def test_rate_limits_are_counted_per_key_and_forwarded_index_rows_filtered
     await routing.infer(call(key=key))
     with pytest.raises(ResourceExhausted):
         await routing.infer(call(key=key))
-    assert sample(registry, "maas_gateway_rate_limited_requests_total", key="team") == 1
+    assert (
+        sample(registry, "maas_gateway_rate_limited_requests_total", key="team", protocol="grpc")
+        == 1
+    )
     request = pb.RepositoryIndexRequest().SerializeToString()
     rows = await routing.index(key, request, asyncio.get_running_loop().time() + 5)
     assert [r.name for r in rows] == ["digits"]
@@ -163,10 +173,26 @@ async def test_without_a_registry_only_names_a_backend_answered_for_become_label
         with contextlib.suppress(NotFound):
             await routing.infer(call(name))
     assert (
-        sample(registry, "maas_gateway_requests_total", model="digits", version="", code="OK") == 2
+        sample(
+            registry,
+            "maas_gateway_requests_total",
+            model="digits",
+            version="",
+            code="OK",
+            protocol="grpc",
+        )
+        == 2
     )
     assert (
-        sample(registry, "maas_gateway_requests_total", model="", version="", code="NOT_FOUND") == 2
+        sample(
+            registry,
+            "maas_gateway_requests_total",
+            model="",
+            version="",
+            code="NOT_FOUND",
+            protocol="grpc",
+        )
+        == 2
     )
 
 
@@ -180,7 +206,14 @@ async def test_without_a_registry_the_backends_catalogs_say_which_models_exist()
         await routing.infer(call("loading"))
     assert backends.sent == [("ModelInfer", "digits", "1")]
     assert backends.wanted == 2  # each miss asks the backends what they have again
-    assert sample(registry, "maas_gateway_requests_total", model="", version="", code="NOT_FOUND")
-    labels = {"model": "loading", "version": "", "code": "UNAVAILABLE"}
+    assert sample(
+        registry,
+        "maas_gateway_requests_total",
+        model="",
+        version="",
+        code="NOT_FOUND",
+        protocol="grpc",
+    )
+    labels = {"model": "loading", "version": "", "code": "UNAVAILABLE", "protocol": "grpc"}
     assert sample(registry, "maas_gateway_requests_total", **labels) == 1
     assert await routing.model_ready(call("loading")) is None
