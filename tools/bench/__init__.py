@@ -4,9 +4,12 @@
     maas bench --preset peers       # maas beside PyTriton and KServe (`make bench-peers`)
     maas bench --targets inference,ort --models digits --concurrency 1,4,16 --seconds 5
     maas bench --targets inference --inference host:8021 --gateway host:8001
+    maas bench --targets gateway,gateway-http --models digits --batching on --seconds 10
 
 Targets: `ort` (ONNX Runtime in this process at the service's effective batch sizes,
-the physical limit), `inference` (direct), `gateway`, `pytriton`, `kserve`. Without
+the physical limit), `inference` (direct), `gateway` (gRPC), `gateway-http` (the
+gateway's v2 REST infer, twice: JSON tensors and binary tensor data), `pytriton`,
+`kserve`. Without
 addresses the bench starts its own services on port 0 with a generated config.yaml,
 once per `--batching` mode. Results go to bench/results/<date>.json and .png.
 """
@@ -67,13 +70,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--models", type=lambda t: t.split(","), help="digits,encoder,resnet18 or ONNX paths"
     )
     parser.add_argument(
-        "--targets", type=lambda t: t.split(","), help="ort,inference,gateway,pytriton,kserve"
+        "--targets",
+        type=lambda t: t.split(","),
+        help="ort,inference,gateway,gateway-http,pytriton,kserve",
     )
     parser.add_argument("--concurrency", type=_ints, help="levels, e.g. 1,4,16,64")
     parser.add_argument("--seconds", type=float, help="measured seconds per level")
     parser.add_argument("--batching", type=_modes, help="on, off, or on,off")
     parser.add_argument("--inference", help="address of a running inference service")
     parser.add_argument("--gateway", help="address of a running gateway")
+    parser.add_argument("--gateway-http", help="host:port of that gateway's HTTP front end")
     parser.add_argument("--processes", type=int, default=2, help="load generator processes")
     parser.add_argument("--perf-analyzer", type=_ints, help="levels to check with perf_analyzer")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
@@ -98,6 +104,7 @@ def plan_from_args(args: argparse.Namespace) -> Any:
     return Plan(
         inference=args.inference,
         gateway=args.gateway,
+        gateway_http=args.gateway_http,
         processes=args.processes,
         out=args.out,
         name=name,

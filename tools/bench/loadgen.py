@@ -10,9 +10,10 @@ import asyncio
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar, cast
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 CHANNEL_OPTIONS = [
@@ -57,19 +58,31 @@ def split(concurrency: int, processes: int) -> list[int]:
     return [concurrency // n + (1 if i < concurrency % n else 0) for i in range(n)]
 
 
-def run_load(spec: LoadSpec) -> LoadResult:
-    """Drive one level from `spec.processes` processes and merge what they measured."""
+class _Spec(Protocol):
+    @property
+    def concurrency(self) -> int: ...
+
+    @property
+    def processes(self) -> int: ...
+
+
+S = TypeVar("S", bound=_Spec)
+
+
+def run_load(spec: S, main: Callable[[S, int, int, float], LoadResult] | None = None) -> LoadResult:
+    """Drive one level from `spec.processes` processes and merge what they measured;
+    `main(spec, calls, offset, start)` is one process's load (gRPC unless given)."""
+    drive = main or cast("Callable[[S, int, int, float], LoadResult]", _process_main)
     shares = split(spec.concurrency, spec.processes)
     # Every process starts measuring at the same moment, after its warm-up.
     start = time.time() + 1.0 + 0.2 * len(shares)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(len(shares), mp_context=context) as pool:
         futures = [
-            pool.submit(_process_main, spec, share, offset, start)
-            for offset, share in enumerate(shares)
+            pool.submit(drive, spec, share, offset, start) for offset, share in enumerate(shares)
         ]
         parts = [f.result() for f in futures]
-    result = LoadResult(window=spec.seconds)
+    result = LoadResult(window=parts[0].window)
     for part in parts:
         result.latencies += part.latencies
         result.cpu_seconds += part.cpu_seconds

@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from tools.bench.loadgen import LoadSpec, children_cpu_seconds, run_load
+from tools.bench.http_load import HttpBody, HttpLoadSpec, run_http_load
+from tools.bench.loadgen import LoadResult, LoadSpec, children_cpu_seconds, run_load
 from tools.bench.stats import Level, summarize
 
 _log = logging.getLogger("tools.bench")
@@ -50,12 +52,45 @@ def grpc_level(
 ) -> Level:
     """One level against a v2 gRPC server, with the server's effective batch size and
     CPU use where they can be read."""
+    spec = LoadSpec(address, tuple(payloads), concurrency, seconds, processes=processes)
     stats_at = stats_address or address
+    return _served_level(
+        partial(run_load, spec), spec.seconds, concurrency, model, stats_at, rows, server_pids
+    )
+
+
+def http_level(
+    url: str,
+    model: str,
+    bodies: Sequence[HttpBody],
+    concurrency: int,
+    seconds: float,
+    *,
+    stats_address: str,
+    rows: int = 1,
+    processes: int = 2,
+    server_pids: Sequence[int] = (),
+) -> Level:
+    """One level against a v2 REST infer URL; the statistics are read over gRPC at
+    `stats_address` (the gateway's backend)."""
+    spec = HttpLoadSpec(url, tuple(bodies), concurrency, seconds, processes=processes)
+    load = partial(run_http_load, spec)
+    return _served_level(load, spec.seconds, concurrency, model, stats_address, rows, server_pids)
+
+
+def _served_level(
+    load: Callable[[], LoadResult],
+    seconds: float,
+    concurrency: int,
+    model: str,
+    stats_at: str,
+    rows: int,
+    server_pids: Sequence[int],
+) -> Level:
     before = server_counts(stats_at, model)
     cpu_before = children_cpu_seconds(server_pids) if server_pids else None
-    spec = LoadSpec(address, tuple(payloads), concurrency, seconds, processes=processes)
     started = time.monotonic()
-    result = run_load(spec)
+    result = load()
     elapsed = time.monotonic() - started
     cpu_after = children_cpu_seconds(server_pids) if server_pids else None
     after = server_counts(stats_at, model)
@@ -69,7 +104,7 @@ def grpc_level(
     return summarize(
         concurrency,
         result.latencies,
-        spec.seconds,
+        seconds,
         rows_per_request=rows,
         errors=sum(result.errors.values()),
         error_codes=result.errors,

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tools.bench.http_load import Encoding, HttpBody, infer_body
+
 if TYPE_CHECKING:
     import torch
 
@@ -212,8 +214,16 @@ def infer_request(model: str, inputs: dict[str, np.ndarray]) -> bytes:
 
 def payloads(model: BenchModel, served_as: str, count: int = 8) -> tuple[bytes, ...]:
     """A few distinct requests (different seeds), so no layer can cache one answer."""
-    out = []
-    for seed in range(count):
-        inputs = model.inputs if seed == 0 else sample_inputs(model.path, model.rows, seed)
-        out.append(infer_request(served_as, inputs))
-    return tuple(out)
+    return tuple(infer_request(served_as, inputs) for inputs in _inputs(model, count))
+
+
+def http_bodies(model: BenchModel, encoding: Encoding, count: int = 8) -> tuple[HttpBody, ...]:
+    """The same requests as `payloads` (same seeds), as v2 REST infer bodies."""
+    return tuple(infer_body(inputs, encoding) for inputs in _inputs(model, count))
+
+
+def _inputs(model: BenchModel, count: int) -> list[dict[str, np.ndarray]]:
+    return [
+        model.inputs if seed == 0 else sample_inputs(model.path, model.rows, seed)
+        for seed in range(count)
+    ]

@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from tools.bench import measure, perf_analyzer
-from tools.bench.models import BenchModel, load, payloads
+from tools.bench.http_load import Encoding
+from tools.bench.models import BenchModel, http_bodies, load, payloads
 from tools.bench.plot import plot
 from tools.bench.servers import Process, batching_config, start_gateway, start_inference
 from tools.bench.stats import Series, results_document
 from tools.bench.summary import checks, checks_json, markdown
 
 _log = logging.getLogger("tools.bench")
-TARGETS = ("ort", "inference", "gateway", "pytriton", "kserve")
+TARGETS = ("ort", "inference", "gateway", "gateway-http", "pytriton", "kserve")
+# The gateway's v2 REST infer: tensors as JSON `data`, and as binary tensor data.
+HTTP_ENCODINGS: tuple[Encoding, ...] = ("json", "binary")
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Plan:
     batching: list[bool] = field(default_factory=lambda: [True])
     inference: str | None = None  # address of a running inference service
     gateway: str | None = None  # address of a running gateway
+    gateway_http: str | None = None  # host:port of that gateway's HTTP front end
     processes: int = 2
     max_batch_size: int = 64
     perf_analyzer: list[int] = field(default_factory=list)  # levels to check with it
@@ -147,13 +151,12 @@ class Runner:
         targets: list[_Target] = []
         if "inference" in plan.targets:
             targets += [self._target("inference", model, s, mode) for mode, s in direct.items()]
-        if "gateway" in plan.targets:
+        if {"gateway", "gateway-http"} & set(plan.targets):
             # One gateway per batching mode, in front of that mode's inference service;
             # the batching-on one first, so perf_analyzer checks that one.
             fronted = {None: None} if plan.gateway else dict(direct)
             for mode, backend in fronted.items():
-                target = self._gateway(model, backend, stack, mode)
-                targets += [target] if target is not None else []
+                targets += self._gateway(model, backend, stack, mode)
         for peer in ("pytriton", "kserve"):
             if peer in plan.targets:
                 target = self._peer(peer, model, stack)
@@ -196,17 +199,31 @@ class Runner:
     ) -> None:
         series = target.series
         assert series.address is not None
-        level = measure.grpc_level(
-            series.address,
-            model.name,
-            requests,
-            c,
-            self._seconds(model),
-            rows=model.rows,
-            processes=self.plan.processes,
-            server_pids=target.pids,
-            stats_address=target.stats_address,
-        )
+        if target.http is not None:
+            assert target.stats_address is not None
+            level = measure.http_level(
+                f"http://{series.address}/v2/models/{model.name}/infer",
+                model.name,
+                http_bodies(model, target.http),
+                c,
+                self._seconds(model),
+                stats_address=target.stats_address,
+                rows=model.rows,
+                processes=self.plan.processes,
+                server_pids=target.pids,
+            )
+        else:
+            level = measure.grpc_level(
+                series.address,
+                model.name,
+                requests,
+                c,
+                self._seconds(model),
+                rows=model.rows,
+                processes=self.plan.processes,
+                server_pids=target.pids,
+                stats_address=target.stats_address,
+            )
         self.say(
             f"{series.label:<28} c={c:<4} {level.throughput:>9.1f} req/s  "
             f"p50 {level.latency_ms['p50']:.2f} ms  p99 {level.latency_ms['p99']:.2f} ms  "
@@ -221,22 +238,39 @@ class Runner:
         backend: Process | str | None,
         stack: ExitStack,
         batching: bool | None,
-    ) -> _Target | None:
+    ) -> list[_Target]:
+        """The gateway's targets: gRPC (`gateway`), and HTTP JSON and binary
+        (`gateway-http`), each in front of the same backend."""
         gateway: Process | str | None = self.plan.gateway
+        http = self.plan.gateway_http
         if gateway is None and backend is not None:
             try:
                 started = start_gateway([_address(backend)])
             except (RuntimeError, TimeoutError) as exc:
                 self._note(f"gateway not measured: it did not start ({str(exc)[:300]})")
-                return None
+                return []
             stack.callback(started.stop)
-            gateway = started
+            gateway, http = started, started.http_address
         if gateway is None:
             self._note("gateway not measured: no address and no inference service to front")
-            return None
+            return []
         stats = _address(backend) if backend is not None else None
         extra = [backend.pid] if isinstance(backend, Process) else []
-        return self._target("gateway", model, gateway, batching, stats, extra)
+        targets = []
+        if "gateway" in self.plan.targets:
+            targets.append(self._target("gateway", model, gateway, batching, stats, extra))
+        if "gateway-http" in self.plan.targets:
+            if http is None:
+                self._note("gateway HTTP not measured: give --gateway-http with --gateway")
+                return targets
+            # Statistics over gRPC: the backend's, or the running gateway's (it forwards).
+            stats_at = stats or _address(gateway)
+            for encoding in HTTP_ENCODINGS:
+                kind = f"gateway-http-{encoding}"
+                target = self._target(kind, model, gateway, batching, stats_at, extra)
+                target.series.address, target.http = http, encoding
+                targets.append(target)
+        return targets
 
     def _peer(self, peer: str, model: BenchModel, stack: ExitStack) -> _Target | None:
         from tools.bench.peers import start_peer
@@ -282,6 +316,7 @@ class _Target:
     series: Series
     pids: list[int]
     stats_address: str | None
+    http: Encoding | None = None  # the body encoding of an HTTP target
 
 
 def _address(server: Process | str) -> str:

@@ -34,6 +34,7 @@ class Process:
             env={**os.environ, **(env or {})},
         )
         self.address = ""
+        self.http_address = ""  # host:port of an HTTP front end, where it has one
 
     @property
     def pid(self) -> int:
@@ -147,9 +148,10 @@ def batching_config(enabled: bool, max_batch_size: int = 64) -> dict[str, object
 
 
 def start_gateway(backends: Sequence[str], timeout: float = 60) -> Process:
-    """maas-gateway on port 0 in front of `backends`, without API keys."""
+    """maas-gateway on port 0 in front of `backends`, without API keys; its HTTP
+    front end on port 0 too (`http_address`)."""
     workdir = Path(tempfile.mkdtemp(prefix="maas-bench-gateway-"))
-    port_file = workdir / "port"
+    port_file, http_port_file = workdir / "port", workdir / "http-port"
     command = [
         sys.executable,
         "-m",
@@ -162,6 +164,8 @@ def start_gateway(backends: Sequence[str], timeout: float = 60) -> Process:
         str(port_file),
         "--http-port",
         "0",
+        "--http-port-file",
+        str(http_port_file),
         "--backends",
         ",".join(backends),
         "--no-auth",
@@ -170,4 +174,5 @@ def start_gateway(backends: Sequence[str], timeout: float = 60) -> Process:
     ]
     server = Process("gateway", command)
     server.address = f"127.0.0.1:{wait_for_file(port_file, server, timeout)}"
+    server.http_address = f"127.0.0.1:{wait_for_file(http_port_file, server, timeout)}"
     return server
