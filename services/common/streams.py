@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+from services.common.trim import TRIMMER
+
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 
@@ -166,3 +168,4 @@ async def answer_each(
         await reader
     finally:
         reader.cancel()
+        TRIMMER.soon()
