@@ -4,6 +4,7 @@ span sits under it (issue C). Exported over OTLP to a real receiver."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,19 @@ import pytest
 from tests.integration.observability.test_tracing import ancestors, by_id, otel_env, traceparent
 from tests.otlp import Receiver, Span
 from tests.servers import ServiceProcess
+
+
+async def model_ready(http: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> None:
+    """Poll readiness until 200, within `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        async with http.get(url) as response:
+            if response.status == 200:
+                return
+        if loop.time() > deadline:
+            raise AssertionError(f"{url} not ready within {timeout} s: {response.status}")
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -43,7 +57,11 @@ async def test_http_requests_continue_the_callers_trace(
         processes.append(gateway)
         trace_id, client_span, header = traceparent()
         async with aiohttp.ClientSession() as http:
-            url = f"http://localhost:{gateway.http_port}/v2/models/pair/config"
+            base = f"http://localhost:{gateway.http_port}/v2/models/pair"
+            # The gateway learns what the backend has from its catalog: wait until it has
+            # `pair` ready (the backend may still be loading when the gateway starts).
+            await model_ready(http, f"{base}/ready")
+            url = f"{base}/config"
             async with http.get(url, headers={"traceparent": header}) as response:
                 assert response.status == 200, await response.text()
 
