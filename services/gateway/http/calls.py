@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 
 from starlette.requests import Request
 
@@ -17,6 +18,9 @@ from services.gateway.routing import Call, Passed
 
 # The request timeout in milliseconds, the HTTP side of a gRPC deadline.
 TIMEOUT_HEADER = "x-maas-timeout-ms"
+# Its form: a plain decimal (no sign, exponent or spaces), as the OpenAPI document says.
+TIMEOUT_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,9})?$"
+_TIMEOUT = re.compile(TIMEOUT_PATTERN)
 Metadata = list[tuple[str, str]]
 
 
@@ -30,10 +34,7 @@ def deadline(request: Request, default_timeout: float) -> float:
     seconds = default_timeout
     raw = request.headers.get(TIMEOUT_HEADER)
     if raw is not None:
-        try:
-            millis = float(raw)
-        except ValueError:
-            millis = math.nan
+        millis = float(raw) if _TIMEOUT.fullmatch(raw) else math.nan
         if not math.isfinite(millis) or millis <= 0:
             raise InvalidArgument(
                 f"{TIMEOUT_HEADER} header: expected a positive number of milliseconds, "

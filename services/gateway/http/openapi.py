@@ -15,8 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from services.common.names import MODEL_NAME
 from services.common.version import server_version
-from services.gateway.http.calls import TIMEOUT_HEADER
+from services.common.versions import VERSION_NUMBER
+from services.gateway.http.calls import TIMEOUT_HEADER, TIMEOUT_PATTERN
 from services.gateway.http.errors import JSON
 from services.gateway.http.tensor_json import HEADER_LENGTH
 
@@ -55,25 +57,26 @@ def _json_ok(schema: Schema, description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
-def _param(name: str, description: str) -> Schema:
+def _param(name: str, description: str, pattern: str) -> Schema:
     return {
         "name": name,
         "in": "path",
         "required": True,
         "description": description,
-        "schema": {"type": "string", "minLength": 1},
+        "schema": {"type": "string", "pattern": f"^{pattern}$"},
     }
 
 
-_MODEL = _param("model", "The model's name (or an alias).")
-_VERSION = _param("version", "The model's version.")
+_MODEL = _param("model", "The model's name.", MODEL_NAME.pattern)
+_VERSION = _param("version", "The model's version number.", VERSION_NUMBER.pattern)
 _HEADERS = [
     {
         "name": TIMEOUT_HEADER,
         "in": "header",
         "required": False,
         "description": "The request timeout in milliseconds (the gRPC deadline's HTTP form).",
-        "schema": {"type": "string"},
+        # A positive decimal: zero is refused.
+        "schema": {"type": "string", "pattern": TIMEOUT_PATTERN, "not": {"pattern": "^[0.]*$"}},
     },
 ]
 
@@ -82,11 +85,11 @@ def _health(summary: str, ready_too: bool, errors: tuple[int, ...]) -> dict[str,
     """A v2 health question: 200 for true, 400 with an empty body for false."""
     responses: dict[str, Any] = {"200": {"description": "True (empty body)."}, **_errors(errors)}
     if ready_too:
+        # No content here: one status, two bodies (Triton's empty false, and an error).
         responses["400"] = {
-            "description": "False (empty body), or a bad request (an error body).",
-            "content": {JSON: {"schema": _ERROR_REF}},
+            "description": 'False (empty body), or a bad request (an {"error": ...} body).',
         }
-    return {"summary": summary, "parameters": _HEADERS, "responses": responses}
+    return {"summary": summary, "responses": responses}
 
 
 def _model_ops(versioned: bool) -> dict[str, Any]:
@@ -292,7 +295,7 @@ def _schemas() -> dict[str, Schema]:
 
 def _repository_ops() -> dict[str, Any]:
     change = {
-        "parameters": [_MODEL, *_HEADERS],
+        "parameters": [_MODEL],
         "requestBody": {
             "required": False,
             "content": {JSON: {"schema": {"type": "object", "additionalProperties": True}}},
@@ -333,7 +336,6 @@ def build_document() -> Schema:
         "/v2": {
             "get": {
                 "summary": "Server metadata",
-                "parameters": _HEADERS,
                 "responses": {
                     "200": _json_ok({"$ref": "#/components/schemas/ServerMetadata"}),
                     **_errors(_COMMON),
