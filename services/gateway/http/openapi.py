@@ -18,8 +18,10 @@ from starlette.routing import BaseRoute, Route
 from services.common.names import MODEL_NAME
 from services.common.version import server_version
 from services.common.versions import VERSION_NUMBER
+from services.gateway.app import VERSION_HEADER
 from services.gateway.http.calls import TIMEOUT_HEADER, TIMEOUT_PATTERN
 from services.gateway.http.errors import JSON
+from services.gateway.http.openapi_schemas import schemas
 from services.gateway.http.tensor_json import HEADER_LENGTH
 
 Schema = dict[str, Any]
@@ -46,11 +48,28 @@ _COMMON = (400, 401, 403, 429, 500, 503)
 _FORWARDED = (*_COMMON, 404, 409, 412, 499, 504)
 
 
+# The headers services.gateway.http.errors adds to some error answers.
+_ERROR_HEADERS = {
+    401: {"www-authenticate": "Bearer"},
+    429: {"retry-after": "Seconds to wait before trying again."},
+}
+
+
 def _errors(statuses: tuple[int, ...]) -> dict[str, Any]:
-    return {
-        str(s): {"description": _ERROR_WHY[s], "content": {JSON: {"schema": _ERROR_REF}}}
-        for s in sorted(set(statuses))
-    }
+    out: dict[str, Any] = {}
+    for status in sorted(set(statuses)):
+        answer: dict[str, Any] = {
+            "description": _ERROR_WHY[status],
+            "content": {JSON: {"schema": _ERROR_REF}},
+        }
+        headers = _ERROR_HEADERS.get(status)
+        if headers:
+            answer["headers"] = {
+                name: {"description": why, "required": True, "schema": {"type": "string"}}
+                for name, why in headers.items()
+            }
+        out[str(status)] = answer
+    return out
 
 
 def _json_ok(schema: Schema, description: str = "OK") -> dict[str, Any]:
@@ -150,10 +169,14 @@ def _infer_op(summary: str, parameters: list[Schema]) -> dict[str, Any]:
             "200": {
                 "description": "The outputs; binary outputs follow the JSON header.",
                 "headers": {
+                    VERSION_HEADER: {
+                        "description": "The model version that answered.",
+                        "schema": {"type": "string"},
+                    },
                     HEADER_LENGTH: {
                         "description": "The JSON header's length, when binary outputs follow.",
                         "schema": {"type": "string"},
-                    }
+                    },
                 },
                 "content": {
                     JSON: {"schema": {"$ref": "#/components/schemas/InferResponse"}},
@@ -161,134 +184,6 @@ def _infer_op(summary: str, parameters: list[Schema]) -> dict[str, Any]:
                 },
             },
             **_errors((*_FORWARDED, 413)),
-        },
-    }
-
-
-def _schemas() -> dict[str, Schema]:
-    params = {"type": "object", "additionalProperties": True}
-    shape = {"type": "array", "items": {"type": "integer", "minimum": 0}}
-    tensor_meta = {
-        "type": "object",
-        "required": ["name", "datatype", "shape"],
-        "properties": {
-            "name": {"type": "string"},
-            "datatype": {"type": "string"},
-            "shape": {"type": "array", "items": {"type": "integer"}},
-        },
-    }
-    data = {"description": "Elements, flat or nested in row-major order.", "type": "array"}
-    return {
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {"error": {"type": "string"}},
-        },
-        "ServerMetadata": {
-            "type": "object",
-            "required": ["name", "version", "extensions"],
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "extensions": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-        "ModelMetadata": {
-            "type": "object",
-            "required": ["name", "versions", "platform", "inputs", "outputs"],
-            "properties": {
-                "name": {"type": "string"},
-                "versions": {"type": "array", "items": {"type": "string"}},
-                "platform": {"type": "string"},
-                "inputs": {"type": "array", "items": tensor_meta},
-                "outputs": {"type": "array", "items": tensor_meta},
-            },
-        },
-        "ModelConfig": {
-            "description": "The model configuration, as protobuf's JSON mapping of ModelConfig.",
-            "type": "object",
-            "additionalProperties": True,
-        },
-        "ModelStatistics": {
-            "type": "object",
-            "required": ["model_stats"],
-            "properties": {
-                "model_stats": {
-                    "type": "array",
-                    "items": {"type": "object", "additionalProperties": True},
-                }
-            },
-        },
-        "RepositoryIndexRequest": {
-            "type": "object",
-            "properties": {"ready": {"type": "boolean"}},
-        },
-        "RepositoryIndex": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name", "version", "state", "reason"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "version": {"type": "string"},
-                    "state": {"type": "string"},
-                    "reason": {"type": "string"},
-                },
-            },
-        },
-        "InferRequest": {
-            "type": "object",
-            "required": ["inputs"],
-            "properties": {
-                "id": {"type": "string"},
-                "parameters": params,
-                "inputs": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "datatype", "shape"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "datatype": {"type": "string"},
-                            "shape": shape,
-                            "parameters": params,
-                            "data": data,
-                        },
-                    },
-                },
-                "outputs": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {"name": {"type": "string"}, "parameters": params},
-                    },
-                },
-            },
-        },
-        "InferResponse": {
-            "type": "object",
-            "required": ["model_name", "outputs"],
-            "properties": {
-                "model_name": {"type": "string"},
-                "model_version": {"type": "string"},
-                "id": {"type": "string"},
-                "parameters": params,
-                "outputs": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "datatype", "shape"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "datatype": {"type": "string"},
-                            "shape": shape,
-                            "parameters": params,
-                            "data": data,
-                        },
-                    },
-                },
-            },
         },
     }
 
@@ -365,7 +260,7 @@ def build_document() -> Schema:
         },
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": schemas(),
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
