@@ -22,7 +22,8 @@ from collections.abc import Callable
 _log = logging.getLogger(__name__)
 QUIET_S = 0.25
 MOST_S = 10.0
-AGAIN_S = 2.0
+AGAIN_S = 0.5
+LOOKS = 8  # after the first trim, every AGAIN_S: 4 s in all
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -40,8 +41,8 @@ def _malloc_trim() -> Callable[[int], int] | None:
 class Trimmer:
     """Runs malloc_trim once no trim has been asked for during `quiet` seconds (so
     that a burst of streams ending, and grpc core letting go of their calls, is one
-    trim), or `most` seconds after the first ask when asks keep coming; and once
-    more `again` seconds after that."""
+    trim), or `most` seconds after the first ask when asks keep coming; then
+    LOOKS times more, `again` seconds apart."""
 
     def __init__(
         self, quiet: float = QUIET_S, most: float = MOST_S, again: float = AGAIN_S
@@ -74,11 +75,12 @@ class Trimmer:
             await asyncio.sleep(wait)  # waiting for the asks to stop, not synchronisation
         await asyncio.to_thread(self._trim, 0)
         self.trims += 1
-        # Once more a little later: work a cancelled stream had started (a model run
-        # in its thread) frees its buffers only when it finishes.
-        await asyncio.sleep(self.again)  # a second look, not synchronisation
-        await asyncio.to_thread(self._trim, 0)
-        self.trims += 1
+        # A few more looks: work a cancelled stream had started (a model run in its
+        # thread) frees its buffers only when it finishes, seconds later.
+        for _ in range(LOOKS):
+            await asyncio.sleep(self.again)  # the next look, not synchronisation
+            await asyncio.to_thread(self._trim, 0)
+            self.trims += 1
         _log.debug("freed heap memory handed back (malloc_trim)")
 
 

@@ -21,12 +21,7 @@ STALL_LIMIT_MS = 1000.0
 MODE = "auth"
 
 # (goal, category) -> the items of issue B it waits for; removed as the fixes land.
-OPEN: dict[tuple[str, str], str] = {
-    (
-        "stream-rounds",
-        "streams",
-    ): "item 4: a second round of unread streams may add 20-400 MB (noisy: it sometimes holds)",
-}
+OPEN: dict[tuple[str, str], str] = {}
 
 
 def check(report: Report, goal: str, name: str) -> None:
