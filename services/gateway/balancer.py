@@ -36,10 +36,10 @@ class BackendState:
     # Requests answered, for tests and metrics.
     served: int = 0
     # What the backend has, from its RepositoryIndex and per-model health: the READY
-    # versions of each model, and every model it knows in any state. None: it does not
-    # say (no RepositoryIndex), so it is asked about any model.
+    # versions of each model, and every model it knows with its versions in any state.
+    # None: it does not say (no RepositoryIndex), so it is asked about any model.
     ready: dict[str, frozenset[int]] | None = None
-    known: frozenset[str] | None = None
+    known: dict[str, frozenset[str]] | None = None
     # When the catalog was last read, and whether a new read is wanted.
     catalog_at: float = float("-inf")
     catalog_wanted: bool = False
@@ -63,7 +63,10 @@ class BackendState:
             if state == "READY" and is_number(version):
                 ready.setdefault(name, set()).add(int(version))
         self.ready = {name: frozenset(versions) for name, versions in ready.items()}
-        self.known = frozenset(name for name, _, _ in rows)
+        known: dict[str, set[str]] = {}
+        for name, version, _ in rows:
+            known.setdefault(name, set()).add(version)
+        self.known = {name: frozenset(versions) for name, versions in known.items()}
         self.catalog_at, self.catalog_wanted = now, False
 
     def unready(self, model: str, version: int | None) -> None:

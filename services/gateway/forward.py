@@ -150,9 +150,9 @@ class Forwarder:
         """The versions of `model` some healthy backend has READY (None: unknown)."""
         return self.pool.ready_versions(model)
 
-    def knows(self, model: str) -> bool | None:
-        """Whether a healthy backend knows `model` (None: unknown)."""
-        return self.pool.knows(model)
+    def knows(self, model: str, version: int | None = None) -> bool | None:
+        """Whether a healthy backend knows `model` (that version, or any; None: unknown)."""
+        return self.pool.knows(model, version)
 
     def want_catalogs(self) -> None:
         """What backends have may have changed: read it again soon."""

@@ -107,13 +107,15 @@ class BackendPool:
             found |= state.ready.get(model, frozenset())
         return frozenset(found)
 
-    def knows(self, model: str) -> bool | None:
-        """Whether a healthy backend knows `model` at all (in any state); None when one
-        does not say."""
+    def knows(self, model: str, version: int | None = None) -> bool | None:
+        """Whether a healthy backend knows `model` (that version, or any) in any state;
+        None when one does not say."""
         states = self._healthy_states()
         if any(s.known is None for s in states):
             return None
-        return any(model in s.known for s in states if s.known is not None)
+        if version is None:
+            return any(model in s.known for s in states if s.known is not None)
+        return any(str(version) in s.known.get(model, ()) for s in states if s.known is not None)
 
     async def refresh_catalogs(self) -> None:
         """Read every healthy backend's catalog now. Callers share a read that started

@@ -65,8 +65,9 @@ class Backends(Protocol):
         """The versions of `model` some backend has READY (None: a backend does not say)."""
         ...
 
-    def knows(self, model: str) -> bool | None:
-        """Whether some backend has `model` in any state (None: a backend does not say)."""
+    def knows(self, model: str, version: int | None = None) -> bool | None:
+        """Whether some backend has `model` (that version, or any) in any state (None: a
+        backend does not say)."""
         ...
 
     def want_catalogs(self) -> None:
@@ -234,10 +235,17 @@ class Router:
         """Forward to a backend with the model (a numbered version) ready; a backend that
         knows no aliases (a model directory) gets the alias's number, `route.fallback`."""
         model, request = route.model, call.request
-        if model and self.app.routes is None and self.backends.knows(model) is False:
-            # Without a registry the backends' catalogs say which models exist.
-            self.backends.want_catalogs()
-            raise NotFound(f"unknown model '{model}'")
+        if model and self.app.routes is None:
+            # Without a registry the backends' catalogs say which models and versions
+            # exist: one that none has in any state is NOT_FOUND at once, rather than
+            # waited for as if it were loading.
+            if self.backends.knows(model) is False:
+                self.backends.want_catalogs()
+                raise NotFound(f"unknown model '{model}'")
+            number = int(route.version) if is_number(route.version) else None
+            if number is not None and self.backends.knows(model, number) is False:
+                self.backends.want_catalogs()
+                raise NotFound(f"model '{model}' has no version '{number}'")
         if route.version != call.head.version:
             request = wire.with_version(request, route.version)
         try:

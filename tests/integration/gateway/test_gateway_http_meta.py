@@ -148,9 +148,10 @@ async def test_errors_are_json_with_their_status(
     status, body, response = await get(http, open_gateway, "/v2/models/nope")
     assert status == 404 and response.content_type == "application/json"
     assert "nope" in body["error"]
-    # As on gRPC: no backend has the version (directory mode knows no registry).
+    # As on gRPC: no backend has the version in any state (directory mode knows no
+    # registry), so it does not exist.
     status, body, _ = await get(http, open_gateway, "/v2/models/pair/versions/9/config")
-    assert status == 503 and body["error"]
+    assert status == 404 and "has no version '9'" in body["error"]
     status, body, _ = await get(http, open_gateway, "/v2/nowhere")
     assert status == 404 and body["error"]
     status, body, _ = await post(http, open_gateway, "/v2/health/live")

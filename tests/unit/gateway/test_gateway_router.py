@@ -63,8 +63,10 @@ class Backends:
     def ready_versions(self, model: str) -> frozenset[int] | None:
         return None if self.ready is None else self.ready.get(model, frozenset())
 
-    def knows(self, model: str) -> bool | None:
-        return None if self.ready is None else model in self.ready
+    def knows(self, model: str, version: int | None = None) -> bool | None:
+        if self.ready is None:
+            return None
+        return model in self.ready and (version is None or version in self.ready[model])
 
     def want_catalogs(self) -> None:
         self.wanted += 1
