@@ -51,6 +51,20 @@ def rewrap_handler(
     return handler
 
 
+def rejecting(handler: grpc.RpcMethodHandler, error: ServiceError) -> grpc.RpcMethodHandler:
+    """The handler with its behavior replaced by raising `error` (mapped by ErrorInterceptor):
+    how an auth interceptor refuses a call before the servicer runs."""
+
+    async def unary(request: Any, context: Any) -> Any:
+        raise error
+
+    async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        raise error
+        yield  # an async generator, as streaming handlers must be
+
+    return rewrap_handler(handler, lambda _: unary, lambda _: stream)
+
+
 async def responses_of(behavior: Behavior, request: Any, context: Any) -> AsyncIterator[Any]:
     """A streaming behavior's responses: an async generator's items, or nothing from one
     that writes with context.write and returns (grpc_health's Watch does)."""

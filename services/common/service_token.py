@@ -24,7 +24,7 @@ import grpc
 import yaml
 
 from services.common.errors import ServiceError, Unauthenticated
-from services.common.interceptor import Behavior, responses_of, rewrap_handler
+from services.common.interceptor import Behavior, rejecting, responses_of, rewrap_handler
 from services.common.redact import showing_full_detail
 from services.common.tokens import bearer_token, hash_token, match_digest, token_digest
 
@@ -139,19 +139,6 @@ class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
         if wants_full_detail(metadata):
             return _with_full_detail(handler)
         return handler
-
-
-def rejecting(handler: grpc.RpcMethodHandler, error: ServiceError) -> grpc.RpcMethodHandler:
-    """The handler with its behavior replaced by raising `error`."""
-
-    async def unary(request: Any, context: Any) -> Any:
-        raise error
-
-    async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-        raise error
-        yield  # an async generator, as streaming handlers must be
-
-    return rewrap_handler(handler, lambda _: unary, lambda _: stream)
 
 
 def _with_full_detail(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

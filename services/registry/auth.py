@@ -8,7 +8,7 @@ checks stay separate from which registry methods need what.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -18,7 +18,7 @@ import grpc
 import yaml
 
 from services.common.errors import PermissionDenied, ServiceError, Unauthenticated
-from services.common.interceptor import rewrap_handler
+from services.common.interceptor import rejecting
 from services.common.tokens import bearer_token, hash_token, match_digest, token_digest
 from services.registry.names import SHA256_HEX
 from services.registry.settings import RegistrySettings
@@ -166,18 +166,5 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             self._tokens.authorize(details.invocation_metadata or (), required)
         except ServiceError as exc:
-            return _rejecting(handler, exc)
+            return rejecting(handler, exc)
         return handler
-
-
-def _rejecting(handler: grpc.RpcMethodHandler, error: ServiceError) -> grpc.RpcMethodHandler:
-    """The handler with its behavior replaced by raising `error` (mapped by ErrorInterceptor)."""
-
-    async def unary(request: Any, context: Any) -> Any:
-        raise error
-
-    async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-        raise error
-        yield  # an async generator, as streaming handlers must be
-
-    return rewrap_handler(handler, lambda _: unary, lambda _: stream)
