@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -30,3 +31,31 @@ async def channel(inference_server: InferenceServer) -> AsyncIterator[grpc.aio.C
     """A channel to the in-process inference server."""
     async with grpc.aio.insecure_channel(f"localhost:{inference_server.grpc.port}") as ch:
         yield ch
+
+
+StartInferenceAt = Callable[..., Awaitable[InferenceServer]]
+
+
+@pytest.fixture
+async def start_inference_at() -> AsyncIterator[StartInferenceAt]:
+    """Start inference servers on port 0 over a model repository, with settings
+    overrides: `await start(repository, service_token=...)`; all stop at the end."""
+    started: list[InferenceServer] = []
+
+    async def start(repository: Path, **overrides: Any) -> InferenceServer:
+        settings = InferenceSettings(
+            port=0,
+            metrics_port=0,
+            host="localhost",
+            model_repository=str(repository),
+            grace_seconds=0,
+            **overrides,
+        )
+        server = InferenceServer(settings)
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.shutdown(0)

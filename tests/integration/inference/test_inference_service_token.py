@@ -8,6 +8,7 @@ excepted, and a gateway given the token serves as before.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from services.common.tokens import hash_token
 from services.gateway.main import GatewayServer
 from services.gateway.settings import GatewaySettings
 from services.inference.main import InferenceServer
-from services.inference.settings import InferenceSettings
+from tests.integration.conftest import StartInferenceAt
 
 TOKEN = "service-secret"
 SERVICE = "inference.GRPCInferenceService"
@@ -44,29 +45,11 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 
 @pytest.fixture
-async def start_inference(
-    make_repository: Callable[..., Path],
-) -> AsyncIterator[Callable[..., Awaitable[InferenceServer]]]:
-    started: list[InferenceServer] = []
+def start_inference(
+    make_repository: Callable[..., Path], start_inference_at: StartInferenceAt
+) -> Callable[..., Awaitable[InferenceServer]]:
     repository = make_repository("pair")
-
-    async def start(**overrides: Any) -> InferenceServer:
-        settings = InferenceSettings(
-            port=0,
-            metrics_port=0,
-            host="localhost",
-            model_repository=str(repository),
-            grace_seconds=0,
-            **overrides,
-        )
-        server = InferenceServer(settings)
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.shutdown(0)
+    return functools.partial(start_inference_at, repository)
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ that asks with `x-maas-detail: full`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from onnx import TensorProto, helper
 from services.gateway.main import GatewayServer
 from services.gateway.settings import GatewaySettings
 from services.inference.main import InferenceServer
-from services.inference.settings import InferenceSettings
+from tests.integration.conftest import StartInferenceAt
 
 TOKEN = "service-secret"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
@@ -62,28 +63,10 @@ def repository(test_models: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def start_inference(
-    repository: Path,
-) -> AsyncIterator[Callable[..., Awaitable[InferenceServer]]]:
-    started: list[InferenceServer] = []
-
-    async def start(**overrides: Any) -> InferenceServer:
-        settings = InferenceSettings(
-            port=0,
-            metrics_port=0,
-            host="localhost",
-            model_repository=str(repository),
-            grace_seconds=0,
-            **overrides,
-        )
-        server = InferenceServer(settings)
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.shutdown(0)
+def start_inference(
+    repository: Path, start_inference_at: StartInferenceAt
+) -> Callable[..., Awaitable[InferenceServer]]:
+    return functools.partial(start_inference_at, repository)
 
 
 def evil_request() -> pb.ModelInferRequest:
