@@ -93,9 +93,46 @@ class WarmupSample(_Strict):
     inputs: dict[str, WarmupInput]
 
 
+class EmbeddingConfig(_Strict):
+    """`task: embedding`: BYTES `text` [n] in, FP32 `embedding` [n, d] out.
+
+    The version directory holds `model.onnx` (input_ids, attention_mask -> embedding)
+    and the Hugging Face `tokenizer.json`."""
+
+    # Tokens per text; longer texts are cut to it unless the request asks for an error.
+    max_length: int = Field(256, ge=1, le=8192)
+    # Texts merged into one run, padded to the longest; waiting beyond it is bounded.
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    max_queue_delay_us: int = Field(2000, ge=0)
+    max_queue_size: int = Field(1024, ge=1)
+
+
+class GenerateConfig(_Strict):
+    """`task: generate`: text in, text out, token by token (Triton's vLLM backend I/O).
+
+    The version directory holds the decoder `model.onnx` (+ `model.onnx.data`) with a KV
+    cache, as onnxruntime-genai's model builder writes it, and the tokenizer files."""
+
+    # Sequences decoded together in one step (KV cache slots).
+    max_sequences: int = Field(16, ge=1, le=256)
+    # Prompt plus generated tokens of one sequence.
+    max_context: int = Field(2048, ge=16, le=131072)
+    # KV cache budget in tokens over all sequences; 0 means max_sequences * max_context.
+    cache_tokens: int = Field(0, ge=0)
+    # Requests waiting for a slot or for cache; beyond it RESOURCE_EXHAUSTED.
+    max_queue_size: int = Field(256, ge=1)
+    # max_tokens when a request does not say.
+    default_max_tokens: int = Field(256, ge=1)
+
+
 class ModelConfig(_Strict):
     """How one model is served. Every key is optional."""
 
+    # What the version's files are: a plain tensor model, or a text model whose
+    # tokenizer runs here.
+    task: Literal["tensor", "embedding", "generate"] = "tensor"
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    generate: GenerateConfig = GenerateConfig()
     dynamic_batching: DynamicBatching = DynamicBatching()
     instances: int = Field(1, ge=1, le=64)
     # Tried in order; "auto" means CUDA where ONNX Runtime has it, else CPU.

@@ -28,8 +28,9 @@ from services.common.telemetry import Tracing
 from services.common.versions import parse_number
 from services.inference.config import ModelConfig
 from services.inference.metrics import InferenceMetrics
-from services.inference.model import LoadedModel, open_sessions
+from services.inference.model import LoadedModel, Sessions, open_sessions
 from services.inference.runtime import LoadError
+from services.inference.tasks import TaskBackend, open_task
 
 _log = logging.getLogger(__name__)
 # The version selector for the newest ready version, as on the gateway and the registry.
@@ -116,7 +117,12 @@ class ModelManager:
             entry = versions[version] = VersionEntry(version, State.LOADING)
         started = time.perf_counter()
         try:
-            sessions = await asyncio.to_thread(open_sessions, path, config)
+            if config.task == "tensor":
+                opened: Sessions | TaskBackend = await asyncio.to_thread(
+                    open_sessions, path, config
+                )
+            else:
+                opened = await asyncio.to_thread(open_task, path, config)
         except Exception as exc:  # noqa: BLE001 - a broken model must not stop the server
             if isinstance(exc, LoadError):
                 detail = str(exc)
@@ -132,7 +138,10 @@ class ModelManager:
             await self._notify(name)
             return False
         old = entry.model
-        model = LoadedModel.start(name, version, path, config, sessions, self.tracing)
+        if isinstance(opened, Sessions):
+            model = LoadedModel.start(name, version, path, config, opened, self.tracing)
+        else:
+            model = LoadedModel.start_task(name, version, path, config, opened)
         if self.metrics is not None:
             self.metrics.load_seconds.labels(name).observe(time.perf_counter() - started)
             model.stats.listener = partial(self.metrics.execution, model)

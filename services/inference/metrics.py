@@ -105,7 +105,7 @@ class _LiveCollector(Collector):
         for model in self._loaded():
             labels = [model.name, str(model.version)]
             inflight.add_metric(labels, model.inflight)
-            depth.add_metric(labels, model.scheduler.depth)
+            depth.add_metric(labels, model.depth)
             gpu = gpu or model.provider != "CPUExecutionProvider"
         yield inflight
         yield depth

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from services.inference.runtime import (
 )
 from services.inference.scheduler import Runner, Scheduler, Tensors
 from services.inference.stats import ModelStats
+from services.inference.tasks import RequestContext, StreamPart, TaskBackend
 from services.inference.validate import check_inputs
 
 _log = logging.getLogger(__name__)
@@ -189,9 +191,11 @@ class LoadedModel:
     config: ModelConfig
     signature: Signature
     provider: str
-    scheduler: Scheduler
+    scheduler: Scheduler | None
     stats: ModelStats = field(default_factory=ModelStats)
     inflight: int = 0
+    # A text model (config.task other than "tensor") runs here instead of the scheduler.
+    task: TaskBackend | None = None
 
     @classmethod
     def start(
@@ -223,19 +227,72 @@ class LoadedModel:
             name, version, path, config, sessions.signature, sessions.provider, scheduler, stats
         )
 
+    @classmethod
+    def start_task(
+        cls, name: str, version: int, path: Path, config: ModelConfig, task: TaskBackend
+    ) -> LoadedModel:
+        """Wrap a loaded text model; must run on the event loop."""
+        task.start()
+        _log.info(
+            "model %s version %s (%s) ready on %s",
+            name,
+            version,
+            config.task,
+            task.provider,
+            extra={"model": name, "version": version, "provider": task.provider},
+        )
+        return cls(name, version, path, config, task.signature, task.provider, None, task=task)
+
     @property
     def max_batch_size(self) -> int:
         """What ModelConfig reports: 0 when the model has no dynamic batch dimension."""
+        if self.task is not None:
+            return 0
         return self.config.dynamic_batching.max_batch_size if self.signature.batchable else 0
 
-    async def infer(self, inputs: Tensors, deadline: float | None) -> tuple[Tensors, int]:
+    @property
+    def decoupled(self) -> bool:
+        """Whether one request may get many responses (a generative model)."""
+        return self.task is not None and self.task.decoupled
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting to run."""
+        if self.task is not None:
+            return self.task.depth
+        return self.scheduler.depth if self.scheduler is not None else 0
+
+    async def infer(
+        self, inputs: Tensors, deadline: float | None, context: RequestContext | None = None
+    ) -> tuple[Tensors, int]:
         """Queue one request and wait for its outputs and queue time."""
         self.inflight += 1
         try:
+            if self.task is not None:
+                return await self.task.submit(inputs, deadline, context or RequestContext())
+            assert self.scheduler is not None
             return await self.scheduler.submit(inputs, deadline)
+        finally:
+            self.inflight -= 1
+
+    async def stream(
+        self, inputs: Tensors, deadline: float | None, context: RequestContext | None = None
+    ) -> AsyncIterator[StreamPart]:
+        """A decoupled model's responses to one request, as they are made."""
+        if self.task is None or not self.task.decoupled:
+            outputs, _ = await self.infer(inputs, deadline, context)
+            yield StreamPart(outputs, final=True)
+            return
+        self.inflight += 1
+        try:
+            async for part in self.task.stream(inputs, deadline, context or RequestContext()):
+                yield part
         finally:
             self.inflight -= 1
 
     async def close(self) -> None:
         """Finish queued and running requests, then release the sessions."""
-        await self.scheduler.close()
+        if self.task is not None:
+            await self.task.close()
+        if self.scheduler is not None:
+            await self.scheduler.close()
