@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -263,9 +264,13 @@ class RegistrySource:
         if await asyncio.to_thread(_cached_copy_ok, final, version.sha256):
             return final / MAIN_FILE
         staging = final.parent / f".tmp-{uuid.uuid4().hex}"
+        progress = DownloadLog(version.model, version.version, version.total_size_bytes)
         try:
             async with self._client_factory() as client:
-                await client.download(version.model, version.version, staging)
+                await client.download(
+                    version.model, version.version, staging, progress=progress.update
+                )
+            progress.done()
             await asyncio.to_thread(os.replace, staging, final)
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, ignore_errors=True)
@@ -313,6 +318,47 @@ class RegistrySource:
                     name,
                     {a: v for a, v in entry["aliases"].items() if self.manager.ready(name, str(v))},
                 )
+
+
+class DownloadLog:
+    """Logs a large download's progress every quarter, and its time and rate at the end,
+    so an operator waiting on a cold replica sees it move."""
+
+    def __init__(self, model: str, version: int, total: int, min_bytes: int = 16 << 20) -> None:
+        self.model, self.version, self.total = model, version, total
+        self.enabled = total >= min_bytes
+        self.received = 0
+        self._next_quarter = 1
+        self._started = time.monotonic()
+
+    def update(self, count: int) -> None:
+        """`count` more bytes arrived."""
+        self.received += count
+        if not self.enabled or self._next_quarter > 3:
+            return
+        if self.received * 4 >= self.total * self._next_quarter:
+            _log.info(
+                "model %s version %s: downloaded %d%% of %.1f MiB",
+                self.model,
+                self.version,
+                25 * self._next_quarter,
+                self.total / (1 << 20),
+            )
+            self._next_quarter += 1
+
+    def done(self) -> None:
+        """The download finished and was verified."""
+        if not self.enabled:
+            return
+        seconds = max(time.monotonic() - self._started, 1e-6)
+        _log.info(
+            "model %s version %s: downloaded %.1f MiB in %.1fs (%.1f MiB/s)",
+            self.model,
+            self.version,
+            self.received / (1 << 20),
+            seconds,
+            self.received / (1 << 20) / seconds,
+        )
 
 
 def _prepare_cache(cache_dir: Path) -> None:
