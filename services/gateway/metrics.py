@@ -60,6 +60,15 @@ class GatewayMetrics:
                 registry=registry,
             )
         )
+        self.tokens = Labeled(
+            Counter(
+                "maas_gateway_tokens_total",
+                "Tokens in the answers relayed on the OpenAI-compatible routes, by API key id "
+                "(\"\" without auth), model and kind (prompt, completion).",
+                ["key", "model", "kind"],
+                registry=registry,
+            )
+        )
         self.retries = Counter(
             "maas_gateway_retries_total",
             "Attempts sent to another backend after UNAVAILABLE.",

@@ -10,6 +10,7 @@ from services.gateway.http.docs import docs_routes
 from services.gateway.http.errors import EXCEPTION_HANDLERS, ErrorMiddleware
 from services.gateway.http.infer import infer_routes
 from services.gateway.http.meta import meta_routes
+from services.gateway.http.openai_app import openai_routes
 from services.gateway.http.openapi import openapi_routes
 from services.gateway.http.tracing import TraceMiddleware
 
@@ -21,7 +22,13 @@ def build_app(deps: HttpDeps) -> Starlette:
         # Outermost, so that the span holds the error answers too.
         middleware.insert(0, Middleware(TraceMiddleware, tracing=deps.router.tracing))
     return Starlette(
-        routes=[*meta_routes(deps), *infer_routes(deps), *openapi_routes(), *docs_routes()],
+        routes=[
+            *meta_routes(deps),
+            *infer_routes(deps),
+            *openai_routes(deps),
+            *openapi_routes(),
+            *docs_routes(),
+        ],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
     )
