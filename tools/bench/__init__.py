@@ -5,6 +5,8 @@
     maas bench --targets inference,ort --models digits --concurrency 1,4,16 --seconds 5
     maas bench --targets inference --inference host:8021 --gateway host:8001
     maas bench --targets gateway,gateway-http --models digits --batching on --seconds 10
+    maas bench generation           # text models: streamed generation (tools/bench/generation.py)
+    maas bench embeddings           # and sentence embeddings (tools/bench/embeddings.py)
 
 Targets: `ort` (ONNX Runtime in this process at the service's effective batch sizes,
 the physical limit), `inference` (direct), `gateway` (gRPC), `gateway-http` (the
@@ -17,9 +19,13 @@ once per `--batching` mode. Results go to bench/results/<date>.json and .png.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
+
+# `maas bench generation|embeddings`: modules of tools.bench with add_arguments and run.
+SUITES = ("generation", "embeddings")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # About 7 minutes on 2 cores.
@@ -84,6 +90,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--perf-analyzer", type=_ints, help="levels to check with perf_analyzer")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--name", default="", help="file name (default: the UTC date and time)")
+    # Text models have their own suites, each with its own flags after its name.
+    suites = parser.add_subparsers(dest="suite", metavar="{generation,embeddings}")
+    for suite in SUITES:
+        module = importlib.import_module(f"tools.bench.{suite}")
+        sub = suites.add_parser(
+            suite,
+            help=module.HELP,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
 
 
 def plan_from_args(args: argparse.Namespace) -> Any:
@@ -117,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
     from tools.bench.run import Runner, write
 
     logging.basicConfig(level=logging.WARNING)
+    if getattr(args, "suite", None):
+        return int(importlib.import_module(f"tools.bench.{args.suite}").run(args))
     plan = plan_from_args(args)
     document = Runner(plan).run()
     json_path, png_path = write(document, plan.out, plan.name)

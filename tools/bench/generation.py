@@ -1,0 +1,314 @@
+"""`maas bench generation`: streamed generation through the gateway against the
+engine in-process (the limit), and llama.cpp's server on the same GGUF where
+`llama-cpp-python` is installed in .bench/llamacpp.
+
+    python -m tools.bench generation                    # 1, 4, 16 streams, 10 s each
+    python -m tools.bench generation --concurrency 1,16 --seconds 5 --max-tokens 32
+
+Every target gets the same greedy chat requests (a fixed list of prompts, the same
+max_tokens), with N streams each starting its next request when the last one ends.
+Levels are interleaved (served, in-process, peer at 1 stream, then at 4, ...) so
+the ratios, taken within one run, see the same machine load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import resource
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tools.bench.textload import Driver, GenLevel, measure
+from tools.bench.textservers import DEMO_MODELS
+from tools.chat import Piece, generate_inputs, generate_request, piece_from, stream_generate
+
+MODEL = "smollm2"
+HELP = "output tokens/s, TTFT, TPOT: served (smollm2) vs the engine in-process"
+PROMPTS = (
+    "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+    "Explain how a bicycle stays upright while it moves.",
+    "Describe a busy market in the morning, with its sounds and smells.",
+    "What are the main causes of the seasons on Earth? Explain in detail.",
+    "Write a letter to a friend about a trip to the mountains.",
+    "Give me a recipe for a simple vegetable soup, step by step.",
+    "Explain what a computer's memory does, for a ten year old.",
+    "Tell me about the history of the printing press.",
+    "Write a poem about rain on a city street.",
+    "How do bees make honey? Explain the whole process.",
+    "Describe the life cycle of a butterfly.",
+    "What should someone pack for a week of camping? Explain why.",
+    "Write a dialogue between a cat and a dog about breakfast.",
+    "Explain how a train timetable is planned.",
+    "Tell a story about a robot who learns to paint.",
+    "Why is the sky blue? Give a careful explanation.",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The generation benchmark's flags."""
+    parser.add_argument("--concurrency", type=_ints, default=[1, 4, 16], help="streams")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured per level")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured per level")
+    parser.add_argument("--max-tokens", type=int, default=64, help="per request")
+    parser.add_argument("--gateway", help="a running gateway serving the model")
+    parser.add_argument("--model", default=MODEL, help="served model name")
+    parser.add_argument(
+        "--models-dir", type=Path, default=DEMO_MODELS, help="where demo models are built"
+    )
+    parser.add_argument("--no-in-process", action="store_true", help="skip the engine")
+    parser.add_argument("--no-peer", action="store_true", help="skip llama.cpp")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--name", default="", help="file name (default: UTC date-time)")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def sampling(max_tokens: int) -> dict[str, Any]:
+    """Greedy, bounded: the same for every target."""
+    return {"max_tokens": max_tokens, "temperature": 0.0}
+
+
+def messages(index: int) -> list[dict[str, str]]:
+    """The conversation of request `index`."""
+    return [{"role": "user", "content": PROMPTS[index % len(PROMPTS)]}]
+
+
+def served_driver(stub: Any, model: str, max_tokens: int) -> Driver:
+    """Requests over ModelStreamInfer (through the gateway)."""
+
+    def drive(index: int) -> AsyncIterator[Piece]:
+        inputs = generate_inputs(messages=messages(index), sampling=sampling(max_tokens))
+        return stream_generate(stub, generate_request(model, inputs), (), timeout=600)
+
+    return drive
+
+
+def engine_driver(backend: Any, max_tokens: int) -> Driver:
+    """Requests straight into the engine's stream(), in this process: the limit."""
+    from services.inference.tasks import RequestContext
+
+    async def drive(index: int) -> AsyncIterator[Piece]:
+        inputs = generate_inputs(messages=messages(index), sampling=sampling(max_tokens))
+        parts = backend.stream(inputs, None, RequestContext())
+        try:
+            async for part in parts:
+                yield piece_from(part.outputs, part.final)
+        finally:
+            await parts.aclose()
+
+    return drive
+
+
+def open_engine(model_dir: Path) -> Any:
+    """The generate task model as the inference service opens it."""
+    from services.inference.config import load_config
+    from services.inference.tasks import open_task
+
+    config = load_config(model_dir / "config.yaml")
+    return open_task(model_dir / "1" / "model.onnx", config)
+
+
+async def _level(
+    label: str,
+    driver: Driver,
+    c: int,
+    args: argparse.Namespace,
+    pids: list[int],
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    from tools.bench.loadgen import children_cpu_seconds
+
+    before_self = _self_cpu()
+    before = children_cpu_seconds(pids) if pids else None
+    started = asyncio.get_running_loop().time()
+    level = await measure(driver, c, args.seconds, args.warmup)
+    elapsed = asyncio.get_running_loop().time() - started
+    after = children_cpu_seconds(pids) if pids else None
+    row = asdict(level)
+    row["label"] = label
+    row["client_cpu"] = round((_self_cpu() - before_self) / elapsed, 2)
+    if before is not None and after is not None:
+        row["server_cpu"] = round((after - before) / elapsed, 2)
+    say(describe(label, level))
+    return row
+
+
+def describe(label: str, level: GenLevel) -> str:
+    """One line per level, as it is measured."""
+    return (
+        f"{label:<24} streams={level.concurrency:<3} {level.tokens_per_second:>7.1f} tok/s  "
+        f"TTFT p50 {level.ttft_ms['p50']:.0f} ms p99 {level.ttft_ms['p99']:.0f} ms  "
+        f"TPOT p50 {level.tpot_ms['p50']:.1f} ms  done {level.requests_done}  "
+        f"tok/req {level.tokens_per_request}  errors {level.errors} {level.error_samples[:1]}"
+    )
+
+
+async def warm(driver: Driver, label: str) -> None:
+    """One request to its end, so first-use costs stay out of the levels."""
+    async for piece in driver(0):
+        if piece.final:
+            return
+    raise RuntimeError(f"{label}: the warm-up request ended without a final response")
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def bench(
+    args: argparse.Namespace, served: str | None, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Every level of every target; the results document."""
+    import grpc
+    from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    from tools.bench import llamacpp
+
+    targets: list[tuple[str, Driver, list[int]]] = []
+    closers: list[Callable[[], Awaitable[None]]] = []
+    notes: list[str] = []
+    channel = grpc.aio.insecure_channel(served) if served else None
+    if channel is not None:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        targets.append(
+            ("gateway (gRPC stream)", served_driver(stub, args.model, args.max_tokens), args.pids)
+        )
+    if not args.no_in_process:
+        backend = open_engine(args.model_dir)
+        backend.start()
+        closers.append(backend.close)
+        targets.append(("engine in-process", engine_driver(backend, args.max_tokens), []))
+    peer = None
+    if not args.no_peer:
+        peer, why = llamacpp.start(_gguf())
+        if peer is None:
+            notes.append(f"llama.cpp not measured: {why}")
+            say(f"note: {notes[-1]}")
+        else:
+            targets.append(
+                (
+                    "llama.cpp server",
+                    llamacpp.driver(peer.http_address, args.max_tokens, messages),
+                    [peer.pid],
+                )
+            )
+    rows: list[dict[str, Any]] = []
+    try:
+        for label, driver, _ in targets:  # one whole unmeasured request each
+            await warm(driver, label)
+        for c in args.concurrency:
+            for label, driver, pids in targets:
+                rows.append(await _level(label, driver, c, args, pids, say))
+    finally:
+        for close in closers:
+            await close()
+        if channel is not None:
+            await channel.close()
+        if peer is not None:
+            peer.stop()
+    return {
+        "schema": "maas-bench-generation/1",
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "config": {
+            "model": args.model,
+            "concurrency": args.concurrency,
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "max_tokens": args.max_tokens,
+            "prompts": len(PROMPTS),
+        },
+        "levels": rows,
+        "ratios": ratios(rows, args.concurrency),
+        "notes": notes,
+    }
+
+
+def _gguf() -> Path:
+    from tools.demo.smollm2 import gguf_file
+
+    return gguf_file()
+
+
+def _machine() -> dict[str, Any]:
+    from tools.bench.run import machine
+
+    return machine()
+
+
+def ratios(rows: list[dict[str, Any]], levels: list[int]) -> list[dict[str, Any]]:
+    """Served / in-process at each level, and each target's top level / 1 stream."""
+    by = {(r["label"], r["concurrency"]): r["tokens_per_second"] for r in rows}
+    out = []
+    served, engine = "gateway (gRPC stream)", "engine in-process"
+    for c in levels:
+        a, b = by.get((served, c)), by.get((engine, c))
+        if a is not None and b:
+            out.append(
+                {
+                    "name": f"served / in-process, {c} streams",
+                    "value": round(a / b, 3),
+                    "goal": ">= 0.8",
+                }
+            )
+    top = max(levels)
+    for label in sorted({r["label"] for r in rows}):
+        one, many = by.get((label, 1)), by.get((label, top))
+        if one and many is not None and top != 1:
+            goal = ">= 2 (2-core CPU)" if label != "llama.cpp server" else "-"
+            out.append(
+                {
+                    "name": f"{label}: {top} streams / 1 stream",
+                    "value": round(many / one, 3),
+                    "goal": goal,
+                }
+            )
+    return out
+
+
+def markdown(document: dict[str, Any]) -> str:
+    """The levels and the ratios as Markdown tables."""
+    lines = [
+        "| target | streams | output tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms "
+        "| TPOT p99 ms | requests done | tok/request | errors | client cores | server cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in document["levels"]:
+        lines.append(
+            f"| {r['label']} | {r['concurrency']} | {r['tokens_per_second']:.1f} | "
+            f"{r['ttft_ms']['p50']:.0f} | {r['ttft_ms']['p99']:.0f} | {r['tpot_ms']['p50']:.1f} | "
+            f"{r['tpot_ms']['p99']:.1f} | {r['requests_done']} | {r['tokens_per_request']} | "
+            f"{r['errors']} | {r.get('client_cpu', '-')} | {r.get('server_cpu', '-')} |"
+        )
+    lines += ["", "| ratio | value | goal |", "|---|---:|---|"]
+    lines += [f"| {x['name']} | {x['value']} | {x['goal']} |" for x in document["ratios"]]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the model, serve it, measure, write bench/results/<name>-generation.json."""
+    from tools.bench.textservers import demo_model, serve
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args.model_dir = demo_model(MODEL, args.models_dir)
+    with ExitStack() as stack:
+        served = serve({args.model: args.model_dir}, stack, args.gateway)
+        args.pids = served.pids
+        document = asyncio.run(bench(args, served.gateway, print))
+    print(markdown(document))
+    name = args.name or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{name}-generation.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,74 @@
+"""The served side of the text benchmarks: demo models built once under the data
+directory, one inference service over them and a gateway in front, each a process
+on port 0 (or the addresses of running ones)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.bench.servers import ROOT, Process, start_gateway, wait_for_file, wait_for_grpc_ready
+
+# Where the tests build the demo models too, so one build serves both.
+DEMO_MODELS = ROOT / ".data" / "demo-models"
+
+
+def demo_model(name: str, models_dir: Path = DEMO_MODELS) -> Path:
+    """`models_dir/<name>`, built by tools.demo.<name> unless it is current."""
+    model_dir = models_dir / name
+    importlib.import_module(f"tools.demo.{name}").build(model_dir)
+    return model_dir
+
+
+def start_inference_over(models: dict[str, Path], timeout: float = 300) -> Process:
+    """maas-inference on port 0 over a repository linking each model directory."""
+    root = Path(tempfile.mkdtemp(prefix="maas-bench-text-"))
+    for name, model_dir in models.items():
+        (root / name).symlink_to(model_dir.resolve(), target_is_directory=True)
+    port_file = root.parent / f"{root.name}.port"
+    command = [
+        sys.executable,
+        "-m",
+        "services.inference.main",
+        "--model-repository",
+        str(root),
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--port-file",
+        str(port_file),
+        "--log-level",
+        "WARNING",
+    ]
+    server = Process("inference", command)
+    server.address = f"127.0.0.1:{wait_for_file(port_file, server, timeout)}"
+    for name in models:
+        wait_for_grpc_ready(server.address, name, server, timeout)
+    return server
+
+
+@dataclass
+class Served:
+    """Where the served target answers, and the processes whose CPU it costs."""
+
+    gateway: str
+    pids: list[int]
+
+
+def serve(models: dict[str, Path], stack: ExitStack, gateway: str | None = None) -> Served:
+    """A gateway address in front of the models: the one given, or a fresh
+    inference service and gateway (stopped when `stack` closes)."""
+    if gateway:
+        return Served(gateway, [])
+    inference = start_inference_over(models)
+    stack.callback(inference.stop)
+    front = start_gateway([inference.address])
+    stack.callback(front.stop)
+    for name in models:
+        wait_for_grpc_ready(front.address, name, front)
+    return Served(front.address, [inference.pid, front.pid])
