@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,23 +66,15 @@ def is_rgb_images(datatype: str, shape: Sequence[int]) -> bool:
 
 
 def load_rgb(path: Path, shape: Sequence[int]) -> np.ndarray:
-    """An image as a [1, H, W, 3] UINT8 batch: resized and centre-cropped to H x W."""
-    image = _open_image(path).convert("RGB")
+    """An image as a [1, H, W, 3] UINT8 batch: the ImageNet evaluation crop (shorter
+    side to H / 0.875, then the centre), as tools/demo/images.py makes it."""
+    from tools.demo.images import preprocess
+
+    image = np.asarray(_open_image(path).convert("RGB"))
     height, width = (d if d > 0 else 224 for d in shape[1:3])
-    try:  # the demo's own preprocessing, where this checkout has it
-        preprocess = importlib.import_module("tools.demo.images").preprocess
-    except (ImportError, AttributeError):
-        preprocess = None
-    if preprocess is not None and (height, width) == (224, 224):
-        return np.ascontiguousarray(preprocess(image), dtype=np.uint8).reshape(1, height, width, 3)
-    # Shorter side to the target, then the centre: what ImageNet evaluation does.
-    scale = max(height / image.height, width / image.width)
-    resized = image.resize(
-        (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
-    )
-    left, top = (resized.width - width) // 2, (resized.height - height) // 2
-    cropped = resized.crop((left, top, left + width, top + height))
-    return np.asarray(cropped, dtype=np.uint8)[None]
+    if height != width:
+        raise CliError(f"the model takes {height}x{width} images; maas infer crops squares")
+    return preprocess(image, size=height, resize=round(height / 0.875))[None]
 
 
 def top_labels(row: np.ndarray, k: int = TOP_K) -> list[str]:
