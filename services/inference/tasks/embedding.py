@@ -51,6 +51,8 @@ class EmbeddingRunner:
         self._max_length = max_length
         self._chunk = chunk
         self._feeds_types = any(i.name == _TYPES for i in session.get_inputs())
+        # Masked out, so any id would do; the tokenizer's own keeps the graph in range.
+        self._pad_id = int((tokenizer.padding or {}).get("pad_id", 0))
         # The file's own padding (to a fixed length) and truncation would change the
         # vectors; padding is per batch here, truncation at the configured length.
         self._cut = Tokenizer.from_str(tokenizer.to_str())
@@ -85,9 +87,8 @@ class EmbeddingRunner:
             self._run_padded(encodings[i : i + self._chunk])
             for i in range(0, len(encodings), self._chunk)
         ]
-        if not parts:
-            width = self._session.get_outputs()[0].shape[-1]
-            return np.zeros((0, width if isinstance(width, int) else 0), np.float32)
+        if not parts:  # every job of the batch was refused: nothing to run
+            return np.zeros((0, 0), np.float32)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
@@ -105,7 +106,7 @@ class EmbeddingRunner:
 
     def _run_padded(self, encodings: Sequence[Encoding]) -> np.ndarray:
         longest = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(encodings), longest), np.int64)
+        ids = np.full((len(encodings), longest), self._pad_id, np.int64)
         mask = np.zeros((len(encodings), longest), np.int64)
         for row, encoding in enumerate(encodings):
             ids[row, : len(encoding.ids)] = encoding.ids
@@ -178,9 +179,9 @@ def truncate_parameter(parameters: Mapping[str, object]) -> bool:
     """The request's `truncate` parameter (default true); InvalidArgument if not a bool."""
     value = parameters.get(TRUNCATE_PARAM, True)
     if not isinstance(value, bool):
+        shown = echo(value) if isinstance(value, str) else str(value)
         raise InvalidArgument(
-            f"parameter '{TRUNCATE_PARAM}': got {type(value).__name__} {echo(str(value))}, "
-            "expected a bool"
+            f"parameter '{TRUNCATE_PARAM}': got {type(value).__name__} {shown}, expected a bool"
         )
     return value
 
