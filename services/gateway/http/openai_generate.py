@@ -20,7 +20,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.common.errors import InvalidArgument, ServiceError, Unimplemented
+from services.common.errors import ServiceError, Unimplemented, error_from_status
 from services.gateway.auth import ApiKey
 from services.gateway.http import calls
 from services.gateway.http.errors import JSON
@@ -39,15 +39,12 @@ from services.gateway.http.openai_schemas import ChatRequest, CompletionRequest
 from services.gateway.http.openai_sse import sse_response
 from services.gateway.http.openai_v2 import (
     Generated,
+    StreamError,
     generate_request,
     generated_reply,
     stream_part,
 )
 from services.gateway.routing import Call
-
-
-class StreamFailed(InvalidArgument):
-    """A backend's error for one streamed request (its message is the client's to see)."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +94,9 @@ async def _parts(deps: OpenAIDeps, call: Call) -> AsyncGenerator[Generated, None
     try:
         async for data in stream:
             part = stream_part(data)
-            if isinstance(part, str):
-                raise StreamFailed(part)
+            if isinstance(part, StreamError):
+                # The status the relay names; a failure without one is the server's.
+                raise error_from_status(part.status or "UNKNOWN", part.message)
             yield part
             if part.final:
                 return

@@ -29,6 +29,9 @@ STREAM, EXCLUDE_INPUT = "stream", "exclude_input_in_output"
 NUM_INPUT, NUM_OUTPUT, FINISH = "num_input_tokens", "num_output_tokens", "finish_reason"
 FLAGS = ("return_num_input_tokens", "return_num_output_tokens", "return_finish_reason")
 FINAL = "triton_final_response"
+# The gRPC status name of a streamed request's failure, beside its error_message
+# (services.gateway.relay), so an HTTP answer can keep the status.
+ERROR_STATUS = "maas_error_status"
 
 
 def _add(request: pb.ModelInferRequest, name: str, array: np.ndarray) -> None:
@@ -149,12 +152,21 @@ def generated_reply(data: bytes) -> Generated:
     return generated(_reply(data))
 
 
-def stream_part(data: bytes) -> Generated | str:
-    """One ModelStreamInferResponse: what it generated, or its error message."""
+@dataclass(frozen=True)
+class StreamError:
+    """A streamed request's failure: its message and status name ("" when not given)."""
+
+    message: str
+    status: str = ""
+
+
+def stream_part(data: bytes) -> Generated | StreamError:
+    """One ModelStreamInferResponse: what it generated, or its failure."""
     try:
         message = pb.ModelStreamInferResponse.FromString(data)
     except DecodeError:
         raise Internal("internal error") from None
     if message.error_message:
-        return message.error_message
+        status = message.infer_response.parameters.get(ERROR_STATUS)
+        return StreamError(message.error_message, status.string_param if status else "")
     return generated(message.infer_response)

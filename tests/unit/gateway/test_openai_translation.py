@@ -146,8 +146,11 @@ def test_generated_reply_reads_usage_and_finish() -> None:
         ).SerializeToString()
     )
     assert part == v2.Generated("He", None, None, None, False)
-    failed = pb.ModelStreamInferResponse(error_message="prompt too long").SerializeToString()
-    assert v2.stream_part(failed) == "prompt too long"
+    failed = pb.ModelStreamInferResponse(error_message="prompt too long")
+    assert v2.stream_part(failed.SerializeToString()) == v2.StreamError("prompt too long")
+    failed.infer_response.parameters[v2.ERROR_STATUS].string_param = "RESOURCE_EXHAUSTED"
+    failure = v2.stream_part(failed.SerializeToString())
+    assert failure == v2.StreamError("prompt too long", "RESOURCE_EXHAUSTED")
 
 
 def test_embedding_request_and_reply() -> None:
