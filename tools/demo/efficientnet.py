@@ -28,6 +28,7 @@ import numpy as np
 
 from tools.demo import stamp
 from tools.demo.images import SIZE, preprocess
+from tools.demo.upload import check_accepted
 
 _log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def _write(out: Path) -> None:
             f"({names[CHELSEA_CLASS]}), got {top} ({names[top]})"
         )
     _log.info("efficientnet: chelsea -> %d %s", top, names[top])
+    check_accepted(out)
 
 
 def _coffee() -> np.ndarray:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tools.demo import stamp
+from tools.demo.upload import check_accepted
 
 _log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def _write(out: Path) -> None:
         if (src / name).is_file():
             shutil.copyfile(src / name, version / name)
     (out / "config.yaml").write_text(CONFIG)
+    check_accepted(out)
     error = _parity(src, version)
     _log.info("minilm: max |onnx - sentence-transformers| = %.2e", error)
 

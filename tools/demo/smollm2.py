@@ -6,8 +6,9 @@ decoder with a KV cache (GroupQueryAttention, MatMulNBits: com.microsoft ops tha
 plain ONNX Runtime runs). Then one edit: the builder's `logits` are [B, S, V] for
 every position, so a 1000-token prompt would produce 1000 x 49152 floats of which
 the server reads one row. A Slice of the last position on the hidden state before
-the lm_head makes `logits` [B, 1, V]. Greedy output on a chat prompt must be the
-same before and after, or the build fails.
+the lm_head makes `logits` [B, 1, V]. And one repair, so that the registry's
+onnx checker accepts the model (see _onnx_rms_norm). Greedy output on a chat
+prompt must be the same before and after, or the build fails.
 
 Prefill must therefore be one sequence at a time (or left-padded): the last
 position is the prompt's last token only when no padding follows it.
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from tools.demo import stamp
+from tools.demo.upload import check_accepted
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ CHECK_PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im
 CHECK_TOKENS = 30
 EOS_TOKEN = 2
 LM_HEAD_OUTPUT = "logits"
+_RMS_NORM = "SimplifiedLayerNormalization"
+RMS_NORM_OPSET = 23
 
 
 def gguf_file() -> Path:
@@ -84,18 +88,19 @@ def _write(out: Path, log: Path) -> None:
         _dequantise(gguf_file(), hf)
         _genai_build(hf, genai, Path(tmp) / "cache", log)
         before = greedy(genai / "model.onnx", genai / "tokenizer.json")
-        _last_position_logits(genai / "model.onnx", version / "model.onnx")
+        _edit(genai / "model.onnx", version / "model.onnx")
         for name in VERSION_FILES[2:]:
             shutil.copyfile(genai / name, version / name)
     after = greedy(version / "model.onnx", version / "tokenizer.json")
     if before != after:
         raise RuntimeError(
-            f"smollm2: greedy output changed by the logits slice: {before!r} -> {after!r}"
+            f"smollm2: greedy output changed by the graph edits: {before!r} -> {after!r}"
         )
     if not after.strip():
         raise RuntimeError("smollm2: the greedy answer to the check prompt is empty")
     _log.info("smollm2: greedy check %r", after)
     (out / "config.yaml").write_text(CONFIG)
+    check_accepted(out)
 
 
 def _dequantise(gguf: Path, out: Path) -> None:
@@ -138,39 +143,13 @@ def _genai_build(hf: Path, out: Path, cache: Path, log: Path) -> None:
         raise RuntimeError(f"onnxruntime-genai's builder failed (see {log}):\n{tail}")
 
 
-def _last_position_logits(source: Path, target: Path) -> None:
-    """Copy the model with a Slice of the last position before the lm_head MatMulNBits."""
+def _edit(source: Path, target: Path) -> None:
+    """Copy the model with the two edits below, its weights in `<target>.data`."""
     import onnx
-    import onnx.helper as oh
-    import onnx.numpy_helper as onh
 
     model = onnx.load(str(source))  # with its external weights
-    graph = model.graph
-    heads = [n for n in graph.node if LM_HEAD_OUTPUT in n.output]
-    if len(heads) != 1 or heads[0].op_type != "MatMulNBits":
-        raise RuntimeError(f"smollm2: expected one MatMulNBits making logits, got {heads}")
-    head = heads[0]
-    hidden = head.input[0]
-    last = f"{hidden}/last_position"
-    names = ("starts", "ends", "axes")
-    values = (-1, np.iinfo(np.int64).max, 1)
-    graph.initializer.extend(
-        onh.from_array(np.array([v], np.int64), f"/lm_head/last_position/{n}")
-        for n, v in zip(names, values, strict=True)
-    )
-    slice_node = oh.make_node(
-        "Slice",
-        [hidden, *(f"/lm_head/last_position/{n}" for n in names)],
-        [last],
-        name="/lm_head/last_position/Slice",
-    )
-    head.input[0] = last
-    position = list(graph.node).index(head)
-    graph.node.insert(position, slice_node)
-    (output,) = [o for o in graph.output if o.name == LM_HEAD_OUTPUT]
-    sequence = output.type.tensor_type.shape.dim[1]
-    sequence.Clear()
-    sequence.dim_value = 1
+    _last_position_logits(model.graph)
+    _onnx_rms_norm(model)
     onnx.save(
         model,
         str(target),
@@ -178,6 +157,65 @@ def _last_position_logits(source: Path, target: Path) -> None:
         all_tensors_to_one_file=True,
         location=target.name + ".data",
     )
+
+
+def _last_position_logits(graph: Any) -> None:
+    """A Slice of the last position before the lm_head MatMulNBits: logits [B, 1, V]."""
+    import onnx.helper as oh
+
+    heads = [n for n in graph.node if LM_HEAD_OUTPUT in n.output]
+    if len(heads) != 1 or heads[0].op_type != "MatMulNBits":
+        raise RuntimeError(f"smollm2: expected one MatMulNBits making logits, got {heads}")
+    head = heads[0]
+    prefix = "/lm_head/last_position"
+    starts, ends, axes = (
+        _constant(graph, f"{prefix}/{n}", [v])
+        for n, v in (("starts", -1), ("ends", np.iinfo(np.int64).max), ("axes", 1))
+    )
+    last = f"{head.input[0]}/last_position"
+    slice_node = oh.make_node(
+        "Slice", [head.input[0], starts, ends, axes], [last], name=f"{prefix}/Slice"
+    )
+    head.input[0] = last
+    graph.node.insert(list(graph.node).index(head), slice_node)
+    (output,) = [o for o in graph.output if o.name == LM_HEAD_OUTPUT]
+    sequence = output.type.tensor_type.shape.dim[1]
+    sequence.Clear()
+    sequence.dim_value = 1
+
+
+def _onnx_rms_norm(model: Any) -> None:
+    """The builder's SimplifiedLayerNormalization as ONNX's own RMSNormalization (opset 23).
+
+    ONNX Runtime registers SimplifiedLayerNormalization in the ai.onnx domain, where
+    ONNX has no such op, so onnx's checker (which the registry runs on every upload)
+    refuses the model. RMSNormalization is the same computation, and ONNX Runtime runs
+    it with the same kernel: the logits are bit-identical (checked). The builder also
+    declares the outputs of its Constant nodes as scalars, which strict shape inference
+    rejects; those declarations go (ONNX Runtime infers them).
+    """
+    graph = model.graph
+    for node in graph.node:
+        if node.domain in ("", "ai.onnx") and node.op_type == _RMS_NORM:
+            node.op_type = "RMSNormalization"
+            kept = [a for a in node.attribute if a.name in ("axis", "epsilon", "stash_type")]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = max(opset.version, RMS_NORM_OPSET)
+    constants = {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    declared = [v for v in graph.value_info if v.name not in constants]
+    del graph.value_info[:]
+    graph.value_info.extend(declared)
+
+
+def _constant(graph: Any, name: str, value: Any, dtype: Any = np.int64) -> str:
+    """Add an initializer; its name."""
+    import onnx.numpy_helper as onh
+
+    graph.initializer.append(onh.from_array(np.array(value, dtype), name))
+    return name
 
 
 def greedy(model: Path, tokenizer_file: Path, prompt: str = CHECK_PROMPT) -> str:
