@@ -85,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models-dir", type=Path, default=DEMO_MODELS, help="where demo models are built"
     )
+    parser.add_argument("--prebuilt", type=Path, help="a built model directory: no build")
     parser.add_argument("--processes", type=int, default=1, help="load generator processes")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--name", default="", help="file name (default: UTC date-time)")
@@ -275,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     from tools.bench.textservers import demo_model, serve
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args.model_dir = demo_model(MODEL, args.models_dir)
+    args.model_dir = args.prebuilt or demo_model(MODEL, args.models_dir)
     with ExitStack() as stack:
         served = serve({args.model: args.model_dir}, stack, args.gateway)
         document = bench(args, served.gateway, served.pids, print)

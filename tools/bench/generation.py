@@ -62,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models-dir", type=Path, default=DEMO_MODELS, help="where demo models are built"
     )
+    parser.add_argument("--prebuilt", type=Path, help="a built model directory: no build")
     parser.add_argument("--no-in-process", action="store_true", help="skip the engine")
     parser.add_argument("--no-peer", action="store_true", help="skip llama.cpp")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
@@ -300,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     from tools.bench.textservers import demo_model, serve
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args.model_dir = demo_model(MODEL, args.models_dir)
+    args.model_dir = args.prebuilt or demo_model(MODEL, args.models_dir)
     with ExitStack() as stack:
         served = serve({args.model: args.model_dir}, stack, args.gateway)
         args.pids = served.pids
