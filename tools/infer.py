@@ -113,6 +113,8 @@ async def infer(args: argparse.Namespace) -> str:
                 metadata=metadata,
                 timeout=args.timeout,
             )
+            if {"text_input", "messages"} & {i.name for i in meta.inputs}:
+                raise CliError(f"model '{args.model}' generates text: use maas chat {args.model}")
             if len(meta.inputs) != 1:
                 raise CliError(
                     f"model '{args.model}' has {len(meta.inputs)} inputs; maas infer sends one"
