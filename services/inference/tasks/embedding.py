@@ -28,6 +28,7 @@ from services.inference.runtime import (
     signature_of,
 )
 from services.inference.tasks import RequestContext, StreamPart, TaskBackend, Tensors
+from services.inference.tasks.embedding_metrics import EmbeddingMetrics
 from services.inference.tasks.text_batcher import TextBatcher, TextJob
 
 TEXT = "text"
@@ -45,9 +46,15 @@ class EmbeddingRunner:
     """Tokenize, pad and run batches of texts; blocking, on the batcher's thread."""
 
     def __init__(
-        self, session: ort.InferenceSession, tokenizer: Tokenizer, max_length: int, chunk: int
+        self,
+        session: ort.InferenceSession,
+        tokenizer: Tokenizer,
+        max_length: int,
+        chunk: int,
+        metrics: EmbeddingMetrics | None = None,
     ) -> None:
         self._session = session
+        self._metrics = metrics
         self._max_length = max_length
         self._chunk = chunk
         self._feeds_types = any(i.name == _TYPES for i in session.get_inputs())
@@ -77,8 +84,14 @@ class EmbeddingRunner:
         start = 0
         for i, job in enumerate(jobs):
             if outcomes[i] is None:
-                outcomes[i] = vectors[start : start + len(job.texts)]
-                start += len(job.texts)
+                end = start + len(job.texts)
+                outcomes[i] = vectors[start:end]
+                if self._metrics is not None:
+                    tokens = sum(len(e.ids) for e in encodings[start:end])
+                    self._metrics.embedded(job.key_id, len(job.texts), tokens)
+                start = end
+        if self._metrics is not None and encodings:
+            self._metrics.batch_texts.observe(len(encodings))
         return [o for o in outcomes if o is not None]
 
     def embed(self, encodings: Sequence[Encoding]) -> np.ndarray:
@@ -124,10 +137,17 @@ class EmbeddingModel:
     decoupled = False
 
     def __init__(
-        self, runner: EmbeddingRunner, signature: Signature, provider: str, config: ModelConfig
+        self,
+        runner: EmbeddingRunner,
+        signature: Signature,
+        provider: str,
+        config: ModelConfig,
+        metrics: EmbeddingMetrics,
     ) -> None:
         self.signature = signature
         self.provider = provider
+        # The model's own series (services.inference.tasks.metrics adds its labels).
+        self.metrics_registry = metrics.registry
         self._width = signature.outputs[0].shape[-1]
         settings = config.embedding
         self._batcher = TextBatcher(
@@ -160,7 +180,7 @@ class EmbeddingModel:
         texts = [str(t) for t in inputs[TEXT].reshape(-1).tolist()]
         if not texts:
             return {EMBEDDING: np.zeros((0, self._width), np.float32)}, 0
-        vectors, queue_ns = await self._batcher.submit(texts, truncate, deadline)
+        vectors, queue_ns = await self._batcher.submit(texts, truncate, deadline, context.key_id)
         return {EMBEDDING: vectors}, queue_ns
 
     async def stream(
@@ -192,8 +212,10 @@ def open_embedding(directory: Path, config: ModelConfig) -> TaskBackend:
     tokenizer = load_tokenizer(directory)
     session = create_session(directory / MODEL_FILE, config)
     width = _check_graph(signature_of(session))
+    metrics = EmbeddingMetrics()
+    settings = config.embedding
     runner = EmbeddingRunner(
-        session, tokenizer, config.embedding.max_length, config.embedding.max_batch_size
+        session, tokenizer, settings.max_length, settings.max_batch_size, metrics
     )
     try:
         warm = runner.embed_texts([_WARMUP_TEXT])
@@ -208,7 +230,7 @@ def open_embedding(directory: Path, config: ModelConfig) -> TaskBackend:
         (TensorSpec(TEXT, by_name("BYTES", tensor=TEXT), (-1,)),),
         (TensorSpec(EMBEDDING, by_name("FP32", tensor=EMBEDDING), (-1, int(warm.shape[1]))),),
     )
-    return EmbeddingModel(runner, signature, session.get_providers()[0], config)
+    return EmbeddingModel(runner, signature, session.get_providers()[0], config, metrics)
 
 
 def load_tokenizer(directory: Path) -> Tokenizer:

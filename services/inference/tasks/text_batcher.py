@@ -42,6 +42,8 @@ class TextJob:
     truncate: bool
     deadline: float | None
     future: asyncio.Future[np.ndarray]
+    # The caller's API key id ("" when none), for usage counted per key.
+    key_id: str = ""
     enqueued_ns: int = field(default_factory=time.monotonic_ns)
     started_ns: int | None = None
     # Cleared when taken or dropped; the deque skips it later (removal in the middle is O(n)).
@@ -95,7 +97,7 @@ class TextBatcher:
         self._worker = asyncio.ensure_future(self._work())
 
     async def submit(
-        self, texts: list[str], truncate: bool, deadline: float | None
+        self, texts: list[str], truncate: bool, deadline: float | None, key_id: str = ""
     ) -> tuple[np.ndarray, int]:
         """Run one request's texts; returns their rows and the nanoseconds they queued."""
         if self._closed or self._worker is None:
@@ -113,7 +115,7 @@ class TextBatcher:
         loop = asyncio.get_running_loop()
         if deadline is not None and loop.time() >= deadline:
             raise DeadlineExceeded("deadline passed before the request was queued")
-        job = TextJob(texts, truncate, deadline, loop.create_future())
+        job = TextJob(texts, truncate, deadline, loop.create_future(), key_id)
         if len(self._order) > 2 * self._max_queue:
             self._order = deque(j for j in self._order if j.queued)
         self._order.append(job)
