@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from services.common.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Labeled
 from services.inference.model import LoadedModel
+from services.inference.tasks.metrics import TaskMetrics
 
 
 class InferenceMetrics:
@@ -76,8 +77,10 @@ class InferenceMetrics:
         )
 
     def track(self, registry: CollectorRegistry, loaded: Callable[[], list[LoadedModel]]) -> None:
-        """Report in-flight requests and queue depth of the loaded models at scrape time."""
+        """Report in-flight requests and queue depth of the loaded models at scrape time,
+        and the task models' own series (generation: tokens, cache use)."""
         registry.register(_LiveCollector(loaded))
+        registry.register(TaskMetrics(loaded))
 
     def execution(self, model: LoadedModel, rows: int, infer_ns: int) -> None:
         """One ONNX Runtime execution of `rows` rows."""

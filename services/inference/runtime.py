@@ -32,6 +32,8 @@ class TensorSpec:
     name: str
     datatype: DataType
     shape: tuple[int, ...]
+    # A request may leave it out (a text task's flags and parameters); ONNX inputs never.
+    optional: bool = False
 
 
 @dataclass(frozen=True)

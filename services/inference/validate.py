@@ -90,18 +90,19 @@ def decode_inputs(tensors: Sequence[Encoded]) -> dict[str, np.ndarray]:
 
 
 def _by_signature(signature: Signature, inputs: Mapping[str, object]) -> list[TensorSpec]:
-    """The signature's inputs, once every one is present and no other is."""
+    """The signature's inputs that are present, once every required one is and no
+    other is."""
     expected = {spec.name: spec for spec in signature.inputs}
     for name in inputs:
         if name not in expected:
             raise InvalidArgument(f"unknown input {echo(name)}, expected inputs {sorted(expected)}")
-    missing = [name for name in expected if name not in inputs]
+    missing = [n for n, spec in expected.items() if n not in inputs and not spec.optional]
     if missing:
         got = [echo(name) for name in list(inputs)[:8]]
         raise InvalidArgument(
             f"missing input {echo(missing[0])}, expected inputs {sorted(expected)}, got {got}"
         )
-    return list(expected.values())
+    return [spec for name, spec in expected.items() if name in inputs]
 
 
 def _check_datatype(spec: TensorSpec, datatype: str) -> None:

@@ -1,0 +1,153 @@
+"""The decoder model and its KV cache: the one place that knows where tensors live.
+
+The cache is one buffer per layer and kind, [slots, kv_heads, max_context, head_dim].
+onnxruntime-genai's GroupQueryAttention writes the new keys and values into `present`
+in place when `past` and `present` are bound to the same memory, so a step costs no
+cache copy. A slot's rows are a contiguous batch-1 view; slots 0..n-1 are the batch
+of n, which is why the engine keeps its active sequences in the first slots.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from services.inference.runtime import LoadError
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    """What genai_config.json says about the decoder's inputs, outputs and cache."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    vocab_size: int
+    context_length: int
+    eos_token_ids: tuple[int, ...]
+    filename: str = "model.onnx"
+    input_ids: str = "input_ids"
+    attention_mask: str = "attention_mask"
+    past_key: str = "past_key_values.%d.key"
+    past_value: str = "past_key_values.%d.value"
+    logits: str = "logits"
+    present_key: str = "present.%d.key"
+    present_value: str = "present.%d.value"
+
+
+def read_shape(directory: Path) -> DecoderShape:
+    """The decoder's shape from the model builder's genai_config.json."""
+    path = directory / "genai_config.json"
+    try:
+        model = json.loads(path.read_text())["model"]
+        decoder = model["decoder"]
+        inputs, outputs = decoder.get("inputs", {}), decoder.get("outputs", {})
+        eos = model["eos_token_id"]
+        return DecoderShape(
+            layers=int(decoder["num_hidden_layers"]),
+            kv_heads=int(decoder["num_key_value_heads"]),
+            head_dim=int(decoder["head_size"]),
+            vocab_size=int(model["vocab_size"]),
+            context_length=int(model.get("context_length", 0)),
+            eos_token_ids=tuple(int(e) for e in (eos if isinstance(eos, list) else [eos])),
+            filename=str(decoder.get("filename", "model.onnx")),
+            input_ids=inputs.get("input_ids", "input_ids"),
+            attention_mask=inputs.get("attention_mask", "attention_mask"),
+            past_key=inputs.get("past_key_names", "past_key_values.%d.key"),
+            past_value=inputs.get("past_value_names", "past_key_values.%d.value"),
+            logits=outputs.get("logits", "logits"),
+            present_key=outputs.get("present_key_names", "present.%d.key"),
+            present_value=outputs.get("present_value_names", "present.%d.value"),
+        )
+    except FileNotFoundError:
+        raise LoadError("a generate model needs genai_config.json beside model.onnx") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LoadError(
+            f"genai_config.json is not a decoder config: missing or bad {exc}"
+        ) from None
+
+
+class KvCache:
+    """Per-layer key and value buffers on the host, one row per slot.
+
+    np.zeros maps untouched pages lazily, so memory grows with the tokens actually
+    written, not with slots x max_context."""
+
+    device = "cpu"
+    device_id = 0
+
+    def __init__(self, shape: DecoderShape, slots: int, context: int) -> None:
+        dims = (slots, shape.kv_heads, context, shape.head_dim)
+        self.keys = [np.zeros(dims, np.float32) for _ in range(shape.layers)]
+        self.values = [np.zeros(dims, np.float32) for _ in range(shape.layers)]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the buffers may grow to."""
+        return sum(b.nbytes for b in (*self.keys, *self.values))
+
+    def bind(self, binding: ort.IOBinding, shape: DecoderShape, first: int, count: int) -> None:
+        """Bind slots first..first+count-1 as both past and present of every layer."""
+        for layer in range(shape.layers):
+            for names, buffers in (
+                ((shape.past_key, shape.present_key), self.keys),
+                ((shape.past_value, shape.present_value), self.values),
+            ):
+                view = buffers[layer][first : first + count]
+                ptr = view.ctypes.data
+                dims = list(view.shape)
+                binding.bind_input(
+                    names[0] % layer, self.device, self.device_id, np.float32, dims, ptr
+                )
+                binding.bind_output(
+                    names[1] % layer, self.device, self.device_id, np.float32, dims, ptr
+                )
+
+    def move(self, source: int, target: int, length: int) -> None:
+        """Copy a sequence's first `length` cache rows from one slot to another."""
+        for buffers in (self.keys, self.values):
+            for buffer in buffers:
+                buffer[target, :, :length] = buffer[source, :, :length]
+
+
+class Decoder:
+    """Runs prefill (one slot) and decode steps (slots 0..n-1) over the shared cache."""
+
+    def __init__(
+        self, session: ort.InferenceSession, shape: DecoderShape, slots: int, context: int
+    ) -> None:
+        self.session = session
+        self.shape = shape
+        self.context = context
+        self.cache = KvCache(shape, slots, context)
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray, first: int) -> np.ndarray:
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.shape.input_ids, ids)
+        binding.bind_cpu_input(self.shape.attention_mask, mask)
+        self.cache.bind(binding, self.shape, first, ids.shape[0])
+        binding.bind_output(self.shape.logits, "cpu")
+        self.session.run_with_iobinding(binding)
+        # Outputs come in bind order; the logits were bound last. The builder may or may
+        # not cut them to the last position: [B, 1, V] or [B, S, V].
+        logits = binding.get_outputs()[-1].numpy()
+        return np.asarray(logits[:, -1], dtype=np.float32)
+
+    def prefill(self, slot: int, tokens: list[int]) -> np.ndarray:
+        """Logits [V] after a prompt, its cache written in `slot` from position 0."""
+        ids = np.asarray(tokens, dtype=np.int64)[None]
+        mask = np.ones((1, len(tokens)), dtype=np.int64)
+        return self._run(ids, mask, slot)[0]
+
+    def decode(self, tokens: list[int], lengths: list[int]) -> np.ndarray:
+        """Logits [n, V] for one new token each in slots 0..n-1, whose caches hold
+        `lengths` tokens; masks are right-padded to the longest."""
+        count = len(tokens)
+        ids = np.asarray(tokens, dtype=np.int64)[:, None]
+        total = max(lengths) + 1
+        mask = (np.arange(total)[None, :] <= np.asarray(lengths)[:, None]).astype(np.int64)
+        return self._run(ids, mask, 0)[:count]

@@ -1,0 +1,211 @@
+"""The generate engine in-process over the demo SmolLM2: batched against alone, the
+cache budget and queue, cancellation and deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.common.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
+from services.inference.config import ModelConfig
+from services.inference.tasks import RequestContext
+from services.inference.tasks.generate.chat import TextStream
+from services.inference.tasks.generate.engine import Job
+from services.inference.tasks.generate.model import GenerateModel
+from services.inference.tasks.generate.sampling import SamplingParams
+from tests.integration.inference.generate_models import CHAT, QUESTIONS, smollm2_dir
+
+TIE = 1e-3
+
+
+@pytest.fixture
+async def make_model() -> AsyncIterator[Callable[..., GenerateModel]]:
+    """Generate models over the demo SmolLM2, started on this loop; closed at the end."""
+    made: list[GenerateModel] = []
+
+    def make(**generate: Any) -> GenerateModel:
+        config = ModelConfig(task="generate", warmup=[], generate=generate)
+        model = GenerateModel(smollm2_dir() / "1", config)
+        model.start()
+        made.append(model)
+        return model
+
+    yield make
+    for model in made:
+        await model.close()
+
+
+def _inputs(text: str, **sampling: Any) -> dict[str, np.ndarray]:
+    return {
+        "text_input": np.array([text], object),
+        "sampling_parameters": np.array([json.dumps(sampling)], object),
+        "exclude_input_in_output": np.array([True]),
+        "return_num_output_tokens": np.array([True]),
+        "return_finish_reason": np.array([True]),
+    }
+
+
+class Recorded:
+    """A job's tokens and per-step logits, taken on the engine thread."""
+
+    def __init__(self) -> None:
+        self.logits: list[np.ndarray] = []
+
+    def __call__(self, row: np.ndarray) -> None:
+        self.logits.append(row.copy())
+
+    @property
+    def tokens(self) -> list[int]:
+        return [int(np.argmax(row)) for row in self.logits]
+
+    def first_tie(self) -> int:
+        """The first step whose top-2 logit margin is under TIE (len when none)."""
+        for step, row in enumerate(self.logits):
+            top = np.partition(row, -2)[-2:]
+            if top[1] - top[0] < TIE:
+                return step
+        return len(self.logits)
+
+
+async def _run(model: GenerateModel, prompt: str, max_tokens: int) -> Recorded:
+    tokens = model.tokenizer.encode(prompt, add_special_tokens=False).ids
+    recorded = Recorded()
+    job = Job(
+        tokens, SamplingParams(max_tokens), TextStream(model.tokenizer), None, on_logits=recorded
+    )
+    async for _ in model.chunks(job):
+        pass
+    return recorded
+
+
+def _matched(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+async def test_batched_logits_and_sixteen_greedy_streams_agree_with_alone(
+    make_model: Callable[..., GenerateModel],
+) -> None:
+    model = make_model(max_sequences=16, max_context=512)
+    prompts = [CHAT.format(q) for q in QUESTIONS]
+    steps = 24
+    alone = [await _run(model, p, steps) for p in prompts]
+    together = await asyncio.gather(*(_run(model, p, steps) for p in prompts))
+    matched = []
+    for one, many in zip(alone, together, strict=True):
+        same = _matched(one.tokens, many.tokens)
+        matched.append(same)
+        # Until the texts part, each step saw the same inputs: its logits agree.
+        for step in range(min(same + 1, len(one.logits), len(many.logits))):
+            assert np.abs(one.logits[step] - many.logits[step]).max() < TIE, step
+        if same < min(len(one.tokens), len(many.tokens)):
+            assert same >= one.first_tie(), (same, one.first_tie())
+        else:
+            assert len(one.tokens) == len(many.tokens)
+    print(f"matched prefix lengths of 16 batched greedy streams (of {steps}): {matched}")
+
+
+async def test_stream_pieces_make_the_unary_text(
+    make_model: Callable[..., GenerateModel],
+) -> None:
+    model = make_model(max_context=256)
+    inputs = _inputs(CHAT.format("Write the word café and a smiley emoji."), max_tokens=40)
+    whole, _ = await model.submit(inputs, None, RequestContext())
+    parts = [p async for p in model.stream(inputs, None, RequestContext())]
+    assert parts[-1].final and not any(p.final for p in parts[:-1])
+    text = "".join(p.outputs["text_output"][0].decode() for p in parts)
+    assert text.encode() == whole["text_output"][0]
+    assert parts[-1].outputs["num_output_tokens"][0] == whole["num_output_tokens"][0]
+    assert whole["finish_reason"][0] in (b"stop", b"length")
+
+
+async def test_seeded_sampling_repeats_alone_and_batched(
+    make_model: Callable[..., GenerateModel],
+) -> None:
+    model = make_model(max_context=256)
+    inputs = _inputs(CHAT.format("Tell me a story."), max_tokens=20, temperature=1.0, seed=5)
+    first, _ = await model.submit(inputs, None, RequestContext())
+    again, _ = await model.submit(inputs, None, RequestContext())
+    others = [_inputs(CHAT.format(q), max_tokens=20) for q in QUESTIONS[:3]]
+    batched = await asyncio.gather(
+        model.submit(inputs, None, RequestContext()),
+        *(model.submit(o, None, RequestContext()) for o in others),
+    )
+    assert first["text_output"][0] == again["text_output"][0] == batched[0][0]["text_output"][0]
+    other, _ = await model.submit(
+        _inputs(CHAT.format("Tell me a story."), max_tokens=20, temperature=1.0, seed=6),
+        None,
+        RequestContext(),
+    )
+    assert other["text_output"][0] != first["text_output"][0]
+
+
+async def test_stop_string_and_max_tokens_end_with_their_reason(
+    make_model: Callable[..., GenerateModel],
+) -> None:
+    model = make_model(max_context=256)
+    prompt = CHAT.format("What is the capital of France?")
+    full, _ = await model.submit(_inputs(prompt, max_tokens=12), None, RequestContext())
+    text = full["text_output"][0].decode()
+    assert full["finish_reason"][0] == b"length" and full["num_output_tokens"][0] == 12
+    stop = text.split()[2]
+    cut, _ = await model.submit(_inputs(prompt, max_tokens=12, stop=[stop]), None, RequestContext())
+    assert cut["finish_reason"][0] == b"stop"
+    assert cut["text_output"][0].decode() == text[: text.index(stop)]
+
+
+async def test_too_long_names_both_numbers_and_full_queue_is_exhausted(
+    make_model: Callable[..., GenerateModel],
+) -> None:
+    model = make_model(max_sequences=1, max_context=64, max_queue_size=1)
+    with pytest.raises(InvalidArgument) as caught:
+        await model.submit(_inputs("Hello there", max_tokens=63), None, RequestContext())
+    assert "max_tokens 63" in caught.value.message and "max_context 64" in caught.value.message
+    count = "1, 2, 3,"
+    running = asyncio.ensure_future(
+        model.submit(_inputs(count, max_tokens=55), None, RequestContext())
+    )
+    await _until(lambda: model.engine.running == 1)
+    queued = asyncio.ensure_future(
+        model.submit(_inputs("Two", max_tokens=5), None, RequestContext())
+    )
+    await _until(lambda: model.depth == 1)
+    with pytest.raises(ResourceExhausted, match="queue is full"):
+        await model.submit(_inputs("Three", max_tokens=5), None, RequestContext())
+    await asyncio.gather(running, queued)
+
+
+async def test_cancelled_and_expired_requests_free_their_slots(
+    make_model: Callable[..., GenerateModel],
+) -> None:
+    model = make_model(max_sequences=1, max_context=256)
+    parts = model.stream(_inputs("Count to one hundred:", max_tokens=200), None, RequestContext())
+    await anext(parts)
+    assert model.engine.running == 1 and model.engine.reserved > 0
+    await parts.aclose()
+    await _until(lambda: model.engine.running == 0 and model.engine.reserved == 0)
+    # A request whose deadline passes while it waits for the one slot never runs.
+    blocker = asyncio.ensure_future(
+        model.submit(_inputs("Count to fifty:", max_tokens=60), None, RequestContext())
+    )
+    await _until(lambda: model.engine.running == 1)
+    deadline = asyncio.get_running_loop().time() + 0.05
+    with pytest.raises(DeadlineExceeded, match="in the queue"):
+        await model.submit(_inputs("Late", max_tokens=5), deadline, RequestContext())
+    await blocker
+    await _until(lambda: model.engine.reserved == 0 and model.engine.in_use == 0)
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        assert loop.time() < end, "condition not reached"
+        await asyncio.sleep(0.01)
