@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Generic, TypeVar
 
 from services.common.trim import TRIMMER
 
@@ -22,6 +24,16 @@ def size_of(answer: Any) -> int:
         return len(answer)
     byte_size = getattr(answer, "ByteSize", None)
     return int(byte_size()) if callable(byte_size) else 0
+
+
+@dataclass(frozen=True)
+class _Item(Generic[Response]):
+    """A response made and its size; `written` is set once it is written (None: the
+    request's only answer, whose slot the reader frees itself)."""
+
+    response: Response
+    size: int
+    written: asyncio.Future[None] | None
 
 
 class _Failed:
@@ -71,6 +83,12 @@ class _Budget:
         self.largest = max(self.largest or 0, size)
         self._changed.set()
 
+    def produced(self, size: int) -> None:
+        """A response of a request that goes on running (answer_streams)."""
+        self.held += size
+        self.largest = max(self.largest or 0, size)
+        self._changed.set()
+
     def abandoned(self, request_size: int = 0) -> None:
         self.running -= 1
         self.requests -= request_size
@@ -106,66 +124,167 @@ async def answer_each(
     requests do and every answer is out, and anything still running is cancelled
     if the caller goes away.
     """
+    async for response in _answers(
+        requests, answer, None, window, budget_bytes, size, request_size
+    ):
+        yield response
+
+
+async def answer_streams(
+    requests: AsyncIterator[Request],
+    answer: Callable[[Request], AsyncIterator[Response]],
+    window: int,
+    budget_bytes: int = STREAM_BUDGET_BYTES,
+    size: Callable[[Response], int] = size_of,
+    request_size: Callable[[Request], int] = size_of,
+) -> AsyncGenerator[Response, None]:
+    """answer_each for requests that each get any number of responses (a decoupled model).
+
+    Every response of `answer(request)` is yielded, each request's in its order and
+    the requests' interleaved as they are made. A request holds its slot of the window
+    until its last response is written, and its next response is asked for only once
+    the one before is written: a slow reader pauses the request's iterator (and
+    whatever feeds it) instead of responses piling up here, so a stream holds at most
+    one unwritten response per running request. Closing the stream closes (cancels)
+    every iterator still running.
+    """
+    async for response in _answers(
+        requests, None, answer, window, budget_bytes, size, request_size
+    ):
+        yield response
+
+
+async def _answers(
+    requests: AsyncIterator[Request],
+    answer: Callable[[Request], Awaitable[Response]] | None,
+    answer_many: Callable[[Request], AsyncIterator[Response]] | None,
+    window: int,
+    budget_bytes: int,
+    size: Callable[[Response], int],
+    request_size: Callable[[Request], int],
+) -> AsyncGenerator[Response, None]:
     if window < 1:
         raise ValueError(f"window must be at least 1, got {window}")
     if budget_bytes < 1:
         raise ValueError(f"budget_bytes must be at least 1, got {budget_bytes}")
-    # Each queued answer holds a slot, so the queue never needs more room than this.
-    responses: asyncio.Queue[tuple[Response, int] | _Failed | None] = asyncio.Queue(window + 1)
-    slots = asyncio.Semaphore(window)
-    budget = _Budget(budget_bytes)
+    state: _Answering[Request, Response] = _Answering(window, budget_bytes, size)
+    if answer is not None:
+        run = partial(state.one, answer)
+    else:
+        assert answer_many is not None
+        run = partial(state.many, answer_many)
+    reader = asyncio.ensure_future(state.read(requests, run, request_size))
+    try:
+        while (item := await state.responses.get()) is not None:
+            if isinstance(item, _Failed):
+                raise item.error
+            try:
+                yield item.response
+            finally:
+                state.taken(item)
+        await reader
+    finally:
+        reader.cancel()
+        TRIMMER.soon()
 
-    async def one(request: Request, rbytes: int) -> None:
+
+class _Answering(Generic[Request, Response]):
+    """One stream's running requests, their answers not yet written, and its budget."""
+
+    def __init__(self, window: int, budget_bytes: int, size: Callable[[Response], int]) -> None:
+        # Each queued answer holds a slot, so the queue never needs more room than this.
+        self.responses: asyncio.Queue[_Item[Response] | _Failed | None] = asyncio.Queue(window + 1)
+        self.slots = asyncio.Semaphore(window)
+        self.budget = _Budget(budget_bytes)
+        self.size = size
+
+    async def one(
+        self, answer: Callable[[Request], Awaitable[Response]], request: Request, rbytes: int
+    ) -> None:
+        """A request with one answer: its slot is freed once that is written."""
         try:
             response = await answer(request)
         except asyncio.CancelledError:
-            budget.abandoned(rbytes)
-            slots.release()
+            self.budget.abandoned(rbytes)
+            self.slots.release()
             raise
         except Exception as exc:  # noqa: BLE001 - handed to the caller, which ends the stream
-            budget.abandoned(rbytes)
-            responses.put_nowait(_Failed(exc))
+            self.budget.abandoned(rbytes)
+            self.responses.put_nowait(_Failed(exc))
             return
-        nbytes = size(response)
-        budget.made(nbytes, rbytes)
-        responses.put_nowait((response, nbytes))
+        nbytes = self.size(response)
+        self.budget.made(nbytes, rbytes)
+        self.responses.put_nowait(_Item(response, nbytes, None))
 
-    async def read() -> None:
+    async def many(
+        self, answer: Callable[[Request], AsyncIterator[Response]], request: Request, rbytes: int
+    ) -> None:
+        """A request with many answers, each asked for once the one before is written."""
+        loop = asyncio.get_running_loop()
+        parts = answer(request)
+        try:
+            try:
+                async for response in parts:
+                    nbytes = self.size(response)
+                    self.budget.produced(nbytes)
+                    written: asyncio.Future[None] = loop.create_future()
+                    self.responses.put_nowait(_Item(response, nbytes, written))
+                    await written
+            finally:
+                await close_iterator(parts)
+        except asyncio.CancelledError:
+            self.budget.abandoned(rbytes)
+            self.slots.release()
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, which ends the stream
+            self.budget.abandoned(rbytes)
+            self.responses.put_nowait(_Failed(exc))
+            return
+        self.budget.abandoned(rbytes)
+        self.slots.release()  # its last response is written
+
+    def taken(self, item: _Item[Response]) -> None:
+        """The caller is back for the next answer: `item` is written."""
+        self.budget.taken(item.size)
+        if item.written is None:
+            self.slots.release()
+        elif not item.written.done():
+            item.written.set_result(None)
+
+    async def read(
+        self,
+        requests: AsyncIterator[Request],
+        run: Callable[[Request, int], Coroutine[Any, Any, None]],
+        request_size: Callable[[Request], int],
+    ) -> None:
+        """Start each request as a slot and the budget allow; None once all are answered."""
         tasks: set[asyncio.Task[None]] = set()
         source = aiter(requests)
         try:
             while True:
-                await slots.acquire()
-                await budget.admit()
+                await self.slots.acquire()
+                await self.budget.admit()
                 try:
                     request = await anext(source)
                 except StopAsyncIteration:
-                    budget.abandoned()
-                    slots.release()
+                    self.budget.abandoned()
+                    self.slots.release()
                     break
                 rbytes = request_size(request)
-                budget.read(rbytes)
-                task = asyncio.ensure_future(one(request, rbytes))
+                self.budget.read(rbytes)
+                task = asyncio.create_task(run(request, rbytes))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
-            responses.put_nowait(None)
+            self.responses.put_nowait(None)
 
-    reader = asyncio.ensure_future(read())
-    try:
-        while (item := await responses.get()) is not None:
-            if isinstance(item, _Failed):
-                raise item.error
-            response, nbytes = item
-            try:
-                yield response
-            finally:
-                budget.taken(nbytes)
-                slots.release()  # the caller is back: the answer is written
-        await reader
-    finally:
-        reader.cancel()
-        TRIMMER.soon()
+
+async def close_iterator(parts: AsyncIterator[Any]) -> None:
+    """Close an async generator now (not when it is collected): a generation it runs
+    is cancelled and frees what it holds."""
+    aclose = getattr(parts, "aclose", None)
+    if aclose is not None:
+        await aclose()

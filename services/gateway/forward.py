@@ -13,13 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common import errors
 from services.common.errors import error_from_rpc
+from services.common.interceptor import INTERNAL_MESSAGE
 from services.common.telemetry import Tracing
+from services.gateway import wire
 from services.gateway.backends import Backend
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.pool import SERVICE_NAME, BackendPool
@@ -36,6 +41,12 @@ REQUEST_ID = frozenset({"x-request-id"})
 # A backend's answer about the gateway's credentials, never passed on as the caller's.
 REFUSED_GATEWAY = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 TRACE_CONTEXT = frozenset({"traceparent", "tracestate"})
+STREAM_METHOD = "ModelStreamInfer"
+# Inference's stream error responses name their status in this parameter.
+ERROR_CODE_PARAM = "maas_error_code"
+NO_RESPONSE = "the backend ended the stream without a response"
+T = TypeVar("T")
+StreamCall = Any  # grpc.aio.StreamStreamCall, untyped in grpc's stubs
 
 
 def path(method: str) -> str:
@@ -78,14 +89,76 @@ class Forwarder:
         """Forward one call of a v2 `method` about `model` (`version`, or any; "": none) to
         a backend that has it ready; `deadline` is event-loop time."""
         target = path(method)
+
+        async def send(backend: Backend, remaining: float) -> bytes:
+            return await self._call(backend, target, request, remaining, metadata)
+
+        # ModelReady answers at once, since readiness is what it asks about.
+        wait = 0.0 if method == "ModelReady" else self.pool.options.ready_wait_seconds
+        return await self._attempts(send, deadline, wait, model, version)
+
+    async def stream(
+        self,
+        request: bytes,
+        deadline: float,
+        metadata: tuple[tuple[str, str], ...] = (),
+        model: str = "",
+        version: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Forward one inference request over a ModelStreamInfer call of its own to one
+        backend that has the model ready, and yield every response it makes (serialized
+        ModelStreamInferResponse) until the backend ends the call.
+
+        Until the first response the call is retried elsewhere as a unary one is; a
+        response with an error_message raises its ServiceError (by the status the
+        backend gives it), as a failed call does. A response is asked of the backend
+        only once the one before is taken, so a slow reader is pushed back (grpc's flow
+        control) rather than responses piling up here; closing the iterator cancels
+        the backend call.
+        """
+        target = path(STREAM_METHOD)
+
+        async def open_call(
+            backend: Backend, remaining: float
+        ) -> tuple[Backend, StreamCall, bytes]:
+            call, first = await self._open_stream(backend, target, request, remaining, metadata)
+            return backend, call, first
+
+        wait = self.pool.options.ready_wait_seconds
+        backend, call, first = await self._attempts(open_call, deadline, wait, model, version)
+        try:
+            yield first
+            while True:
+                try:
+                    data = await call.read()
+                except grpc.aio.AioRpcError as exc:
+                    raise self._relay_error(exc) from None
+                if data is grpc.aio.EOF:
+                    return
+                assert isinstance(data, bytes)
+                if wire.stream_failed(data):
+                    raise _backend_error(data)
+                yield data
+        finally:
+            call.cancel()
+            backend.state.inflight -= 1
+
+    async def _attempts(
+        self,
+        send: Callable[[Backend, float], Awaitable[T]],
+        deadline: float,
+        wait: float,
+        model: str,
+        version: int | None,
+    ) -> T:
+        """`send` to a backend with the model ready, another after an UNAVAILABLE (or a
+        NOT_FOUND for a number), up to max_attempts within `deadline`; waiting up to
+        `wait` for some backend to have the model ready when none has."""
         loop = asyncio.get_running_loop()
         tried: set[str] = set()
         error: errors.ServiceError = self._nobody(model, version)
-        # Waiting for a backend to become ready is bounded per call, and by the deadline;
-        # ModelReady answers at once, since readiness is what it asks about.
-        wait_until = loop.time() + (
-            0.0 if method == "ModelReady" else self.pool.options.ready_wait_seconds
-        )
+        # Waiting for a backend to become ready is bounded per call, and by the deadline.
+        wait_until = loop.time() + wait
         attempt = 0
         while attempt < self.max_attempts:
             remaining = deadline - loop.time()
@@ -93,8 +166,7 @@ class Forwarder:
                 raise errors.DeadlineExceeded("deadline exceeded before a backend answered")
             backend = self.pool.pick(tried, model, version)
             if backend is None:
-                wait = min(deadline, wait_until) - loop.time()
-                if await self.pool.wait_for_change(wait):
+                if await self.pool.wait_for_change(min(deadline, wait_until) - loop.time()):
                     continue
                 break
             attempt += 1
@@ -106,38 +178,58 @@ class Forwarder:
                     "gateway.backend",
                     {"maas.backend": backend.address, "maas.attempt": attempt - 1},
                 ):
-                    data = await self._call(backend, target, request, remaining, metadata)
+                    return await send(backend, remaining)
             except asyncio.CancelledError:
                 # The caller's deadline ends this call here before the backend's does.
                 if loop.time() >= deadline - DEADLINE_SLACK:
                     self.pool.suspect(backend)
                 raise
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code()
-                stale = code is grpc.StatusCode.NOT_FOUND and version is not None
-                if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-                    # Hung, or cut off: no new call goes there until a health Check passes.
-                    self.pool.suspect(backend)
-                if code in REFUSED_GATEWAY:
-                    # The gateway's own service token is wrong: a misconfiguration the
-                    # caller can do nothing about, and not a verdict on the caller's key.
-                    _log.error(
-                        "backend refused the gateway's service token",
-                        extra={"backend": backend.address, "code": code.name},
-                    )
-                    error = errors.Unavailable(NO_BACKEND)
-                    continue
-                if code is not grpc.StatusCode.UNAVAILABLE and not stale:
-                    raise error_from_rpc(exc) from None
-                connection_failed = self.pool.failed(backend, model, version)
-                _log.info(
-                    "backend could not answer, trying another",
-                    extra={"backend": backend.address, "connection": connection_failed},
-                )
-                error = errors.Unavailable(NO_BACKEND) if connection_failed else error_from_rpc(exc)
-                continue
-            return data
+            except (grpc.aio.AioRpcError, _Refused) as exc:
+                retry = self._retry(exc, backend, model, version)
+                if retry is None:
+                    raise self._relay_error(exc) from None
+                error = retry
         raise error
+
+    def _retry(
+        self,
+        exc: grpc.aio.AioRpcError | _Refused,
+        backend: Backend,
+        model: str,
+        version: int | None,
+    ) -> errors.ServiceError | None:
+        """What a failed attempt says of the backend; the error to give if no other
+        backend answers, or None when the failure is the caller's answer."""
+        code = exc.code()
+        stale = code is grpc.StatusCode.NOT_FOUND and version is not None
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            # Hung, or cut off: no new call goes there until a health Check passes.
+            self.pool.suspect(backend)
+        if code in REFUSED_GATEWAY:
+            # The gateway's own service token is wrong: a misconfiguration the
+            # caller can do nothing about, and not a verdict on the caller's key.
+            _log.error(
+                "backend refused the gateway's service token",
+                extra={"backend": backend.address, "code": code.name},
+            )
+            return errors.Unavailable(NO_BACKEND)
+        if code is not grpc.StatusCode.UNAVAILABLE and not stale:
+            return None
+        connection_failed = self.pool.failed(backend, model, version)
+        _log.info(
+            "backend could not answer, trying another",
+            extra={"backend": backend.address, "connection": connection_failed},
+        )
+        return errors.Unavailable(NO_BACKEND) if connection_failed else error_from_rpc(exc)
+
+    @staticmethod
+    def _relay_error(exc: grpc.aio.AioRpcError | _Refused) -> errors.ServiceError:
+        """A backend's failure as the caller gets it."""
+        if isinstance(exc, _Refused):
+            return exc.error
+        if exc.code() in REFUSED_GATEWAY:
+            return errors.Unavailable(NO_BACKEND)
+        return error_from_rpc(exc)
 
     def _nobody(self, model: str, version: int | None) -> errors.ServiceError:
         """The error when no backend can take a call."""
@@ -181,3 +273,66 @@ class Forwarder:
             state.inflight -= 1
         state.succeeded()
         return data
+
+    @staticmethod
+    async def _open_stream(
+        backend: Backend,
+        path: str,
+        request: bytes,
+        timeout: float,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> tuple[StreamCall, bytes]:
+        """A ModelStreamInfer call to `backend` carrying the one request (then half
+        closed), and its first response; a first response that is an error raises.
+        The call counts as in flight on the backend until the caller ends it."""
+        state = backend.state
+        # No serializers: the request and responses are bytes as they are.
+        call: StreamCall = backend.channel.stream_stream(path)(
+            timeout=timeout, metadata=backend.metadata(metadata)
+        )
+        state.inflight += 1
+        try:
+            await call.write(request)
+            await call.done_writing()
+            data = await call.read()
+            if data is grpc.aio.EOF:
+                raise _Refused(errors.Internal(NO_RESPONSE), grpc.StatusCode.INTERNAL)
+            assert isinstance(data, bytes)
+            if wire.stream_failed(data):
+                error = _backend_error(data)
+                raise _Refused(error, getattr(grpc.StatusCode, error.status, None))
+        except BaseException:
+            call.cancel()
+            state.inflight -= 1
+            raise
+        state.succeeded()
+        return call, data
+
+
+class _Refused(Exception):
+    """A backend's error_message answer to a stream request, read like a failed call
+    (code, details), so a stream's first answer is retried as a unary call is."""
+
+    def __init__(self, error: errors.ServiceError, code: grpc.StatusCode | None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self._code = code or grpc.StatusCode.UNKNOWN
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self.error.message
+
+
+def _backend_error(data: bytes) -> errors.ServiceError:
+    """The error a backend's error_message response gives (its status by the
+    maas_error_code parameter inference sets; UNKNOWN without one)."""
+    try:
+        response = pb.ModelStreamInferResponse.FromString(data)
+    except DecodeError:
+        _log.error("a backend's ModelStreamInfer response does not decode")
+        return errors.Internal(INTERNAL_MESSAGE)
+    param = response.infer_response.parameters.get(ERROR_CODE_PARAM)
+    status = param.string_param if param is not None else "UNKNOWN"
+    return errors.error_from_status(status, response.error_message)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from services.gateway.app import GatewayApp, IndexRow, Route
 from services.gateway.auth import ApiKey, StreamSlots, authorize
 from services.gateway.follower import RegistryFollower
 from services.gateway.metrics import FrontEnd, GatewayMetrics
+from services.gateway.relay import key_passed, relay
 from services.gateway.rollout import Rollouts
 
 _log = logging.getLogger(__name__)
@@ -59,6 +60,19 @@ class Backends(Protocol):
     ) -> bytes:
         """A backend's serialized reply to a serialized request about `model` (`version`,
         or any); only backends that have it ready are asked."""
+        ...
+
+    def stream(
+        self,
+        request: bytes,
+        deadline: float,
+        metadata: Passed = (),
+        model: str = "",
+        version: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Every response (serialized ModelStreamInferResponse) one backend makes to one
+        inference request sent over a stream of its own; an error_message response
+        raises its ServiceError."""
         ...
 
     def ready_versions(self, model: str) -> frozenset[int] | None:
@@ -161,7 +175,7 @@ class Router:
         known = self.backends.knows(model)
         return model if known or (known is None and model in self._answered) else ""
 
-    def _answered_for(self, model: str) -> None:
+    def answered_for(self, model: str) -> None:
         if model not in self._answered and len(self._answered) < MAX_LABELLED_MODELS:
             self._answered.add(model)
 
@@ -234,6 +248,21 @@ class Router:
     async def _forward(self, method: str, call: Call, route: Route, passed: Passed) -> bytes:
         """Forward to a backend with the model (a numbered version) ready; a backend that
         knows no aliases (a model directory) gets the alias's number, `route.fallback`."""
+        request = self.routed_request(call, route)
+        try:
+            return await self._send(
+                method, request, call.deadline, passed, route.model, route.version
+            )
+        except NotFound:
+            if not route.fallback:
+                raise
+        request = wire.with_version(call.request, route.fallback)
+        return await self._send(method, request, call.deadline, passed, route.model, route.fallback)
+
+    def routed_request(self, call: Call, route: Route) -> bytes:
+        """The request as it goes to a backend on `route`: NOT_FOUND at once for a model
+        or version no backend has in any state (without a registry), and the version
+        the route resolved written in."""
         model, request = route.model, call.request
         if model and self.app.routes is None:
             # Without a registry the backends' catalogs say which models and versions
@@ -248,13 +277,7 @@ class Router:
                 raise NotFound(f"model '{model}' has no version '{number}'")
         if route.version != call.head.version:
             request = wire.with_version(request, route.version)
-        try:
-            return await self._send(method, request, call.deadline, passed, model, route.version)
-        except NotFound:
-            if not route.fallback:
-                raise
-        request = wire.with_version(call.request, route.fallback)
-        return await self._send(method, request, call.deadline, passed, model, route.fallback)
+        return request
 
     async def _send(
         self, method: str, request: bytes, deadline: float, passed: Passed, model: str, version: str
@@ -273,9 +296,9 @@ class Router:
             route = await self.route(call.key, call.head, call.pin, call.protocol)
             model = self.label(route.model)
             with self.metrics.inflight.track_inprogress():
-                data, route = await self.dispatch("ModelInfer", call, route, call.passed)
+                data, route = await self.dispatch("ModelInfer", call, route, key_passed(call))
             answered = wire.read_head(data).version or route.version
-            self._answered_for(route.model)
+            self.answered_for(route.model)
             model = self.label(route.model)
             canary = str(route.canary).lower()
             self.metrics.routed(model, answered if model else "", canary, call.protocol).inc()
@@ -291,6 +314,13 @@ class Router:
             self.metrics.requests(model, answered if model else "", code, call.protocol).inc()
             elapsed = time.perf_counter() - started
             self.metrics.request_seconds(model, call.protocol).observe(elapsed)
+
+    def stream_infer(self, call: Call) -> AsyncGenerator[bytes, None]:
+        """Route one inference request of a stream and relay every response the backend
+        makes for it (serialized ModelStreamInferResponse messages), counted as `infer`
+        counts; a failure is the request's last response (error_message), so the
+        caller's stream goes on. Closing the iterator cancels the backend call."""
+        return relay(self, call)
 
     async def model_call(self, method: str, call: Call, *, empty_means_all: bool = False) -> bytes:
         """A forwarded call about a model; `empty_means_all`: an empty name or version asks

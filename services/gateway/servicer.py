@@ -10,6 +10,7 @@ repository index) are built from the generated messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeAlias
@@ -19,9 +20,8 @@ from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common.deadlines import deadline_of, earliest
 from services.common.errors import ServiceError, Unimplemented
-from services.common.interceptor import INTERNAL_MESSAGE
 from services.common.server import ServiceBinding
-from services.common.streams import answer_each
+from services.common.streams import answer_streams
 from services.common.version import server_version
 from services.gateway import wire
 from services.gateway.app import (
@@ -35,6 +35,7 @@ from services.gateway.app import (
 )
 from services.gateway.auth import ApiKey
 from services.gateway.forward import REQUEST_ID, SERVICE_NAME, TRACE_CONTEXT, forwarded
+from services.gateway.relay import stream_error
 from services.gateway.routing import Call, Router
 
 _log = logging.getLogger(__name__)
@@ -167,36 +168,31 @@ class GatewayServicer:
     async def ModelStreamInfer(
         self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[bytes]:
-        """Each request is routed and forwarded on its own, so a stream is balanced per
-        request too; an error answers that request only and the stream stays open."""
+        """Each request is routed on its own (so a stream is balanced per request too)
+        and relayed over a backend stream of its own, every response the backend makes
+        for it passed on (services.gateway.relay); an error answers that request only
+        and the stream stays open."""
         metadata = context.invocation_metadata()
         key = self.router.authorize(metadata, "ModelStreamInfer")
         pin, passed = pinned_version(metadata), forwarded(metadata, self.passed_keys)
         stream_deadline = deadline_of(context)
         loop = asyncio.get_running_loop()
 
-        async def answer(request: bytes) -> bytes:
+        async def answer(request: bytes) -> AsyncIterator[bytes]:
             deadline = earliest(loop.time() + self.default_timeout, stream_deadline)
-            head = wire.Head()
             try:
                 head = wire.read_request(request)
-                reply = await self.router.infer(Call(key, head, request, deadline, pin, passed))
-                return wire.wrap_stream_response(reply.data)
             except wire.BadHead as exc:
-                return _stream_error(exc.head, exc.message)
+                yield stream_error(exc.head, exc.message)
+                return
             except ServiceError as exc:
-                return _stream_error(head, exc.message)
-            except Exception:  # noqa: BLE001 - one request's failure must not end the stream
-                _log.exception("unexpected error in a stream request")
-                return _stream_error(head, INTERNAL_MESSAGE)
+                yield stream_error(wire.Head(), exc.message)
+                return
+            call = Call(key, head, request, deadline, pin, passed)
+            async with contextlib.aclosing(self.router.stream_infer(call)) as responses:
+                async for response in responses:
+                    yield response
 
         with self.router.stream(key):
-            async for response in answer_each(requests, answer, self.stream_window):
+            async for response in answer_streams(requests, answer, self.stream_window):
                 yield response
-
-
-def _stream_error(head: wire.Head, message: str) -> bytes:
-    echo = pb.ModelInferResponse(model_name=head.name, model_version=head.version, id=head.id)
-    return pb.ModelStreamInferResponse(
-        error_message=message, infer_response=echo
-    ).SerializeToString()

@@ -91,11 +91,14 @@ class BadHead(InvalidArgument):
 Spans = dict[int, tuple[int, int]]
 
 
-def _scan(data: bytes, max_fields: int | None, single: bool) -> Spans:
+def _scan(
+    data: bytes, max_fields: int | None, single: bool, start: int = 0, stop: int | None = None
+) -> Spans:
     """Where fields 1, 2 and 3 (length-delimited) lie, the last of each; `single`: refuse
-    a second field 1 or 2; `max_fields`: refuse more top-level fields than that."""
+    a second field 1 or 2; `max_fields`: refuse more top-level fields than that;
+    `start`, `stop`: the message lies there in `data` (a nested one)."""
     found: Spans = {}
-    pos, end, count = 0, len(data), 0
+    pos, end, count = start, len(data) if stop is None else stop, 0
     while pos < end:
         count += 1
         if max_fields is not None and count > max_fields:
@@ -190,6 +193,25 @@ def string_field(number: int, value: str) -> bytes:
 def with_version(data: bytes, version: str) -> bytes:
     """The request with field 2 (model_version / version) set to `version`."""
     return data + string_field(VERSION, version)
+
+
+# ModelStreamInferResponse: error_message (field 1), infer_response (field 2).
+STREAM_ERROR, STREAM_RESPONSE = 1, 2
+
+
+def stream_failed(data: bytes) -> bool:
+    """Whether a serialized ModelStreamInferResponse carries an error_message."""
+    return STREAM_ERROR in _scan(data, None, single=False)
+
+
+def stream_head(data: bytes) -> Head:
+    """The head of the ModelInferResponse inside a serialized ModelStreamInferResponse,
+    read in place (an answer's outputs are not copied)."""
+    spans = _scan(data, None, single=False)
+    if STREAM_RESPONSE not in spans:
+        return Head()
+    inner = _scan(data, None, False, *spans[STREAM_RESPONSE])
+    return Head(*(_text(data, inner, n) for n in (NAME, VERSION, ID)))
 
 
 def wrap_stream_response(infer_response: bytes) -> bytes:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from services.common.errors import DeadlineExceeded, ServiceError, Unimplemented
+from services.common.streams import close_iterator
 from services.common.tensors import Encoded
 from services.inference.config import DynamicBatching
 from services.inference.manager import IndexEntry, ModelManager
@@ -17,6 +19,7 @@ from services.inference.model import LoadedModel
 from services.inference.repository import DirectorySource
 from services.inference.runtime import TensorSpec
 from services.inference.stats import StatsSnapshot
+from services.inference.tasks import RequestContext
 from services.inference.validate import (
     TensorLimits,
     check_encoded,
@@ -39,6 +42,15 @@ class InferRequest:
     outputs: tuple[str, ...] = ()
     # Event-loop time after which the request must not run; None for no deadline.
     deadline: float | None = None
+    # The request's v2 parameters, as Python values.
+    parameters: Mapping[str, object] = field(default_factory=dict)
+    # The caller's API key id, as the gateway passed it ("" when none).
+    key_id: str = ""
+
+    @property
+    def context(self) -> RequestContext:
+        """What a text model needs of the request beyond its tensors."""
+        return RequestContext(self.key_id, self.parameters)
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,10 @@ class InferResult:
     version: str
     id: str
     outputs: dict[str, np.ndarray]
+    # False on all but the last result of a streamed request (a decoupled model's).
+    final: bool = True
+    # Made by a decoupled model, whose results come as a stream of responses.
+    decoupled: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,8 @@ class ModelDetails:
     provider: str
     instances: int
     batching: DynamicBatching
+    # One request may get many responses (a generative model).
+    decoupled: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,23 +112,15 @@ class InferenceApp:
         self.draining = False
 
     async def infer(self, request: InferRequest) -> InferResult:
-        """Validate, queue and run one request, recording its statistics."""
+        """Validate, queue and run one request, recording its statistics; a decoupled
+        model's whole answer."""
         started = time.monotonic_ns()
-        try:
-            model = self.manager.resolve(request.model, request.version)
-        except ServiceError as exc:
-            # Unknown names stay out of the labels: they are client input, unbounded.
-            self._count("", "", exc.status)
-            raise
+        model = self._resolve(request)
         queue_ns: int | None = None
         code = "INTERNAL"
         try:
-            inputs = await self._decode(model, request.inputs)
-            names = check_outputs(model.signature, request.outputs)
-            deadline = request.deadline
-            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-                raise DeadlineExceeded("deadline passed before the request was queued")
-            outputs, queue_ns = await model.infer(inputs, deadline)
+            inputs, names = await self._checked(model, request)
+            outputs, queue_ns = await model.infer(inputs, request.deadline, request.context)
             code = "OK"
         except ServiceError as exc:
             code = exc.status
@@ -119,12 +129,66 @@ class InferenceApp:
             code = "CANCELLED"
             raise
         finally:
-            elapsed = time.monotonic_ns() - started
-            model.stats.record_request(code == "OK", elapsed, queue_ns)
-            self._observe(model, code, elapsed, queue_ns)
+            self._record(model, code, started, queue_ns)
         return InferResult(
-            model.name, str(model.version), request.id, {n: outputs[n] for n in names}
+            model.name,
+            str(model.version),
+            request.id,
+            {n: outputs[n] for n in names if n in outputs},
         )
+
+    async def stream(self, request: InferRequest) -> AsyncIterator[InferResult]:
+        """One request's results as the model makes them: many for a decoupled model
+        (the last one `final`), one otherwise; validated, counted and recorded as
+        `infer` is. Closing the iterator cancels the request."""
+        started = time.monotonic_ns()
+        model = self._resolve(request)
+        code = "INTERNAL"
+        version = str(model.version)
+        try:
+            inputs, names = await self._checked(model, request)
+            parts = model.stream(inputs, request.deadline, request.context)
+            try:
+                async for part in parts:
+                    outputs = {n: part.outputs[n] for n in names if n in part.outputs}
+                    yield InferResult(
+                        model.name, version, request.id, outputs, part.final, model.decoupled
+                    )
+            finally:
+                await close_iterator(parts)
+            code = "OK"
+        except ServiceError as exc:
+            code = exc.status
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        finally:
+            self._record(model, code, started, None)
+
+    def _resolve(self, request: InferRequest) -> LoadedModel:
+        try:
+            return self.manager.resolve(request.model, request.version)
+        except ServiceError as exc:
+            # Unknown names stay out of the labels: they are client input, unbounded.
+            self._count("", "", exc.status)
+            raise
+
+    async def _checked(
+        self, model: LoadedModel, request: InferRequest
+    ) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+        """The request's inputs decoded for the model and the outputs it asks for."""
+        inputs = await self._decode(model, request.inputs)
+        names = check_outputs(model.signature, request.outputs)
+        deadline = request.deadline
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            raise DeadlineExceeded("deadline passed before the request was queued")
+        return inputs, names
+
+    def _record(self, model: LoadedModel, code: str, started: int, queue_ns: int | None) -> None:
+        elapsed = time.monotonic_ns() - started
+        model.stats.record_request(code == "OK", elapsed, queue_ns)
+        self._observe(model, code, elapsed, queue_ns)
 
     async def _decode(
         self, model: LoadedModel, tensors: dict[str, Encoded]
@@ -172,6 +236,7 @@ class InferenceApp:
             model.provider,
             model.config.instances,
             model.config.dynamic_batching,
+            model.decoupled,
         )
 
     def statistics(self, name: str, version: str) -> list[StatsSnapshot]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import model_config_pb2 as mc
 
@@ -17,9 +19,28 @@ from services.inference.validate import OFF_LOOP_ELEMENTS
 
 # Request parameter, as in Triton's HTTP protocol: false asks for typed contents.
 BINARY_OUTPUT_PARAM = "binary_data_output"
+# Stream response parameter, as Triton sets it: true on a request's last response.
+FINAL_PARAM = "triton_final_response"
+# Request parameter, as in Triton: the final flag comes on an extra empty response.
+EMPTY_FINAL_PARAM = "triton_enable_empty_final_response"
+# Stream error parameter: the error's status code name, so the gateway can retry or
+# count it as it does a failed unary call (a stream response has no status of its own).
+ERROR_CODE_PARAM = "maas_error_code"
 
 
-def infer_request(msg: pb.ModelInferRequest, deadline: float | None) -> InferRequest:
+def parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, object]:
+    """v2 parameters as Python values (bool, int, str or float)."""
+    values: dict[str, object] = {}
+    for name, param in params.items():
+        choice = param.WhichOneof("parameter_choice")
+        if choice is not None:
+            values[name] = getattr(param, choice)
+    return values
+
+
+def infer_request(
+    msg: pb.ModelInferRequest, deadline: float | None, key_id: str = ""
+) -> InferRequest:
     """A ModelInferRequest's fields and tensors, each tensor checked against the data it
     carries (decoded later, once it fits the model); InvalidArgument naming the first bad one."""
     version = selector(msg.model_version, what="model_version")
@@ -45,13 +66,47 @@ def infer_request(msg: pb.ModelInferRequest, deadline: float | None) -> InferReq
             )
         inputs[tensor.name] = encoded(tensor, raws[i] if raws else None)
     outputs = tuple(o.name for o in msg.outputs)
-    return InferRequest(msg.model_name, version, msg.id, inputs, outputs, deadline)
+    return InferRequest(
+        msg.model_name,
+        version,
+        msg.id,
+        inputs,
+        outputs,
+        deadline,
+        parameters(msg.parameters),
+        key_id,
+    )
 
 
 def wants_raw(msg: pb.ModelInferRequest) -> bool:
     """Raw output contents unless the request sets binary_data_output to false."""
     param = msg.parameters.get(BINARY_OUTPUT_PARAM)
     return param is None or param.WhichOneof("parameter_choice") != "bool_param" or param.bool_param
+
+
+def wants_empty_final(msg: pb.ModelInferRequest) -> bool:
+    """Whether the request asks for its final flag on an extra empty response."""
+    param = msg.parameters.get(EMPTY_FINAL_PARAM)
+    return (
+        param is not None
+        and param.WhichOneof("parameter_choice") == "bool_param"
+        and (param.bool_param)
+    )
+
+
+def stream_response(response: pb.ModelInferResponse, *, final: bool) -> pb.ModelStreamInferResponse:
+    """One stream response, flagged as Triton flags it."""
+    response.parameters[FINAL_PARAM].bool_param = final
+    return pb.ModelStreamInferResponse(infer_response=response)
+
+
+def stream_error(
+    echo: pb.ModelInferResponse, message: str, status: str
+) -> pb.ModelStreamInferResponse:
+    """A request's failure on a stream: its last response."""
+    echo.parameters[FINAL_PARAM].bool_param = True
+    echo.parameters[ERROR_CODE_PARAM].string_param = status
+    return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
 
 
 def encode_costly(result: InferResult, *, raw: bool) -> bool:
@@ -127,6 +182,8 @@ def config_response(model: ModelDetails) -> pb.ModelConfigResponse:
         config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
         config.dynamic_batching.default_queue_policy.max_queue_size = batching.max_queue_size
     config.parameters["execution_provider"].string_value = model.provider
+    if model.decoupled:
+        config.model_transaction_policy.decoupled = True
     return pb.ModelConfigResponse(config=config)
 
 

@@ -284,11 +284,16 @@ class LoadedModel:
             yield StreamPart(outputs, final=True)
             return
         self.inflight += 1
+        parts = self.task.stream(inputs, deadline, context or RequestContext())
         try:
-            async for part in self.task.stream(inputs, deadline, context or RequestContext()):
+            async for part in parts:
                 yield part
         finally:
             self.inflight -= 1
+            # Closed now, not when collected: a cancelled generation frees its slot.
+            aclose = getattr(parts, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def close(self) -> None:
         """Finish queued and running requests, then release the sessions."""

@@ -12,14 +12,15 @@ from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from opentelemetry import trace
 
+from services.common.caller import key_id_of
 from services.common.deadlines import deadline_of
 from services.common.errors import InvalidArgument, ServiceError
 from services.common.interceptor import INTERNAL_MESSAGE
-from services.common.streams import answer_each
+from services.common.streams import answer_streams, close_iterator
 from services.common.telemetry import Tracing
 from services.common.version import server_version
 from services.inference import convert
-from services.inference.app import InferenceApp
+from services.inference.app import InferenceApp, InferResult
 
 _log = logging.getLogger(__name__)
 SERVER_NAME = "maas"
@@ -98,10 +99,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        return await self._infer(request, deadline_of(context))
+        return await self._infer(request, deadline_of(context), _key_id(context))
 
     async def _infer(
-        self, request: pb.ModelInferRequest, deadline: float | None
+        self, request: pb.ModelInferRequest, deadline: float | None, key_id: str
     ) -> pb.ModelInferResponse:
         """Decode, run and encode one request, each step a span of its own when tracing."""
         if self.tracing.enabled:
@@ -109,48 +110,86 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             span.set_attribute("maas.model", request.model_name)
             span.set_attribute("maas.requested_version", request.model_version)
         with self.tracing.span("inference.decode"):
-            decoded = convert.infer_request(request, deadline)
+            decoded = convert.infer_request(request, deadline, key_id)
         result = await self.app.infer(decoded)
-        raw = convert.wants_raw(request)
         with self.tracing.span("inference.encode"):
-            if convert.encode_costly(result, raw=raw):
-                return await asyncio.to_thread(convert.infer_response, result, raw=raw)
-            return convert.infer_response(result, raw=raw)
+            return await _encoded(result, convert.wants_raw(request))
 
     async def ModelStreamInfer(
         self,
         request_iterator: AsyncIterator[pb.ModelInferRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Each request runs as it arrives (so stream requests batch together); an
+        """Each request runs as it arrives (so stream requests batch together) and gets
+        its responses as they are made, the last flagged `triton_final_response`; an
         error answers that request only, and the stream stays open."""
         deadline = deadline_of(context)
+        key_id = _key_id(context)
 
         async def answer(
             request: pb.ModelInferRequest | InvalidArgument,
-        ) -> pb.ModelStreamInferResponse:
+        ) -> AsyncIterator[pb.ModelStreamInferResponse]:
             if isinstance(request, InvalidArgument):
-                return pb.ModelStreamInferResponse(error_message=request.message)
-            return await self._stream_one(request, deadline)
+                yield convert.stream_error(pb.ModelInferResponse(), request.message, request.status)
+                return
+            async for response in self._stream_one(request, deadline, key_id):
+                yield response
 
-        async for response in answer_each(_each_message(request_iterator), answer, STREAM_WINDOW):
+        requests = _each_message(request_iterator)
+        async for response in answer_streams(requests, answer, STREAM_WINDOW):
             yield response
 
     async def _stream_one(
-        self, request: pb.ModelInferRequest, deadline: float | None
-    ) -> pb.ModelStreamInferResponse:
+        self, request: pb.ModelInferRequest, deadline: float | None, key_id: str
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """One request's stream responses; its failure becomes its last response."""
         echo = pb.ModelInferResponse(
             model_name=request.model_name, model_version=request.model_version, id=request.id
         )
         try:
             with self.tracing.span("inference.stream_request"):
-                response = await self._infer(request, deadline)
+                decoded = convert.infer_request(request, deadline, key_id)
+                raw = convert.wants_raw(request)
+                empty_final = convert.wants_empty_final(request)
+                results = self.app.stream(decoded)
+                try:
+                    async for result in results:
+                        response = await _encoded(result, raw)
+                        if not result.final:
+                            yield convert.stream_response(response, final=False)
+                        elif empty_final and result.decoupled and result.outputs:
+                            yield convert.stream_response(response, final=False)
+                            yield convert.stream_response(_echo(response), final=True)
+                        else:
+                            yield convert.stream_response(response, final=True)
+                finally:
+                    await close_iterator(results)
         except ServiceError as exc:
-            return pb.ModelStreamInferResponse(error_message=exc.message, infer_response=echo)
+            yield convert.stream_error(echo, exc.message, exc.status)
         except Exception:  # noqa: BLE001 - one request's failure must not end the stream
             _log.exception("unexpected error in a stream request")
-            return pb.ModelStreamInferResponse(error_message=INTERNAL_MESSAGE, infer_response=echo)
-        return pb.ModelStreamInferResponse(infer_response=response)
+            yield convert.stream_error(echo, INTERNAL_MESSAGE, "INTERNAL")
+
+
+def _key_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's API key id as the gateway passed it. A call reaches a servicer only
+    past the service token check when tokens are configured, so the id is trusted
+    as far as the call is."""
+    return key_id_of(context.invocation_metadata())
+
+
+def _echo(response: pb.ModelInferResponse) -> pb.ModelInferResponse:
+    """An empty response to the same request (Triton's empty final response)."""
+    return pb.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id
+    )
+
+
+async def _encoded(result: InferResult, raw: bool) -> pb.ModelInferResponse:
+    """The response for a result, encoded off the loop when that is costly."""
+    if convert.encode_costly(result, raw=raw):
+        return await asyncio.to_thread(convert.infer_response, result, raw=raw)
+    return convert.infer_response(result, raw=raw)
 
 
 async def _each_message(

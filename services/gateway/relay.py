@@ -1,0 +1,160 @@
+"""One inference request of a client's stream, relayed over a backend stream of its own.
+
+A decoupled (generative) model answers one request with many responses, so a
+stream request cannot become a unary backend call: it goes over a ModelStreamInfer
+call to ONE backend, chosen by the same routing and balancing as a unary call and
+pinned for the request: the request is sent, the call half closed, and every
+response relayed as the backend serialized it until the backend ends the call.
+A model that answers once takes the same path (one response), so the gateway need
+not know which models are decoupled.
+
+The path is the Router's (services.gateway.routing), so auth, limits, canary
+routing, tracing and counting are those of a unary call; only the forwarding
+differs. Before the first response a failure is retried as a unary call's is
+(another backend, the catalogs re-read, an alias's number); after it, the
+request's answer is partly out, so a failure ends it with an error_message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
+
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+
+from services.common.caller import key_id_entry, without_key_id
+from services.common.errors import NotFound, ServiceError, Unavailable
+from services.common.interceptor import INTERNAL_MESSAGE
+from services.common.streams import close_iterator
+from services.common.versions import is_number
+from services.gateway import wire
+from services.gateway.app import Route
+
+if TYPE_CHECKING:
+    from services.gateway.routing import Call, Passed, Router
+
+_log = logging.getLogger(__name__)
+FINAL_PARAM = "triton_final_response"
+ERROR_STATUS_PARAM = "maas_error_status"
+
+
+def key_passed(call: Call) -> Passed:
+    """What a backend gets of the caller's metadata, with the id of the key that the
+    call was authenticated with (and never one the caller named)."""
+    return without_key_id(call.passed) + key_id_entry(call.key.id if call.key else None)
+
+
+def stream_error(head: wire.Head, message: str, status: str = "") -> bytes:
+    """A stream request's failure, as its last response (serialized); `status` (a gRPC
+    status name) goes along as the maas_error_status parameter, so the HTTP front end
+    can answer the status rather than only the message."""
+    echo = pb.ModelInferResponse(model_name=head.name, model_version=head.version, id=head.id)
+    echo.parameters[FINAL_PARAM].bool_param = True
+    if status:
+        echo.parameters[ERROR_STATUS_PARAM].string_param = status
+    return pb.ModelStreamInferResponse(
+        error_message=message, infer_response=echo
+    ).SerializeToString()
+
+
+async def relay(router: Router, call: Call) -> AsyncGenerator[bytes, None]:
+    """Router.stream_infer: route `call`, relay its responses, count it once."""
+    started, code, answered, model = time.perf_counter(), "INTERNAL", "", ""
+    metrics = router.metrics
+    try:
+        route = await router.route(call.key, call.head, call.pin, call.protocol)
+        model = router.label(route.model)
+        with metrics.inflight.track_inprogress():
+            first = True
+            async with contextlib.aclosing(
+                _dispatch(router, call, route, key_passed(call))
+            ) as parts:
+                async for data in parts:
+                    if first:
+                        first = False
+                        answered = wire.stream_head(data).version or route.version
+                        router.answered_for(route.model)
+                        model = router.label(route.model)
+                        canary = str(route.canary).lower()
+                        version = answered if model else ""
+                        metrics.routed(model, version, canary, call.protocol).inc()
+                    yield data
+        code = "OK"
+    except ServiceError as exc:
+        code = exc.status
+        yield stream_error(call.head, exc.message, exc.status)
+    except (asyncio.CancelledError, GeneratorExit):
+        code = "CANCELLED"
+        raise
+    except Exception:  # noqa: BLE001 - one request's failure must not end the stream
+        _log.exception("unexpected error relaying a stream request")
+        yield stream_error(call.head, INTERNAL_MESSAGE)
+    finally:
+        metrics.requests(model, answered if model else "", code, call.protocol).inc()
+        metrics.request_seconds(model, call.protocol).observe(time.perf_counter() - started)
+
+
+async def _dispatch(
+    router: Router, call: Call, route: Route, passed: Passed
+) -> AsyncGenerator[bytes, None]:
+    """Router.dispatch for a stream: on a version some backend has READY, once more
+    after re-reading the catalogs if that failed before the first response."""
+    settled, _ = router.settle(route)
+    relayed = False
+    try:
+        async with contextlib.aclosing(_forward(router, call, settled, passed)) as parts:
+            async for data in parts:
+                relayed = True
+                yield data
+        return
+    except (NotFound, Unavailable):
+        if relayed or settled is route:
+            raise
+    await router.backends.refresh_catalogs(call.deadline)
+    settled, _ = router.settle(route)
+    async with contextlib.aclosing(_forward(router, call, settled, passed)) as parts:
+        async for data in parts:
+            yield data
+
+
+async def _forward(
+    router: Router, call: Call, route: Route, passed: Passed
+) -> AsyncGenerator[bytes, None]:
+    """Router._forward for a stream: an alias a backend does not know goes as its
+    number, if that was answered before any response."""
+    request = router.routed_request(call, route)
+    relayed = False
+    try:
+        sent = _send(router, request, call.deadline, passed, route.model, route.version)
+        async with contextlib.aclosing(sent) as parts:
+            async for data in parts:
+                relayed = True
+                yield data
+        return
+    except NotFound:
+        if relayed or not route.fallback:
+            raise
+    request = wire.with_version(call.request, route.fallback)
+    sent = _send(router, request, call.deadline, passed, route.model, route.fallback)
+    async with contextlib.aclosing(sent) as parts:
+        async for data in parts:
+            yield data
+
+
+async def _send(
+    router: Router, request: bytes, deadline: float, passed: Passed, model: str, version: str
+) -> AsyncGenerator[bytes, None]:
+    number = int(version) if is_number(version) else None
+    parts = router.backends.stream(request, deadline, passed, model, number)
+    try:
+        async for data in parts:
+            yield data
+    except Unavailable:
+        router.backends.want_catalogs()
+        raise
+    finally:
+        await close_iterator(parts)
