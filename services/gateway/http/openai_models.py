@@ -8,12 +8,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.common.errors import NotFound
 from services.common.names import echo
 from services.gateway.http import calls
 from services.gateway.http.errors import JSON
 from services.gateway.http.openai_calls import Endpoint, OpenAIDeps, deadline
 from services.gateway.http.openai_catalog import TextModel
-from services.gateway.http.openai_errors import BadField
 
 OWNER = "maas"
 
@@ -41,7 +41,8 @@ def models_endpoints(deps: OpenAIDeps) -> tuple[Endpoint, Endpoint]:
             key, name, deadline(deps, request), calls.passed(deps.http, request)
         )
         if found.kind is None:
-            raise BadField("model", f"model {echo(name)} is not a text model: not served on /v1")
+            # Not listed, so not there for /v1 (as OpenAI answers an unknown model).
+            raise NotFound(f"model {echo(name)} is not a text model: not served on /v1")
         return Response(orjson.dumps(_model(deps, found)), media_type=JSON)
 
     return listed, retrieve

@@ -9,16 +9,35 @@ names the field, what was expected and what came.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from services.gateway.http.openai_errors import BadField
 
 MAX_STOP = 4
+# Integer bounds: JSON numbers past 64 bits arrive as floats, and the backends take
+# counts as int32 and seeds as non-negative int64.
+MAX_INT = (1 << 31) - 1
+MAX_SEED = (1 << 63) - 1
 _ECHO = 64
 T = TypeVar("T", bound="OpenAIRequest")
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer, written as JSON may write one (5 or 5.0; JSON Schema counts both).
+Int = Annotated[int, BeforeValidator(_integral)]
 
 
 def _echo(value: object) -> str:
@@ -54,7 +73,7 @@ class EmbeddingRequest(OpenAIRequest):
 
     input: list[str]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: Int | None = Field(default=None, ge=1, le=MAX_INT)
 
     @field_validator("input", mode="before")
     @classmethod
@@ -68,15 +87,15 @@ class EmbeddingRequest(OpenAIRequest):
 class _Sampling(OpenAIRequest):
     """The options completions and chat share, passed on as sampling_parameters."""
 
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: Int | None = Field(default=None, ge=1, le=MAX_INT)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    seed: int | None = None
+    top_k: Int | None = Field(default=None, ge=0, le=MAX_INT)
+    seed: Int | None = Field(default=None, ge=0, le=MAX_SEED)
     stop: list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = 1
+    n: Int = 1
     presence_penalty: float = 0
     frequency_penalty: float = 0
     logit_bias: dict[str, Any] | None = None
@@ -123,8 +142,8 @@ class CompletionRequest(_Sampling):
 
     prompt: str
     echo: bool = False
-    logprobs: int | None = None
-    best_of: int | None = None
+    logprobs: Int | None = None
+    best_of: Int | None = None
     suffix: str | None = None
 
     @field_validator("prompt", mode="before")
@@ -178,9 +197,9 @@ class ChatRequest(_Sampling):
     """POST /v1/chat/completions."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: Int | None = Field(default=None, ge=1, le=MAX_INT)
     logprobs: bool = False
-    top_logprobs: int | None = None
+    top_logprobs: Int | None = None
     tools: list[Any] | None = None
     response_format: dict[str, Any] | None = None
 

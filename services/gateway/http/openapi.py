@@ -21,6 +21,7 @@ from services.common.versions import VERSION_NUMBER
 from services.gateway.app import VERSION_HEADER
 from services.gateway.http.calls import TIMEOUT_HEADER, TIMEOUT_PATTERN
 from services.gateway.http.errors import JSON
+from services.gateway.http.openai_openapi import openai_paths, openai_schemas
 from services.gateway.http.openapi_schemas import schemas
 from services.gateway.http.tensor_json import HEADER_LENGTH
 
@@ -250,6 +251,7 @@ def build_document() -> Schema:
         **_model_ops(versioned=False),
         **_model_ops(versioned=True),
         **_repository_ops(),
+        **openai_paths(),
     }
     return {
         "openapi": "3.1.0",
@@ -260,7 +262,7 @@ def build_document() -> Schema:
         },
         "paths": paths,
         "components": {
-            "schemas": schemas(),
+            "schemas": schemas() | openai_schemas(),
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

@@ -84,7 +84,7 @@ async def test_models_lists_text_models_the_key_may_use(gateway: GatewayServer) 
     status, body = await call(gateway, "GET", "/v1/models", key="key-pair")
     assert status == 200 and body["data"] == []
     status, body = await call(gateway, "GET", "/v1/models/pair")
-    assert status == 400 and "not a text model" in body["error"]["message"]
+    assert status == 404 and "not a text model" in body["error"]["message"]
 
 
 async def test_embeddings_equal_the_v2_path(gateway: GatewayServer) -> None:
