@@ -6,8 +6,16 @@ The layout is the one the inference service reads, `DIR/<model>/<version>/model.
     digits/digits_holdout.npz     its held-out images and labels, for end-to-end checks
     adder/1/model.onnx            a, b [batch, 4] -> sum, diff (two inputs, two outputs)
 
-A model is rebuilt only when the code that makes it (or torch/onnx) changed since its
-last build, so a second run is quick and leaves the files, and their mtimes, alone.
+and, unless `--small`, the large demos built from the packages that carry their
+weights (tools/demo/; about 1.5 minutes on 2 cores the first time):
+
+    minilm/        all-MiniLM-L6-v2 sentence embeddings (task: embedding)
+    smollm2/       SmolLM2-135M-Instruct chat, int4 (task: generate)
+    efficientnet/  EfficientNet-Lite0 ImageNet classifier, UINT8 images
+
+A model is rebuilt only when the code that makes it (or torch/onnx, or for a demo
+the packages it reads) changed since its last build, so a second run is quick and
+leaves the files, and their mtimes, alone.
 """
 
 from __future__ import annotations
@@ -90,8 +98,16 @@ def example_builders() -> dict[str, Callable[[Path], Built]]:
     return {"digits": build_digits, "adder": build_adder}
 
 
-def build_repository(out: Path, *, force: bool = False) -> list[ExampleStatus]:
-    """Build every example under `out`, skipping those that are up to date unless force."""
+def large_builders() -> dict[str, Callable[[Path], None]]:
+    """The large demo models (tools/demo/), by name; each keeps its own stamp."""
+    from tools.demo import efficientnet, minilm, smollm2
+
+    return {m.NAME: m.build for m in (minilm, smollm2, efficientnet)}
+
+
+def build_repository(out: Path, *, force: bool = False, large: bool = False) -> list[ExampleStatus]:
+    """Build every example under `out` (and the large demos if asked), skipping those
+    that are up to date unless force."""
     fingerprint = _fingerprint()
     statuses = []
     for name, build in example_builders().items():
@@ -108,7 +124,23 @@ def build_repository(out: Path, *, force: bool = False) -> list[ExampleStatus]:
         }
         (model_dir / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n")
         statuses.append(ExampleStatus(name, built.files, rebuilt=True, note=built.note))
+    if large:
+        statuses += [
+            _build_large(out / name, build, force) for name, build in large_builders().items()
+        ]
     return statuses
+
+
+def _build_large(model_dir: Path, build: Callable[[Path], None], force: bool) -> ExampleStatus:
+    from tools.demo import stamp
+
+    if force:
+        (model_dir / stamp.STAMP_FILE).unlink(missing_ok=True)
+    before = stamp.build_identity(model_dir)
+    _log.info("building %s unless it is up to date ...", model_dir.name)
+    build(model_dir)
+    rebuilt = before is None or stamp.build_identity(model_dir) != before
+    return ExampleStatus(model_dir.name, stamp.listed_files(model_dir), rebuilt=rebuilt)
 
 
 def _built_files(model_dir: Path, fingerprint: str) -> list[Path] | None:
@@ -135,13 +167,16 @@ def _fingerprint() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m tools.examples --out DIR [--force]`."""
+    """`python -m tools.examples --out DIR [--force] [--small]`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, required=True, help="the model repository directory")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    parser.add_argument(
+        "--small", action="store_true", help="only digits and adder, not the large demos"
+    )
     args = parser.parse_args(argv)
     with progress_to_stderr():
-        statuses = build_repository(args.out, force=args.force)
+        statuses = build_repository(args.out, force=args.force, large=not args.small)
     for status in statuses:
         state = "wrote" if status.rebuilt else "up to date:"
         files = ", ".join(str(f) for f in status.files)

@@ -136,7 +136,10 @@ def _parity(src: Path, version: Path) -> float:
     session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
     (got,) = session.run(["embedding"], feeds)
     want = SentenceTransformer(str(src), device="cpu").encode(
-        list(PARITY_TEXTS), convert_to_numpy=True, normalize_embeddings=True
+        list(PARITY_TEXTS),
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=False,
     )
     if got.shape != (len(PARITY_TEXTS), DIMENSION):
         raise RuntimeError(f"minilm: expected embedding [n, {DIMENSION}], got {list(got.shape)}")

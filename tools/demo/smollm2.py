@@ -16,7 +16,9 @@ position is the prompt's last token only when no padding follows it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -108,9 +110,10 @@ def _dequantise(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    loaded = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32
-    )
+    with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar ignores TQDM_DISABLE
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # save_pretrained refuses a model that says it is GGUF-quantised: the same weights
     # in a plain LlamaForCausalLM, whose config has no quantization_config.

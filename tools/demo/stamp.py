@@ -19,13 +19,20 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 _log = logging.getLogger(__name__)
 
+_QUIET_ENV = {
+    "HF_HUB_OFFLINE": "1",  # every package carries its files; never ask a hub
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TQDM_DISABLE": "1",
+}
 STAMP_FILE = ".demo-stamp.json"  # hidden: the repository scanner skips dot-files
-VERSION = "1"
 
 
 def fingerprint(sources: Sequence[Path], packages: Sequence[str]) -> str:
@@ -42,16 +49,36 @@ def fingerprint(sources: Sequence[Path], packages: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def built_files(model_dir: Path, stamp: str) -> list[Path] | None:
-    """The files of an up-to-date build in `model_dir`, or None when it needs building."""
+def _read(model_dir: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((model_dir / STAMP_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("fingerprint") != stamp:
+    return data if isinstance(data, dict) else None
+
+
+def listed_files(model_dir: Path) -> list[Path]:
+    """The files the last build of `model_dir` wrote (current or not); [] if none."""
+    data = _read(model_dir) or {}
+    return [model_dir / name for name in data.get("files", [])]
+
+
+def built_files(model_dir: Path, stamp: str) -> list[Path] | None:
+    """The files of an up-to-date build in `model_dir`, or None when it needs building."""
+    data = _read(model_dir)
+    if data is None or data.get("fingerprint") != stamp:
         return None
-    files = [model_dir / name for name in data.get("files", [])]
+    files = listed_files(model_dir)
     return files if files and all(f.is_file() for f in files) else None
+
+
+def build_identity(model_dir: Path) -> tuple[int, int] | None:
+    """Changes whenever the directory is rebuilt (the stamp's inode and mtime)."""
+    try:
+        info = (model_dir / STAMP_FILE).stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns
 
 
 @contextlib.contextmanager
@@ -64,6 +91,24 @@ def _locked(model_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No progress bars or advice from Hugging Face libraries, no tracer warnings:
+    a build is one line in the caller's output, and its failure an exception."""
+    saved = {k: os.environ.get(k) for k in _QUIET_ENV}
+    os.environ.update(_QUIET_ENV)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def build_once(model_dir: Path, stamp: str, write: Callable[[Path], None]) -> bool:
@@ -79,7 +124,8 @@ def build_once(model_dir: Path, stamp: str, write: Callable[[Path], None]) -> bo
             return False  # another process built it while this one waited
         staging = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=f".{model_dir.name}-"))
         try:
-            write(staging)
+            with _quiet():
+                write(staging)
             files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
             record = {"fingerprint": stamp, "files": files}
             (staging / STAMP_FILE).write_text(json.dumps(record, indent=2) + "\n")
