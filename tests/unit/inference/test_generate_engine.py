@@ -11,7 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.common.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
+from services.common.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from services.inference.config import ModelConfig
 from services.inference.tasks import RequestContext
 from services.inference.tasks.generate.chat import TextStream
@@ -209,3 +214,18 @@ async def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     while not condition():
         assert loop.time() < end, "condition not reached"
         await asyncio.sleep(0.01)
+
+
+async def test_close_finishes_running_requests_and_refuses_new_ones(
+    make_model: Callable[..., GenerateModel],
+) -> None:
+    model = make_model(max_sequences=2, max_context=128)
+    running = asyncio.ensure_future(
+        model.submit(_inputs("1, 2, 3,", max_tokens=30), None, RequestContext())
+    )
+    await _until(lambda: model.engine.running == 1)
+    await model.close()
+    outputs, _ = await running
+    assert outputs["finish_reason"][0] in (b"length", b"stop")
+    with pytest.raises(Unavailable):
+        await model.submit(_inputs("late", max_tokens=3), None, RequestContext())

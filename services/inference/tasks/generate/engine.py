@@ -129,6 +129,7 @@ class Engine:
         self._waiting: deque[Job] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._failed = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -151,7 +152,7 @@ class Engine:
     def submit(self, job: Job) -> None:
         """Queue a job (on the event loop); ResourceExhausted when the queue is full."""
         with self._cond:
-            if self._closing:
+            if self._closing or self._failed:
                 raise Unavailable("the model is unloading")
             if len(self._waiting) >= self.max_queue:
                 raise ResourceExhausted(
@@ -169,7 +170,8 @@ class Engine:
             self._cond.notify()
 
     def close(self) -> None:
-        """Blocking: end every job as cancelled and stop the thread."""
+        """Blocking: refuse new jobs, finish the queued and running ones (a consumer
+        that goes away cancels its own), then stop the thread."""
         with self._cond:
             self._closing = True
             self._cond.notify()
@@ -182,18 +184,18 @@ class Engine:
         try:
             while self._step():
                 pass
-        except Exception:  # noqa: BLE001 - a failed run must end its requests, not hang them
+        except Exception:  # noqa: BLE001 - a failed loop must end its requests, not hang them
             _log.exception("generation engine failed")
-            error = Internal("generation failed")
-            self._end_all(error=error)
+            with self._cond:
+                self._failed = True
+            self._end_all(error=Internal("generation failed"))
 
     def _step(self) -> bool:
         events: list[tuple[Job, Chunk]] = []
         with self._cond:
             while not self._waiting and not self._active and not self._closing:
                 self._cond.wait()
-            if self._closing:
-                self._end_all(finish="cancelled")
+            if self._closing and not self._waiting and not self._active:
                 return False
         self._retire(events, time.monotonic())
         with self._cond:
@@ -202,7 +204,12 @@ class Engine:
             self._prefill(job, events)
         self._retire(events, None)
         if self._active:
-            self._decode(events)
+            try:
+                self._decode(events)
+            except Exception:  # noqa: BLE001 - the batch fails, the engine serves on
+                _log.exception("decode step failed")
+                for job in self._active:
+                    self._end(job, events, error=Internal("generation failed"))
             self._retire(events, None)
         self.in_use = sum(job.length for job in self._active)
         self._post(events)

@@ -62,6 +62,17 @@ class GenerateModel:
         )
         self.metrics.watch(self.engine)
         self.metrics_registry = self.metrics.registry
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One prefill and one decode step, so that the first request does not pay
+        ONNX Runtime's first-run costs; LoadError if the decoder cannot run."""
+        decoder = self.engine.decoder
+        try:
+            decoder.prefill(0, [0, 0])
+            decoder.decode([0], [2])
+        except Exception as exc:  # noqa: BLE001 - ORT raises bare RuntimeError/Fail types
+            raise LoadError(f"the decoder failed its warm-up run: {exc}") from None
 
     @property
     def depth(self) -> int:
