@@ -39,6 +39,12 @@ def start(gguf: Path, timeout: float = 180) -> tuple[Process | None, str]:
         str(os.cpu_count() or 1),
         "--n_ctx",
         "2048",
+        # Batches of more than one token crash (SIGSEGV in llama_decode) in this build
+        # (0.3.36, native flags on this AVX-512/AMX CPU): prompts go in a token at a time.
+        "--n_batch",
+        "1",
+        "--n_ubatch",
+        "1",
     ]
     server = Process("llamacpp", command)
     server.http_address = f"127.0.0.1:{port}"

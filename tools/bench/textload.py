@@ -116,7 +116,7 @@ def summarize(records: list[Record], concurrency: int, start: float, end: float)
     tpot = [
         (r.arrivals[-1][0] - r.arrivals[0][0]) * 1000 / (r.tokens - r.arrivals[0][1])
         for r in done
-        if r.tokens - r.arrivals[0][1] > 0
+        if r.arrivals and r.tokens - r.arrivals[0][1] > 0
     ]
     errors = [r.error for r in records if r.error]
     return GenLevel(

@@ -44,3 +44,9 @@ def test_ratios_served_over_in_process_and_top_level_over_one_stream() -> None:
         "engine in-process: 16 streams / 1 stream": 3.2,
         "gateway (gRPC stream): 16 streams / 1 stream": 3.0,
     }
+
+
+def test_a_generation_without_tokens_has_no_time_per_token() -> None:
+    empty = Record(11.0, [], done=True)
+    level = summarize([empty], 1, 10.0, 20.0)
+    assert level.requests_done == 1 and level.tpot_ms["n"] == 0 and level.ttft_ms["n"] == 0
