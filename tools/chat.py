@@ -80,11 +80,18 @@ def _bytes(text: str) -> np.ndarray:
 
 def parse_response(response: Any) -> Piece:
     """A Piece from one ModelStreamInferResponse; CliError for an error message."""
+    from services.common.errors import error_from_status
+    from services.common.streams import ERROR_STATUS_PARAM
     from services.common.tensors import decode
 
-    if response.error_message:
-        raise CliError(response.error_message)
     reply = response.infer_response
+    if response.error_message:
+        # An error inside the stream: its status rides in a parameter (UNKNOWN without).
+        param = reply.parameters.get(ERROR_STATUS_PARAM)
+        error = error_from_status(
+            param.string_param if param is not None else "UNKNOWN", response.error_message
+        )
+        raise CliError(f"{error.status}: {error.message}")
     flag = reply.parameters.get("triton_final_response")
     values: dict[str, np.ndarray] = {}
     for i, out in enumerate(reply.outputs):
