@@ -20,7 +20,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.common.errors import ServiceError, Unimplemented, error_from_status
+from services.common.errors import ServiceError, error_from_status
 from services.gateway.auth import ApiKey
 from services.gateway.http import calls
 from services.gateway.http.errors import JSON
@@ -86,24 +86,23 @@ def _finish(reason: str | None) -> str:
 
 
 async def _parts(deps: OpenAIDeps, call: Call) -> AsyncGenerator[Generated, None]:
-    """A backend stream's responses until the final one; closing this closes it."""
-    stream_infer = getattr(deps.http.router, "stream_infer", None)
-    if stream_infer is None:
-        raise Unimplemented("streaming is not available on this gateway")
-    stream = stream_infer(call)
-    try:
-        async for data in stream:
-            part = stream_part(data)
-            if isinstance(part, StreamError):
-                # The status the relay names; a failure without one is the server's.
-                raise error_from_status(part.status or "UNKNOWN", part.message)
-            yield part
-            if part.final:
-                return
-    finally:
-        close = getattr(stream, "aclose", None)
-        if close is not None:
-            await close()
+    """A backend stream's responses until the final one; closing this closes it. The
+    stream holds one of the key's stream slots (max_streams_per_key), as a gRPC
+    ModelStreamInfer call does."""
+    router = deps.http.router
+    with router.stream(call.key):
+        stream = router.stream_infer(call)
+        try:
+            async for data in stream:
+                part = stream_part(data)
+                if isinstance(part, StreamError):
+                    # The status the relay names; a failure without one is the server's.
+                    raise error_from_status(part.status or "UNKNOWN", part.message)
+                yield part
+                if part.final:
+                    return
+        finally:
+            await stream.aclose()
 
 
 class GenerateRoutes:
