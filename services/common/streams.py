@@ -13,6 +13,12 @@ from services.common.trim import TRIMMER
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 
+# ModelStreamInfer response parameters: Triton's flag on a request's last response,
+# and, beside an error_message, the failure's gRPC status name (a stream response has
+# no status of its own), so the gateway retries and counts it as a failed unary call
+# and the HTTP front end answers with its status.
+FINAL_PARAM = "triton_final_response"
+ERROR_STATUS_PARAM = "maas_error_status"
 # Bytes of answers one stream may hold for a peer that does not read: 200 such
 # streams then hold 200 MiB, not the 1.7 GB that 64 answers of ~110 KB each did.
 STREAM_BUDGET_BYTES = 1 << 20

@@ -23,6 +23,7 @@ from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from services.common import errors
 from services.common.errors import error_from_rpc
 from services.common.interceptor import INTERNAL_MESSAGE
+from services.common.streams import ERROR_STATUS_PARAM
 from services.common.telemetry import Tracing
 from services.gateway import wire
 from services.gateway.backends import Backend
@@ -42,8 +43,6 @@ REQUEST_ID = frozenset({"x-request-id"})
 REFUSED_GATEWAY = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 TRACE_CONTEXT = frozenset({"traceparent", "tracestate"})
 STREAM_METHOD = "ModelStreamInfer"
-# Inference's stream error responses name their status in this parameter.
-ERROR_CODE_PARAM = "maas_error_code"
 NO_RESPONSE = "the backend ended the stream without a response"
 T = TypeVar("T")
 StreamCall = Any  # grpc.aio.StreamStreamCall, untyped in grpc's stubs
@@ -327,12 +326,12 @@ class _Refused(Exception):
 
 def _backend_error(data: bytes) -> errors.ServiceError:
     """The error a backend's error_message response gives (its status by the
-    maas_error_code parameter inference sets; UNKNOWN without one)."""
+    maas_error_status parameter inference sets; UNKNOWN without one)."""
     try:
         response = pb.ModelStreamInferResponse.FromString(data)
     except DecodeError:
         _log.error("a backend's ModelStreamInfer response does not decode")
         return errors.Internal(INTERNAL_MESSAGE)
-    param = response.infer_response.parameters.get(ERROR_CODE_PARAM)
+    param = response.infer_response.parameters.get(ERROR_STATUS_PARAM)
     status = param.string_param if param is not None else "UNKNOWN"
     return errors.error_from_status(status, response.error_message)

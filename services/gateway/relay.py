@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common.caller import key_id_entry, without_key_id
-from services.common.errors import NotFound, ServiceError, Unavailable
+from services.common.errors import Internal, NotFound, ServiceError, Unavailable
 from services.common.interceptor import INTERNAL_MESSAGE
-from services.common.streams import close_iterator
+from services.common.streams import ERROR_STATUS_PARAM, FINAL_PARAM, close_iterator
 from services.common.versions import is_number
 from services.gateway import wire
 from services.gateway.app import Route
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
     from services.gateway.routing import Call, Passed, Router
 
 _log = logging.getLogger(__name__)
-FINAL_PARAM = "triton_final_response"
-ERROR_STATUS_PARAM = "maas_error_status"
 
 
 def key_passed(call: Call) -> Passed:
@@ -92,7 +90,7 @@ async def relay(router: Router, call: Call) -> AsyncGenerator[bytes, None]:
         raise
     except Exception:  # noqa: BLE001 - one request's failure must not end the stream
         _log.exception("unexpected error relaying a stream request")
-        yield stream_error(call.head, INTERNAL_MESSAGE)
+        yield stream_error(call.head, INTERNAL_MESSAGE, Internal.status)
     finally:
         metrics.requests(model, answered if model else "", code, call.protocol).inc()
         metrics.request_seconds(model, call.protocol).observe(time.perf_counter() - started)

@@ -183,10 +183,10 @@ class GatewayServicer:
             try:
                 head = wire.read_request(request)
             except wire.BadHead as exc:
-                yield stream_error(exc.head, exc.message)
+                yield stream_error(exc.head, exc.message, exc.status)
                 return
             except ServiceError as exc:
-                yield stream_error(wire.Head(), exc.message)
+                yield stream_error(wire.Head(), exc.message, exc.status)
                 return
             call = Call(key, head, request, deadline, pin, passed)
             async with contextlib.aclosing(self.router.stream_infer(call)) as responses:

@@ -9,6 +9,7 @@ from maas_proto.inference import model_config_pb2 as mc
 
 from services.common.errors import InvalidArgument
 from services.common.names import echo
+from services.common.streams import ERROR_STATUS_PARAM, FINAL_PARAM
 from services.common.tensors import encode, encoded
 from services.common.versions import selector
 from services.inference.app import InferRequest, InferResult, ModelDetails, ModelMetadata
@@ -19,13 +20,8 @@ from services.inference.validate import OFF_LOOP_ELEMENTS
 
 # Request parameter, as in Triton's HTTP protocol: false asks for typed contents.
 BINARY_OUTPUT_PARAM = "binary_data_output"
-# Stream response parameter, as Triton sets it: true on a request's last response.
-FINAL_PARAM = "triton_final_response"
 # Request parameter, as in Triton: the final flag comes on an extra empty response.
 EMPTY_FINAL_PARAM = "triton_enable_empty_final_response"
-# Stream error parameter: the error's status code name, so the gateway can retry or
-# count it as it does a failed unary call (a stream response has no status of its own).
-ERROR_CODE_PARAM = "maas_error_code"
 
 
 def parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, object]:
@@ -105,7 +101,7 @@ def stream_error(
 ) -> pb.ModelStreamInferResponse:
     """A request's failure on a stream: its last response."""
     echo.parameters[FINAL_PARAM].bool_param = True
-    echo.parameters[ERROR_CODE_PARAM].string_param = status
+    echo.parameters[ERROR_STATUS_PARAM].string_param = status
     return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
 
 

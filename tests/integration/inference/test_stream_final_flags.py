@@ -63,7 +63,7 @@ async def test_a_failed_request_ends_with_a_final_error_naming_its_status(
     failed = by_id["bad"].infer_response
     assert "nope" in by_id["bad"].error_message
     assert failed.parameters[FINAL].bool_param is True
-    assert failed.parameters["maas_error_code"].string_param == "NOT_FOUND"
+    assert failed.parameters["maas_error_status"].string_param == "NOT_FOUND"
     assert not by_id["ok"].error_message
 
 
