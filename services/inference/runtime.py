@@ -34,6 +34,8 @@ class TensorSpec:
     shape: tuple[int, ...]
     # A request may leave it out (a text task's flags and parameters); ONNX inputs never.
     optional: bool = False
+    # Other shapes a request may send (a text task's [n, 1] for [n]); metadata shows `shape`.
+    also: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)

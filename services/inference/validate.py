@@ -113,14 +113,18 @@ def _check_datatype(spec: TensorSpec, datatype: str) -> None:
 
 
 def _check_shape(spec: TensorSpec, shape: Sequence[int]) -> None:
-    fits = len(shape) == len(spec.shape) and all(
-        want < 0 or want == got for want, got in zip(spec.shape, shape, strict=True)
-    )
-    if not fits:
+    wanted = (spec.shape, *spec.also)
+    if not any(_fits(want, shape) for want in wanted):
+        expected = " or ".join(str(list(want)) for want in wanted)
         raise InvalidArgument(
-            f"input {echo(spec.name)}: shape {list(shape)}, expected {list(spec.shape)} "
-            "(-1 is any size)"
+            f"input {echo(spec.name)}: shape {list(shape)}, expected {expected} (-1 is any size)"
         )
+
+
+def _fits(want: Sequence[int], shape: Sequence[int]) -> bool:
+    return len(shape) == len(want) and all(
+        w < 0 or w == got for w, got in zip(want, shape, strict=True)
+    )
 
 
 def check_outputs(signature: Signature, requested: Sequence[str]) -> tuple[str, ...]:

@@ -227,7 +227,7 @@ def open_embedding(directory: Path, config: ModelConfig) -> TaskBackend:
             f"expected [1, {width if width > 0 else 'd'}]"
         )
     signature = Signature(
-        (TensorSpec(TEXT, by_name("BYTES", tensor=TEXT), (-1,)),),
+        (TensorSpec(TEXT, by_name("BYTES", tensor=TEXT), (-1,), also=((-1, 1),)),),
         (TensorSpec(EMBEDDING, by_name("FP32", tensor=EMBEDDING), (-1, int(warm.shape[1]))),),
     )
     return EmbeddingModel(runner, signature, session.get_providers()[0], config, metrics)

@@ -116,6 +116,19 @@ async def test_metadata_and_config_show_the_text_signature(
     ]
 
 
+async def test_texts_as_a_column_give_the_same_vectors(
+    built: Path, start_inference_at: StartInferenceAt
+) -> None:
+    server = await start_inference_at(built.parent)
+    async with grpc.aio.insecure_channel(f"localhost:{server.grpc.port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        flat = await embed(stub, [*FOOD, STOCKS])
+        reply = await stub.ModelInfer(request([*FOOD, STOCKS], shape=[3, 1]))
+    assert list(reply.outputs[0].shape) == [3, minilm.DIMENSION]
+    column = np.frombuffer(reply.raw_output_contents[0], np.float32).reshape(3, -1)
+    np.testing.assert_allclose(column, flat, atol=1e-6)
+
+
 async def test_vectors_match_sentence_transformers_in_process(
     built: Path, start_inference_at: StartInferenceAt
 ) -> None:

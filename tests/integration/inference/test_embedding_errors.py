@@ -56,7 +56,7 @@ async def test_bad_texts_and_tensors_are_invalid_argument(
         assert "input 'text': datatype FP32, expected BYTES" in message, message
 
         message = await refused(stub, texts_request([b"a", b"b", b"c", b"d"], shape=[2, 2]))
-        assert "input 'text': shape [2, 2], expected [-1]" in message, message
+        assert "input 'text': shape [2, 2], expected [-1] or [-1, 1]" in message, message
 
         wrong_name = pb.ModelInferRequest(model_name=minilm.NAME)
         wrong_name.inputs.add(
