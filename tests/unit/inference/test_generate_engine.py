@@ -20,6 +20,7 @@ from services.common.errors import (
 from services.inference.config import ModelConfig
 from services.inference.tasks import RequestContext
 from services.inference.tasks.generate.chat import TextStream
+from services.inference.tasks.generate.decoder import DeviceKvCache
 from services.inference.tasks.generate.engine import Job
 from services.inference.tasks.generate.model import GenerateModel
 from services.inference.tasks.generate.sampling import SamplingParams
@@ -229,3 +230,26 @@ async def test_close_finishes_running_requests_and_refuses_new_ones(
     assert outputs["finish_reason"][0] in (b"length", b"stop")
     with pytest.raises(Unavailable):
         await model.submit(_inputs("late", max_tokens=3), None, RequestContext())
+
+
+async def test_device_cache_layout_gives_the_same_tokens(
+    make_model: Callable[..., GenerateModel],
+) -> None:
+    """The OrtValue cache (CUDA's layout and slot copy), run here on the CPU device:
+    the same greedy tokens as the numpy cache, across a slot move."""
+    prompts = [CHAT.format(q) for q in QUESTIONS[:3]]
+    lengths = (4, 16, 16)  # the first finishes early: the last slot moves into its hole
+
+    async def tokens(model: GenerateModel) -> list[list[int]]:
+        async def one(prompt: str, steps: int) -> list[int]:
+            return (await _run(model, prompt, steps)).tokens
+
+        return list(
+            await asyncio.gather(*(one(p, n) for p, n in zip(prompts, lengths, strict=True)))
+        )
+
+    plain = make_model(max_sequences=4, max_context=256)
+    device = make_model(max_sequences=4, max_context=256)
+    decoder = device.engine.decoder
+    decoder.cache = DeviceKvCache(decoder.shape, 4, 256, "cpu", 0)
+    assert await tokens(device) == await tokens(plain)

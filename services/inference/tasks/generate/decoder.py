@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -81,49 +82,108 @@ class KvCache:
     device_id = 0
 
     def __init__(self, shape: DecoderShape, slots: int, context: int) -> None:
-        dims = (slots, shape.kv_heads, context, shape.head_dim)
-        self.keys = [np.zeros(dims, np.float32) for _ in range(shape.layers)]
-        self.values = [np.zeros(dims, np.float32) for _ in range(shape.layers)]
+        self.dims = (slots, shape.kv_heads, context, shape.head_dim)
+        # Bytes from one slot's rows to the next; 4 bytes a float.
+        self.slot_bytes = shape.kv_heads * context * shape.head_dim * 4
+        self.buffers = [np.zeros(self.dims, np.float32) for _ in range(2 * shape.layers)]
+        # Key and value of layer l at 2l and 2l + 1.
+        self.pointers = [buffer.ctypes.data for buffer in self.buffers]
 
     @property
     def nbytes(self) -> int:
         """Bytes the buffers may grow to."""
-        return sum(b.nbytes for b in (*self.keys, *self.values))
+        return len(self.pointers) * self.dims[0] * self.slot_bytes
 
     def bind(self, binding: ort.IOBinding, shape: DecoderShape, first: int, count: int) -> None:
         """Bind slots first..first+count-1 as both past and present of every layer."""
+        dims = [count, *self.dims[1:]]
         for layer in range(shape.layers):
-            for names, buffers in (
-                ((shape.past_key, shape.present_key), self.keys),
-                ((shape.past_value, shape.present_value), self.values),
+            for kind, (past, present) in enumerate(
+                ((shape.past_key, shape.present_key), (shape.past_value, shape.present_value))
             ):
-                view = buffers[layer][first : first + count]
-                ptr = view.ctypes.data
-                dims = list(view.shape)
-                binding.bind_input(
-                    names[0] % layer, self.device, self.device_id, np.float32, dims, ptr
-                )
-                binding.bind_output(
-                    names[1] % layer, self.device, self.device_id, np.float32, dims, ptr
-                )
+                ptr = self.pointers[2 * layer + kind] + first * self.slot_bytes
+                where = (self.device, self.device_id, np.float32, dims, ptr)
+                binding.bind_input(past % layer, *where)
+                binding.bind_output(present % layer, *where)
 
     def move(self, source: int, target: int, length: int) -> None:
         """Copy a sequence's first `length` cache rows from one slot to another."""
-        for buffers in (self.keys, self.values):
-            for buffer in buffers:
-                buffer[target, :, :length] = buffer[source, :, :length]
+        for buffer in self.buffers:
+            buffer[target, :, :length] = buffer[source, :, :length]
+
+
+class DeviceKvCache(KvCache):
+    """The same buffers as OrtValues on an ONNX Runtime device (CUDA), so a step moves
+    no cache over the bus. A slot moves by an Identity run bound to device memory at
+    both ends: ORT's own copy, no CUDA library of ours."""
+
+    def __init__(
+        self, shape: DecoderShape, slots: int, context: int, device: str, device_id: int
+    ) -> None:
+        self.device, self.device_id = device, device_id
+        self.dims = (slots, shape.kv_heads, context, shape.head_dim)
+        self.slot_bytes = shape.kv_heads * context * shape.head_dim * 4
+        self.values = [
+            ort.OrtValue.ortvalue_from_shape_and_type(
+                list(self.dims), np.float32, device, device_id
+            )
+            for _ in range(2 * shape.layers)
+        ]
+        self.pointers = [value.data_ptr() for value in self.values]
+        self._copy = _identity_session(self.slot_bytes // 4, device, device_id)
+
+    def move(self, source: int, target: int, length: int) -> None:
+        """Copy the source slot's rows (all of them: one contiguous run) to the target."""
+        elements = [self.slot_bytes // 4]
+        for ptr in self.pointers:
+            binding = self._copy.io_binding()
+            at = (self.device, self.device_id, np.float32, elements)
+            binding.bind_input("x", *at, ptr + source * self.slot_bytes)
+            binding.bind_output("y", *at, ptr + target * self.slot_bytes)
+            self._copy.run_with_iobinding(binding)
+
+
+def _identity_session(elements: int, device: str, device_id: int) -> ort.InferenceSession:
+    import onnx
+    import onnx.helper as oh
+
+    graph = oh.make_graph(
+        [oh.make_node("Identity", ["x"], ["y"])],
+        "copy",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [elements])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [elements])],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 8
+    if device == "cpu":
+        providers: list[Any] = ["CPUExecutionProvider"]
+    else:
+        providers = [("CUDAExecutionProvider", {"device_id": str(device_id)})]
+    return ort.InferenceSession(model.SerializeToString(), providers=providers)
 
 
 class Decoder:
     """Runs prefill (one slot) and decode steps (slots 0..n-1) over the shared cache."""
 
     def __init__(
-        self, session: ort.InferenceSession, shape: DecoderShape, slots: int, context: int
+        self,
+        session: ort.InferenceSession,
+        shape: DecoderShape,
+        slots: int,
+        context: int,
+        device: str = "cpu",
+        device_id: int = 0,
     ) -> None:
         self.session = session
         self.shape = shape
         self.context = context
-        self.cache = KvCache(shape, slots, context)
+        # The one place that decides where the cache lives: the host for CPU sessions
+        # (numpy, lazily committed), the session's device otherwise.
+        self.cache: KvCache = (
+            KvCache(shape, slots, context)
+            if device == "cpu"
+            else DeviceKvCache(shape, slots, context, device, device_id)
+        )
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, first: int) -> np.ndarray:
         binding = self.session.io_binding()

@@ -11,7 +11,7 @@ import numpy as np
 
 from services.common.errors import InvalidArgument
 from services.inference.config import ModelConfig
-from services.inference.runtime import LoadError, create_session
+from services.inference.runtime import CUDA, TENSORRT, LoadError, create_session
 from services.inference.tasks import RequestContext, StreamPart, Tensors
 from services.inference.tasks.generate.chat import TextStream, load_template, load_tokenizer
 from services.inference.tasks.generate.decoder import Decoder, read_shape
@@ -52,8 +52,10 @@ class GenerateModel:
         self.metrics = GenerationMetrics()
         slots = settings.max_sequences
         cache = settings.cache_tokens or slots * self.max_context
+        device = "cuda" if self.provider in (CUDA, TENSORRT) else "cpu"
+        decoder = Decoder(session, shape, slots, self.max_context, device, config.cuda.device_id)
         self.engine = Engine(
-            Decoder(session, shape, slots, self.max_context),
+            decoder,
             self.tokenizer,
             slots=slots,
             cache_tokens=cache,
