@@ -93,12 +93,14 @@ async def _text(stub: pb_grpc.GRPCInferenceServiceStub, prompt: str, **sampling:
     return str(_outputs(await stub.ModelInfer(request))["text_output"])
 
 
-def _scrape(port: int, name: str) -> float:
+def _scrape(port: int, name: str, **labels: str) -> float:
+    """One sample of the model's on the metrics port (0 when absent)."""
     url = f"http://localhost:{port}/metrics"
     text = urllib.request.urlopen(url, timeout=10).read().decode()
+    want = {"model": smollm2.NAME, "version": "1", **labels}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == name and sample.labels.get("model") == smollm2.NAME:
+            if sample.name == name and want.items() <= sample.labels.items():
                 return float(sample.value)
     return 0.0
 
@@ -132,6 +134,26 @@ async def test_unary_greedy_text_equals_plain_onnx_runtime(served: Any) -> None:
     # Without the return_* flags the optional outputs stay out.
     plain = _outputs(await stub.ModelInfer(_request(prompt, sampling=sampling)))
     assert set(plain) == {"text_output"}
+
+
+async def test_token_metrics_count_what_the_answer_says(served: Any) -> None:
+    server, stub = served
+    port = server.grpc.metrics_port
+    request = _request(
+        CHAT.format("Name a fruit."),
+        sampling={"max_tokens": 6},
+        return_num_input_tokens=True,
+        return_num_output_tokens=True,
+    )
+    got = _outputs(await stub.ModelInfer(request))
+    key = {"key": "anonymous"}
+    assert _scrape(port, "maas_generate_prompt_tokens_total", **key) == got["num_input_tokens"]
+    completion = _scrape(port, "maas_generate_completion_tokens_total", **key)
+    assert completion == got["num_output_tokens"]
+    assert _scrape(port, "maas_generate_output_tokens_total") == got["num_output_tokens"]
+    assert _scrape(port, "maas_generate_time_to_first_token_seconds_count") == 1
+    assert _scrape(port, "maas_generate_cache_capacity_tokens") == 16 * 512
+    assert _scrape(port, "maas_generate_queue_depth") == 0
 
 
 async def test_chat_messages_use_the_models_template(served: Any) -> None:

@@ -65,7 +65,9 @@ class GenerationMetrics(Observer):
 
     def key(self, key_id: str) -> str:
         """The label for an API key id: bounded to MAX_KEYS distinct ids per model."""
-        key = key_id or ANONYMOUS
+        if not key_id:
+            return ANONYMOUS
+        key = key_id
         with self._lock:
             if key in self._keys:
                 return key
