@@ -124,6 +124,7 @@ class GatewayServer:
                     max_body_bytes=settings.max_message_bytes,
                     passed_keys=self.servicer.passed_keys,
                     metrics=self.metrics,
+                    openai_prefix=settings.http_openai_prefix,
                 )
             ),
             HttpOptions(

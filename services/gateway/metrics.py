@@ -64,7 +64,7 @@ class GatewayMetrics:
             Counter(
                 "maas_gateway_tokens_total",
                 "Tokens in the answers relayed on the OpenAI-compatible routes, by API key id "
-                "(\"\" without auth), model and kind (prompt, completion).",
+                '("" without auth), model and kind (prompt, completion).',
                 ["key", "model", "kind"],
                 registry=registry,
             )

@@ -39,6 +39,12 @@ class GatewaySettings(ServiceSettings):
         description="An HTTP connection that has not sent a request's headers this long "
         "after connecting (or after its last answer) is closed.",
     )
+    http_openai_prefix: str = Field(
+        "/v1",
+        pattern=r"^(/[A-Za-z0-9._~-]+)+$",
+        description="Path prefix of the OpenAI-compatible routes on the HTTP port (KServe "
+        "uses /openai/v1).",
+    )
     registry: str | None = Field(
         None,
         description="Registry host:port to resolve versions and aliases through; without "

@@ -25,8 +25,8 @@ def build_app(deps: HttpDeps) -> Starlette:
         routes=[
             *meta_routes(deps),
             *infer_routes(deps),
-            *openai_routes(deps),
-            *openapi_routes(),
+            *openai_routes(deps, deps.openai_prefix),
+            *openapi_routes(deps.openai_prefix),
             *docs_routes(),
         ],
         middleware=middleware,

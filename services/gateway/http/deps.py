@@ -22,3 +22,5 @@ class HttpDeps:
     # Header names passed on to backends, as GatewayServicer.passed_keys.
     passed_keys: frozenset[str]
     metrics: GatewayMetrics
+    # Where the OpenAI-compatible routes are mounted.
+    openai_prefix: str = "/v1"

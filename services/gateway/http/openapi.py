@@ -224,7 +224,7 @@ def _repository_ops() -> dict[str, Any]:
     }
 
 
-def build_document() -> Schema:
+def build_document(openai_prefix: str = "/v1") -> Schema:
     """The whole document, built once per app (services.gateway.http.app)."""
     paths: dict[str, Any] = {
         "/v2/health/live": {"get": _health("Server liveness", False, _COMMON)},
@@ -251,7 +251,7 @@ def build_document() -> Schema:
         **_model_ops(versioned=False),
         **_model_ops(versioned=True),
         **_repository_ops(),
-        **openai_paths(),
+        **openai_paths(openai_prefix),
     }
     return {
         "openapi": "3.1.0",
@@ -275,9 +275,9 @@ def build_document() -> Schema:
     }
 
 
-def openapi_routes() -> list[BaseRoute]:
+def openapi_routes(openai_prefix: str = "/v1") -> list[BaseRoute]:
     """GET /openapi.json, serving the document serialized once."""
-    body = orjson.dumps(build_document())
+    body = orjson.dumps(build_document(openai_prefix))
 
     async def document(request: Request) -> Response:
         return Response(body, media_type=JSON)

@@ -111,3 +111,19 @@ async def test_unknown_routes_answer_in_openai_shape(gateway: GatewayServer) -> 
     assert status == 404 and _error(body)
     status, _, body = await call(gateway, "GET", "/v1/embeddings")
     assert status == 405 and _error(body)
+
+
+async def test_the_prefix_is_configurable(
+    start_inference: StartInference, start_gateway: StartGateway
+) -> None:
+    backend = await start_inference()
+    gateway = await start_gateway(
+        backends=backend_address(backend), http_openai_prefix="/openai/v1"
+    )
+    status, _, body = await call(gateway, "GET", "/openai/v1/models", key=None)
+    assert status == 200 and body == {"object": "list", "data": []}
+    status, _, body = await call(gateway, "GET", "/v1/models", key=None)
+    assert status == 404 and "error" in body
+    _, _, document = await call(gateway, "GET", "/openapi.json", key=None)
+    assert "/openai/v1/chat/completions" in document["paths"]
+    assert "/v1/chat/completions" not in document["paths"]
