@@ -22,6 +22,7 @@ import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The generation benchmark's flags."""
     parser.add_argument("--concurrency", type=_ints, default=[1, 4, 16], help="streams")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured per level")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured per level")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured per level")
     parser.add_argument("--max-tokens", type=int, default=64, help="per request")
     parser.add_argument("--gateway", help="a running gateway serving the model")
     parser.add_argument("--model", default=MODEL, help="served model name")
@@ -175,20 +176,21 @@ async def bench(
 
     from tools.bench import llamacpp
 
-    targets: list[tuple[str, Driver, list[int]]] = []
+    # Each target makes a driver for a max_tokens: the levels' and a 1-token one.
+    targets: list[tuple[str, Callable[[int], Driver], list[int]]] = []
     closers: list[Callable[[], Awaitable[None]]] = []
     notes: list[str] = []
     channel = grpc.aio.insecure_channel(served) if served else None
     if channel is not None:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         targets.append(
-            ("gateway (gRPC stream)", served_driver(stub, args.model, args.max_tokens), args.pids)
+            ("gateway (gRPC stream)", partial(served_driver, stub, args.model), args.pids)
         )
     if not args.no_in_process:
         backend = open_engine(args.model_dir)
         backend.start()
         closers.append(backend.close)
-        targets.append(("engine in-process", engine_driver(backend, args.max_tokens), []))
+        targets.append(("engine in-process", partial(engine_driver, backend), []))
     peer = None
     if not args.no_peer:
         peer, why = llamacpp.start(_gguf())
@@ -196,20 +198,25 @@ async def bench(
             notes.append(f"llama.cpp not measured: {why}")
             say(f"note: {notes[-1]}")
         else:
+            address = peer.http_address
             targets.append(
                 (
                     "llama.cpp server",
-                    llamacpp.driver(peer.http_address, args.max_tokens, messages),
+                    lambda n: llamacpp.driver(address, n, messages),
                     [peer.pid],
                 )
             )
     rows: list[dict[str, Any]] = []
     try:
-        for label, driver, _ in targets:  # one whole unmeasured request each
-            await warm(driver, label)
+        for label, make, _ in targets:  # one whole unmeasured request each
+            await warm(make(args.max_tokens), label)
         for c in args.concurrency:
-            for label, driver, pids in targets:
-                rows.append(await _level(label, driver, c, args, pids, say))
+            for label, make, pids in targets:
+                rows.append(await _level(label, make(args.max_tokens), c, args, pids, say))
+                # A 1-token request after the level's cancelled ones: it ends once the
+                # target has dropped them (llama.cpp's server queues requests and may
+                # finish abandoned ones), so no target runs on into the next one's level.
+                await warm(make(1), label)
     finally:
         for close in closers:
             await close()

@@ -45,6 +45,10 @@ def start(gguf: Path, timeout: float = 180) -> tuple[Process | None, str]:
         "1",
         "--n_ubatch",
         "1",
+        # By default a new request interrupts the one running; queue them instead (the
+        # server runs one generation at a time).
+        "--interrupt_requests",
+        "False",
     ]
     server = Process("llamacpp", command)
     server.http_address = f"127.0.0.1:{port}"
