@@ -33,8 +33,10 @@ class GatedRunner:
         self.started = threading.Event()
         self.batches: list[list[str]] = []
         self.fail_next = False
+        self.threads: set[str] = set()
 
     def __call__(self, jobs: Sequence[TextJob]) -> list[np.ndarray | ServiceError]:
+        self.threads.add(threading.current_thread().name)
         self.started.set()
         assert self.gate.wait(WAIT_S)
         self.batches.append([t for job in jobs for t in job.texts])
@@ -50,10 +52,18 @@ class GatedRunner:
         return out
 
 
-def make(runner: GatedRunner, **settings: int) -> TextBatcher:
-    options = {"max_batch_size": 8, "max_queue_delay_us": 0, "max_queue_size": 16}
-    options.update(settings)
-    batcher = TextBatcher(runner, **options)
+def make(
+    runner: GatedRunner,
+    max_batch_size: int = 8,
+    max_queue_delay_us: int = 0,
+    max_queue_size: int = 16,
+) -> TextBatcher:
+    batcher = TextBatcher(
+        runner,
+        max_batch_size=max_batch_size,
+        max_queue_delay_us=max_queue_delay_us,
+        max_queue_size=max_queue_size,
+    )
     batcher.start()
     return batcher
 
@@ -67,7 +77,7 @@ async def until(condition: object, what: str) -> None:
         await asyncio.sleep(0.005)
 
 
-async def busy(batcher: TextBatcher, runner: GatedRunner) -> asyncio.Future[object]:
+async def busy(batcher: TextBatcher, runner: GatedRunner) -> asyncio.Future[tuple[np.ndarray, int]]:
     """A request that holds the worker in the gated runner until the gate opens."""
     first = asyncio.ensure_future(batcher.submit(["first"], True, None))
     assert await asyncio.to_thread(runner.started.wait, WAIT_S)
@@ -103,6 +113,9 @@ async def test_a_request_larger_than_the_batch_runs_alone() -> None:
     batcher = make(runner, max_batch_size=2)
     rows, _ = await batcher.submit(["a", "bb", "ccc"], True, None)
     assert rows[:, 0].tolist() == [1.0, 2.0, 3.0]
+    # Runs happen on the batcher's own thread, never on the event loop's.
+    assert runner.threads and all(n.startswith("text-batcher") for n in runner.threads)
+    assert threading.current_thread().name not in runner.threads
     await batcher.close()
 
 
