@@ -46,9 +46,10 @@ async def make_model() -> AsyncIterator[Callable[..., GenerateModel]]:
         await model.close()
 
 
-def _inputs(text: str, **sampling: Any) -> dict[str, np.ndarray]:
+def _inputs(text: str, stream: bool = True, **sampling: Any) -> dict[str, np.ndarray]:
     return {
         "text_input": np.array([text], object),
+        "stream": np.array([stream]),
         "sampling_parameters": np.array([json.dumps(sampling)], object),
         "exclude_input_in_output": np.array([True]),
         "return_num_output_tokens": np.array([True]),
@@ -130,6 +131,13 @@ async def test_stream_pieces_make_the_unary_text(
     assert text.encode() == whole["text_output"][0]
     assert parts[-1].outputs["num_output_tokens"][0] == whole["num_output_tokens"][0]
     assert whole["finish_reason"][0] in (b"stop", b"length")
+    # Not asked to stream: one final part with the whole answer, as unary.
+    single = [
+        p
+        async for p in model.stream({**inputs, "stream": np.array([False])}, None, RequestContext())
+    ]
+    assert len(single) == 1 and single[0].final
+    assert single[0].outputs["text_output"][0] == whole["text_output"][0]
 
 
 async def test_seeded_sampling_repeats_alone_and_batched(

@@ -64,7 +64,7 @@ class Job:
     key: str = "anonymous"
     # Called on the engine thread with each step's logits row (tests compare them).
     on_logits: Callable[[np.ndarray], None] | None = None
-    queue: asyncio.Queue[Chunk] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[Chunk] = field(init=False)
     sampler: Sampler = field(init=False)
     stop: StopText = field(init=False)
     slot: int = -1
@@ -80,6 +80,8 @@ class Job:
     first_token: float = 0.0
 
     def __post_init__(self) -> None:
+        # At most one chunk a token and one last word: put_nowait never finds it full.
+        self.queue = asyncio.Queue(maxsize=self.params.max_tokens + 2)
         self.sampler = Sampler(self.params)
         self.stop = StopText(self.params.stop)
 

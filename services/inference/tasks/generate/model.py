@@ -147,6 +147,9 @@ class GenerateModel:
         """The whole text; the prompt first unless exclude_input_in_output, as vLLM's."""
         request = self.request(inputs)
         job = self.job(request, deadline, context)
+        return await self._whole(request, job)
+
+    async def _whole(self, request: GenerateRequest, job: Job) -> tuple[Tensors, int]:
         pieces = [] if request.exclude_input else [request.prompt]
         last: Chunk | None = None
         async for last in self.chunks(job):
@@ -158,9 +161,15 @@ class GenerateModel:
     async def stream(
         self, inputs: Tensors, deadline: float | None, context: RequestContext
     ) -> AsyncIterator[StreamPart]:
-        """One part per step that made text (the new text only), the last one final."""
+        """With `stream` true, one part per step that made text (the new text only),
+        the last one final; without it one final part with the whole text, as vLLM's
+        backend answers a decoupled request that does not ask to stream."""
         request = self.request(inputs)
         job = self.job(request, deadline, context)
+        if not request.stream:
+            whole, _ = await self._whole(request, job)
+            yield StreamPart(whole, final=True)
+            return
         async for chunk in self.chunks(job):
             if not chunk.text and not chunk.final:
                 continue
