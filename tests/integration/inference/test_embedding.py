@@ -51,24 +51,15 @@ warmup: []
 """
 
 
-def request(
-    texts: Sequence[str], shape: Sequence[int] | None = None, **parameters: object
-) -> pb.ModelInferRequest:
+def request(texts: Sequence[str], shape: Sequence[int] | None = None) -> pb.ModelInferRequest:
     msg = pb.ModelInferRequest(model_name=minilm.NAME)
     tensor = msg.inputs.add(name="text", datatype="BYTES", shape=shape or [len(texts)])
     tensor.contents.bytes_contents.extend(t.encode() for t in texts)
-    for name, value in parameters.items():
-        if isinstance(value, bool):
-            msg.parameters[name].bool_param = value
-        else:
-            msg.parameters[name].string_param = str(value)
     return msg
 
 
-async def embed(
-    stub: pb_grpc.GRPCInferenceServiceStub, texts: Sequence[str], **parameters: object
-) -> np.ndarray:
-    reply = await stub.ModelInfer(request(texts, **parameters))
+async def embed(stub: pb_grpc.GRPCInferenceServiceStub, texts: Sequence[str]) -> np.ndarray:
+    reply = await stub.ModelInfer(request(texts))
     (output,) = reply.outputs
     assert (output.name, output.datatype) == ("embedding", "FP32")
     assert list(output.shape) == [len(texts), minilm.DIMENSION]
