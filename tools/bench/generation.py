@@ -31,6 +31,7 @@ from tools.bench.textservers import DEMO_MODELS
 from tools.chat import Piece, generate_inputs, generate_request, piece_from, stream_generate
 
 MODEL = "smollm2"
+DIRECT = "inference (gRPC stream, direct)"
 HELP = "output tokens/s, TTFT, TPOT: served (smollm2) vs the engine in-process"
 PROMPTS = (
     "Write a short story about a lighthouse keeper who finds a message in a bottle.",
@@ -66,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prebuilt", type=Path, help="a built model directory: no build")
     parser.add_argument("--no-in-process", action="store_true", help="skip the engine")
     parser.add_argument("--no-peer", action="store_true", help="skip llama.cpp")
+    parser.add_argument(
+        "--no-direct", action="store_true", help="skip inference without the gateway"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--name", default="", help="file name (default: UTC date-time)")
 
@@ -186,6 +190,16 @@ async def bench(
         targets.append(
             ("gateway (gRPC stream)", partial(served_driver, stub, args.model), args.pids)
         )
+    if args.direct and not args.no_direct:
+        direct = grpc.aio.insecure_channel(args.direct)
+        closers.append(direct.close)
+        targets.append(
+            (
+                DIRECT,
+                partial(served_driver, pb_grpc.GRPCInferenceServiceStub(direct), args.model),
+                [args.direct_pid],
+            )
+        )
     if not args.no_in_process:
         backend = open_engine(args.model_dir)
         backend.start()
@@ -269,11 +283,17 @@ def ratios(rows: list[dict[str, Any]], levels: list[int]) -> list[dict[str, Any]
                     "goal": ">= 0.8",
                 }
             )
+    for c in levels:  # where the gap is: inference's stream path, or the gateway's hop
+        a, b = by.get((DIRECT, c)), by.get((engine, c))
+        if a is not None and b:
+            out.append(
+                {"name": f"direct / in-process, {c} streams", "value": round(a / b, 3), "goal": "-"}
+            )
     top = max(levels)
     for label in sorted({r["label"] for r in rows}):
         one, many = by.get((label, 1)), by.get((label, top))
         if one and many is not None and top != 1:
-            goal = ">= 2 (2-core CPU)" if label != "llama.cpp server" else "-"
+            goal = ">= 2 (2-core CPU)" if label in (served, engine) else "-"
             out.append(
                 {
                     "name": f"{label}: {top} streams / 1 stream",
@@ -312,6 +332,7 @@ def run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         served = serve({args.model: args.model_dir}, stack, args.gateway)
         args.pids = served.pids
+        args.direct, args.direct_pid = served.inference, served.inference_pid
         document = asyncio.run(bench(args, served.gateway, print))
     print(markdown(document))
     name = args.name or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")

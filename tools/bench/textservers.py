@@ -58,6 +58,8 @@ class Served:
 
     gateway: str
     pids: list[int]
+    inference: str = ""  # the backend's address, when started here
+    inference_pid: int = 0
 
 
 def serve(models: dict[str, Path], stack: ExitStack, gateway: str | None = None) -> Served:
@@ -71,4 +73,4 @@ def serve(models: dict[str, Path], stack: ExitStack, gateway: str | None = None)
     stack.callback(front.stop)
     for name in models:
         wait_for_grpc_ready(front.address, name, front)
-    return Served(front.address, [inference.pid, front.pid])
+    return Served(front.address, [inference.pid, front.pid], inference.address, inference.pid)
