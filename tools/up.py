@@ -2,7 +2,9 @@
 
 The embedded defaults: SQLite and a blob directory under the data folder, CPU
 ONNX Runtime, and auth off unless `--auth`. The demo model `digits` is exported
-from PyTorch and registered when the registry does not have it yet.
+from PyTorch and registered when the registry does not have it yet; so are the
+large demos (tools/demo/: minilm embeddings, smollm2 chat, efficientnet images;
+built from their packages once, about 1.5 minutes on 2 cores) unless `--no-large`.
 
 The registry and inference listen on loopback only; the gateway is the one
 service meant to be reached from elsewhere. With `--auth`, inference also asks for
@@ -189,6 +191,8 @@ def start(args: argparse.Namespace) -> tuple[list[Process], Secrets | None]:
         registry = launch("registry", "registry", args.registry_port, registry_args(data, files))
         admin = creds.admin_token if creds else None
         print(ensure_demo_model(data, registry.address, admin), flush=True)
+        if getattr(args, "large", False):
+            _ensure_large(data, registry.address, admin)
         backends = []
         for i in range(args.inference_replicas):
             port = args.inference_port + i if args.inference_port else 0
@@ -214,6 +218,16 @@ def start(args: argparse.Namespace) -> tuple[list[Process], Secrets | None]:
     return processes, creds
 
 
+def _ensure_large(data: Path, registry: str, token: str | None) -> None:
+    from tools.demo.serve import Registered, ensure_large_demos
+
+    def report(done: Registered) -> None:
+        took = f" in {done.seconds:.0f} s" if done.seconds else ""
+        print(f"{done.message}{took}", flush=True)
+
+    ensure_large_demos(data, registry, token, report)
+
+
 def _service_env(env: dict[str, str], service: str) -> dict[str, str]:
     out = dict(env)
     if "OTEL_EXPORTER_OTLP_ENDPOINT" in env:
@@ -221,7 +235,9 @@ def _service_env(env: dict[str, str], service: str) -> dict[str, str]:
     return out
 
 
-def banner(processes: list[Process], data_dir: str, creds: Secrets | None) -> str:
+def banner(
+    processes: list[Process], data_dir: str, creds: Secrets | None, *, large: bool = False
+) -> str:
     """How to call what is running."""
     by_name = {p.name: p for p in processes}
     gw = by_name["gateway"].address
@@ -245,13 +261,14 @@ def banner(processes: list[Process], data_dir: str, creds: Secrets | None) -> st
         )
         headers = ', headers={"authorization": "Bearer <API key>"}'
         grpcurl_auth = "-H 'authorization: Bearer <API key>' "
+        curl_auth = "-H 'authorization: Bearer <API key>' "
         token = " --token <admin token>"
     else:
         lines += [
             "  auth: OFF (--no-auth). Anyone who can reach the gateway can call it, and any",
             "        local user the registry and inference. `maas up --auth` turns keys on.",
         ]
-        headers = grpcurl_auth = token = ""
+        headers = grpcurl_auth = curl_auth = token = ""
     method = "inference.GRPCInferenceService/ModelMetadata"
     lines += [
         f"  registry and inference listen on {LOOPBACK} only; the gateway on every address.",
@@ -268,6 +285,14 @@ def banner(processes: list[Process], data_dir: str, creds: Secrets | None) -> st
         f"    grpcurl -plaintext {gw} list",
         f'    grpcurl -plaintext {grpcurl_auth}-d \'{{"name": "{DEMO_MODEL}"}}\' {gw} {method}',
         "",
+    ]
+    if large:
+        from tools.demo.serve import examples
+
+        http = by_name["gateway"].http_port
+        http_url = f"http://localhost:{http}" if http else None
+        lines += [*examples(gw, http_url, Path(data_dir), headers, curl_auth), ""]
+    lines += [
         "Register another model (callable through the gateway within seconds):",
         f"    maas models register NAME model.onnx --alias production{token}",
         f"Classify an image:  maas infer {DEMO_MODEL} --input digit.png",
@@ -288,7 +313,7 @@ def up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     processes, creds = start(args)
-    print(banner(processes, args.data_dir, creds), flush=True)
+    print(banner(processes, args.data_dir, creds, large=args.large), flush=True)
     try:
         while not stop:
             for process in processes:
@@ -343,5 +368,11 @@ def register(subparsers: Any) -> None:
         "--inference-replicas", type=int, default=1, help="inference processes behind the gateway"
     )
     parser.add_argument("--ports-file", help="write the bound ports here as JSON")
+    parser.add_argument(
+        "--no-large",
+        dest="large",
+        action="store_false",
+        help="leave out the large demos (minilm, smollm2, efficientnet); only digits",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.set_defaults(func=up)

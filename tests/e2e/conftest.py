@@ -77,6 +77,7 @@ def start_system(tmp: Path, demo: Path, *extra: str) -> System:
         "0",
         "--ports-file",
         str(ports_file),
+        "--no-large",  # digits only: the large demos are tests/integration/demo's
         *extra,
     ]
     log = (tmp / "maas-up.out").open("w")
