@@ -241,7 +241,13 @@ class LoadedModel:
             task.provider,
             extra={"model": name, "version": version, "provider": task.provider},
         )
-        return cls(name, version, path, config, task.signature, task.provider, None, task=task)
+        # A task that counts its runs (texts per run) keeps them in the model's statistics.
+        stats = getattr(task, "stats", None)
+        if not isinstance(stats, ModelStats):
+            stats = ModelStats()
+        return cls(
+            name, version, path, config, task.signature, task.provider, None, stats, task=task
+        )
 
     @property
     def max_batch_size(self) -> int:

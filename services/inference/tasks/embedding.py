@@ -27,6 +27,7 @@ from services.inference.runtime import (
     create_session,
     signature_of,
 )
+from services.inference.stats import ModelStats
 from services.inference.tasks import RequestContext, StreamPart, TaskBackend, Tensors
 from services.inference.tasks.embedding_metrics import EmbeddingMetrics
 from services.inference.tasks.text_batcher import TextBatcher, TextJob
@@ -148,6 +149,8 @@ class EmbeddingModel:
         self.provider = provider
         # The model's own series (services.inference.tasks.metrics adds its labels).
         self.metrics_registry = metrics.registry
+        # Runs and texts per run, in the model's ModelStatistics (LoadedModel takes it).
+        self.stats = ModelStats()
         self._width = signature.outputs[0].shape[-1]
         settings = config.embedding
         self._batcher = TextBatcher(
@@ -156,6 +159,7 @@ class EmbeddingModel:
             max_queue_delay_us=settings.max_queue_delay_us,
             max_queue_size=settings.max_queue_size,
             name="embedding",
+            stats=self.stats,
         )
 
     @property

@@ -29,6 +29,7 @@ from services.common.errors import (
     ServiceError,
     Unavailable,
 )
+from services.inference.stats import ModelStats
 
 _log = logging.getLogger(__name__)
 FAILED = "the model failed to run this batch"
@@ -69,8 +70,10 @@ class TextBatcher:
         max_queue_delay_us: int,
         max_queue_size: int,
         name: str = "text-batcher",
+        stats: ModelStats | None = None,
     ) -> None:
         self._run = run
+        self._stats = stats
         self._max_batch = max_batch_size
         self._delay_s = max_queue_delay_us / 1e6
         self._max_queue = max_queue_size
@@ -228,6 +231,11 @@ class TextBatcher:
                 _log.exception("text batch of %d requests failed", len(batch))
                 _fail(batch, lambda: Internal(FAILED))
                 continue
+            if self._stats is not None:
+                # Tokenizing and running are one step here: all of it is compute_infer.
+                texts = sum(len(job.texts) for job in batch)
+                elapsed = time.monotonic_ns() - started
+                self._stats.record_execution(texts, len(batch), 0, elapsed, 0)
             for job, outcome in zip(batch, outcomes, strict=True):
                 if job.future.done():
                     continue

@@ -151,8 +151,13 @@ async def test_concurrent_requests_batched_equal_each_one_alone(
     ):
         stub = pb_grpc.GRPCInferenceServiceStub(ch_batched)
         together = await asyncio.gather(*(embed(stub, [t]) for t in texts))
-        # All eight met in one run, padded to the longest text.
+        # All eight met in one run, padded to the longest text; ModelStatistics says so.
         assert (model.batcher.runs - runs, model.batcher.texts_run) == (1, BATCH)
+        reply = await stub.ModelStatistics(pb.ModelStatisticsRequest(name=minilm.NAME))
+        (stats,) = reply.model_stats
+        assert (stats.execution_count, stats.inference_count) == (1, BATCH)
+        assert [b.batch_size for b in stats.batch_stats] == [BATCH]
+        assert stats.inference_stats.success.count == BATCH
         stub_alone = pb_grpc.GRPCInferenceServiceStub(ch_alone)
         single = [await embed(stub_alone, [t]) for t in texts]
     for text, got, want in zip(texts, together, single, strict=True):
