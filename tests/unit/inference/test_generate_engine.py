@@ -182,6 +182,9 @@ async def test_too_long_names_both_numbers_and_full_queue_is_exhausted(
     with pytest.raises(InvalidArgument) as caught:
         await model.submit(_inputs("Hello there", max_tokens=63), None, RequestContext())
     assert "max_tokens 63" in caught.value.message and "max_context 64" in caught.value.message
+    # A long prompt is tokenized off the loop, then measured the same way.
+    with pytest.raises(InvalidArgument, match=r"prompt of \d{4} tokens plus max_tokens 5"):
+        await model.submit(_inputs("word " * 4000, max_tokens=5), None, RequestContext())
     count = "1, 2, 3,"
     running = asyncio.ensure_future(
         model.submit(_inputs(count, max_tokens=55), None, RequestContext())

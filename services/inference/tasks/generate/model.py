@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,9 @@ from services.inference.tasks.generate.params import (
     generate_signature,
     parse_request,
 )
+
+# Prompts longer than this (characters) are tokenized in a worker thread.
+OFF_LOOP_CHARS = 1 << 14
 
 
 def _bytes(text: str) -> np.ndarray:
@@ -90,9 +94,16 @@ class GenerateModel:
         render = self.template.render if self.template is not None else None
         return parse_request(inputs, self.default_max_tokens, render)
 
-    def job(self, request: GenerateRequest, deadline: float | None, context: RequestContext) -> Job:
+    async def job(
+        self, request: GenerateRequest, deadline: float | None, context: RequestContext
+    ) -> Job:
         """The engine job for a request, its tokens counted against the cache."""
-        prompt = self.tokenizer.encode(request.prompt, add_special_tokens=not request.chat).ids
+        encode = partial(self.tokenizer.encode, add_special_tokens=not request.chat)
+        if len(request.prompt) > OFF_LOOP_CHARS:
+            # A long prompt takes the tokenizer milliseconds: off the loop, as big decodes go.
+            prompt = (await asyncio.to_thread(encode, request.prompt)).ids
+        else:
+            prompt = encode(request.prompt).ids
         if not prompt:
             raise InvalidArgument("the prompt is empty: expected at least one token")
         need = len(prompt) + request.sampling.max_tokens
@@ -146,7 +157,7 @@ class GenerateModel:
     ) -> tuple[Tensors, int]:
         """The whole text; the prompt first unless exclude_input_in_output, as vLLM's."""
         request = self.request(inputs)
-        job = self.job(request, deadline, context)
+        job = await self.job(request, deadline, context)
         return await self._whole(request, job)
 
     async def _whole(self, request: GenerateRequest, job: Job) -> tuple[Tensors, int]:
@@ -165,7 +176,7 @@ class GenerateModel:
         the last one final; without it one final part with the whole text, as vLLM's
         backend answers a decoupled request that does not ask to stream."""
         request = self.request(inputs)
-        job = self.job(request, deadline, context)
+        job = await self.job(request, deadline, context)
         if not request.stream:
             whole, _ = await self._whole(request, job)
             yield StreamPart(whole, final=True)
