@@ -109,9 +109,10 @@ class BackendPool:
 
     def knows(self, model: str, version: int | None = None) -> bool | None:
         """Whether a healthy backend knows `model` (that version, or any) in any state;
-        None when one does not say."""
+        None when one does not say, or when none is healthy to say (one that missed a
+        deadline is being checked: its model is not unknown meanwhile)."""
         states = self._healthy_states()
-        if any(s.known is None for s in states):
+        if not states or any(s.known is None for s in states):
             return None
         if version is None:
             return any(model in s.known for s in states if s.known is not None)

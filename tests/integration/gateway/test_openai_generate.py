@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 import pytest
 
+from services.gateway.balancer import Health
 from services.gateway.main import GatewayServer
 from services.inference.main import InferenceServer
 from tests.integration.conftest import StartInferenceAt
@@ -251,3 +252,27 @@ async def test_a_stream_holds_one_of_the_keys_stream_slots(
     await until(lambda: _running(backend) == 0, seconds=30)
     # The slot is given back: the next stream runs.
     assert (await events(gateway, "/v1/chat/completions", body | GREEDY))[-1] == "[DONE]"
+
+
+async def test_the_timeout_header_is_the_deadline(
+    servers: tuple[InferenceServer, GatewayServer],
+) -> None:
+    """A generation past its deadline is a 504 (unary) or a timeout error event (once
+    streaming), and the backend it ran on still serves the next call: the gateway checks
+    a backend that missed a deadline, and its models are not unknown meanwhile."""
+    backend, gateway = servers
+    body = {"model": "smollm2", "messages": MESSAGES, "max_tokens": LONG}
+    timed = headers() | {"x-maas-timeout-ms": "500"}
+    chat = url(gateway, "/v1/chat/completions")
+    async with aiohttp.ClientSession() as session:
+        async with session.post(chat, json=body, headers=timed) as r:
+            assert r.status == 504, await r.text()
+            assert (await r.json())["error"]["type"] == "timeout_error"
+        status, answer = await post(gateway, "/v1/chat/completions", body | GREEDY)
+        assert status == 200, answer
+        await until(lambda: all(s.health is Health.HEALTHY for s in gateway.pool.states()))
+        async with session.post(chat, json=body | {"stream": True}, headers=timed) as r:
+            assert r.status == 200, await r.text()
+            last = [line async for line in r.content if line.strip()][-1]
+        assert orjson.loads(last[len(b"data: ") :])["error"]["type"] == "timeout_error"
+    await until(lambda: _running(backend) == 0, seconds=30)
