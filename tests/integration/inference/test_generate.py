@@ -246,10 +246,15 @@ async def _check_ties(prompts: list[str], texts: list[str], steps: int) -> None:
             async for _ in model.chunks(job):
                 pass
             chosen = [int(np.argmax(r)) for r in rows]
+            # The first step whose token the batched text does not continue with (the
+            # last, EOS included, when the batched text runs on past the alone one).
             step = next(
-                k
-                for k in range(len(chosen))
-                if not text.startswith(model.tokenizer.decode(chosen[: k + 1]))
+                (
+                    k
+                    for k in range(len(chosen))
+                    if not text.startswith(model.tokenizer.decode(chosen[: k + 1]))
+                ),
+                len(chosen) - 1,
             )
             margins = [float(np.diff(np.partition(r, -2)[-2:])[0]) for r in rows[: step + 1]]
             assert min(margins) < TIE, (step, margins[-3:])
