@@ -40,8 +40,8 @@ TTL_SECONDS = 10.0
 # Metadata reads in flight at once while listing models.
 LIST_CONCURRENCY = 8
 ROUTE_FOR: dict[Kind, str] = {
-    "embedding": "/v1/embeddings",
-    "generate": "/v1/completions and /v1/chat/completions",
+    "embedding": "the embeddings route",
+    "generate": "the completions and chat completions routes",
 }
 WHAT: dict[Kind, str] = {
     "embedding": "an embedding model (input 'text', output 'embedding')",
