@@ -19,6 +19,7 @@ from services.common.errors import (
 )
 from services.inference.config import ModelConfig
 from services.inference.tasks import RequestContext
+from services.inference.tasks.generate.bench import bench
 from services.inference.tasks.generate.chat import TextStream
 from services.inference.tasks.generate.decoder import DeviceKvCache
 from services.inference.tasks.generate.engine import Job
@@ -264,3 +265,11 @@ async def test_device_cache_layout_gives_the_same_tokens(
     decoder = device.engine.decoder
     decoder.cache = DeviceKvCache(decoder.shape, 4, 256, "cpu", 0)
     assert await tokens(device) == await tokens(plain)
+
+
+async def test_bench_reports_every_level() -> None:
+    levels = await bench(smollm2_dir() / "1", [1, 2], requests=1, max_tokens=4)
+    assert [level.streams for level in levels] == [1, 2]
+    for level in levels:
+        assert level.requests == level.streams and 0 < level.output_tokens <= 4 * level.streams
+        assert level.tokens_per_second > 0 and level.ttft_p99_ms >= level.ttft_p50_ms > 0

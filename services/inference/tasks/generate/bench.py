@@ -2,11 +2,11 @@
 
     python -m services.inference.tasks.generate.bench --model-dir D --streams 1,4,16
 
-For each level, that many streams each run the same number of greedy requests back to
-back (every prompt different, max_tokens fixed, EOS ignored by choosing prompts that
-run long is not promised: the output tokens actually made are counted). Prints output
-tokens/s, TTFT p50/p99 and time per output token, one line per level, and with
---json the same as one JSON document.
+For each level, that many streams each run `--requests` greedy requests back to back,
+every prompt a different story topic, at most `--max-tokens` each; the output tokens
+actually made are counted (a request may end early at EOS). Prints output tokens/s,
+TTFT p50/p99 and the mean time per output token, one line per level, or with --json
+one JSON document.
 """
 
 from __future__ import annotations
