@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -186,10 +187,10 @@ async def test_too_long_names_both_numbers_and_full_queue_is_exhausted(
     # A long prompt is tokenized off the loop, then measured the same way.
     with pytest.raises(InvalidArgument, match=r"prompt of \d{4} tokens plus max_tokens 5"):
         await model.submit(_inputs("word " * 4000, max_tokens=5), None, RequestContext())
-    count = "1, 2, 3,"
-    running = asyncio.ensure_future(
-        model.submit(_inputs(count, max_tokens=55), None, RequestContext())
-    )
+    # The engine is held inside its first step, so the slot stays taken.
+    gate = threading.Event()
+    held = _held(model, "One", 3, gate)
+    running = asyncio.ensure_future(_drain(model.chunks(held)))
     await _until(lambda: model.engine.running == 1)
     queued = asyncio.ensure_future(
         model.submit(_inputs("Two", max_tokens=5), None, RequestContext())
@@ -197,6 +198,7 @@ async def test_too_long_names_both_numbers_and_full_queue_is_exhausted(
     await _until(lambda: model.depth == 1)
     with pytest.raises(ResourceExhausted, match="queue is full"):
         await model.submit(_inputs("Three", max_tokens=5), None, RequestContext())
+    gate.set()
     await asyncio.gather(running, queued)
 
 
@@ -204,21 +206,46 @@ async def test_cancelled_and_expired_requests_free_their_slots(
     make_model: Callable[..., GenerateModel],
 ) -> None:
     model = make_model(max_sequences=1, max_context=256)
-    parts = model.stream(_inputs("Count to one hundred:", max_tokens=200), None, RequestContext())
-    await anext(parts)
-    assert model.engine.running == 1 and model.engine.reserved > 0
-    await parts.aclose()
+    gate = threading.Event()
+    chunks = model.chunks(_held(model, "Count to one hundred:", 200, gate))
+    first = asyncio.ensure_future(anext(chunks))
+    await _until(lambda: model.engine.running == 1 and model.engine.reserved > 0)
+    gate.set()
+    await first
+    await chunks.aclose()
     await _until(lambda: model.engine.running == 0 and model.engine.reserved == 0)
     # A request whose deadline passes while it waits for the one slot never runs.
-    blocker = asyncio.ensure_future(
-        model.submit(_inputs("Count to fifty:", max_tokens=60), None, RequestContext())
-    )
+    gate.clear()
+    blocker = asyncio.ensure_future(_drain(model.chunks(_held(model, "Count:", 3, gate))))
     await _until(lambda: model.engine.running == 1)
-    deadline = asyncio.get_running_loop().time() + 0.05
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.05
+    late = asyncio.ensure_future(
+        model.submit(_inputs("Late", max_tokens=5), deadline, RequestContext())
+    )
+    await _until(lambda: model.depth == 1 and loop.time() > deadline)
+    gate.set()
     with pytest.raises(DeadlineExceeded, match="in the queue"):
-        await model.submit(_inputs("Late", max_tokens=5), deadline, RequestContext())
+        await late
     await blocker
     await _until(lambda: model.engine.reserved == 0 and model.engine.in_use == 0)
+
+
+def _held(model: GenerateModel, prompt: str, max_tokens: int, gate: threading.Event) -> Job:
+    """A job whose every step waits (on the engine thread) until `gate` is set."""
+    tokens = model.tokenizer.encode(prompt).ids
+    return Job(
+        tokens,
+        SamplingParams(max_tokens),
+        TextStream(model.tokenizer),
+        None,
+        on_logits=lambda _row: gate.wait(30),
+    )
+
+
+async def _drain(chunks: AsyncIterator[Any]) -> None:
+    async for _ in chunks:
+        pass
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
