@@ -45,6 +45,21 @@ def test_top_k_and_top_p_keep_only_the_head() -> None:
     assert picks == {0, 1}
 
 
+def test_a_wide_nucleus_is_found_beyond_the_first_candidates() -> None:
+    """A flat distribution's top-p head holds thousands of tokens: the search for it
+    grows past its first 256 and still keeps exactly the smallest head."""
+    logits = np.random.default_rng(1).normal(scale=0.1, size=5000).astype(np.float32)
+    order = np.lexsort((np.arange(5000), -logits.astype(np.float64)))
+    probs = np.exp(logits.astype(np.float64) - logits.max())
+    mass = np.cumsum(probs[order]) / probs.sum()
+    head = set(order[: int(np.searchsorted(mass, 0.9)) + 1].tolist())
+    assert len(head) > 1000
+    picks = [Sampler(SamplingParams(1, 1.0, top_p=0.9, seed=s))(logits) for s in range(300)]
+    assert set(picks) <= head
+    rank = {int(token): i for i, token in enumerate(order)}
+    assert max(rank[p] for p in picks) > 256
+
+
 def test_stop_strings_cut_the_text_and_hold_back_a_partial_match() -> None:
     stop = StopText(["END", "\n\n"])
     out = [stop.feed(p) for p in ("Hello", " E", "N", "D and more")]

@@ -36,24 +36,40 @@ class Sampler:
         self.rng = np.random.default_rng(params.seed)
 
     def __call__(self, logits: np.ndarray) -> int:
-        if self.params.greedy:
+        params = self.params
+        if params.greedy:
             return int(np.argmax(logits))
-        scores = logits.astype(np.float64) / self.params.temperature
-        top_k = self.params.top_k
-        if 0 < top_k < scores.shape[0]:
-            candidates = np.argpartition(scores, -top_k)[-top_k:]
-        else:
-            candidates = np.arange(scores.shape[0])
-        # Highest first; ties broken by token id, so the order never depends on the sort.
-        order = candidates[np.lexsort((candidates, -scores[candidates]))]
-        chosen = scores[order]
-        probs = np.exp(chosen - chosen[0])
-        probs /= probs.sum()
-        if self.params.top_p < 1.0:
-            # Keep the smallest head whose mass reaches top_p (at least one token).
-            keep = int(np.searchsorted(np.cumsum(probs), self.params.top_p)) + 1
-            order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
-        return int(order[self.rng.choice(len(order), p=probs)])
+        scores = logits.astype(np.float64) / params.temperature
+        vocab = scores.shape[0]
+        k = params.top_k if 0 < params.top_k < vocab else vocab
+        weights = np.exp(scores - scores.max())
+        pool = np.argpartition(scores, -k)[-k:] if k < vocab else None
+        total = weights.sum() if pool is None else weights[pool].sum()
+        if params.top_p >= 1.0:
+            if pool is None:
+                return int(self.rng.choice(vocab, p=weights / total))
+            # Token-id order, so that the draw never depends on argpartition's order.
+            pool.sort()
+            return int(pool[self.rng.choice(k, p=weights[pool] / total)])
+        return self._nucleus(scores, weights, total, k)
+
+    def _nucleus(self, scores: np.ndarray, weights: np.ndarray, total: float, k: int) -> int:
+        """Top-p over the k best: the smallest head whose mass reaches top_p. The head
+        is found among the best n tokens, n growing from 256, so that a step sorts a few
+        hundred tokens rather than the whole vocabulary."""
+        vocab = scores.shape[0]
+        n = min(k, 256)
+        while True:
+            head = np.argpartition(scores, -n)[-n:] if n < vocab else np.arange(vocab)
+            # Highest first; ties broken by token id, so the order never depends on the sort.
+            head = head[np.lexsort((head, -scores[head]))]
+            mass = np.cumsum(weights[head]) / total
+            if mass[-1] >= self.params.top_p or n >= k:
+                keep = min(int(np.searchsorted(mass, self.params.top_p)) + 1, n)
+                chosen = head[:keep]
+                probs = weights[chosen] / weights[chosen].sum()
+                return int(chosen[self.rng.choice(keep, p=probs)])
+            n = min(k, n * 4)
 
 
 class StopText:
