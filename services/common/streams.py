@@ -227,8 +227,8 @@ class _Answering(Generic[Request, Response]):
     ) -> None:
         """A request with many answers, each asked for once the one before is written."""
         loop = asyncio.get_running_loop()
-        parts = answer(request)
         try:
+            parts = answer(request)
             try:
                 async for response in parts:
                     nbytes = self.size(response)

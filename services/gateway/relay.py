@@ -5,8 +5,9 @@ stream request cannot become a unary backend call: it goes over a ModelStreamInf
 call to ONE backend, chosen by the same routing and balancing as a unary call and
 pinned for the request: the request is sent, the call half closed, and every
 response relayed as the backend serialized it until the backend ends the call.
-A model that answers once takes the same path (one response), so the gateway need
-not know which models are decoupled.
+A model that answers once keeps the cheaper unary backend call, its reply wrapped
+as the request's one final response; which models are decoupled the gateway learns
+from their ModelConfig, once per version.
 
 The path is the Router's (services.gateway.routing), so auth, limits, canary
 routing, tracing and counting are those of a unary call; only the forwarding
@@ -22,8 +23,10 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from google.protobuf.message import DecodeError
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common.caller import key_id_entry, without_key_id
@@ -38,6 +41,13 @@ if TYPE_CHECKING:
     from services.gateway.routing import Call, Passed, Router
 
 _log = logging.getLogger(__name__)
+# Model versions whose decoupled flag is remembered; beyond it the memory starts over.
+MAX_REMEMBERED = 4096
+# A ModelInferResponse's parameters entry triton_final_response: true, serialized: a
+# unary reply with it appended parses as the reply with the flag set (entries merge).
+FINAL_TRUE = pb.ModelInferResponse(
+    parameters={FINAL_PARAM: pb.InferParameter(bool_param=True)}
+).SerializeToString()
 
 
 def key_passed(call: Call) -> Passed:
@@ -68,9 +78,12 @@ async def relay(router: Router, call: Call) -> AsyncGenerator[bytes, None]:
         model = router.label(route.model)
         with metrics.inflight.track_inprogress():
             first = True
-            async with contextlib.aclosing(
-                _dispatch(router, call, route, key_passed(call))
-            ) as parts:
+            passed = key_passed(call)
+            if await _decoupled(router, call, route):
+                relayed = _dispatch(router, call, route, passed)
+            else:
+                relayed = _unary(router, call, route, passed)
+            async with contextlib.aclosing(relayed) as parts:
                 async for data in parts:
                     if first:
                         first = False
@@ -94,6 +107,41 @@ async def relay(router: Router, call: Call) -> AsyncGenerator[bytes, None]:
     finally:
         metrics.requests(model, answered if model else "", code, call.protocol).inc()
         metrics.request_seconds(model, call.protocol).observe(time.perf_counter() - started)
+
+
+async def _decoupled(router: Router, call: Call, route: Route) -> bool:
+    """Whether the version a request is routed to answers with many responses, as its
+    ModelConfig says: asked once per model, version and set of READY versions (so a
+    new version is asked about again), then remembered. True when it cannot be told,
+    since the stream path is right for every model."""
+    model = route.model
+    key = (model, route.version, router.backends.ready_versions(model))
+    known = router.decoupled.get(key)
+    if known is not None:
+        return known
+    request = pb.ModelConfigRequest(name=call.head.name, version=call.head.version)
+    asked = replace(call, head=wire.Head(call.head.name, call.head.version), passed=())
+    asked = replace(asked, request=request.SerializeToString())
+    try:
+        data, _ = await router.dispatch("ModelConfig", asked, route)
+        config = pb.ModelConfigResponse.FromString(data).config
+    except (ServiceError, DecodeError):
+        return True
+    if len(router.decoupled) >= MAX_REMEMBERED:
+        router.decoupled.clear()
+    decoupled = router.decoupled[key] = config.model_transaction_policy.decoupled
+    return decoupled
+
+
+async def _unary(
+    router: Router, call: Call, route: Route, passed: Passed
+) -> AsyncGenerator[bytes, None]:
+    """A model that answers once: one unary backend call, its reply the request's one
+    (final) stream response. A backend stream per request costs about twice the CPU,
+    on the gateway and on inference, of a unary call (pair model, one stream of 3000
+    requests: 0.49 -> 0.85 ms gateway, 0.64 -> 0.99 ms inference per request)."""
+    data, _ = await router.dispatch("ModelInfer", call, route, passed)
+    yield wire.wrap_stream_response(data, FINAL_TRUE)
 
 
 async def _dispatch(

@@ -136,6 +136,8 @@ class Router:
         self._answered: set[str] = set()
         self.rollouts = Rollouts()
         self.streams = StreamSlots(max_streams_per_key)
+        # Whether a (model, version, READY versions) is decoupled (services.gateway.relay).
+        self.decoupled: dict[tuple[str, str, frozenset[int] | None], bool] = {}
 
     # Who may call: every front end's calls pass here, so each refusal is counted once.
 

@@ -10,7 +10,6 @@ repository index) are built from the generated messages.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeAlias
@@ -169,30 +168,29 @@ class GatewayServicer:
         self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[bytes]:
         """Each request is routed on its own (so a stream is balanced per request too)
-        and relayed over a backend stream of its own, every response the backend makes
-        for it passed on (services.gateway.relay); an error answers that request only
-        and the stream stays open."""
+        and sent to one backend, every response the backend makes for it passed on
+        (services.gateway.relay); an error answers that request only and the stream
+        stays open."""
         metadata = context.invocation_metadata()
         key = self.router.authorize(metadata, "ModelStreamInfer")
         pin, passed = pinned_version(metadata), forwarded(metadata, self.passed_keys)
         stream_deadline = deadline_of(context)
         loop = asyncio.get_running_loop()
 
-        async def answer(request: bytes) -> AsyncIterator[bytes]:
+        def answer(request: bytes) -> AsyncIterator[bytes]:
             deadline = earliest(loop.time() + self.default_timeout, stream_deadline)
             try:
                 head = wire.read_request(request)
             except wire.BadHead as exc:
-                yield stream_error(exc.head, exc.message, exc.status)
-                return
+                return _one(stream_error(exc.head, exc.message, exc.status))
             except ServiceError as exc:
-                yield stream_error(wire.Head(), exc.message, exc.status)
-                return
-            call = Call(key, head, request, deadline, pin, passed)
-            async with contextlib.aclosing(self.router.stream_infer(call)) as responses:
-                async for response in responses:
-                    yield response
+                return _one(stream_error(wire.Head(), exc.message, exc.status))
+            return self.router.stream_infer(Call(key, head, request, deadline, pin, passed))
 
         with self.router.stream(key):
             async for response in answer_streams(requests, answer, self.stream_window):
                 yield response
+
+
+async def _one(response: bytes) -> AsyncIterator[bytes]:
+    yield response

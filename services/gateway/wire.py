@@ -214,6 +214,8 @@ def stream_head(data: bytes) -> Head:
     return Head(*(_text(data, inner, n) for n in (NAME, VERSION, ID)))
 
 
-def wrap_stream_response(infer_response: bytes) -> bytes:
-    """A ModelStreamInferResponse holding a serialized ModelInferResponse (field 2)."""
-    return encode_varint(2 << 3 | _LEN) + encode_varint(len(infer_response)) + infer_response
+def wrap_stream_response(infer_response: bytes, extra: bytes = b"") -> bytes:
+    """A ModelStreamInferResponse holding a serialized ModelInferResponse (field 2),
+    with the serialized fields `extra` appended to it (one copy)."""
+    size = encode_varint(len(infer_response) + len(extra))
+    return b"".join((encode_varint(2 << 3 | _LEN), size, infer_response, extra))

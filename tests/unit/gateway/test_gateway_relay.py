@@ -1,0 +1,137 @@
+"""Router.stream_infer without gRPC: which backend path a stream request takes, and what
+the backend is told of the caller."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from prometheus_client import CollectorRegistry
+
+from services.common.errors import NotFound
+from services.gateway import wire
+from services.gateway.app import GatewayApp
+from services.gateway.auth import ApiKey
+from services.gateway.canary import CanaryPolicy
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.routing import Call, Passed, Router
+
+FINAL = "triton_final_response"
+
+
+def stream_reply(model: str, text: bytes, final: bool) -> bytes:
+    response = pb.ModelInferResponse(model_name=model, model_version="1")
+    response.parameters[FINAL].bool_param = final
+    response.raw_output_contents.append(text)
+    return pb.ModelStreamInferResponse(infer_response=response).SerializeToString()
+
+
+@dataclass
+class Backends:
+    """`chat` is decoupled, `pair` is not, `gone` has no ModelConfig; records each call."""
+
+    sent: list[tuple[str, str, Passed]] = field(default_factory=list)
+
+    async def unary(
+        self,
+        method: str,
+        request: bytes,
+        deadline: float,
+        metadata: Passed = (),
+        model: str = "",
+        version: int | None = None,
+    ) -> bytes:
+        self.sent.append((method, model, metadata))
+        if method == "ModelConfig":
+            if model == "gone":
+                raise NotFound("unknown model 'gone'")
+            reply = pb.ModelConfigResponse()
+            reply.config.name = model
+            reply.config.model_transaction_policy.decoupled = model == "chat"
+            return reply.SerializeToString()
+        return pb.ModelInferResponse(model_name=model, model_version="1").SerializeToString()
+
+    async def stream(
+        self,
+        request: bytes,
+        deadline: float,
+        metadata: Passed = (),
+        model: str = "",
+        version: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        self.sent.append(("stream", model, metadata))
+        yield stream_reply(model, b"a", False)
+        yield stream_reply(model, b"b", True)
+
+    def ready_versions(self, model: str) -> frozenset[int] | None:
+        return None
+
+    def knows(self, model: str, version: int | None = None) -> bool | None:
+        return None
+
+    def want_catalogs(self) -> None:
+        pass
+
+    async def refresh_catalogs(self, deadline: float) -> None:
+        pass
+
+
+def router(backends: Backends) -> Router:
+    app = GatewayApp(None, CanaryPolicy({}, random.Random(0)), None, lambda: True)
+    return Router(app, backends, GatewayMetrics(CollectorRegistry()))
+
+
+def call(model: str, key: ApiKey | None = None, passed: Passed = ()) -> Call:
+    request = pb.ModelInferRequest(model_name=model).SerializeToString()
+    deadline = asyncio.get_running_loop().time() + 5
+    return Call(key, wire.read_head(request), request, deadline, passed=passed)
+
+
+async def answers(r: Router, c: Call) -> list[pb.ModelStreamInferResponse]:
+    return [pb.ModelStreamInferResponse.FromString(d) async for d in r.stream_infer(c)]
+
+
+async def test_a_model_that_answers_once_keeps_the_unary_call_and_its_flag() -> None:
+    backends = Backends()
+    r = router(backends)
+    for _ in range(3):
+        (reply,) = await answers(r, call("pair"))
+        assert reply.infer_response.model_name == "pair" and not reply.error_message
+        assert reply.infer_response.parameters[FINAL].bool_param is True
+    # Its ModelConfig is asked once, then remembered.
+    assert [m for m, _, _ in backends.sent] == ["ModelConfig"] + ["ModelInfer"] * 3
+
+
+async def test_a_decoupled_model_streams_every_response_from_one_backend_call() -> None:
+    backends = Backends()
+    r = router(backends)
+    replies = await answers(r, call("chat"))
+    assert [p.infer_response.raw_output_contents[0] for p in replies] == [b"a", b"b"]
+    assert [m for m, _, _ in backends.sent] == ["ModelConfig", "stream"]
+
+
+async def test_a_model_that_cannot_say_goes_the_stream_path_and_is_asked_again() -> None:
+    backends = Backends()
+    r = router(backends)
+    await answers(r, call("gone"))
+    await answers(r, call("gone"))
+    assert [m for m, _, _ in backends.sent] == ["ModelConfig", "stream"] * 2
+
+
+async def test_the_backend_gets_the_keys_id_and_never_one_the_caller_named() -> None:
+    backends = Backends()
+    r = router(backends)
+    key = ApiKey("team-a", b"\0" * 32)
+    named = (("x-maas-key-id", "someone-else"), ("x-request-id", "r-1"))
+    await answers(r, call("chat", key, named))
+    await answers(r, call("pair", key, named))
+    await answers(r, call("pair", None, named))
+    relayed = [metadata for method, _, metadata in backends.sent if method != "ModelConfig"]
+    assert relayed == [
+        (("x-request-id", "r-1"), ("x-maas-key-id", "team-a")),
+        (("x-request-id", "r-1"), ("x-maas-key-id", "team-a")),
+        (("x-request-id", "r-1"),),
+    ]
