@@ -33,6 +33,8 @@ from tests.integration.inference.generate_models import (
 )
 from tools.demo import smollm2
 
+# The first test of a fresh checkout builds the demo model (a minute or more on 2 cores).
+pytestmark = pytest.mark.timeout(300)
 CONFIG = """\
 task: generate
 generate:

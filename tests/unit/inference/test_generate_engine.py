@@ -28,6 +28,8 @@ from services.inference.tasks.generate.model import GenerateModel
 from services.inference.tasks.generate.sampling import SamplingParams
 from tests.integration.inference.generate_models import CHAT, QUESTIONS, smollm2_dir
 
+# The first test of a fresh checkout builds the demo model (a minute or more on 2 cores).
+pytestmark = pytest.mark.timeout(300)
 TIE = 1e-3
 
 
