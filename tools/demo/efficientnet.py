@@ -52,7 +52,9 @@ dynamic_batching:
 
 def build(model_dir: Path) -> None:
     """Write `model_dir/config.yaml` and `model_dir/1/` unless they are current."""
-    sources = [Path(__file__), Path(__file__).with_name("images.py")]
+    tools = Path(__file__).parents[1]
+    sources = [Path(__file__), tools / "demo" / "images.py"]
+    sources += [tools / name for name in ("export.py", "parity.py", "model_files.py")]
     fp = stamp.fingerprint(sources, PACKAGES)
     stamp.build_once(model_dir, fp, _write)
 
