@@ -186,6 +186,11 @@ async def test_too_long_names_both_numbers_and_full_queue_is_exhausted(
     with pytest.raises(InvalidArgument) as caught:
         await model.submit(_inputs("Hello there", max_tokens=63), None, RequestContext())
     assert "max_tokens 63" in caught.value.message and "max_context 64" in caught.value.message
+    # The model's default max_tokens (256 here) shrinks to the room a prompt leaves.
+    default = {"text_input": np.array(["Hello there"], object)}
+    default["return_num_output_tokens"] = np.array([True])
+    outputs, _ = await model.submit(default, None, RequestContext())
+    assert 0 < outputs["num_output_tokens"][0] <= 64 - 2
     # A long prompt is tokenized off the loop, then measured the same way.
     with pytest.raises(InvalidArgument, match=r"prompt of \d{4} tokens plus max_tokens 5"):
         await model.submit(_inputs("word " * 4000, max_tokens=5), None, RequestContext())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -106,15 +107,20 @@ class GenerateModel:
             prompt = encode(request.prompt).ids
         if not prompt:
             raise InvalidArgument("the prompt is empty: expected at least one token")
-        need = len(prompt) + request.sampling.max_tokens
+        sampling = request.sampling
+        room = min(self.max_context, self.engine.cache_tokens) - len(prompt)
+        if not request.max_tokens_given and 0 < room < sampling.max_tokens:
+            # The model's default max_tokens gives way to a long prompt; a given one does not.
+            sampling = replace(sampling, max_tokens=room)
+        need = len(prompt) + sampling.max_tokens
         if need > self.max_context:
             raise InvalidArgument(
-                f"prompt of {len(prompt)} tokens plus max_tokens {request.sampling.max_tokens} "
+                f"prompt of {len(prompt)} tokens plus max_tokens {sampling.max_tokens} "
                 f"is {need} tokens, expected at most the model's max_context {self.max_context}"
             )
         if need > self.engine.cache_tokens:
             raise InvalidArgument(
-                f"prompt of {len(prompt)} tokens plus max_tokens {request.sampling.max_tokens} "
+                f"prompt of {len(prompt)} tokens plus max_tokens {sampling.max_tokens} "
                 f"needs {need} cache tokens, expected at most the model's cache_tokens "
                 f"{self.engine.cache_tokens}"
             )
@@ -123,7 +129,7 @@ class GenerateModel:
             deadline = deadline - asyncio.get_running_loop().time() + time.monotonic()
         return Job(
             prompt,
-            request.sampling,
+            sampling,
             TextStream(self.tokenizer),
             deadline,
             key=self.metrics.key(context.key_id),

@@ -84,6 +84,8 @@ class GenerateRequest:
     # Whether the prompt was rendered from messages (then it holds special tokens).
     chat: bool
     sampling: SamplingParams
+    # Whether sampling_parameters named max_tokens (else it is the model's default).
+    max_tokens_given: bool = False
     stream: bool = False
     exclude_input: bool = False
     return_input_tokens: bool = False
@@ -199,10 +201,15 @@ def parse_request(
     else:
         assert text is not None
         prompt, chat = text, False
+    sampling = _one_string(inputs, "sampling_parameters")
+    params = parse_sampling(sampling, default_max_tokens)
+    # parse_sampling has read it as a JSON object already.
+    given = json.loads(sampling).get("max_tokens") is not None if sampling else False
     return GenerateRequest(
         prompt=prompt,
         chat=chat,
-        sampling=parse_sampling(_one_string(inputs, "sampling_parameters"), default_max_tokens),
+        sampling=params,
+        max_tokens_given=given,
         stream=_flag(inputs, "stream"),
         exclude_input=_flag(inputs, "exclude_input_in_output"),
         return_input_tokens=_flag(inputs, "return_num_input_tokens"),
