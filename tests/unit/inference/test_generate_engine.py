@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,13 @@ from services.common.errors import (
     Unavailable,
 )
 from services.inference.config import ModelConfig
+from services.inference.runtime import LoadError
 from services.inference.tasks import RequestContext
 from services.inference.tasks.generate.bench import bench
 from services.inference.tasks.generate.chat import TextStream
 from services.inference.tasks.generate.decoder import DeviceKvCache
 from services.inference.tasks.generate.engine import Job
-from services.inference.tasks.generate.model import GenerateModel
+from services.inference.tasks.generate.model import GenerateModel, open_generate
 from services.inference.tasks.generate.sampling import SamplingParams
 from tests.integration.inference.generate_models import CHAT, QUESTIONS, smollm2_dir
 
@@ -307,3 +309,18 @@ async def test_bench_reports_every_level() -> None:
     for level in levels:
         assert level.requests == level.streams and 0 < level.output_tokens <= 4 * level.streams
         assert level.tokens_per_second > 0 and level.ttft_p99_ms >= level.ttft_p50_ms > 0
+
+
+def test_a_version_without_its_decoder_files_fails_to_load_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    config = ModelConfig(task="generate", warmup=[])
+    with pytest.raises(LoadError, match="genai_config.json"):
+        open_generate(tmp_path, config)
+    (tmp_path / "genai_config.json").write_text('{"model": {"decoder": {}}}')
+    with pytest.raises(LoadError, match="not a decoder config"):
+        open_generate(tmp_path, config)
+    source = smollm2_dir() / "1" / "genai_config.json"
+    (tmp_path / "genai_config.json").write_text(source.read_text())
+    with pytest.raises(LoadError, match="tokenizer.json"):
+        open_generate(tmp_path, config)
