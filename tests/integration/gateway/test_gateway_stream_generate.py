@@ -159,3 +159,35 @@ async def test_a_passed_deadline_ends_the_generation(chain: Chain) -> None:
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     await until(lambda: scrape(port, reserved, model=MODEL) == before)
     assert scrape(port, "maas_generate_running_sequences", model=MODEL) == 0
+
+
+async def test_stream_requests_after_a_backend_went_away_are_answered_by_the_other(
+    tmp_path: Path, start_inference_at: StartInferenceAt, start_gateway: StartGateway
+) -> None:
+    repository = repository_with(tmp_path / "repo", CONFIG)
+    first = await start_inference_at(repository, service_token=TOKEN)
+    second = await start_inference_at(repository, service_token=TOKEN)
+    gateway = await start_gateway(
+        backends=f"{backend_address(first)},{backend_address(second)}",
+        api_keys="team-a:secret-a",
+        backend_token=TOKEN,
+    )
+    async with grpc.aio.insecure_channel(f"localhost:{gateway.grpc.port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        await stub.ModelReady(pb.ModelReadyRequest(name=MODEL), metadata=KEY, timeout=30)
+        await until(lambda: all(s.ready for s in gateway.pool.states()))
+        await first.shutdown(0)
+        # The first stops serving its models (health Watch) and then its port: each
+        # request goes to the second, or, sent to the first before the gateway knew,
+        # fails before any response and is retried there.
+        for i in range(6):
+            replies = [
+                r
+                async for r in stub.ModelStreamInfer(
+                    send(generate_request(PROMPT, 2, id=f"r{i}")), metadata=KEY, timeout=60
+                )
+            ]
+            assert replies and not any(r.error_message for r in replies), replies[-1]
+            assert replies[-1].infer_response.parameters[FINAL].bool_param is True
+    retries = gateway.metrics_registry.get_sample_value("maas_gateway_retries_total") or 0
+    print(f"6 stream requests after a backend went away: {retries:g} retried")
