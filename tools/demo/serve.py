@@ -78,6 +78,9 @@ def ensure_large_demos(
     return done
 
 
+_OPENAI_MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+
+
 def _describe(name: str) -> str:
     module = {minilm.NAME: minilm, smollm2.NAME: smollm2, efficientnet.NAME: efficientnet}[name]
     return (module.__doc__ or name).splitlines()[0]
@@ -147,4 +150,26 @@ def examples(
             f"    curl -s {curl_auth}{http_url}/v2/models/efficientnet/infer "
             f"-d @{requests / CHELSEA_JSON}",
         ]
+        lines += openai_examples(http_url, curl_auth)
     return lines
+
+
+def openai_examples(http_url: str, curl_auth: str) -> list[str]:
+    """Banner lines for the OpenAI-compatible routes: the `openai` package and curl."""
+    key = "<API key>" if curl_auth else "unused"
+    chat = json.dumps(
+        {"model": smollm2.NAME, "messages": _OPENAI_MESSAGES, "max_tokens": 32},
+        separators=(",", ":"),
+    )
+    return [
+        "OpenAI API (pip install openai; any OpenAI client works):",
+        "    from openai import OpenAI",
+        f'    ai = OpenAI(base_url="{http_url}/v1", api_key="{key}")',
+        f"    messages = {_OPENAI_MESSAGES!r}",
+        f'    r = ai.chat.completions.create(model="{smollm2.NAME}", messages=messages)',
+        "    print(r.choices[0].message.content)",
+        f'    e = ai.embeddings.create(model="{minilm.NAME}", input="A man eats food.")',
+        "    print(len(e.data[0].embedding))  # 384",
+        f"    curl -sN {curl_auth}{http_url}/v1/chat/completions "
+        f"-H 'content-type: application/json' -d '{chat[:-1]},\"stream\":true}}'",
+    ]
