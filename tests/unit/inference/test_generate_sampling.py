@@ -9,6 +9,7 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.inference.tasks.generate.chat import ChatTemplate, Message
+from services.inference.tasks.generate.decoder import DecoderShape, KvCache
 from services.inference.tasks.generate.metrics import MAX_KEYS, GenerationMetrics
 from services.inference.tasks.generate.params import parse_messages, parse_request, parse_sampling
 from services.inference.tasks.generate.sampling import Sampler, SamplingParams, StopText
@@ -149,3 +150,15 @@ def test_key_labels_are_bounded() -> None:
     assert len(labels) == MAX_KEYS + 1 and "other" in labels
     # A key seen before the cap keeps its own label.
     assert metrics.key("key-3") == "key-3" and metrics.key("key-999") == "other"
+
+
+def test_a_released_cache_slot_reads_as_zeros_and_the_others_keep_theirs() -> None:
+    shape = DecoderShape(
+        layers=2, kv_heads=2, head_dim=64, vocab_size=10, context_length=0, eos_token_ids=(0,)
+    )
+    cache = KvCache(shape, slots=3, context=64)
+    for buffer in cache.buffers:
+        buffer[:] = 1.0
+    cache.release(1, 2)
+    for buffer in cache.buffers:
+        assert buffer[0].min() == 1.0 and not buffer[1:].any()

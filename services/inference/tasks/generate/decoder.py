@@ -10,6 +10,7 @@ of n, which is why the engine keeps its active sequences in the first slots.
 from __future__ import annotations
 
 import json
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,10 @@ def read_shape(directory: Path) -> DecoderShape:
 class KvCache:
     """Per-layer key and value buffers on the host, one row per slot.
 
-    np.zeros maps untouched pages lazily, so memory grows with the tokens actually
-    written, not with slots x max_context."""
+    The buffers are anonymous memory maps: pages are committed as tokens are written,
+    and a slot's pages go back to the system when its sequence leaves (madvise), so
+    resident memory follows the tokens in use, within the cache budget, not slots x
+    max_context."""
 
     device = "cpu"
     device_id = 0
@@ -85,9 +88,21 @@ class KvCache:
         self.dims = (slots, shape.kv_heads, context, shape.head_dim)
         # Bytes from one slot's rows to the next; 4 bytes a float.
         self.slot_bytes = shape.kv_heads * context * shape.head_dim * 4
-        self.buffers = [np.zeros(self.dims, np.float32) for _ in range(2 * shape.layers)]
+        # Private: MADV_DONTNEED frees private anonymous pages (shared ones would stay).
+        flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0)
+        size = slots * self.slot_bytes
+        self._maps = [mmap.mmap(-1, size, flags=flags) for _ in range(2 * shape.layers)]
+        self.buffers = [np.frombuffer(m, np.float32).reshape(self.dims) for m in self._maps]
         # Key and value of layer l at 2l and 2l + 1.
         self.pointers = [buffer.ctypes.data for buffer in self.buffers]
+
+    def release(self, first: int, count: int) -> None:
+        """Give the pages of slots first..first+count-1 back; they read as zeros after."""
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        if advice is None or self.slot_bytes % mmap.PAGESIZE:
+            return
+        for m in self._maps:
+            m.madvise(advice, first * self.slot_bytes, count * self.slot_bytes)
 
     @property
     def nbytes(self) -> int:
@@ -131,6 +146,9 @@ class DeviceKvCache(KvCache):
         ]
         self.pointers = [value.data_ptr() for value in self.values]
         self._copy = _identity_session(self.slot_bytes // 4, device, device_id)
+
+    def release(self, first: int, count: int) -> None:
+        """Device memory stays allocated: the pool is sized once."""
 
     def move(self, source: int, target: int, length: int) -> None:
         """Copy the source slot's rows (all of them: one contiguous run) to the target."""
@@ -178,7 +196,7 @@ class Decoder:
         self.shape = shape
         self.context = context
         # The one place that decides where the cache lives: the host for CPU sessions
-        # (numpy, lazily committed), the session's device otherwise.
+        # (memory maps, committed as written), the session's device otherwise.
         self.cache: KvCache = (
             KvCache(shape, slots, context)
             if device == "cpu"

@@ -303,6 +303,7 @@ class Engine:
         for hole, job in zip(holes, movers, strict=True):
             self.decoder.cache.move(job.slot, hole, job.length)
             job.slot = hole
+        self.decoder.cache.release(len(keep), len(self._active) - len(keep))
         self._active = sorted(keep, key=lambda job: job.slot)
         for job in leaving:
             self.reserved -= job.reserve
