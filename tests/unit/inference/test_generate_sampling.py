@@ -1,4 +1,5 @@
-"""Token choice, stop strings and the sampling_parameters JSON of generate requests."""
+"""Token choice, stop strings, the sampling_parameters JSON and messages of generate
+requests, metrics key labels, and the host KV cache's slot release."""
 
 from __future__ import annotations
 

@@ -345,4 +345,7 @@ class Engine:
 
 def _deliver(events: list[tuple[Job, Chunk]]) -> None:
     for job, chunk in events:
-        job.queue.put_nowait(chunk)
+        try:
+            job.queue.put_nowait(chunk)
+        except asyncio.QueueFull:  # cannot happen (max_tokens + 2); never stop the rest
+            _log.error("a generation's chunk queue was full; chunk dropped")
