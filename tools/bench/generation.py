@@ -21,17 +21,21 @@ import os
 import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tools.bench.textload import Driver, GenLevel, measure
+from tools.bench.engine_worker import EngineWorker
+from tools.bench.textload import Driver, measure
 from tools.bench.textservers import DEMO_MODELS
 from tools.chat import Piece, generate_inputs, generate_request, piece_from, stream_generate
 
 MODEL = "smollm2"
+SERVED = "gateway (gRPC stream)"
 DIRECT = "inference (gRPC stream, direct)"
+ENGINE = "engine in-process"
+PEER = "llama.cpp server"
 HELP = "output tokens/s, TTFT, TPOT: served (smollm2) vs the engine in-process"
 PROMPTS = (
     "Write a short story about a lighthouse keeper who finds a message in a bottle.",
@@ -123,38 +127,62 @@ def open_engine(model_dir: Path) -> Any:
     return open_task(model_dir / "1" / "model.onnx", config)
 
 
-async def _level(
-    label: str,
-    driver: Driver,
-    c: int,
-    args: argparse.Namespace,
-    pids: list[int],
-    say: Callable[[str], None],
-) -> dict[str, Any]:
-    from tools.bench.loadgen import children_cpu_seconds
+@dataclass
+class Target:
+    """One thing measured: drivers run in this process (`make` gives one for a
+    max_tokens), or the engine worker's process, which runs its own."""
 
-    before_self = _self_cpu()
-    before = children_cpu_seconds(pids) if pids else None
-    started = asyncio.get_running_loop().time()
-    level = await measure(driver, c, args.seconds, args.warmup)
-    elapsed = asyncio.get_running_loop().time() - started
-    after = children_cpu_seconds(pids) if pids else None
-    row = asdict(level)
-    row["label"] = label
-    row["client_cpu"] = round((_self_cpu() - before_self) / elapsed, 2)
-    if before is not None and after is not None:
-        row["server_cpu"] = round((after - before) / elapsed, 2)
-    say(describe(label, level))
-    return row
+    label: str
+    pids: list[int]  # processes whose CPU is the server's
+    make: Callable[[int], Driver] | None = None
+    worker: EngineWorker | None = None
+
+    async def warm(self, max_tokens: int) -> None:
+        """One whole request (for max_tokens 1: once the target has dropped the
+        cancelled ones, as llama.cpp's server queues and may finish abandoned ones)."""
+        if self.worker is not None:
+            await self.worker.ask(op="warm", max_tokens=max_tokens)
+        else:
+            assert self.make is not None
+            await warm(self.make(max_tokens), self.label)
+
+    async def level(self, c: int, args: argparse.Namespace) -> dict[str, Any]:
+        """One level's row."""
+        if self.worker is not None:
+            row = await self.worker.ask(
+                op="level",
+                concurrency=c,
+                seconds=args.seconds,
+                warmup=args.warmup,
+                max_tokens=args.max_tokens,
+            )
+            return {"label": self.label, **row}
+        from tools.bench.loadgen import children_cpu_seconds
+
+        assert self.make is not None
+        before_self = _self_cpu()
+        before = children_cpu_seconds(self.pids) if self.pids else None
+        started = asyncio.get_running_loop().time()
+        level = await measure(self.make(args.max_tokens), c, args.seconds, args.warmup)
+        elapsed = asyncio.get_running_loop().time() - started
+        after = children_cpu_seconds(self.pids) if self.pids else None
+        row = {"label": self.label, **asdict(level)}
+        row["client_cpu"] = round((_self_cpu() - before_self) / elapsed, 2)
+        if before is not None and after is not None:
+            row["server_cpu"] = round((after - before) / elapsed, 2)
+        return row
 
 
-def describe(label: str, level: GenLevel) -> str:
+def describe(row: dict[str, Any]) -> str:
     """One line per level, as it is measured."""
+    ttft, tpot = row["ttft_ms"], row["tpot_ms"]
     return (
-        f"{label:<24} streams={level.concurrency:<3} {level.tokens_per_second:>7.1f} tok/s  "
-        f"TTFT p50 {level.ttft_ms['p50']:.0f} ms p99 {level.ttft_ms['p99']:.0f} ms  "
-        f"TPOT p50 {level.tpot_ms['p50']:.1f} ms  done {level.requests_done}  "
-        f"tok/req {level.tokens_per_request}  errors {level.errors} {level.error_samples[:1]}"
+        f"{row['label']:<32} streams={row['concurrency']:<3} "
+        f"{row['tokens_per_second']:>7.1f} tok/s  "
+        f"TTFT p50 {ttft['p50']:.0f} ms p99 {ttft['p99']:.0f} ms  "
+        f"TPOT p50 {tpot['p50']:.1f} ms  done {row['requests_done']}  "
+        f"tok/req {row['tokens_per_request']}  errors {row['errors']} "
+        f"{row['error_samples'][:1]}"
     )
 
 
@@ -174,68 +202,51 @@ def _self_cpu() -> float:
 async def bench(
     args: argparse.Namespace, served: str | None, say: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Every level of every target; the results document."""
+    """Every level of every target, interleaved by level; the results document."""
     import grpc
     from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
     from tools.bench import llamacpp
 
-    # Each target makes a driver for a max_tokens: the levels' and a 1-token one.
-    targets: list[tuple[str, Callable[[int], Driver], list[int]]] = []
+    targets: list[Target] = []
     closers: list[Callable[[], Awaitable[None]]] = []
     notes: list[str] = []
-    channel = grpc.aio.insecure_channel(served) if served else None
-    if channel is not None:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        targets.append(
-            ("gateway (gRPC stream)", partial(served_driver, stub, args.model), args.pids)
-        )
-    if args.direct and not args.no_direct:
-        direct = grpc.aio.insecure_channel(args.direct)
-        closers.append(direct.close)
-        targets.append(
-            (
-                DIRECT,
-                partial(served_driver, pb_grpc.GRPCInferenceServiceStub(direct), args.model),
-                [args.direct_pid],
-            )
-        )
-    if not args.no_in_process:
-        backend = open_engine(args.model_dir)
-        backend.start()
-        closers.append(backend.close)
-        targets.append(("engine in-process", partial(engine_driver, backend), []))
     peer = None
-    if not args.no_peer:
-        peer, why = llamacpp.start(_gguf())
-        if peer is None:
-            notes.append(f"llama.cpp not measured: {why}")
-            say(f"note: {notes[-1]}")
-        else:
-            address = peer.http_address
-            targets.append(
-                (
-                    "llama.cpp server",
-                    lambda n: llamacpp.driver(address, n, messages),
-                    [peer.pid],
-                )
-            )
-    rows: list[dict[str, Any]] = []
     try:
-        for label, make, _ in targets:  # one whole unmeasured request each
-            await warm(make(args.max_tokens), label)
+        for label, address, pids in (
+            (SERVED, served, args.pids),
+            (DIRECT, args.direct, [args.direct_pid]),
+        ):
+            if not address or (label == DIRECT and args.no_direct):
+                continue
+            channel = grpc.aio.insecure_channel(address)
+            closers.append(channel.close)
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            targets.append(Target(label, pids, partial(served_driver, stub, args.model)))
+        if not args.no_in_process:
+            worker = await EngineWorker.start(args.model_dir)
+            closers.append(worker.close)
+            targets.append(Target(ENGINE, [worker.pid], worker=worker))
+        if not args.no_peer:
+            peer, why = llamacpp.start(_gguf())
+            if peer is None:
+                notes.append(f"llama.cpp not measured: {why}")
+                say(f"note: {notes[-1]}")
+            else:
+                address = peer.http_address
+                make = partial(llamacpp.driver, address, messages=messages)
+                targets.append(Target(PEER, [peer.pid], make))
+        rows: list[dict[str, Any]] = []
+        for target in targets:  # one whole unmeasured request each
+            await target.warm(args.max_tokens)
         for c in args.concurrency:
-            for label, make, pids in targets:
-                rows.append(await _level(label, make(args.max_tokens), c, args, pids, say))
-                # A 1-token request after the level's cancelled ones: it ends once the
-                # target has dropped them (llama.cpp's server queues requests and may
-                # finish abandoned ones), so no target runs on into the next one's level.
-                await warm(make(1), label)
+            for target in targets:
+                rows.append(await target.level(c, args))
+                say(describe(rows[-1]))
+                await target.warm(1)  # it has dropped the level's cancelled requests
     finally:
         for close in closers:
             await close()
-        if channel is not None:
-            await channel.close()
         if peer is not None:
             peer.stop()
     return {
@@ -272,7 +283,7 @@ def ratios(rows: list[dict[str, Any]], levels: list[int]) -> list[dict[str, Any]
     """Served / in-process at each level, and each target's top level / 1 stream."""
     by = {(r["label"], r["concurrency"]): r["tokens_per_second"] for r in rows}
     out = []
-    served, engine = "gateway (gRPC stream)", "engine in-process"
+    served, engine = SERVED, ENGINE
     for c in levels:
         a, b = by.get((served, c)), by.get((engine, c))
         if a is not None and b:
