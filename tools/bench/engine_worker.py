@@ -1,8 +1,10 @@
 """The generate engine in a process of its own, for `maas bench generation`.
 
-The in-process limit runs here rather than in the bench's process: that process also
-holds the gRPC channels of the served targets, and the engine beside an active
-grpc.aio channel measured 25-30% slower at one stream than in a process alone.
+The in-process limit runs here rather than in the bench's process, which also holds
+the served targets' grpc.aio channels: there the engine made 49 tokens/s at one
+stream, against 94 in a process of its own minutes later (the machine is noisy, and
+later pairs differed less, so the cause is not proven; a process of its own, like a
+served replica's, takes the question away).
 The bench sends one JSON command per line on stdin and reads one JSON line back:
 
     {"op": "warm", "max_tokens": 64}                      -> {"ok": true}
