@@ -99,7 +99,7 @@ class KvCache:
     def release(self, first: int, count: int) -> None:
         """Give the pages of slots first..first+count-1 back; they read as zeros after."""
         advice = getattr(mmap, "MADV_DONTNEED", None)
-        if advice is None or self.slot_bytes % mmap.PAGESIZE:
+        if count <= 0 or advice is None or self.slot_bytes % mmap.PAGESIZE:
             return
         for m in self._maps:
             m.madvise(advice, first * self.slot_bytes, count * self.slot_bytes)
@@ -217,8 +217,13 @@ class Decoder:
 
     def prefill(self, slot: int, tokens: list[int]) -> np.ndarray:
         """Logits [V] after a prompt, its cache written in `slot` from position 0."""
+        return self.extend(slot, tokens, 0)
+
+    def extend(self, slot: int, tokens: list[int], past: int) -> np.ndarray:
+        """Logits [V] after `tokens` fed to `slot`, whose cache holds `past` tokens (a
+        prompt in chunks: the same logits as one prefill of the whole)."""
         ids = np.asarray(tokens, dtype=np.int64)[None]
-        mask = np.ones((1, len(tokens)), dtype=np.int64)
+        mask = np.ones((1, past + len(tokens)), dtype=np.int64)
         return self._run(ids, mask, slot)[0]
 
     def decode(self, tokens: list[int], lengths: list[int]) -> np.ndarray:

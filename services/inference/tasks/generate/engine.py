@@ -1,11 +1,13 @@
 """Continuous batching on one thread: sequences join between steps and leave when done.
 
 Each step first drops the sequences that were cancelled or ran past their deadline,
-admits waiting requests while a slot and the cache budget allow (each is prefilled
-alone in its slot), then decodes one token for every active sequence in one batched
-run. Tokens reach the event loop through one call_soon_threadsafe per step, into
-per-request asyncio queues: the engine never waits on a consumer, and a queue holds
-at most max_tokens pieces.
+admits waiting requests while a slot and the cache budget allow, prefills admitted
+prompts one at a time, alone in their slot, up to `prefill_chunk` prompt tokens a
+step (a long prompt takes several steps, so it stalls the others' tokens for one
+chunk at a time, not its whole length), then decodes one token for every sequence
+past its prompt in one batched run. Tokens reach the event loop through one
+call_soon_threadsafe per step, into per-request asyncio queues: the engine never
+waits on a consumer, and a queue holds at most max_tokens pieces.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from services.inference.tasks.generate.decoder import Decoder
 from services.inference.tasks.generate.sampling import Sampler, SamplingParams, StopText
 
 _log = logging.getLogger(__name__)
+# Prompt tokens prefilled per step at most: the longest stall a long prompt puts on
+# the batch's next tokens.
+PREFILL_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -116,18 +121,25 @@ class Engine:
         cache_tokens: int,
         max_queue: int,
         observer: Observer | None = None,
+        prefill_chunk: int = PREFILL_CHUNK,
     ) -> None:
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.slots = slots
         self.cache_tokens = cache_tokens
         self.max_queue = max_queue
+        # At least 4, so that a chunk can always leave 2 tokens and still move on.
+        self.prefill_chunk = max(4, prefill_chunk)
         self.eos = frozenset(decoder.shape.eos_token_ids)
         self.observer = observer or Observer()
         # Read by metrics from other threads; written by the engine thread only.
         self.reserved = 0
         self.in_use = 0
+        # Decoding sequences, in slots 0..n-1 (the batch).
         self._active: list[Job] = []
+        # Admitted (cache reserved), prompt not yet whole in the cache; the first one,
+        # once begun, sits in slot n, right after the batch, so it joins it in place.
+        self._admitted: deque[Job] = deque()
         self._waiting: deque[Job] = deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -142,8 +154,8 @@ class Engine:
 
     @property
     def running(self) -> int:
-        """Sequences in the batch."""
-        return len(self._active)
+        """Sequences admitted: decoding, or having their prompt prefilled."""
+        return len(self._active) + len(self._admitted)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the step thread; chunks are delivered on `loop`."""
@@ -195,15 +207,14 @@ class Engine:
     def _step(self) -> bool:
         events: list[tuple[Job, Chunk]] = []
         with self._cond:
-            while not self._waiting and not self._active and not self._closing:
+            while not self._waiting and not self.running and not self._closing:
                 self._cond.wait()
-            if self._closing and not self._waiting and not self._active:
+            if self._closing and not self._waiting and not self.running:
                 return False
         self._retire(events, time.monotonic())
         with self._cond:
-            admitted = self._admit(events, time.monotonic())
-        for job in admitted:
-            self._prefill(job, events)
+            self._admit(events, time.monotonic())
+        self._prefill(events)
         self._retire(events, None)
         if self._active:
             try:
@@ -213,13 +224,12 @@ class Engine:
                 for job in self._active:
                     self._end(job, events, error=Internal("generation failed"))
             self._retire(events, None)
-        self.in_use = sum(job.length for job in self._active)
+        self.in_use = sum(job.length for job in (*self._active, *self._admitted))
         self._post(events)
         return True
 
-    def _admit(self, events: list[tuple[Job, Chunk]], now: float) -> list[Job]:
-        """Waiting jobs that fit, first come first served; expired ones are dropped."""
-        admitted = []
+    def _admit(self, events: list[tuple[Job, Chunk]], now: float) -> None:
+        """Admit the waiting jobs that fit, first come first served; drop expired ones."""
         while self._waiting:
             job = self._waiting[0]
             if job.cancelled:
@@ -231,28 +241,47 @@ class Engine:
                 self._end(job, events, error=DeadlineExceeded("deadline passed in the queue"))
                 continue
             fits = self.reserved + job.reserve <= self.cache_tokens
-            if len(self._active) >= self.slots or not fits:
+            if self.running >= self.slots or not fits:
                 break
             self._waiting.popleft()
-            job.slot = len(self._active)
             job.admitted = time.perf_counter()
-            self._active.append(job)
+            self._admitted.append(job)
             self.reserved += job.reserve
             self.observer.admitted(job)
-            admitted.append(job)
-        return admitted
 
-    def _prefill(self, job: Job, events: list[tuple[Job, Chunk]]) -> None:
-        try:
-            logits = self.decoder.prefill(job.slot, job.prompt)
-        except Exception:  # noqa: BLE001 - one prompt's failure ends that request only
-            _log.exception("prefill failed")
-            self._end(job, events, error=Internal("generation failed"))
-            return
-        job.length = len(job.prompt)
-        job.first_token = time.perf_counter()
-        self._accept(job, logits, events)
-        self.observer.tokens([job])
+    def _prefill(self, events: list[tuple[Job, Chunk]]) -> None:
+        """Feed admitted prompts, first come first served, up to prefill_chunk tokens;
+        a prompt that is whole gives its first token and joins the batch."""
+        budget = self.prefill_chunk
+        while self._admitted and budget > 0:
+            job = self._admitted[0]
+            if job.slot < 0:
+                job.slot = len(self._active)
+            rest = len(job.prompt) - job.length
+            take = min(budget, rest)
+            if take < rest and rest - take < 2:
+                # No 1-token last chunk: ORT's one-row kernels round differently from
+                # the prompt path's (int8 activations), and the text drifts from a
+                # whole prefill's; chunks of 2 or more give the very same cache.
+                take = rest - 2
+            if take < 2 and take < rest:
+                return
+            piece = job.prompt[job.length : job.length + take]
+            try:
+                logits = self.decoder.extend(job.slot, piece, job.length)
+            except Exception:  # noqa: BLE001 - one prompt's failure ends that request only
+                _log.exception("prefill failed")
+                self._end(job, events, error=Internal("generation failed"))
+                return
+            job.length += take
+            budget -= take
+            if job.length < len(job.prompt):
+                return
+            self._admitted.popleft()
+            self._active.append(job)
+            job.first_token = time.perf_counter()
+            self._accept(job, logits, events)
+            self.observer.tokens([job])
 
     def _decode(self, events: list[tuple[Job, Chunk]]) -> None:
         jobs = self._active
@@ -282,33 +311,48 @@ class Engine:
         events.append((job, Chunk(text, job.generated, job.finish)))
 
     def _retire(self, events: list[tuple[Job, Chunk]], now: float | None) -> None:
-        """Drop finished jobs (and, with `now`, cancelled and expired ones) from the
-        batch; the last slots' caches move into the holes, so slots stay 0..n-1."""
-        leaving = []
-        for job in self._active:
-            if job.finish is not None:
-                leaving.append(job)
-            elif now is not None and job.cancelled:
-                self._end(job, events, finish="cancelled")
-                leaving.append(job)
-            elif now is not None and job.deadline is not None and now >= job.deadline:
-                self._end(job, events, error=DeadlineExceeded("deadline passed while generating"))
-                leaving.append(job)
+        """Drop finished jobs (and, with `now`, cancelled and expired ones); the last
+        slots' caches move into the holes, so the batch stays in slots 0..n-1 and the
+        prompt being prefilled right after it."""
+        head = self._admitted[0] if self._admitted and self._admitted[0].slot >= 0 else None
+        top = len(self._active) + (head is not None)
+        leaving = [
+            job for job in (*self._active, *self._admitted) if self._leaves(job, events, now)
+        ]
         if not leaving:
             return
         gone = {id(job) for job in leaving}
         keep = [job for job in self._active if id(job) not in gone]
-        holes = sorted(job.slot for job in leaving if job.slot < len(keep))
+        holes = sorted(job.slot for job in leaving if 0 <= job.slot < len(keep))
         movers = [job for job in keep if job.slot >= len(keep)]
         for hole, job in zip(holes, movers, strict=True):
             self.decoder.cache.move(job.slot, hole, job.length)
             job.slot = hole
-        self.decoder.cache.release(len(keep), len(self._active) - len(keep))
         self._active = sorted(keep, key=lambda job: job.slot)
+        self._admitted = deque(job for job in self._admitted if id(job) not in gone)
+        if head is not None and id(head) not in gone and head.slot != len(keep):
+            self.decoder.cache.move(head.slot, len(keep), head.length)
+            head.slot = len(keep)
+        still = head is not None and id(head) not in gone
+        self.decoder.cache.release(len(keep) + still, top - len(keep) - still)
         for job in leaving:
             self.reserved -= job.reserve
             job.slot = -1
             self.observer.finished(job)
+
+    def _leaves(self, job: Job, events: list[tuple[Job, Chunk]], now: float | None) -> bool:
+        """Whether a job leaves now: finished, or (with `now`) cancelled or expired."""
+        if job.finish is not None:
+            return True
+        if now is None:
+            return False
+        if job.cancelled:
+            self._end(job, events, finish="cancelled")
+            return True
+        if job.deadline is not None and now >= job.deadline:
+            self._end(job, events, error=DeadlineExceeded("deadline passed while generating"))
+            return True
+        return False
 
     def _end(
         self,
@@ -323,12 +367,14 @@ class Engine:
     def _end_all(self, finish: str | None = None, error: ServiceError | None = None) -> None:
         events: list[tuple[Job, Chunk]] = []
         with self._cond:
-            active, waiting = self._active, list(self._waiting)
+            active = [*self._active, *self._admitted]
+            waiting = list(self._waiting)
             self._waiting.clear()
         for job in [*active, *waiting]:
             if job.finish is None:
                 self._end(job, events, finish, error)
         self._active = []
+        self._admitted.clear()
         self.reserved = self.in_use = 0
         for job in active:
             self.observer.finished(job)
