@@ -120,7 +120,11 @@ class _EngineCollector(Collector):
                 "The KV cache budget in tokens.",
                 engine.cache_tokens,
             ),
-            ("maas_generate_running_sequences", "Sequences in the batch.", engine.running),
+            (
+                "maas_generate_running_sequences",
+                "Sequences admitted: decoding, or their prompt being prefilled.",
+                engine.running,
+            ),
             ("maas_generate_queue_depth", "Requests waiting for a slot or cache.", engine.depth),
         ):
             yield GaugeMetricFamily(name, doc, value=float(value))
