@@ -161,6 +161,7 @@ def config_response(model: ModelDetails) -> pb.ModelConfigResponse:
             name=spec.name,
             data_type=mc.DataType.Value(spec.datatype.triton),
             dims=spec.shape[skip:],
+            optional=spec.optional,
         )
     for spec in model.outputs:
         config.output.add(

@@ -18,6 +18,7 @@ import grpc
 import pytest
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from maas_proto.inference import model_config_pb2 as mc
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.inference.main import InferenceServer
@@ -159,3 +160,6 @@ async def test_model_config_reports_a_decoupled_model(served: Served) -> None:
     _, stub = served
     reply = await stub.ModelConfig(pb.ModelConfigRequest(name=MODEL), timeout=10)
     assert reply.config.model_transaction_policy.decoupled is True
+    inputs = {i.name: i for i in reply.config.input}
+    assert inputs["text_input"].optional and inputs["sampling_parameters"].optional
+    assert inputs["text_input"].data_type == mc.TYPE_STRING
