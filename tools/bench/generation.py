@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The generation benchmark's flags."""
     parser.add_argument("--concurrency", type=_ints, default=[1, 4, 16], help="streams")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured per level")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="times over all levels; ratios of the means"
+    )
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured per level")
     parser.add_argument("--max-tokens", type=int, default=64, help="per request")
     parser.add_argument("--gateway", help="a running gateway serving the model")
@@ -239,11 +242,12 @@ async def bench(
         rows: list[dict[str, Any]] = []
         for target in targets:  # one whole unmeasured request each
             await target.warm(args.max_tokens)
-        for c in args.concurrency:
-            for target in targets:
-                rows.append(await target.level(c, args))
-                say(describe(rows[-1]))
-                await target.warm(1)  # it has dropped the level's cancelled requests
+        for round_ in range(1, args.rounds + 1):
+            for c in args.concurrency:
+                for target in targets:
+                    rows.append({**await target.level(c, args), "round": round_})
+                    say(describe(rows[-1]))
+                    await target.warm(1)  # it has dropped the level's cancelled requests
     finally:
         for close in closers:
             await close()
@@ -259,6 +263,7 @@ async def bench(
             "seconds": args.seconds,
             "warmup": args.warmup,
             "max_tokens": args.max_tokens,
+            "rounds": args.rounds,
             "prompts": len(PROMPTS),
         },
         "levels": rows,
@@ -281,7 +286,11 @@ def _machine() -> dict[str, Any]:
 
 def ratios(rows: list[dict[str, Any]], levels: list[int]) -> list[dict[str, Any]]:
     """Served / in-process at each level, and each target's top level / 1 stream."""
-    by = {(r["label"], r["concurrency"]): r["tokens_per_second"] for r in rows}
+    # The mean over rounds of each target at each level.
+    sums: dict[tuple[str, int], list[float]] = {}
+    for r in rows:
+        sums.setdefault((r["label"], r["concurrency"]), []).append(r["tokens_per_second"])
+    by = {key: sum(v) / len(v) for key, v in sums.items()}
     out = []
     served, engine = SERVED, ENGINE
     for c in levels:
@@ -323,13 +332,14 @@ def markdown(document: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in document["levels"]:
+        label = r["label"] + (f" (round {r['round']})" if r.get("round", 1) > 1 else "")
         lines.append(
-            f"| {r['label']} | {r['concurrency']} | {r['tokens_per_second']:.1f} | "
+            f"| {label} | {r['concurrency']} | {r['tokens_per_second']:.1f} | "
             f"{r['ttft_ms']['p50']:.0f} | {r['ttft_ms']['p99']:.0f} | {r['tpot_ms']['p50']:.1f} | "
             f"{r['tpot_ms']['p99']:.1f} | {r['requests_done']} | {r['tokens_per_request']} | "
             f"{r['errors']} | {r.get('client_cpu', '-')} | {r.get('server_cpu', '-')} |"
         )
-    lines += ["", "| ratio | value | goal |", "|---|---:|---|"]
+    lines += ["", "| ratio (means over rounds) | value | goal |", "|---|---:|---|"]
     lines += [f"| {x['name']} | {x['value']} | {x['goal']} |" for x in document["ratios"]]
     return "\n".join(lines)
 
