@@ -14,12 +14,14 @@ def test_sentences_are_varied_and_the_same_every_run() -> None:
 
 
 def test_the_goal_is_taken_against_the_faster_sentence_transformers_setting() -> None:
+    # The best served level by its mean over rounds (160 at 2 clients), against means.
     rows = [
         {"label": "sentence-transformers in-process, 2 threads", "sentences_per_second": 50.0},
         {"label": "sentence-transformers in-process, 1 thread", "sentences_per_second": 90.0},
         {"label": "sentence-transformers in-process, 1 thread", "sentences_per_second": 110.0},
-        {"label": "gateway (gRPC ModelInfer)", "sentences_per_second": 120.0},
-        {"label": "gateway (gRPC ModelInfer)", "sentences_per_second": 160.0},
+        {"label": "gateway (gRPC ModelInfer)", "concurrency": 1, "sentences_per_second": 120.0},
+        {"label": "gateway (gRPC ModelInfer)", "concurrency": 2, "sentences_per_second": 150.0},
+        {"label": "gateway (gRPC ModelInfer)", "concurrency": 2, "sentences_per_second": 170.0},
     ]
     values = {r["name"]: (r["value"], r["goal"]) for r in ratios(rows)}
     assert values == {
