@@ -5,8 +5,9 @@ engine in-process (the limit), and llama.cpp's server on the same GGUF where
     python -m tools.bench generation                    # 1, 4, 16 streams, 10 s each
     python -m tools.bench generation --concurrency 1,16 --seconds 5 --max-tokens 32
 
-Every target gets the same greedy chat requests (a fixed list of prompts, the same
-max_tokens), with N streams each starting its next request when the last one ends.
+Every target gets the same greedy chat requests (a fixed list of prompts; max_tokens
+0.75, 1 and 1.25 times --max-tokens in turn), with N streams each starting its next
+request when the last one ends.
 Levels are interleaved (served, in-process, peer at 1 stream, then at 4, ...) so
 the ratios, taken within one run, see the same machine load.
 """
@@ -85,9 +86,19 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
-def sampling(max_tokens: int) -> dict[str, Any]:
+# max_tokens of request i is the level's times SPREAD[i % 3]: equal lengths would keep
+# the streams in lockstep, all ending in one step and all prefilling together.
+SPREAD = (0.75, 1.0, 1.25)
+
+
+def length(index: int, max_tokens: int) -> int:
+    """Request `index`'s max_tokens: spread around `max_tokens`, the same everywhere."""
+    return max(1, round(max_tokens * SPREAD[index % len(SPREAD)]))
+
+
+def sampling(index: int, max_tokens: int) -> dict[str, Any]:
     """Greedy, bounded: the same for every target."""
-    return {"max_tokens": max_tokens, "temperature": 0.0}
+    return {"max_tokens": length(index, max_tokens), "temperature": 0.0}
 
 
 def messages(index: int) -> list[dict[str, str]]:
@@ -99,7 +110,7 @@ def served_driver(stub: Any, model: str, max_tokens: int) -> Driver:
     """Requests over ModelStreamInfer (through the gateway)."""
 
     def drive(index: int) -> AsyncIterator[Piece]:
-        inputs = generate_inputs(messages=messages(index), sampling=sampling(max_tokens))
+        inputs = generate_inputs(messages=messages(index), sampling=sampling(index, max_tokens))
         return stream_generate(stub, generate_request(model, inputs), (), timeout=600)
 
     return drive
@@ -110,7 +121,7 @@ def engine_driver(backend: Any, max_tokens: int) -> Driver:
     from services.inference.tasks import RequestContext
 
     async def drive(index: int) -> AsyncIterator[Piece]:
-        inputs = generate_inputs(messages=messages(index), sampling=sampling(max_tokens))
+        inputs = generate_inputs(messages=messages(index), sampling=sampling(index, max_tokens))
         parts = backend.stream(inputs, None, RequestContext())
         try:
             async for part in parts:
@@ -237,7 +248,7 @@ async def bench(
                 say(f"note: {notes[-1]}")
             else:
                 address = peer.http_address
-                make = partial(llamacpp.driver, address, messages=messages)
+                make = partial(llamacpp.driver, address, messages=messages, length=length)
                 targets.append(Target(PEER, [peer.pid], make))
         rows: list[dict[str, Any]] = []
         for target in targets:  # one whole unmeasured request each

@@ -66,7 +66,10 @@ def start(gguf: Path, timeout: float = 180) -> tuple[Process | None, str]:
 
 
 def driver(
-    address: str, max_tokens: int, messages: Callable[[int], list[dict[str, str]]]
+    address: str,
+    max_tokens: int,
+    messages: Callable[[int], list[dict[str, str]]],
+    length: Callable[[int, int], int] = lambda index, n: n,
 ) -> Callable[[int], AsyncIterator[Piece]]:
     """Streamed chat completions, greedy, one SSE chunk per token."""
     import aiohttp
@@ -74,7 +77,7 @@ def driver(
     async def drive(index: int) -> AsyncIterator[Piece]:
         body: dict[str, Any] = {
             "messages": messages(index),
-            "max_tokens": max_tokens,
+            "max_tokens": length(index, max_tokens),
             "temperature": 0.0,
             "stream": True,
         }
