@@ -12,6 +12,7 @@ the generation.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.common.errors import ServiceError, error_from_status
+from services.common.errors import ServiceError
 from services.gateway.auth import ApiKey
 from services.gateway.http import calls
 from services.gateway.http.errors import JSON
@@ -39,11 +40,11 @@ from services.gateway.http.openai_schemas import ChatRequest, CompletionRequest
 from services.gateway.http.openai_sse import sse_response
 from services.gateway.http.openai_v2 import (
     Generated,
-    StreamError,
     generate_request,
+    generated,
     generated_reply,
-    stream_part,
 )
+from services.gateway.http.streams import backend_stream
 from services.gateway.routing import Call
 
 
@@ -86,23 +87,11 @@ def _finish(reason: str | None) -> str:
 
 
 async def _parts(deps: OpenAIDeps, call: Call) -> AsyncGenerator[Generated, None]:
-    """A backend stream's responses until the final one; closing this closes it. The
-    stream holds one of the key's stream slots (max_streams_per_key), as a gRPC
-    ModelStreamInfer call does."""
-    router = deps.http.router
-    with router.stream(call.key):
-        stream = router.stream_infer(call)
-        try:
-            async for data in stream:
-                part = stream_part(data)
-                if isinstance(part, StreamError):
-                    # The status the relay names; a failure without one is the server's.
-                    raise error_from_status(part.status or "UNKNOWN", part.message)
-                yield part
-                if part.final:
-                    return
-        finally:
-            await stream.aclose()
+    """A backend stream's parts until the final one (services.gateway.http.streams);
+    closing this closes it."""
+    async with contextlib.aclosing(backend_stream(deps.http.router, call)) as responses:
+        async for response in responses:
+            yield generated(response)
 
 
 class GenerateRoutes:

@@ -160,8 +160,8 @@ class StreamError:
     status: str = ""
 
 
-def stream_part(data: bytes) -> Generated | StreamError:
-    """One ModelStreamInferResponse: what it generated, or its failure."""
+def stream_response(data: bytes) -> pb.ModelInferResponse | StreamError:
+    """One ModelStreamInferResponse: its response, or its failure."""
     try:
         message = pb.ModelStreamInferResponse.FromString(data)
     except DecodeError:
@@ -169,4 +169,10 @@ def stream_part(data: bytes) -> Generated | StreamError:
     if message.error_message:
         status = message.infer_response.parameters.get(ERROR_STATUS)
         return StreamError(message.error_message, status.string_param if status else "")
-    return generated(message.infer_response)
+    return message.infer_response
+
+
+def stream_part(data: bytes) -> Generated | StreamError:
+    """One ModelStreamInferResponse: what it generated, or its failure."""
+    response = stream_response(data)
+    return response if isinstance(response, StreamError) else generated(response)
