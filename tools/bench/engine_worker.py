@@ -25,7 +25,7 @@ from typing import Any
 
 async def serve(model_dir: Path) -> None:
     """Answer commands until stdin closes, then close the engine."""
-    from tools.bench.generation import engine_driver, open_engine, warm
+    from tools.bench.gen_requests import engine_driver, open_engine, warm
     from tools.bench.textload import measure
 
     backend = open_engine(model_dir)
