@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,9 @@ from tools import cli
 
 
 @contextlib.asynccontextmanager
-async def serving(repository: Path) -> AsyncIterator[str]:
-    """The gateway's address, in front of inference over `repository`."""
+async def serving(repository: Path, **gateway: Any) -> AsyncIterator[str]:
+    """The gateway's address, in front of inference over `repository`; `gateway`
+    overrides its settings (api_keys=... turns auth on)."""
     inference = InferenceServer(
         InferenceSettings(
             port=0,
@@ -37,8 +39,9 @@ async def serving(repository: Path) -> AsyncIterator[str]:
             http_port=0,
             host="localhost",
             grace_seconds=0,
-            no_auth=True,
+            no_auth="api_keys" not in gateway,
             backends=f"localhost:{inference.grpc.port}",
+            **gateway,
         )
     )
     try:

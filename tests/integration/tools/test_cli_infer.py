@@ -29,3 +29,22 @@ async def test_a_tensor_model_prints_its_predicted_class(
         code, out, err = await maas(capsys, ["infer", "cnn", "--text", "hi", "--url", gateway])
     assert code == 2
     assert err.strip() == "maas infer: model 'cnn' takes a tensor 'input': give --input FILE"
+
+
+async def test_the_api_key_comes_from_the_flag_or_the_environment(
+    make_repository: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    np.save(tmp_path / "digit.npy", np.zeros((1, 8, 8), np.float32))
+    monkeypatch.delenv("MAAS_API_KEY", raising=False)
+    async with serving(make_repository("cnn"), api_keys="team:the-key") as gateway:
+        args = ["infer", "cnn", "--input", str(tmp_path / "digit.npy"), "--url", gateway]
+        code, _, err = await maas(capsys, args)
+        assert code == 2 and err.startswith("maas infer: UNAUTHENTICATED: "), err
+        code, out, err = await maas(capsys, [*args, "--api-key", "the-key"])
+        assert code == 0 and "class " in out, err
+        monkeypatch.setenv("MAAS_API_KEY", "the-key")
+        code, out, err = await maas(capsys, args)
+    assert code == 0 and "class " in out, err
