@@ -11,7 +11,7 @@
 Targets: `ort` (ONNX Runtime in this process at the service's effective batch sizes,
 the physical limit), `inference` (direct), `gateway` (gRPC), `gateway-http` (the
 gateway's v2 REST infer, twice: JSON tensors and binary tensor data), `pytriton`,
-`kserve`. Without
+`kserve`, `kserve-http` (KServe's v2 REST, JSON and binary). Without
 addresses the bench starts its own services on port 0 with a generated config.yaml,
 once per `--batching` mode. Results go to bench/results/<date>.json and .png.
 """

@@ -48,5 +48,6 @@ def start_peer(peer: str, model: str, onnx_path: Path, max_batch_size: int = 64)
         env["LD_LIBRARY_PATH"] = libdir
     server = Process(peer, command, env)
     server.address = f"127.0.0.1:{grpc_port}"
+    server.http_address = f"127.0.0.1:{http_port}"
     wait_for_grpc_ready(server.address, model, server)
     return server

@@ -23,7 +23,7 @@ from tools.bench.stats import Series, results_document
 from tools.bench.summary import checks, checks_json, markdown
 
 _log = logging.getLogger("tools.bench")
-TARGETS = ("ort", "inference", "gateway", "gateway-http", "pytriton", "kserve")
+TARGETS = ("ort", "inference", "gateway", "gateway-http", "pytriton", "kserve", "kserve-http")
 # The gateway's v2 REST infer: tensors as JSON `data`, and as binary tensor data.
 HTTP_ENCODINGS: tuple[Encoding, ...] = ("json", "binary")
 
@@ -158,9 +158,9 @@ class Runner:
             for mode, backend in fronted.items():
                 targets += self._gateway(model, backend, stack, mode)
         for peer in ("pytriton", "kserve"):
-            if peer in plan.targets:
-                target = self._peer(peer, model, stack)
-                targets += [target] if target is not None else []
+            wanted = {peer, f"{peer}-http"} & set(plan.targets)
+            if wanted:
+                targets += self._peer(peer, model, stack, wanted)
         return targets
 
     def _direct(self, model: BenchModel, stack: ExitStack) -> dict[bool | None, Process | str]:
@@ -272,16 +272,27 @@ class Runner:
                 targets.append(target)
         return targets
 
-    def _peer(self, peer: str, model: BenchModel, stack: ExitStack) -> _Target | None:
+    def _peer(
+        self, peer: str, model: BenchModel, stack: ExitStack, wanted: set[str]
+    ) -> list[_Target]:
+        """The peer's gRPC target and (`<peer>-http`) its v2 REST, JSON and binary."""
         from tools.bench.peers import start_peer
 
         try:
             server = start_peer(peer, model.name, model.path, self.plan.max_batch_size)
         except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
             self._note(f"{peer} not measured: {str(exc)[:300]}")
-            return None
+            return []
         stack.callback(server.stop)
-        return self._target(peer, model, server, None)
+        targets = [self._target(peer, model, server, None)] if peer in wanted else []
+        if f"{peer}-http" in wanted:
+            for encoding in HTTP_ENCODINGS:
+                target = self._target(
+                    f"{peer}-http-{encoding}", model, server, None, server.address
+                )
+                target.series.address, target.http = server.http_address, encoding
+                targets.append(target)
+        return targets
 
     def _perf_analyzer(self, model: BenchModel, target: str, address: str) -> None:
         series = Series(f"perf_analyzer -> {target}", "perf_analyzer", model.name, address)

@@ -83,6 +83,7 @@ def checks(series: Sequence[Series], tiny: str = "digits", medium: str = "encode
         ("kserve", "inference", 1.5),
         ("pytriton", "inference", 1.0),
         ("kserve", "gateway", 1.0),
+        ("kserve-http-binary", "gateway-http-binary", 1.0),
     ):
         ours, theirs = _find(series, tiny, target, True), _find(series, tiny, peer, None)
         if not (ours and theirs):
