@@ -21,6 +21,7 @@ from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.common.tensors import decode, encode
+from services.gateway.balancer import Health
 from services.gateway.main import GatewayServer
 from services.inference.main import InferenceServer
 from tests.integration.conftest import StartInferenceAt
@@ -46,6 +47,7 @@ BODY: dict[str, Any] = {
     "parameters": {"temperature": 0, "max_tokens": 24, **FLAGS},
 }
 LONG = 1500
+PIN = {"x-maas-version": "1"}
 Connect = Callable[[GatewayServer], pb_grpc.GRPCInferenceServiceStub]
 
 
@@ -190,11 +192,35 @@ async def test_refusals_have_the_infer_statuses(gateway: GatewayServer) -> None:
             assert status == 400 and named in answer["error"], (route, body, answer)
 
 
-async def test_the_timeout_header_is_the_deadline(gateway: GatewayServer) -> None:
+async def test_the_timeout_header_is_the_deadline(
+    servers: tuple[InferenceServer, GatewayServer],
+) -> None:
+    """Past its deadline a generation is a 504 (unary) or, once streaming, an error
+    event in the v2 routes' shape; the backend still serves the next call."""
+    backend, gateway = servers
     slow = BODY | {"parameters": {"max_tokens": LONG, "temperature": 0}}
-    headers = auth() | {"x-maas-timeout-ms": "200"}
+    headers = auth() | {"x-maas-timeout-ms": "500"}
     status, answer, _ = await post(gateway, "smollm2/generate", slow, headers)
     assert status == 504, answer
+    await until(lambda: all(s.health is Health.HEALTHY for s in gateway.pool.states()))
+    async with aiohttp.ClientSession() as session:
+        stream = url(gateway, "smollm2/generate_stream")
+        async with session.post(stream, json=slow, headers=headers) as r:
+            assert r.status == 200, await r.text()
+            lines = [line async for line in r.content if line.strip()]
+    assert len(lines) > 1 and "text_output" in orjson.loads(lines[0][len(b"data: ") :])
+    last = orjson.loads(lines[-1][len(b"data: ") :])
+    assert set(last) == {"error"} and last["error"], last
+    await until(lambda: _running(backend) == 0, seconds=30)
+
+
+async def test_the_version_pin_header(gateway: GatewayServer) -> None:
+    status, answer, headers = await post(gateway, "smollm2/generate", BODY, auth() | PIN)
+    assert status == 200 and answer["model_version"] == "1" == headers["x-maas-version"]
+    status, answer, _ = await post(
+        gateway, "smollm2/generate", BODY, auth() | {"x-maas-version": "7"}
+    )
+    assert status == 404 and "7" in answer["error"], answer
 
 
 def _running(backend: InferenceServer) -> float:
