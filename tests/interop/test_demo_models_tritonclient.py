@@ -112,5 +112,8 @@ def test_tritonclient_http_labels_chelsea_as_a_cat(gateway: ServiceProcess) -> N
     tensor = th.InferInput("image", list(image.shape), "UINT8")
     tensor.set_data_from_numpy(image, binary_data=True)
     with th.InferenceServerClient(f"127.0.0.1:{gateway.http_port}") as c:
-        probabilities = c.infer("efficientnet", [tensor], headers=HEADERS).as_numpy("probabilities")
+        # tritonclient.http writes its own headers into the dict it is given: pass a copy.
+        probabilities = c.infer("efficientnet", [tensor], headers=dict(HEADERS)).as_numpy(
+            "probabilities"
+        )
     assert int(np.argmax(probabilities[0])) == efficientnet.CHELSEA_CLASS
