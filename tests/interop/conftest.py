@@ -7,7 +7,6 @@ talks only to servers in other processes and never imports services.*.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import tritonclient.grpc as tc
 
 from tests.interop.clients import KEY
-from tests.servers import ServiceProcess
+from tests.servers import ServiceProcess, hashed_key, keyed_gateway
 
 
 @pytest.fixture(scope="module")
@@ -43,33 +42,14 @@ def gateway(
 ) -> Iterator[ServiceProcess]:
     """An inference service on the test models, and a gateway with one API key in front."""
     workdir = tmp_path_factory.mktemp("gateway")
-    keys = workdir / "keys.yaml"
-    digest = hashlib.sha256(KEY.encode()).hexdigest()
-    keys.write_text(f"keys:\n  - {{id: interop, sha256: {digest}}}\n")
-    backend = ServiceProcess(
-        "inference", ["--model-repository", str(test_models), "--metrics-port", "0"], workdir
-    )
-    try:
-        gateway = ServiceProcess(
-            "gateway",
-            [
-                "--backends",
-                backend.address,
-                "--api-keys-file",
-                str(keys),
-                "--metrics-port",
-                "0",
-                "--grace-seconds",
-                "1",
-            ],
-            workdir,
-        )
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
-    finally:
-        backend.stop()
+    with keyed_gateway(
+        workdir,
+        test_models,
+        "keys:\n" + hashed_key("interop", KEY),
+        inference_args=["--metrics-port", "0"],
+        gateway_args=["--metrics-port", "0"],
+    ) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")

@@ -9,23 +9,19 @@ classifier labels scikit-image's `chelsea` photo as a cat.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as tc
 import tritonclient.http as th
 
-from tests.integration.inference.embedding_models import minilm_dir
+from tests.demo_models import demo_repository
 from tests.interop.clients import HEADERS, KEY
-from tests.servers import ServiceProcess
-from tools.demo import efficientnet
+from tests.servers import ServiceProcess, hashed_key, keyed_gateway
+from tools.demo import efficientnet, minilm
 
-ROOT = Path(__file__).resolve().parents[2]
 SENTENCES = [
     "I love eating pizza with extra cheese.",
     "Pasta with tomato sauce is my favourite dinner.",
@@ -33,42 +29,12 @@ SENTENCES = [
 ]
 
 
-def efficientnet_dir() -> Path:
-    """The built classifier (the builder skips a current build)."""
-    built = ROOT / ".data" / "demo-models" / efficientnet.NAME
-    efficientnet.build(built)
-    return built
-
-
-def _link(root: Path, name: str, built: Path) -> None:
-    (root / name).mkdir(parents=True)
-    (root / name / "1").symlink_to(built / "1", target_is_directory=True)
-    shutil.copy(built / "config.yaml", root / name / "config.yaml")
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     workdir = tmp_path_factory.mktemp("demo")
-    root = workdir / "repository"
-    _link(root, "minilm", minilm_dir())
-    _link(root, "efficientnet", efficientnet_dir())
-    keys = workdir / "keys.yaml"
-    keys.write_text(
-        f"keys:\n  - {{id: demo, sha256: {hashlib.sha256(KEY.encode()).hexdigest()}}}\n"
-    )
-    backend = ServiceProcess("inference", ["--model-repository", str(root)], workdir)
-    try:
-        gateway = ServiceProcess(
-            "gateway",
-            ["--backends", backend.address, "--api-keys-file", str(keys), "--grace-seconds", "1"],
-            workdir,
-        )
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
-    finally:
-        backend.stop()
+    repository = demo_repository(minilm.NAME, efficientnet.NAME)
+    with keyed_gateway(workdir, repository, "keys:\n" + hashed_key("demo", KEY)) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")

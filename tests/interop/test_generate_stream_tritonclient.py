@@ -8,9 +8,7 @@ final response when asked), and the text equals the unary ModelInfer answer.
 
 from __future__ import annotations
 
-import hashlib
 import queue
-import shutil
 import time
 from collections.abc import Iterator
 
@@ -18,8 +16,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tc
 
-from tests.integration.inference.generate_models import smollm2_dir
-from tests.servers import ServiceProcess
+from tests.demo_models import demo_repository
+from tests.servers import ServiceProcess, hashed_key, keyed_gateway
 
 KEY = "stream-key"
 HEADERS = {"authorization": f"Bearer {KEY}"}
@@ -32,29 +30,9 @@ MAX_TOKENS = 24
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """Inference over smollm2, a gateway with one key in front."""
     workdir = tmp_path_factory.mktemp("generate-stream")
-    built = smollm2_dir()
-    (workdir / "repository" / MODEL).mkdir(parents=True)
-    (workdir / "repository" / MODEL / "1").symlink_to(built / "1", target_is_directory=True)
-    shutil.copy(built / "config.yaml", workdir / "repository" / MODEL / "config.yaml")
-    keys = workdir / "keys.yaml"
-    keys.write_text(
-        f"keys:\n  - {{id: streams, sha256: {hashlib.sha256(KEY.encode()).hexdigest()}}}\n"
-    )
-    backend = ServiceProcess(
-        "inference", ["--model-repository", str(workdir / "repository")], workdir
-    )
-    try:
-        gateway = ServiceProcess(
-            "gateway",
-            ["--backends", backend.address, "--api-keys-file", str(keys), "--grace-seconds", "1"],
-            workdir,
-        )
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
-    finally:
-        backend.stop()
+    keys = "keys:\n" + hashed_key("streams", KEY)
+    with keyed_gateway(workdir, demo_repository(MODEL), keys) as gateway:
+        yield gateway
 
 
 @pytest.fixture

@@ -8,58 +8,33 @@ whose text is the unary answer's, and its last chunk carries the usage.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.integration.inference.embedding_models import minilm_dir
-from tests.integration.inference.generate_models import smollm2_dir
-from tests.servers import ServiceProcess
+from tests.demo_models import demo_repository
+from tests.servers import ServiceProcess, hashed_key, keyed_gateway
 
 KEY = "openai-key"
 QUESTION = "What is the capital of France?"
 MAX_TOKENS = 24
 
 
-def _link(root: Path, name: str, built: Path) -> None:
-    (root / name).mkdir(parents=True)
-    (root / name / "1").symlink_to(built / "1", target_is_directory=True)
-    shutil.copy(built / "config.yaml", root / name / "config.yaml")
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """Inference over minilm and smollm2, a gateway with one key and one limited key."""
     workdir = tmp_path_factory.mktemp("openai")
-    root = workdir / "repository"
-    _link(root, "minilm", minilm_dir())
-    _link(root, "smollm2", smollm2_dir())
-    keys = workdir / "keys.yaml"
-    digest = hashlib.sha256(KEY.encode()).hexdigest()
-    keys.write_text(
-        f"keys:\n  - {{id: openai, sha256: {digest}}}\n"
-        "  - {id: embed-only, key: embed-key, models: [minilm]}\n"
+    keys = (
+        "keys:\n"
+        + hashed_key("openai", KEY)
+        + "  - {id: embed-only, key: embed-key, models: [minilm]}\n"
     )
-    backend = ServiceProcess("inference", ["--model-repository", str(root)], workdir)
-    try:
-        gateway = ServiceProcess(
-            "gateway",
-            ["--backends", backend.address, "--api-keys-file", str(keys), "--grace-seconds", "1"],
-            workdir,
-        )
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
-    finally:
-        backend.stop()
+    with keyed_gateway(workdir, demo_repository("minilm", "smollm2"), keys) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")
