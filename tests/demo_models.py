@@ -55,3 +55,13 @@ def demo_repository(*names: str) -> Path:
     except OSError:  # another process finished first
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def repository_with(root: Path, demo: str, config: str, name: str | None = None) -> Path:
+    """A repository at `root` serving the built `demo` as `name` (the demo's own name by
+    default) with `config` (YAML): the version directory is linked, not copied."""
+    model = root / (name or demo)
+    model.mkdir(parents=True)
+    (model / "1").symlink_to(demo_model_dir(demo) / "1", target_is_directory=True)
+    (model / "config.yaml").write_text(config)
+    return root

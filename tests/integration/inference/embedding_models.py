@@ -5,23 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests import demo_models
+from tests.demo_models import demo_model_dir
 from tools.demo import minilm
-
-ROOT = Path(__file__).resolve().parents[3]
-BUILT = ROOT / ".data" / "demo-models" / minilm.NAME
 
 
 def minilm_dir() -> Path:
     """The built model directory (config.yaml and 1/), read-only for the tests."""
-    minilm.build(BUILT)
-    return BUILT
+    return demo_model_dir(minilm.NAME)
 
 
 def repository_with(root: Path, config: str, name: str = minilm.NAME) -> Path:
     """A repository at `root` serving the built model as `name` with `config` (YAML):
     the version directory is linked, not copied (90 MB)."""
-    model = root / name
-    model.mkdir(parents=True)
-    (model / "1").symlink_to(minilm_dir() / "1", target_is_directory=True)
-    (model / "config.yaml").write_text(config)
-    return root
+    return demo_models.repository_with(root, minilm.NAME, config, name)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests import demo_models
+from tests.demo_models import demo_model_dir
 from tools.demo import smollm2
 
-ROOT = Path(__file__).resolve().parents[3]
-BUILT = ROOT / ".data" / "demo-models" / smollm2.NAME
 CHAT = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 # Sixteen different chat prompts, for the batched-against-alone comparisons.
 QUESTIONS = (
@@ -33,15 +33,10 @@ QUESTIONS = (
 
 def smollm2_dir() -> Path:
     """The built model directory (config.yaml and 1/), read-only for the tests."""
-    smollm2.build(BUILT)
-    return BUILT
+    return demo_model_dir(smollm2.NAME)
 
 
 def repository_with(root: Path, config: str, name: str = smollm2.NAME) -> Path:
     """A repository at `root` serving the built model as `name` with `config` (YAML):
     the version directory is linked, not copied (90 MB)."""
-    model = root / name
-    model.mkdir(parents=True)
-    (model / "1").symlink_to(smollm2_dir() / "1", target_is_directory=True)
-    (model / "config.yaml").write_text(config)
-    return root
+    return demo_models.repository_with(root, smollm2.NAME, config, name)
