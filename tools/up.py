@@ -86,7 +86,7 @@ class Process(ServiceProcess):
         if self.process.returncode == 2 and taken and "--http-port" in self.logs()[-500:]:
             return CliError(
                 f"{self.name}: its HTTP port {taken[1]} is in use "
-                "(change it with MAAS_GATEWAY_HTTP_PORT)"
+                "(change it with --gateway-http-port)"
             )
         if self.process.returncode == 2 and taken:
             port = int(taken[1])
@@ -206,7 +206,10 @@ def start(args: argparse.Namespace) -> tuple[list[Process], Secrets | None]:
             "gateway",
             "gateway",
             args.gateway_port,
-            gateway_args(registry.address, addresses, files),
+            [
+                *gateway_args(registry.address, addresses, files),
+                *(["--http-port", str(args.gateway_http_port)] if args.gateway_http_port else []),
+            ],
         )
     except BaseException:
         for process in reversed(processes):
@@ -357,6 +360,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--otlp-endpoint", help="send traces here (OTLP/gRPC)")
     parser.add_argument("--gateway-port", type=int, default=GATEWAY_PORT, help="0 picks one")
+    parser.add_argument(
+        "--gateway-http-port",
+        type=int,
+        help="the gateway's HTTP port (default 8000; with --gateway-port 0 a free one)",
+    )
     parser.add_argument("--registry-port", type=int, default=REGISTRY_PORT, help="0 picks one")
     parser.add_argument(
         "--inference-port",

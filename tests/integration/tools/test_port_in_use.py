@@ -79,3 +79,15 @@ def test_a_taken_http_port_names_its_flag(taken_port: int, tmp_path: Path) -> No
         "(change it with --http-port or MAAS_GATEWAY_HTTP_PORT)"
     )
     assert (result.returncode, result.stderr.strip()) == (2, expected), result.stdout
+
+
+def test_maas_up_names_its_http_port_flag(taken_port: int, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "tools.cli", "up", "--data-dir", str(tmp_path / "maas")]
+    command += ["--registry-port", "0", "--gateway-port", "0", "--inference-port", "0"]
+    command += ["--gateway-http-port", str(taken_port), "--no-large"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    expected = (
+        f"maas up: gateway: its HTTP port {taken_port} is in use "
+        "(change it with --gateway-http-port)"
+    )
+    assert (result.returncode, result.stderr.strip()) == (2, expected), result.stdout
