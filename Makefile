@@ -143,7 +143,7 @@ helm-check: install ## helm lint --strict + kubernetes-validate (1.30, newest) o
 
 # Benchmarks (docs/benchmarks.md). perf_analyzer and the peers run from venvs of
 # their own under .bench/, built once by tools/bench/venvs.sh.
-.PHONY: bench bench-peers
+.PHONY: bench bench-peers bench-generation bench-embeddings
 bench: install ## Standard benchmark (~8 min): bench/results/<date>.json and .png
 	bash tools/bench/venvs.sh perf || echo "bench: perf_analyzer unavailable, measuring without it" >&2
 	$(PY) -m tools.bench --preset standard $(BENCH_ARGS)
@@ -151,3 +151,14 @@ bench: install ## Standard benchmark (~8 min): bench/results/<date>.json and .pn
 bench-peers: install ## maas beside PyTriton and KServe on the same model and load
 	bash tools/bench/venvs.sh pytriton kserve
 	$(PY) -m tools.bench --preset peers $(BENCH_ARGS)
+
+# The text models (docs/benchmarks.md): each level runs GEN_SECONDS / EMB_SECONDS per
+# target, so the generation run takes about 3 levels x 3 targets x GEN_SECONDS plus
+# start-up (~4 min at the defaults); llama.cpp's server joins when .bench/llamacpp has it.
+GEN_SECONDS ?= 10
+EMB_SECONDS ?= 10
+bench-generation: install ## smollm2 served vs in-process (and llama.cpp) at 1/4/16 streams (~4 min)
+	$(PY) -m tools.bench generation --seconds $(GEN_SECONDS) $(BENCH_ARGS)
+
+bench-embeddings: install ## minilm served vs sentence-transformers in-process (~2 min)
+	$(PY) -m tools.bench embeddings --seconds $(EMB_SECONDS) $(BENCH_ARGS)
