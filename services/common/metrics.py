@@ -1,10 +1,12 @@
-"""Prometheus /metrics over HTTP, from a registry made per server, never global."""
+"""Prometheus /metrics (and /healthz) over HTTP or HTTPS, from a registry made per server."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import ssl
 import threading
 from typing import Generic, TypeVar
 
@@ -43,6 +45,12 @@ class MetricsServer:
     connection: a client must send its request within `timeout` seconds, gets one
     answer and is closed, and past `max_connections` new ones are closed at once.
     The page itself is prometheus_client's WSGI app (formats, gzip, `name[]`).
+
+    `/healthz` answers 200 while the server runs: Kubernetes probes it over HTTPS when
+    the gRPC port needs a client certificate. It names no model, so this port never
+    tells anyone which models are loaded. With `tls_cert` and `tls_key` the listener is
+    HTTPS; the files are read again when they change (a rotated Secret), checked per
+    connection, so a new certificate needs no restart.
     """
 
     def __init__(
@@ -53,8 +61,13 @@ class MetricsServer:
         *,
         timeout: float = 5.0,
         max_connections: int = 256,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("metrics TLS needs both tls_cert and tls_key")
         self.registry = registry
+        self._tls = _TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
         self._host = host.strip("[]") or "::"
         self._requested = port
         self._timeout = timeout
@@ -69,6 +82,8 @@ class MetricsServer:
 
     def start(self) -> int:
         """Bind, start serving in a background thread and return the bound port."""
+        if self._tls is not None:
+            self._tls.context()  # unreadable or mismatched files fail here, not per scrape
         sock = _listen(self._host, self._requested)
         self.port = int(sock.getsockname()[1])
         self._loop = asyncio.new_event_loop()
@@ -134,6 +149,11 @@ class MetricsServer:
         try:
             if self._connections > self._max_connections:
                 return
+            if self._tls is not None:
+                try:
+                    await writer.start_tls(self._tls.context(), ssl_handshake_timeout=self._timeout)
+                except (ssl.SSLError, ConnectionError, TimeoutError):
+                    return  # a plaintext client or a failed handshake: nothing to answer
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._timeout)
             except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -154,6 +174,8 @@ class MetricsServer:
             return _response("400 Bad Request", [], b"expected 'GET /metrics HTTP/1.1'\n")
         method, target, _ = parts
         path, _, query = target.partition("?")
+        if path == "/healthz":
+            return _response("200 OK", [("Content-Type", "text/plain")], b"ok\n")
         environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query}
         for line in lines[1:]:
             name, sep, value = line.partition(":")
@@ -168,6 +190,30 @@ class MetricsServer:
 
         body = b"".join(self._app(environ, start_response))
         return _response(status[0], headers, body)
+
+
+class _TlsFiles:
+    """A server SSLContext from a certificate and key file, rebuilt when either changes."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        self._cert = cert
+        self._key = key
+        self._stamp: tuple[int, int] | None = None
+        self._context: ssl.SSLContext | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """The current context; a file that cannot be read keeps the last good one."""
+        try:
+            stamp = (os.stat(self._cert).st_mtime_ns, os.stat(self._key).st_mtime_ns)
+            if self._context is None or stamp != self._stamp:
+                context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                context.load_cert_chain(self._cert, self._key)
+                self._context, self._stamp = context, stamp
+        except (OSError, ssl.SSLError):
+            if self._context is None:
+                raise
+            _log.warning("metrics TLS files unreadable; keeping the previous certificate")
+        return self._context
 
 
 # The request line and headers of a scrape are well under this.
