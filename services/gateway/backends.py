@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from services.common.service_token import call_metadata
+from services.common.tls_client import DEFAULT_CHECK_SECONDS, ChannelSource, ClientTLS
 from services.gateway.balancer import DEFAULT_PICKER, BackendState
 
 
@@ -36,6 +37,10 @@ class PoolOptions:
     interceptors: tuple[grpc.aio.ClientInterceptor, ...] = ()
     # The service token every backend call presents; None: calls carry none.
     backend_token: str | None = field(default=None, repr=False)
+    # TLS to backends (CA, client cert for mutual TLS); None: plaintext.
+    tls: ClientTLS | None = None
+    # The least time between two stats of those TLS files.
+    tls_check_seconds: float = DEFAULT_CHECK_SECONDS
 
 
 @dataclass
@@ -43,10 +48,12 @@ class Backend:
     """A backend's channel and state; its callables are made once per method."""
 
     state: BackendState
-    channel: grpc.aio.Channel
+    # The backend's channel, rebuilt when the TLS files change (see `channel`).
+    source: ChannelSource
     # Sent on every call: the service token's `authorization` entry, if any.
     credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     _methods: dict[str, Call] = field(default_factory=dict)
+    _generation: int = 0
     # One health Watch per model the backend knows.
     watches: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
@@ -54,9 +61,11 @@ class Backend:
     def connect(cls, address: str, options: PoolOptions) -> Backend:
         """A new backend: its long-lived channel, and the credentials its calls carry."""
         limit = options.max_message_bytes
-        channel = grpc.aio.insecure_channel(
+        source = ChannelSource(
             address,
-            interceptors=list(options.interceptors) or None,
+            options.tls,
+            interceptors=options.interceptors,
+            check_seconds=options.tls_check_seconds,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -65,18 +74,29 @@ class Backend:
                 ("grpc.max_reconnect_backoff_ms", 2000),
             ],
         )
-        return cls(BackendState(address), channel, call_metadata(options.backend_token))
+        return cls(BackendState(address), source, call_metadata(options.backend_token))
 
     @property
     def address(self) -> str:
         return self.state.address
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel new calls start on; after a TLS rotation, a new one (the old
+        one closes after a grace, so calls in flight on it finish)."""
+        channel = self.source.current()
+        if self.source.generation != self._generation:
+            self._generation = self.source.generation
+            self._methods.clear()
+        return channel
+
     def method(self, path: str) -> Call:
         """A unary callable for `path` that sends and returns bytes as they are."""
+        channel = self.channel  # first: a rotation clears the callables made on the old one
         call = self._methods.get(path)
         if call is None:
             # No serializers: the request bytes go out as they came in.
-            call = self._methods[path] = Call(self.channel.unary_unary(path), self.credentials)
+            call = self._methods[path] = Call(channel.unary_unary(path), self.credentials)
         return call
 
     def metadata(self, extra: Sequence[tuple[str, str]] = ()) -> tuple[tuple[str, str], ...]:

@@ -21,6 +21,7 @@ from maas_proto.registry.v1 import registry_pb2_grpc
 from services.common import errors
 from services.common.errors import error_from_rpc
 from services.common.settings import MIB
+from services.common.tls_client import ChannelSource, ClientTLS
 from services.registry import convert
 from services.registry.domain import (
     AliasChange,
@@ -62,19 +63,23 @@ class RegistryClient:
         *,
         timeout: float | None = 60.0,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        tls: ClientTLS | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
-        # `interceptors` carry trace context (see services.common.telemetry).
-        self._channel = grpc.aio.insecure_channel(
+        # `interceptors` carry trace context (see services.common.telemetry); with `tls`
+        # the channel is rebuilt when its CA or client cert files change.
+        self._channels = ChannelSource(
             address,
+            tls,
             options=[
                 ("grpc.max_receive_message_length", 64 * MIB),
                 ("grpc.max_send_message_length", 64 * MIB),
             ],
-            interceptors=list(interceptors) or None,
+            interceptors=interceptors,
         )
-        self._stub = registry_pb2_grpc.ModelRegistryStub(self._channel)
+        self._generation = self._channels.generation
+        self._stub_now = registry_pb2_grpc.ModelRegistryStub(self._channels.current())
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
@@ -89,7 +94,16 @@ class RegistryClient:
 
     async def close(self) -> None:
         """Close the channel."""
-        await self._channel.close()
+        await self._channels.close()
+
+    @property
+    def _stub(self) -> registry_pb2_grpc.ModelRegistryStub:
+        """The stub on the current channel (a new one after the TLS files changed)."""
+        channel = self._channels.current()
+        if self._channels.generation != self._generation:
+            self._generation = self._channels.generation
+            self._stub_now = registry_pb2_grpc.ModelRegistryStub(channel)
+        return self._stub_now
 
     async def _unary(self, method: Any, request: Any) -> Any:
         try:
