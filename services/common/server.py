@@ -25,6 +25,7 @@ from services.common.metrics import MetricsServer, RpcMetrics
 from services.common.reflection import enable_reflection
 from services.common.settings import ServiceSettings
 from services.common.telemetry import Telemetry
+from services.common.tls import ServerTls, TlsError
 
 _log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -75,14 +76,15 @@ def _in_use(family: int, kind: int, proto: int, address: tuple[Any, ...]) -> boo
 
 
 def run_service(prog: str, main: Coroutine[None, None, None]) -> int:
-    """Run a service's main coroutine; a port in use is one line on stderr and status 2.
+    """Run a service's main coroutine; a port in use or unusable TLS files are one
+    line on stderr and status 2.
 
     A parent's lifeline, if one was passed, is watched from here on.
     """
     watch_lifeline()
     try:
         asyncio.run(main)
-    except PortInUse as exc:
+    except (PortInUse, TlsError) as exc:
         sys.stderr.write(f"{prog}: {exc}\n")
         return 2
     return 0
@@ -163,6 +165,8 @@ class GrpcServer:
     _metrics: MetricsServer | None = field(init=False, default=None)
     _stopping: asyncio.Task[None] | None = field(init=False, default=None)
     _inflight: InFlight = field(init=False)
+    # The certificate files when --tls-cert is set (read at start, followed after).
+    tls: ServerTls | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.health = health.aio.HealthServicer()
@@ -201,12 +205,19 @@ class GrpcServer:
         return self.port
 
     def _bind(self, server: grpc.aio.Server) -> int:
-        """Add the gRPC port; PortInUse when it is taken."""
+        """Add the gRPC port, TLS when a certificate is set; PortInUse when it is taken."""
         host, port = self.settings.host, self.settings.port
+        if self.settings.tls_cert or self.settings.tls_key or self.settings.tls_client_ca:
+            self.tls = ServerTls(self.settings)  # TlsError before anything binds
+        else:
+            _log.info("no --tls-cert: serving plaintext")
         if port and _port_taken(host, port):
             raise PortInUse(port, "port", self.settings)
         try:
-            bound = server.add_insecure_port(f"{host}:{port}")
+            if self.tls is not None:
+                bound = server.add_secure_port(f"{host}:{port}", self.tls.grpc_credentials())
+            else:
+                bound = server.add_insecure_port(f"{host}:{port}")
         except RuntimeError:  # grpc >= 1.60 raises; older versions return 0
             bound = 0
         if bound == 0:

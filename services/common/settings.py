@@ -76,6 +76,17 @@ class ServiceSettings(BaseSettings):
     port_file: str | None = Field(
         None, description="If set, the bound gRPC port is written here once serving."
     )
+    tls_cert: str | None = Field(
+        None,
+        description="PEM certificate chain to serve TLS with (with tls_key); re-read when "
+        "the file changes. Unset: plaintext.",
+    )
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: str | None = Field(
+        None,
+        description="PEM CA certificates: clients must present a certificate they signed "
+        "(mutual TLS).",
+    )
 
     @classmethod
     def from_args(cls, overrides: Mapping[str, Any]) -> Self:
@@ -94,3 +105,8 @@ def add_server_flags(parser: argparse.ArgumentParser, port: int, metrics_port: i
     parser.add_argument("--max-message-bytes", type=int, help="gRPC message limit, both ways")
     parser.add_argument("--grace-seconds", type=float, help="drain time on SIGTERM")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca", help="PEM CA: require client certificates it signed (mutual TLS)"
+    )
