@@ -5,7 +5,7 @@ gRPC and metrics ports, and port 0 reports the port it got. Its own signal
 handling is off: the gateway's shutdown stops it. Bounded for slow clients: at
 most `max_connections` connections, request headers within `header_timeout`
 seconds and `max_header_bytes`, idle keep-alive connections closed after
-`keep_alive` seconds.
+`keep_alive` seconds. With --tls-cert it serves HTTPS, following the files.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from services.common.server import PortInUse
 from services.common.settings import ServiceSettings
+from services.common.tls import ServerTls
 
 _log = logging.getLogger(__name__)
 
@@ -178,6 +179,13 @@ class HttpServer:
             limit_concurrency=o.max_connections,
             server_header=False,
         )
+        # TLS with the gRPC listener's files; each handshake takes their latest
+        # certificate (ServerTls.ssl_context), so a rotation needs no restart.
+        ssl_context = None
+        if self.settings.tls_cert or self.settings.tls_key or self.settings.tls_client_ca:
+            ssl_context = ServerTls(self.settings).ssl_context()
+        config.load()
+        config.ssl = ssl_context
         sock = _bind(o.host, o.port, self.settings)
         self.port = sock.getsockname()[1]
         server = _Server(config)
