@@ -8,6 +8,7 @@ closes the old one with a grace, so calls already in flight on it still finish.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -193,3 +194,11 @@ class ChannelSource:
         for task in list(self._closing):
             task.cancel()
         await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def add_client_flags(parser: argparse.ArgumentParser, target: str) -> None:
+    """--tls-ca, --tls-client-cert, --tls-client-key, --tls-server-name for calls to `target`."""
+    parser.add_argument("--tls-ca", help=f"PEM CA bundle: call {target} over TLS, verified by it")
+    parser.add_argument("--tls-client-cert", help=f"PEM client certificate shown to {target}")
+    parser.add_argument("--tls-client-key", help="PEM private key of --tls-client-cert")
+    parser.add_argument("--tls-server-name", help=f"name {target} certificates are checked against")

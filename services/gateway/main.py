@@ -18,6 +18,7 @@ from services.common.logs import configure_logging
 from services.common.server import NOT_SERVING, SERVING, GrpcServer, run_service
 from services.common.settings import add_server_flags
 from services.common.telemetry import Telemetry
+from services.common.tls_client import add_client_flags
 from services.gateway.app import GatewayApp
 from services.gateway.auth import KeyTable, load_keys
 from services.gateway.backends import PoolOptions
@@ -78,6 +79,7 @@ class GatewayServer:
                 ready_wait_seconds=settings.ready_wait_seconds,
                 interceptors=tuple(self.telemetry.client_interceptors()),
                 backend_token=settings.secret("backend_token"),
+                tls=settings.client_tls(),
             ),
             rng,
             on_change=self._state_changed,
@@ -91,6 +93,7 @@ class GatewayServer:
                 settings.registry,
                 settings.secret("registry_token"),
                 interceptors=self.telemetry.client_interceptors(),
+                tls=settings.client_tls(),
             )
             self.follower = RegistryFollower(client, self.routes, self._state_changed)
         self.app = GatewayApp(
@@ -275,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eject-max-seconds", type=float, help="longest ejection of a backend")
     p.add_argument("--ready-wait-seconds", type=float, help="wait for a ready backend")
     p.add_argument("--canary-file", help="YAML traffic splits per model")
+    add_client_flags(p, "the registry and backends")
     return p
 
 

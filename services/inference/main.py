@@ -22,6 +22,7 @@ from services.common.server import (
 from services.common.service_token import ServiceTokenInterceptor, load_service_tokens
 from services.common.settings import add_server_flags
 from services.common.telemetry import Telemetry
+from services.common.tls_client import add_client_flags
 from services.inference.app import InferenceApp
 from services.inference.manager import ModelManager
 from services.inference.metrics import InferenceMetrics
@@ -59,9 +60,9 @@ class InferenceServer:
         self.follower: RegistrySource | None = None
         if settings.registry:
             address, token = settings.registry, settings.registry_token
-            tracing = self.telemetry.client_interceptors()
+            tracing, tls = self.telemetry.client_interceptors(), settings.client_tls()
             self.follower = RegistrySource(
-                lambda: RegistryClient(address, token, interceptors=tracing),
+                lambda: RegistryClient(address, token, interceptors=tracing, tls=tls),
                 self.manager,
                 Path(settings.cache_dir),
                 Selection.parse(settings.models),
@@ -139,6 +140,7 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
         "MAAS_INFERENCE_SERVICE_TOKEN, never on the command line)",
     )
     add_server_flags(parser, port=8021, metrics_port=9021)
+    add_client_flags(parser, "the registry")
     parser.add_argument(
         "--require-cuda",
         action="store_true",
