@@ -150,14 +150,14 @@ async def chat(
     from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
     from services.common.errors import error_from_rpc
-    from tools.infer import auth_metadata
+    from tools.infer import auth_metadata, gateway_channel
 
     metadata = auth_metadata(args.key)
     history: list[dict[str, str]] = []
     if args.system:
         history.append({"role": "system", "content": args.system})
     sampling = sampling_parameters(args)
-    async with grpc.aio.insecure_channel(args.gateway) as channel:
+    async with gateway_channel(args) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         while True:
             line = await asyncio.to_thread(read_line)

@@ -105,7 +105,7 @@ async def infer(args: argparse.Namespace) -> str:
     from services.common.tensors import decode
 
     metadata = auth_metadata(args.key)
-    async with grpc.aio.insecure_channel(args.gateway) as channel:
+    async with gateway_channel(args) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         try:
             meta = await stub.ModelMetadata(
@@ -132,6 +132,17 @@ async def infer(args: argparse.Namespace) -> str:
         values = decode(out, reply.raw_output_contents[i] if reply.raw_output_contents else None)
         lines.append(describe(out.name, values, kind))
     return "\n".join(lines)
+
+
+def gateway_channel(args: argparse.Namespace) -> grpc.aio.Channel:
+    """A channel to the gateway: TLS when --ca (or a client cert) is given, else plaintext."""
+    from services.common.tls_client import ClientTLS, TLSFileError, secure_or_insecure_channel
+
+    try:
+        tls = ClientTLS.from_settings(args.ca, args.cert, args.cert_key, args.tls_server_name)
+        return secure_or_insecure_channel(args.gateway, tls)
+    except TLSFileError as exc:
+        raise CliError(str(exc)) from None
 
 
 def auth_metadata(key: str | None) -> tuple[tuple[str, str], ...]:
@@ -198,11 +209,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """--gateway (alias --url), --key (alias --api-key), --version, --timeout."""
+    """--gateway (alias --url), --key (alias --api-key), --version, --timeout, TLS."""
     parser.add_argument("--version", default="", help="number or alias (default: production)")
     parser.add_argument("--gateway", "--url", default="localhost:8001", help="gateway host:port")
     parser.add_argument("--key", "--api-key", help="API key (default $MAAS_API_KEY)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    parser.add_argument("--ca", help="PEM CA bundle: call the gateway over TLS, verified by it")
+    parser.add_argument("--cert", help="PEM client certificate (if the gateway asks for one)")
+    parser.add_argument("--cert-key", help="PEM private key of --cert (--key is the API key)")
+    parser.add_argument("--tls-server-name", help="name the gateway's certificate must carry")
 
 
 def register(subparsers: Any) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from services.common.errors import ServiceError
+from services.common.tls_client import ClientTLS, TLSFileError
 from services.registry.client import RegistryClient
 from services.registry.domain import Version, VersionState
 from services.registry.transfer import plan_upload
@@ -33,6 +34,7 @@ def upload_file(
     description: str = "",
     labels: dict[str, str] | None = None,
     progress: bool = False,
+    tls: ClientTLS | None = None,
 ) -> Version:
     """Upload an .onnx file (and its external data) as a new version of `name`.
 
@@ -68,7 +70,7 @@ def upload_file(
             await client.set_alias(name, extra, version.version)
         return await client.get_version(name, version.version)
 
-    return _run(registry, token, run)
+    return _run(registry, token, run, tls=tls)
 
 
 def _config_text(config: str | Path | None) -> str:
@@ -84,17 +86,24 @@ def _config_text(config: str | Path | None) -> str:
 
 
 def _run(
-    registry: str | None, token: str | None, action: Callable[[RegistryClient], Awaitable[T]]
+    registry: str | None,
+    token: str | None,
+    action: Callable[[RegistryClient], Awaitable[T]],
+    *,
+    tls: ClientTLS | None = None,
 ) -> T:
     address = registry or os.environ.get("MAAS_REGISTRY") or DEFAULT_REGISTRY
     secret = token if token is not None else os.environ.get("MAAS_TOKEN")
+    tls = tls or client_tls()
 
     async def main() -> T:
-        async with RegistryClient(address, secret) as client:
+        async with RegistryClient(address, secret, tls=tls) as client:
             return await action(client)
 
     try:
         return asyncio.run(main())
+    except TLSFileError as exc:
+        raise CliError(str(exc)) from None
     except ServiceError as exc:
         hint = " (pass --token or set MAAS_TOKEN)" if exc.status == "UNAUTHENTICATED" else ""
         raise CliError(f"{exc.status}: {exc.message}{hint}") from None
@@ -112,6 +121,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     common.add_argument(
         "--token", default=argparse.SUPPRESS, help="bearer token (default $MAAS_TOKEN)"
+    )
+    common.add_argument(
+        "--ca", default=argparse.SUPPRESS, help="PEM CA bundle: TLS to the registry ($MAAS_CA)"
+    )
+    common.add_argument(
+        "--cert", default=argparse.SUPPRESS, help="PEM client certificate ($MAAS_CERT)"
+    )
+    common.add_argument("--key", default=argparse.SUPPRESS, help="its PEM key ($MAAS_KEY)")
+    common.add_argument(
+        "--tls-server-name", default=argparse.SUPPRESS, help="name the registry's cert carries"
     )
     parser = subparsers.add_parser("models", parents=[common], help="manage models in the registry")
     actions = parser.add_subparsers(dest="models_command", required=True)
@@ -156,6 +175,24 @@ def _conn(args: argparse.Namespace) -> tuple[str | None, str | None]:
     return getattr(args, "registry", None), getattr(args, "token", None)
 
 
+def client_tls(args: argparse.Namespace | None = None) -> ClientTLS | None:
+    """TLS to the registry from --ca/--cert/--key/--tls-server-name, else $MAAS_CA etc."""
+
+    def pick(flag: str, env: str) -> str | None:
+        value = getattr(args, flag, None) if args is not None else None
+        return value if value is not None else os.environ.get(env)
+
+    try:
+        return ClientTLS.from_settings(
+            pick("ca", "MAAS_CA"),
+            pick("cert", "MAAS_CERT"),
+            pick("key", "MAAS_KEY"),
+            pick("tls_server_name", "MAAS_TLS_SERVER_NAME"),
+        )
+    except TLSFileError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _register(args: argparse.Namespace) -> int:
     labels = {}
     for item in args.label:
@@ -171,6 +208,7 @@ def _register(args: argparse.Namespace) -> int:
         aliases=args.alias,
         description=args.description,
         labels=labels,
+        tls=client_tls(args),
     )
     print(
         f"registered {version.model} version {version.version} "
@@ -183,7 +221,9 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    page = _run(*_conn(args), lambda c: c.list_models(name_prefix=args.prefix))
+    page = _run(
+        *_conn(args), lambda c: c.list_models(name_prefix=args.prefix), tls=client_tls(args)
+    )
     rows = [
         [
             m.name,
@@ -199,7 +239,9 @@ def _list(args: argparse.Namespace) -> int:
 
 def _versions(args: argparse.Namespace) -> int:
     state = VersionState.ACTIVE if args.active else None
-    page = _run(*_conn(args), lambda c: c.list_versions(args.name, state=state))
+    page = _run(
+        *_conn(args), lambda c: c.list_versions(args.name, state=state), tls=client_tls(args)
+    )
     rows = [
         [
             str(v.version),
@@ -216,14 +258,20 @@ def _versions(args: argparse.Namespace) -> int:
 
 
 def _alias(args: argparse.Namespace) -> int:
-    change = _run(*_conn(args), lambda c: c.set_alias(args.name, args.alias, args.version))
+    change = _run(
+        *_conn(args),
+        lambda c: c.set_alias(args.name, args.alias, args.version),
+        tls=client_tls(args),
+    )
     was = f" (was {change.previous_version})" if change.previous_version else ""
     print(f"{args.name}: {args.alias} -> {change.alias.version}{was}")
     return 0
 
 
 def _archive(args: argparse.Namespace) -> int:
-    version = _run(*_conn(args), lambda c: c.archive_version(args.name, args.version))
+    version = _run(
+        *_conn(args), lambda c: c.archive_version(args.name, args.version), tls=client_tls(args)
+    )
     print(f"{version.model} version {version.version} is {version.state.value}")
     return 0
 
@@ -237,7 +285,7 @@ def _download(args: argparse.Namespace) -> int:
         finally:
             bar.close()
 
-    version = _run(*_conn(args), run)
+    version = _run(*_conn(args), run, tls=client_tls(args))
     files = ", ".join(f.path for f in version.files)
     print(f"downloaded {version.model} version {version.version} to {args.output} ({files})")
     return 0
