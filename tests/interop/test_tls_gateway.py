@@ -1,9 +1,10 @@
 """Clients nobody here wrote, over TLS to a gateway serving --tls-cert/--tls-key:
-tritonclient.grpc (ssl=True) and grpcurl (-cacert)."""
+tritonclient.grpc (ssl=True), grpcurl (-cacert) and the Node.js client (createSsl)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import tritonclient.grpc as tc
 from tritonclient.utils import InferenceServerException
 
 from tests.interop.clients import HEADERS, KEY, pair_inputs
-from tests.servers import ServiceProcess, hashed_key, keyed_gateway
+from tests.interop.test_node_client import node_client  # noqa: F401 (a fixture)
+from tests.servers import ROOT, ServiceProcess, hashed_key, keyed_gateway
 from tests.tlscerts import Ca
 
 
@@ -105,3 +107,19 @@ def test_grpcurl_lists_and_calls_over_tls(tls_gateway: ServiceProcess, ca: Ca) -
 
     plain = _grpcurl("-plaintext", tls_gateway.address, "list")
     assert plain.returncode != 0
+
+
+def test_node_client_infers_over_tls(
+    node_client: Path,  # noqa: F811 (the fixture imported above)
+    tls_gateway: ServiceProcess,
+    ca: Ca,
+) -> None:
+    args = ["node", str(node_client), tls_gateway.address, str(ROOT / "proto"), "pair", KEY]
+    env = {**os.environ, "MAAS_TLS_CA": str(ca.cert)}
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outputs"]["sum"] == [11, 22, 33, 44]
+
+    plain = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 1
+    assert json.loads(plain.stderr)["code"] == 14  # UNAVAILABLE: no TLS, no connection

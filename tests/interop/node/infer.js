@@ -1,10 +1,12 @@
 // Calls ModelInfer on a maas endpoint with @grpc/grpc-js, loading the .proto files
 // at run time: usage `node infer.js HOST:PORT PROTO_ROOT MODEL [API_KEY]`.
 // Sends a = [1, 2, 3, 4] and b = [10, 20, 30, 40] as raw FP32 and prints the
-// response as JSON, with the raw outputs decoded to numbers.
+// response as JSON, with the raw outputs decoded to numbers. With MAAS_TLS_CA set
+// (a PEM CA file) it connects over TLS, trusting that CA.
 'use strict';
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
+const fs = require('fs');
 const path = require('path');
 
 const [address, protoRoot, model, apiKey] = process.argv.slice(2);
@@ -12,7 +14,10 @@ const definition = protoLoader.loadSync('maas_proto/inference/grpc_predict_v2.pr
   includeDirs: [protoRoot], keepCase: true, longs: Number, defaults: true,
 });
 const inference = grpc.loadPackageDefinition(definition).inference;
-const client = new inference.GRPCInferenceService(address, grpc.credentials.createInsecure());
+const credentials = process.env.MAAS_TLS_CA
+  ? grpc.credentials.createSsl(fs.readFileSync(process.env.MAAS_TLS_CA))
+  : grpc.credentials.createInsecure();
+const client = new inference.GRPCInferenceService(address, credentials);
 
 function f32(values) {
   return Buffer.from(new Float32Array(values).buffer);
