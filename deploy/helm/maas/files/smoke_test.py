@@ -20,6 +20,31 @@ from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 log = logging.getLogger("smoke_test")
 
+
+def open_channel(target: str, args: argparse.Namespace) -> grpc.Channel:
+    """A TLS channel when --ca is given (mutual TLS with --cert/--key), else plaintext."""
+    if not args.ca:
+        return grpc.insecure_channel(target)
+    with open(args.ca, "rb") as f:
+        ca = f.read()
+    key = cert = None
+    if args.cert and args.key:
+        with open(args.cert, "rb") as f:
+            cert = f.read()
+        with open(args.key, "rb") as f:
+            key = f.read()
+    credentials = grpc.ssl_channel_credentials(ca, key, cert)
+    options = [("grpc.ssl_target_name_override", args.server_name)] if args.server_name else []
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ca", help="CA bundle: connect with TLS")
+    parser.add_argument("--cert", help="client certificate (mutual TLS)")
+    parser.add_argument("--key", help="client key (mutual TLS)")
+    parser.add_argument("--server-name", help="name to verify instead of the target's host")
+
+
 DTYPES = {
     "BOOL": np.bool_,
     "UINT8": np.uint8,
@@ -72,12 +97,13 @@ def main() -> int:
     parser.add_argument("target", help="gateway host:port")
     parser.add_argument("--model", default="digits")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to retry in all")
+    add_tls_arguments(parser)
     args = parser.parse_args()
 
     key = os.environ.get("MAAS_API_KEY", "")
     headers = (("authorization", f"Bearer {key}"),) if key else ()
     deadline = time.monotonic() + args.timeout
-    with grpc.insecure_channel(args.target) as channel:
+    with open_channel(args.target, args) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         while True:
             try:

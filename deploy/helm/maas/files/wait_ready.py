@@ -1,7 +1,7 @@
 """Wait until a gRPC server reports SERVING on grpc.health.v1 (service "": the whole server).
 
 Run by the seed Job's init container before it registers models:
-    python /scripts/wait_ready.py HOST:PORT --timeout 300
+    python /scripts/wait_ready.py HOST:PORT --timeout 300 [--ca ca.crt --cert tls.crt --key tls.key]
 """
 
 from __future__ import annotations
@@ -17,11 +17,35 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 log = logging.getLogger("wait_ready")
 
 
-def is_serving(target: str) -> str:
+def open_channel(target: str, args: argparse.Namespace) -> grpc.Channel:
+    """A TLS channel when --ca is given (mutual TLS with --cert/--key), else plaintext."""
+    if not args.ca:
+        return grpc.insecure_channel(target)
+    with open(args.ca, "rb") as f:
+        ca = f.read()
+    key = cert = None
+    if args.cert and args.key:
+        with open(args.cert, "rb") as f:
+            cert = f.read()
+        with open(args.key, "rb") as f:
+            key = f.read()
+    credentials = grpc.ssl_channel_credentials(ca, key, cert)
+    options = [("grpc.ssl_target_name_override", args.server_name)] if args.server_name else []
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ca", help="CA bundle: connect with TLS")
+    parser.add_argument("--cert", help="client certificate (mutual TLS)")
+    parser.add_argument("--key", help="client key (mutual TLS)")
+    parser.add_argument("--server-name", help="name to verify instead of the target's host")
+
+
+def is_serving(target: str, args: argparse.Namespace) -> str:
     """The server's health status name, or why it could not be asked."""
     request = health_pb2.HealthCheckRequest(service="")
     try:
-        with grpc.insecure_channel(target) as channel:
+        with open_channel(target, args) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=5)
     except grpc.RpcError as exc:
         return exc.code().name
@@ -34,11 +58,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Wait for a gRPC server to be SERVING.")
     parser.add_argument("target", help="host:port")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait in all")
+    add_tls_arguments(parser)
     args = parser.parse_args()
 
     deadline = time.monotonic() + args.timeout
     while True:
-        status = is_serving(args.target)
+        status = is_serving(args.target, args)
         if status == "SERVING":
             log.info("%s is SERVING", args.target)
             return 0

@@ -153,6 +153,9 @@ app.kubernetes.io/part-of: maas
 (the process is up and not draining); readiness asks for the component's API service,
 which reports SERVING only while it can serve (models loaded, backends healthy). */}}
 {{- define "maas.probes" -}}
+{{- if .root.Values.tls.enabled -}}
+{{- include "maas.tlsProbes" . -}}
+{{- else -}}
 {{- $v := index .root.Values .component -}}
 {{- $api := dict "gateway" "inference.GRPCInferenceService" "inference" "inference.GRPCInferenceService" "registry" "maas.registry.v1.ModelRegistry" -}}
 {{- range $kind := list "startup" "readiness" "liveness" }}
@@ -177,6 +180,7 @@ which reports SERVING only while it can serve (models loaded, backends healthy).
   {{ $key }}: {{ int (index $probe $key) }}
   {{- end }}
   {{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -237,6 +241,9 @@ topologySpreadConstraints:
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ int $v.ports.metrics | quote }}
 prometheus.io/path: /metrics
+{{- if .root.Values.tls.enabled }}
+prometheus.io/scheme: https
+{{- end }}
 {{- with $v.podAnnotations }}
 {{ toYaml . }}
 {{- end }}
@@ -312,4 +319,108 @@ spec:
   selector:
     matchLabels:
       {{- include "maas.selectorLabels" . | nindent 6 }}
+{{- end }}
+
+{{/* TLS (tls.enabled). Every component mounts its Secret (tls.crt, tls.key, ca.crt) as a
+whole volume, never with subPath, so a rotated Secret reaches the running pods, and the
+services follow the files. */}}
+{{- define "maas.tlsMountPath" -}}/etc/maas/tls{{- end }}
+
+{{/* The Secret holding a component's certificate; dict: root, component */}}
+{{- define "maas.tlsSecret" -}}
+{{- $t := .root.Values.tls -}}
+{{- $name := (index $t .component).secretName -}}
+{{- if $name -}}
+{{- $name -}}
+{{- else if $t.certManager.enabled -}}
+{{- include "maas.componentName" (dict "root" .root "component" (printf "%s-tls" .component)) -}}
+{{- else -}}
+{{- fail (printf "tls.enabled: set tls.%s.secretName or enable tls.certManager" .component) -}}
+{{- end -}}
+{{- end }}
+
+{{/* The name every internal client checks the server's certificate against: the gateway
+reaches inference pods by IP, so one name shared by the internal certificates is
+verified instead (tls.internalName, default internal.<fullname>.<namespace>.svc). */}}
+{{- define "maas.tlsServerName" -}}
+{{- .Values.tls.internalName | default (printf "internal.%s.%s.svc" (include "maas.fullname" .) .Release.Namespace) -}}
+{{- end }}
+
+{{/* env: the component's own certificate and, for registry and inference (internal hops),
+mutual TLS: a client certificate signed by the secret's ca.crt is required. dict: root, component */}}
+{{- define "maas.tlsServerEnv" -}}
+{{- if .root.Values.tls.enabled -}}
+{{- $p := printf "MAAS_%s_" (upper .component) -}}
+{{- $dir := include "maas.tlsMountPath" . -}}
+- name: {{ $p }}TLS_CERT
+  value: {{ printf "%s/tls.crt" $dir }}
+- name: {{ $p }}TLS_KEY
+  value: {{ printf "%s/tls.key" $dir }}
+{{- if or (ne .component "gateway") .root.Values.tls.gateway.requireClientCert }}
+- name: {{ $p }}TLS_CLIENT_CA
+  value: {{ printf "%s/ca.crt" $dir }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* env: client TLS for a component that calls another (gateway, inference): the CA that
+signed the servers, its own certificate for mutual TLS, the shared internal name. dict: root, component */}}
+{{- define "maas.tlsClientEnv" -}}
+{{- if .root.Values.tls.enabled -}}
+{{- $p := printf "MAAS_%s_" (upper .component) -}}
+{{- $dir := include "maas.tlsMountPath" . -}}
+- name: {{ $p }}TLS_CA
+  value: {{ printf "%s/ca.crt" $dir }}
+- name: {{ $p }}TLS_CLIENT_CERT
+  value: {{ printf "%s/tls.crt" $dir }}
+- name: {{ $p }}TLS_CLIENT_KEY
+  value: {{ printf "%s/tls.key" $dir }}
+- name: {{ $p }}TLS_SERVER_NAME
+  value: {{ include "maas.tlsServerName" .root | quote }}
+{{- end }}
+{{- end }}
+
+{{/* volumeMounts / volumes entries for the component's TLS Secret; dict: root, component */}}
+{{- define "maas.tlsVolumeMount" -}}
+{{- if .root.Values.tls.enabled -}}
+- name: tls
+  mountPath: {{ include "maas.tlsMountPath" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "maas.tlsVolume" -}}
+{{- if .root.Values.tls.enabled -}}
+- name: tls
+  secret:
+    secretName: {{ include "maas.tlsSecret" . }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{/* Probes while TLS is on: kubelet's gRPC probes cannot speak TLS, so every probe is an
+HTTPS GET (kubelet does not verify the certificate) of /healthz on the metrics port,
+which needs no client certificate and names no model; the gateway's readiness asks
+/v2/health/ready on its HTTP listener when auth is off (a probe carries no API key).
+dict: root, component */}}
+{{- define "maas.tlsProbes" -}}
+{{- $v := index .root.Values .component -}}
+{{- range $kind := list "startup" "readiness" "liveness" }}
+{{- $probe := index $v.probes $kind }}
+{{ $kind }}Probe:
+  httpGet:
+    scheme: HTTPS
+    {{- if and (eq $kind "readiness") (eq $.component "gateway") (not $.root.Values.gateway.auth.enabled) }}
+    path: /v2/health/ready
+    port: http
+    {{- else }}
+    path: /healthz
+    port: metrics
+    {{- end }}
+  {{- range $key := list "initialDelaySeconds" "periodSeconds" "timeoutSeconds" "failureThreshold" }}
+  {{- if hasKey $probe $key }}
+  {{ $key }}: {{ int (index $probe $key) }}
+  {{- end }}
+  {{- end }}
+{{- end }}
 {{- end }}
