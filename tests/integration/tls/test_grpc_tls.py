@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -121,3 +122,18 @@ def test_a_service_with_a_bad_key_exits_2_naming_the_setting(ca: Ca, tmp_path: P
     assert done.returncode == 2, done.stderr
     assert "--tls-key (MAAS_REGISTRY_TLS_KEY): does not match" in done.stderr
     assert "PRIVATE KEY" not in done.stderr + done.stdout
+
+
+async def test_plaintext_is_logged_once_at_start_and_tls_not(
+    start_gateway: StartGateway, server_cert: Issued, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="services.common.server")
+
+    def plaintext_lines() -> int:
+        return sum("serving plaintext" in r.getMessage() for r in caplog.records)
+
+    await start_gateway()
+    assert plaintext_lines() == 1
+    caplog.clear()
+    await start_gateway(tls_cert=str(server_cert.cert), tls_key=str(server_cert.key))
+    assert plaintext_lines() == 0
