@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -30,11 +30,16 @@ from tools.processes import ServiceDied, ServiceProcess
 from tools.up_plan import (
     LOOPBACK,
     Secrets,
+    TlsFiles,
     gateway_args,
     inference_args,
     registry_args,
     secret_env,
+    tls_args,
 )
+
+if TYPE_CHECKING:
+    from services.common.tls_client import ClientTLS
 
 DEMO_MODEL = "digits"
 MAX_RESTARTS = 5
@@ -106,7 +111,24 @@ READY_SERVICE = {
 }
 
 
-def wait_healthy(process: Process, timeout: float = 180.0) -> None:
+def cli_tls(tls: TlsFiles | None) -> ClientTLS | None:
+    """How `maas up` itself calls the services: with the CLI's cert, or plaintext."""
+    if tls is None:
+        return None
+    from services.common.tls_client import ClientTLS
+
+    cert, key = tls.certs["cli"]
+    return ClientTLS(str(tls.ca), str(cert), str(key))
+
+
+def _health_channel(address: str, tls: TlsFiles | None) -> grpc.Channel:
+    client = cli_tls(tls)
+    if client is None:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, client.credentials())
+
+
+def wait_healthy(process: Process, timeout: float = 180.0, tls: TlsFiles | None = None) -> None:
     """Until the service has bound its port and its API's health is SERVING."""
     deadline = time.monotonic() + timeout
     try:
@@ -117,7 +139,7 @@ def wait_healthy(process: Process, timeout: float = 180.0) -> None:
         raise CliError(
             f"{process.name} did not start in {timeout:.0f}s; see {process.log_path}"
         ) from None
-    with grpc.insecure_channel(process.address) as channel:
+    with _health_channel(process.address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if not process.alive():
@@ -133,7 +155,9 @@ def wait_healthy(process: Process, timeout: float = 180.0) -> None:
     raise CliError(f"{process.name} was not healthy in {timeout:.0f}s; see {process.log_path}")
 
 
-def ensure_demo_model(data: Path, registry: str, token: str | None) -> str:
+def ensure_demo_model(
+    data: Path, registry: str, token: str | None, tls: ClientTLS | None = None
+) -> str:
     """Register the digits demo (exported from PyTorch) unless the registry has it."""
     import asyncio
 
@@ -141,7 +165,7 @@ def ensure_demo_model(data: Path, registry: str, token: str | None) -> str:
     from services.registry.client import RegistryClient
 
     async def has_model() -> bool:
-        async with RegistryClient(registry, token) as client:
+        async with RegistryClient(registry, token, tls=tls) as client:
             try:
                 await client.get_model(DEMO_MODEL)
             except NotFound:
@@ -162,13 +186,15 @@ def ensure_demo_model(data: Path, registry: str, token: str | None) -> str:
         print(f"exporting the {DEMO_MODEL} demo model from PyTorch ...", flush=True)
         result = train_and_export(path, holdout_path=path.with_name("holdout.npz"))
         print(f"  held-out accuracy {result.accuracy:.3f}", flush=True)
-    upload_file(registry, token, DEMO_MODEL, path, aliases=["production"])
+    upload_file(registry, token, DEMO_MODEL, path, aliases=["production"], tls=tls)
     return f"registered '{DEMO_MODEL}' (alias production)"
 
 
 def start(args: argparse.Namespace) -> tuple[list[Process], Secrets | None]:
     """Start the three services in order, each healthy before the next."""
     data = Path(args.data_dir).resolve()
+    tls = TlsFiles.ensure(data / "tls") if getattr(args, "tls", False) else None
+    client = cli_tls(tls)
     if args.api_keys_file and not args.auth:
         raise CliError("--api-keys-file needs --auth")
     creds = Secrets.generate(args.api_keys_file) if args.auth else None
@@ -182,17 +208,18 @@ def start(args: argparse.Namespace) -> tuple[list[Process], Secrets | None]:
 
     def launch(service: str, name: str, port: int, extra: list[str]) -> Process:
         process_env = {**_service_env(env, service), **secret[service]}
-        process = Process(service, name, port, [*extra, *common], process_env, data)
+        flags = [*extra, *tls_args(service, tls), *common]
+        process = Process(service, name, port, flags, process_env, data)
         processes.append(process)
-        wait_healthy(process)
+        wait_healthy(process, tls=tls)
         return process
 
     try:
         registry = launch("registry", "registry", args.registry_port, registry_args(data, files))
         admin = creds.admin_token if creds else None
-        print(ensure_demo_model(data, registry.address, admin), flush=True)
+        print(ensure_demo_model(data, registry.address, admin, client), flush=True)
         if getattr(args, "large", False):
-            _ensure_large(data, registry.address, admin)
+            _ensure_large(data, registry.address, admin, client)
         backends = []
         for i in range(args.inference_replicas):
             port = args.inference_port + i if args.inference_port else 0
@@ -221,14 +248,16 @@ def start(args: argparse.Namespace) -> tuple[list[Process], Secrets | None]:
     return processes, creds
 
 
-def _ensure_large(data: Path, registry: str, token: str | None) -> None:
+def _ensure_large(
+    data: Path, registry: str, token: str | None, tls: ClientTLS | None = None
+) -> None:
     from tools.demo.serve import Registered, ensure_large_demos
 
     def report(done: Registered) -> None:
         took = f" in {done.seconds:.0f} s" if done.seconds else ""
         print(f"{done.message}{took}", flush=True)
 
-    ensure_large_demos(data, registry, token, report)
+    ensure_large_demos(data, registry, token, report, tls=tls)
 
 
 def _service_env(env: dict[str, str], service: str) -> dict[str, str]:
@@ -239,17 +268,23 @@ def _service_env(env: dict[str, str], service: str) -> dict[str, str]:
 
 
 def banner(
-    processes: list[Process], data_dir: str, creds: Secrets | None, *, large: bool = False
+    processes: list[Process],
+    data_dir: str,
+    creds: Secrets | None,
+    *,
+    large: bool = False,
+    tls: TlsFiles | None = None,
 ) -> str:
     """How to call what is running."""
     by_name = {p.name: p for p in processes}
     gw = by_name["gateway"].address
+    scheme = "https" if tls else "http"
     lines = ["", "maas is up."]
     for p in processes:
         metrics = f"metrics http://localhost:{p.metrics_port}/metrics" if p.metrics_port else ""
         lines.append(f"  {p.name:<12} {p.address:<16} {metrics}".rstrip())
         if p.http_port:
-            lines.append(f"  {p.name + ' http':<12} http://localhost:{p.http_port}/v2")
+            lines.append(f"  {p.name + ' http':<12} {scheme}://localhost:{p.http_port}/v2")
     if creds:
         lines.append(f"  auth: ON.  admin token (registry): {creds.admin_token}")
         if creds.api_key is not None:
@@ -272,6 +307,26 @@ def banner(
             "        local user the registry and inference. `maas up --auth` turns keys on.",
         ]
         headers = grpcurl_auth = curl_auth = token = ""
+    if tls:
+        cert, key = tls.certs["cli"]
+        lines += [
+            f"  TLS: ON.  CA: {tls.ca}",
+            "             the gateway serves TLS to anyone; registry and inference also "
+            "want a client",
+            f"             cert the CA signed (the maas CLI's: --cert {cert} --key {key}).",
+        ]
+        grpc_tls = f"-cacert {tls.ca}"
+        triton_tls = f', ssl=True, root_certificates="{tls.ca}"'
+        curl_auth = f"--cacert {tls.ca} {curl_auth}"
+        infer_tls = f" --ca {tls.ca}"
+        token += f" --ca {tls.ca} --cert {cert} --key {key}"
+    else:
+        lines += [
+            "  TLS: OFF (plaintext). Calls, keys and tokens cross the network readable; "
+            "`maas up --tls`",
+            "        serves TLS (and mutual TLS between the services).",
+        ]
+        grpc_tls, triton_tls, infer_tls = "-plaintext", "", ""
     method = "inference.GRPCInferenceService/ModelMetadata"
     lines += [
         f"  registry and inference listen on {LOOPBACK} only; the gateway on every address.",
@@ -279,26 +334,26 @@ def banner(
         "",
         "Python (tritonclient):",
         "    import numpy as np, tritonclient.grpc as tc",
-        f'    client = tc.InferenceServerClient("{gw}")',
+        f'    client = tc.InferenceServerClient("{gw}"{triton_tls})',
         '    x = tc.InferInput("input", [1, 1, 8, 8], "FP32")',
         "    x.set_data_from_numpy(np.zeros((1, 1, 8, 8), np.float32))",
         f'    print(client.infer("{DEMO_MODEL}", [x]{headers}).as_numpy("probabilities"))',
         "",
         "grpcurl:",
-        f"    grpcurl -plaintext {gw} list",
-        f'    grpcurl -plaintext {grpcurl_auth}-d \'{{"name": "{DEMO_MODEL}"}}\' {gw} {method}',
+        f"    grpcurl {grpc_tls} {gw} list",
+        f'    grpcurl {grpc_tls} {grpcurl_auth}-d \'{{"name": "{DEMO_MODEL}"}}\' {gw} {method}',
         "",
     ]
     if large:
         from tools.demo.serve import examples
 
         http = by_name["gateway"].http_port
-        http_url = f"http://localhost:{http}" if http else None
+        http_url = f"{scheme}://localhost:{http}" if http else None
         lines += [*examples(gw, http_url, Path(data_dir), headers, curl_auth), ""]
     lines += [
         "Register another model (callable through the gateway within seconds):",
         f"    maas models register NAME model.onnx --alias production{token}",
-        f"Classify an image:  maas infer {DEMO_MODEL} --input digit.png",
+        f"Classify an image:  maas infer {DEMO_MODEL} --input digit.png --gateway {gw}{infer_tls}",
         "",
         "Ctrl-C stops all three.",
     ]
@@ -316,7 +371,9 @@ def up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     processes, creds = start(args)
-    print(banner(processes, args.data_dir, creds, large=args.large), flush=True)
+    # The same files start() made (reused, not made again).
+    tls = TlsFiles.ensure(Path(args.data_dir).resolve() / "tls") if args.tls else None
+    print(banner(processes, args.data_dir, creds, large=args.large, tls=tls), flush=True)
     try:
         while not stop:
             for process in processes:
@@ -357,6 +414,12 @@ def register(subparsers: Any) -> None:
         "--api-keys-file",
         help="with --auth: the gateway's keys (YAML, hashed) instead of one generated key; "
         "the banner then shows no key",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve TLS, with mutual TLS between the services (a local CA and certs under "
+        "DATA_DIR/tls, reused and renewed before expiry)",
     )
     parser.add_argument("--otlp-endpoint", help="send traces here (OTLP/gRPC)")
     parser.add_argument("--gateway-port", type=int, default=GATEWAY_PORT, help="0 picks one")

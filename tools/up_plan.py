@@ -116,3 +116,59 @@ def secret_env(creds: Secrets | None) -> dict[str, dict[str, str]]:
             "MAAS_GATEWAY_BACKEND_TOKEN": creds.service_token,
         },
     }
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """What `--tls` makes under the data folder: the local CA and one cert per party.
+
+    Every cert names localhost, 127.0.0.1 and ::1 and serves as both server and client
+    cert; `cli` is the one `maas up` and the maas CLI show the registry.
+    """
+
+    ca: Path
+    certs: dict[str, tuple[Path, Path]]
+
+    @classmethod
+    def ensure(cls, folder: Path) -> TlsFiles:
+        """The CA and certs in `folder`, reused while fresh, renewed near expiry."""
+        from tools.certs import issue, make_ca
+
+        ca = make_ca(folder)
+        certs = {}
+        for name in (*SERVICES, "cli"):
+            made = issue(ca, folder, name)
+            certs[name] = (made.cert, made.key)
+        return cls(ca.cert, certs)
+
+    def client_flags(self, name: str) -> list[str]:
+        """A service's flags to call the others with mutual TLS."""
+        cert, key = self.certs[name]
+        return [
+            "--tls-ca",
+            str(self.ca),
+            "--tls-client-cert",
+            str(cert),
+            "--tls-client-key",
+            str(key),
+        ]
+
+    def server_flags(self, name: str, *, require_client_certs: bool) -> list[str]:
+        """A service's flags to serve TLS (and ask for certs the local CA signed)."""
+        cert, key = self.certs[name]
+        flags = ["--tls-cert", str(cert), "--tls-key", str(key)]
+        return [*flags, "--tls-client-ca", str(self.ca)] if require_client_certs else flags
+
+
+def tls_args(service: str, tls: TlsFiles | None) -> list[str]:
+    """A service's TLS flags: registry and inference serve mutual TLS (certs the local CA
+    signed); the gateway serves TLS to anyone (its callers show API keys, not certs);
+    gateway and inference call the others with their own certs."""
+    if tls is None:
+        return []
+    if service == "registry":
+        return tls.server_flags("registry", require_client_certs=True)
+    if service == "inference":
+        serve = tls.server_flags("inference", require_client_certs=True)
+        return [*serve, *tls.client_flags("inference")]
+    return [*tls.server_flags("gateway", require_client_certs=False), *tls.client_flags("gateway")]

@@ -13,8 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tools.demo import efficientnet, minilm, smollm2
+
+if TYPE_CHECKING:
+    from services.common.tls_client import ClientTLS
 
 LARGE_DEMOS: dict[str, Callable[[Path], None]] = {
     minilm.NAME: minilm.build,
@@ -40,6 +44,7 @@ def ensure_large_demos(
     registry: str,
     token: str | None,
     report: Callable[[Registered], None] = lambda done: None,
+    tls: ClientTLS | None = None,
 ) -> list[Registered]:
     """Build and register every large demo the registry does not have yet; `report`
     hears of each as it is done."""
@@ -51,7 +56,7 @@ def ensure_large_demos(
 
     async def missing() -> list[str]:
         absent = []
-        async with RegistryClient(registry, token) as client:
+        async with RegistryClient(registry, token, tls=tls) as client:
             for name in LARGE_DEMOS:
                 try:
                     await client.get_model(name)
@@ -71,7 +76,7 @@ def ensure_large_demos(
         model_dir = data / "models" / name
         print(f"building the {name} demo model from its package (once) ...", flush=True)
         build(model_dir)
-        upload_model_dir(registry, token, name, model_dir, description=_describe(name))
+        upload_model_dir(registry, token, name, model_dir, description=_describe(name), tls=tls)
         seconds = time.monotonic() - start
         done.append(Registered(name, f"registered '{name}' (alias production)", seconds))
         report(done[-1])

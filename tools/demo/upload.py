@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.common.tls_client import ClientTLS
 from services.registry.domain import MAIN_FILE, Version
 from services.registry.transfer import LocalFile, plan_upload
 from tools.demo.stamp import STAMP_FILE
@@ -54,6 +55,7 @@ def upload_model_dir(
     aliases: tuple[str, ...] = ("production",),
     description: str = "",
     progress: bool | None = None,
+    tls: ClientTLS | None = None,
 ) -> Version:
     """Upload `model_dir` as a new version of `name`, with a progress bar on a terminal."""
     import asyncio
@@ -70,7 +72,7 @@ def upload_model_dir(
     total = sum(f.size_bytes for f in files)
 
     async def run() -> Version:
-        async with RegistryClient(registry, token) as client:
+        async with RegistryClient(registry, token, tls=tls) as client:
             bar = ProgressBar(total, f"upload {name}", enabled=progress)
             try:
                 version = await client.upload_files(
