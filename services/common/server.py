@@ -184,6 +184,11 @@ class GrpcServer:
             binding.add(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         enable_reflection([*(b.name for b in self.bindings), health.SERVICE_NAME], server)
+        # TlsError before anything binds.
+        if self.settings.tls_cert or self.settings.tls_key or self.settings.tls_client_ca:
+            self.tls = ServerTls(self.settings)
+        else:
+            _log.info("no --tls-cert: serving plaintext")
         # Metrics first: a grpc server that bound a port holds it until it is collected,
         # even when never started, and a metrics server stops at once.
         if self.metrics_registry is not None:
@@ -207,10 +212,6 @@ class GrpcServer:
     def _bind(self, server: grpc.aio.Server) -> int:
         """Add the gRPC port, TLS when a certificate is set; PortInUse when it is taken."""
         host, port = self.settings.host, self.settings.port
-        if self.settings.tls_cert or self.settings.tls_key or self.settings.tls_client_ca:
-            self.tls = ServerTls(self.settings)  # TlsError before anything binds
-        else:
-            _log.info("no --tls-cert: serving plaintext")
         if port and _port_taken(host, port):
             raise PortInUse(port, "port", self.settings)
         try:
@@ -228,7 +229,16 @@ class GrpcServer:
 
     def _start_metrics(self, registry: CollectorRegistry) -> MetricsServer:
         """Serve /metrics; PortInUse when its port is taken."""
-        metrics = MetricsServer(registry, self.settings.host, self.settings.metrics_port)
+        # With TLS on the gRPC port, /metrics and /healthz are HTTPS from the same files
+        # (server certificate only: probes and scrapers carry no client certificate).
+        tls = self.settings if self.tls is not None else None
+        metrics = MetricsServer(
+            registry,
+            self.settings.host,
+            self.settings.metrics_port,
+            tls_cert=tls.tls_cert if tls else None,
+            tls_key=tls.tls_key if tls else None,
+        )
         try:
             self.metrics_port = metrics.start()
         except OSError as exc:

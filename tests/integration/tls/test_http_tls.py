@@ -66,3 +66,18 @@ async def test_https_under_mutual_tls_wants_a_certificate_the_ca_signed(
         # TLS 1.3: the refusal can come with the first read rather than the handshake.
         with pytest.raises((ssl.SSLError, OSError, http.client.HTTPException)):
             await asyncio.to_thread(_get, gateway.http_port, "/v2/health/live", context)
+
+
+async def test_the_metrics_port_serves_https_from_the_same_files(
+    start_gateway: StartGateway, ca: Ca, server_cert: Issued
+) -> None:
+    gateway = await start_gateway(
+        tls_cert=str(server_cert.cert),
+        tls_key=str(server_cert.key),
+        tls_client_ca=str(ca.cert),  # not asked of scrapers and probes
+    )
+    port = gateway.grpc.metrics_port
+    status, _ = await asyncio.to_thread(_get, port, "/healthz", _trusting(ca))
+    assert status == 200
+    with pytest.raises((OSError, http.client.HTTPException)):
+        await asyncio.to_thread(_get, port, "/healthz", None)
