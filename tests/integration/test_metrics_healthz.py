@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ssl
 import urllib.error
@@ -17,6 +18,9 @@ from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry, Counter
 
 from services.common.metrics import MetricsServer
+from services.inference.main import InferenceServer
+from services.inference.settings import InferenceSettings
+from tests.tlscerts import Ca
 
 
 def self_signed(directory: Path) -> tuple[str, str]:
@@ -108,3 +112,36 @@ def test_plaintext_gets_nothing_from_a_tls_listener(tls: tuple[MetricsServer, st
 def test_cert_without_key_is_refused() -> None:
     with pytest.raises(ValueError, match="both tls_cert and tls_key"):
         MetricsServer(registry(), "127.0.0.1", 0, tls_cert="/nowhere.crt")
+
+
+async def test_a_tls_service_serves_healthz_over_https_without_a_client_cert(
+    tmp_path: Path, test_models: Path
+) -> None:
+    """A real inference server with mutual TLS on gRPC: its metrics port is HTTPS from
+    the same files and asks for no client certificate (probes and scrapers have none)."""
+    ca = Ca(tmp_path / "ca")
+    cert = ca.issue("server")
+    server = InferenceServer(
+        InferenceSettings(
+            port=0,
+            metrics_port=0,
+            host="localhost",
+            model_repository=str(test_models),
+            grace_seconds=0,
+            tls_cert=str(cert.cert),
+            tls_key=str(cert.key),
+            tls_client_ca=str(ca.cert),
+        )
+    )
+    await server.start()
+    try:
+        port = server.grpc.metrics_port
+        context = ssl.create_default_context(cafile=str(ca.cert))
+        status, body = await asyncio.to_thread(get, f"https://localhost:{port}/healthz", context)
+        assert (status, body) == (200, b"ok\n")
+        status, body = await asyncio.to_thread(get, f"https://localhost:{port}/metrics", context)
+        assert status == 200 and b"maas_inference" in body
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            await asyncio.to_thread(get, f"http://localhost:{port}/healthz")
+    finally:
+        await server.shutdown(0)
