@@ -51,6 +51,27 @@ class _Pem:
     serial: int
 
 
+class _LoggedHandshake(ssl.SSLObject):
+    """The server end of one TLS connection, logging why a handshake was refused.
+
+    asyncio (and uvloop) stay silent about failed handshakes unless in debug mode; the
+    reason is OpenSSL's (HTTP_REQUEST, PEER_DID_NOT_RETURN_A_CERTIFICATE, ...), never
+    key material. Refusals are the clients' doing, so as many as they like: the
+    listener's subclass sets a Throttled.
+    """
+
+    refused: Throttled
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            self.refused.warning("TLS handshake refused: %s", exc.reason or "unknown")
+            raise
+
+
 def _stamp(path: str) -> tuple[int, int, int]:
     st = os.stat(path)
     return (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -192,4 +213,7 @@ class ServerTls:
                 sock.context = self._context
 
         base.sni_callback = pick
+        base.sslobject_class = type(
+            "Handshake", (_LoggedHandshake,), {"refused": Throttled(_log, interval=10.0)}
+        )
         return base

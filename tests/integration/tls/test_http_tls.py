@@ -81,3 +81,24 @@ async def test_the_metrics_port_serves_https_from_the_same_files(
     assert status == 200
     with pytest.raises((OSError, http.client.HTTPException)):
         await asyncio.to_thread(_get, port, "/healthz", None)
+
+
+async def test_a_refused_handshake_is_logged_with_its_reason(
+    start_gateway: StartGateway, ca: Ca, server_cert: Issued, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_gateway(
+        tls_cert=str(server_cert.cert),
+        tls_key=str(server_cert.key),
+        tls_client_ca=str(ca.cert),
+    )
+    caplog.clear()
+    with pytest.raises((ssl.SSLError, OSError, http.client.HTTPException)):
+        await asyncio.to_thread(_get, gateway.http_port, "/v2/health/live", _trusting(ca))
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while not any("TLS handshake refused" in r.getMessage() for r in caplog.records):
+        assert loop.time() < end, "no line for the refused handshake"
+        await asyncio.sleep(0.02)
+    line = next(r.getMessage() for r in caplog.records if "handshake refused" in r.getMessage())
+    assert "CERTIFICATE" in line
+    assert "PRIVATE KEY" not in caplog.text
