@@ -36,6 +36,7 @@ from tools.up_plan import (
     registry_args,
     secret_env,
     tls_args,
+    tls_banner,
 )
 
 if TYPE_CHECKING:
@@ -307,26 +308,11 @@ def banner(
             "        local user the registry and inference. `maas up --auth` turns keys on.",
         ]
         headers = grpcurl_auth = curl_auth = token = ""
-    if tls:
-        cert, key = tls.certs["cli"]
-        lines += [
-            f"  TLS: ON.  CA: {tls.ca}",
-            "             the gateway serves TLS to anyone; registry and inference also "
-            "want a client",
-            f"             cert the CA signed (the maas CLI's: --cert {cert} --key {key}).",
-        ]
-        grpc_tls = f"-cacert {tls.ca}"
-        triton_tls = f', ssl=True, root_certificates="{tls.ca}"'
-        curl_auth = f"--cacert {tls.ca} {curl_auth}"
-        infer_tls = f" --ca {tls.ca}"
-        token += f" --ca {tls.ca} --cert {cert} --key {key}"
-    else:
-        lines += [
-            "  TLS: OFF (plaintext). Calls, keys and tokens cross the network readable; "
-            "`maas up --tls`",
-            "        serves TLS (and mutual TLS between the services).",
-        ]
-        grpc_tls, triton_tls, infer_tls = "-plaintext", "", ""
+    shown = tls_banner(tls)
+    lines += shown.lines
+    grpc_tls, triton_tls, infer_tls = shown.grpcurl, shown.tritonclient, shown.maas_infer
+    curl_auth = shown.curl + curl_auth
+    token += shown.maas_models
     method = "inference.GRPCInferenceService/ModelMetadata"
     lines += [
         f"  registry and inference listen on {LOOPBACK} only; the gateway on every address.",

@@ -172,3 +172,40 @@ def tls_args(service: str, tls: TlsFiles | None) -> list[str]:
         serve = tls.server_flags("inference", require_client_certs=True)
         return [*serve, *tls.client_flags("inference")]
     return [*tls.server_flags("gateway", require_client_certs=False), *tls.client_flags("gateway")]
+
+
+@dataclass(frozen=True)
+class TlsBanner:
+    """What the banner says of TLS, and the flags each printed command gets."""
+
+    lines: list[str]
+    grpcurl: str
+    tritonclient: str
+    curl: str
+    maas_infer: str
+    maas_models: str
+
+
+def tls_banner(tls: TlsFiles | None) -> TlsBanner:
+    """The banner's TLS lines; without TLS it says calls go in plaintext."""
+    if tls is None:
+        lines = [
+            "  TLS: OFF (plaintext). Calls, keys and tokens cross the network readable; "
+            "`maas up --tls`",
+            "        serves TLS (and mutual TLS between the services).",
+        ]
+        return TlsBanner(lines, "-plaintext", "", "", "", "")
+    cert, key = tls.certs["cli"]
+    lines = [
+        f"  TLS: ON.  CA: {tls.ca}",
+        "             the gateway serves TLS to anyone; registry and inference also want a client",
+        f"             cert the CA signed (the maas CLI's: --cert {cert} --key {key}).",
+    ]
+    return TlsBanner(
+        lines,
+        grpcurl=f"-cacert {tls.ca}",
+        tritonclient=f', ssl=True, root_certificates="{tls.ca}"',
+        curl=f"--cacert {tls.ca} ",
+        maas_infer=f" --ca {tls.ca}",
+        maas_models=f" --ca {tls.ca} --cert {cert} --key {key}",
+    )
