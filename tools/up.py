@@ -230,13 +230,15 @@ def start(args: argparse.Namespace) -> tuple[list[Process], Secrets | None]:
                 launch("inference", name, port, inference_args(registry.address, cache, files))
             )
         addresses = [b.address for b in backends]
+        # Callers that build their own Namespace (tools/hostile) may leave it out.
+        http_port = getattr(args, "gateway_http_port", None)
         launch(
             "gateway",
             "gateway",
             args.gateway_port,
             [
                 *gateway_args(registry.address, addresses, files),
-                *(["--http-port", str(args.gateway_http_port)] if args.gateway_http_port else []),
+                *(["--http-port", str(http_port)] if http_port else []),
             ],
         )
     except BaseException:
