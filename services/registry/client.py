@@ -21,7 +21,7 @@ from maas_proto.registry.v1 import registry_pb2_grpc
 from services.common import errors
 from services.common.errors import error_from_rpc
 from services.common.settings import MIB
-from services.common.tls_client import ChannelSource, ClientTLS
+from services.common.tls_client import DEFAULT_CHECK_SECONDS, ChannelSource, ClientTLS
 from services.registry import convert
 from services.registry.domain import (
     AliasChange,
@@ -64,6 +64,7 @@ class RegistryClient:
         timeout: float | None = 60.0,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         tls: ClientTLS | None = None,
+        tls_check_seconds: float = DEFAULT_CHECK_SECONDS,
     ) -> None:
         self.address = address
         self.timeout = timeout
@@ -77,6 +78,7 @@ class RegistryClient:
                 ("grpc.max_send_message_length", 64 * MIB),
             ],
             interceptors=interceptors,
+            check_seconds=tls_check_seconds,
         )
         self._generation = self._channels.generation
         self._stub_now = registry_pb2_grpc.ModelRegistryStub(self._channels.current())
