@@ -164,7 +164,8 @@ class ChannelSource:
         self._grace = grace_seconds
         self._watch = FileWatch(tls.files() if tls else (), check_seconds)
         self._channel = self._build()
-        self._closing: set[asyncio.Task[None]] = set()
+        # Old channels finishing their calls, by the task that closes each after the grace.
+        self._closing: dict[asyncio.Task[None], grpc.aio.Channel] = {}
         # Bumped on every rebuild so owners can drop stubs made on an old channel.
         self.generation = 0
 
@@ -184,16 +185,21 @@ class ChannelSource:
             self.generation += 1
             _log.info("tls: files changed, new channel", extra={"address": self.address})
             task = asyncio.get_running_loop().create_task(old.close(self._grace))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._closing[task] = old
+            task.add_done_callback(lambda done: self._closing.pop(done, None))
         return self._channel
 
     async def close(self, grace: float | None = None) -> None:
         """Close the current channel and any old one still finishing its calls."""
-        await self._channel.close(grace)
-        for task in list(self._closing):
+        old = list(self._closing.items())
+        for task, _ in old:
             task.cancel()
-        await asyncio.gather(*self._closing, return_exceptions=True)
+        await asyncio.gather(
+            self._channel.close(grace),
+            *(channel.close(grace) for _, channel in old),
+            *(task for task, _ in old),
+            return_exceptions=True,
+        )
 
 
 def add_client_flags(parser: argparse.ArgumentParser, target: str) -> None:
