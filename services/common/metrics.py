@@ -8,6 +8,7 @@ import os
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
@@ -46,8 +47,9 @@ class MetricsServer:
     answer and is closed, and past `max_connections` new ones are closed at once.
     The page itself is prometheus_client's WSGI app (formats, gzip, `name[]`).
 
-    `/healthz` answers 200 while the server runs: Kubernetes probes it over HTTPS when
-    the gRPC port needs a client certificate. It names no model, so this port never
+    `/healthz` answers 200 while `ready()` says the service serves (its gRPC health
+    status, "" SERVING), else 503: Kubernetes probes it over HTTPS when the gRPC port
+    needs a client certificate. It names no model, so this port never
     tells anyone which models are loaded. With `tls_cert` and `tls_key` the listener is
     HTTPS; the files are read again when they change (a rotated Secret), checked per
     connection, so a new certificate needs no restart.
@@ -63,10 +65,12 @@ class MetricsServer:
         max_connections: int = 256,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("metrics TLS needs both tls_cert and tls_key")
         self.registry = registry
+        self._ready = ready or (lambda: True)
         self._tls = _TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
         self._host = host.strip("[]") or "::"
         self._requested = port
@@ -175,7 +179,11 @@ class MetricsServer:
         method, target, _ = parts
         path, _, query = target.partition("?")
         if path == "/healthz":
-            return _response("200 OK", [("Content-Type", "text/plain")], b"ok\n")
+            if self._ready():
+                return _response("200 OK", [("Content-Type", "text/plain")], b"ok\n")
+            return _response(
+                "503 Service Unavailable", [("Content-Type", "text/plain")], b"not serving\n"
+            )
         environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query}
         for line in lines[1:]:
             name, sep, value = line.partition(":")

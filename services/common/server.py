@@ -167,6 +167,8 @@ class GrpcServer:
     _inflight: InFlight = field(init=False)
     # The certificate files when --tls-cert is set (read at start, followed after).
     tls: ServerTls | None = field(init=False, default=None)
+    # What /healthz on the metrics port says: SERVING from start until the drain begins.
+    _serving: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.health = health.aio.HealthServicer()
@@ -203,6 +205,7 @@ class GrpcServer:
             raise
         self._server = server
         await self.health.set("", SERVING)
+        self._serving = True
         for binding in self.bindings:
             await self.health.set(binding.name, SERVING)
         if self.settings.port_file:
@@ -238,6 +241,7 @@ class GrpcServer:
             self.settings.metrics_port,
             tls_cert=tls.tls_cert if tls else None,
             tls_key=tls.tls_key if tls else None,
+            ready=lambda: self._serving,
         )
         try:
             self.metrics_port = metrics.start()
@@ -267,6 +271,7 @@ class GrpcServer:
         _log.info("shutting down: draining for up to %.1fs", grace)
         for drain in self.on_drain:
             drain()
+        self._serving = False
         await self.health.enter_graceful_shutdown()
         await stop_when_idle(self._server, grace, self._inflight)
         for hook in self.on_shutdown:

@@ -145,3 +145,20 @@ async def test_a_tls_service_serves_healthz_over_https_without_a_client_cert(
             await asyncio.to_thread(get, f"http://localhost:{port}/healthz")
     finally:
         await server.shutdown(0)
+
+
+def test_healthz_is_503_while_the_service_does_not_serve() -> None:
+    """The service's own status decides: before it serves and once it drains, a probe
+    sees 503 (a readiness probe then takes the pod out of rotation)."""
+    serving = False
+    server = MetricsServer(registry(), "127.0.0.1", 0, ready=lambda: serving)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}/healthz"
+        assert get(url) == (503, b"not serving\n")
+        serving = True
+        assert get(url) == (200, b"ok\n")
+        serving = False
+        assert get(url) == (503, b"not serving\n")
+    finally:
+        server.stop()
