@@ -147,9 +147,11 @@ def batching_config(enabled: bool, max_batch_size: int = 64) -> dict[str, object
     return {"dynamic_batching": {"enabled": enabled, "max_batch_size": max_batch_size}}
 
 
-def start_gateway(backends: Sequence[str], timeout: float = 60) -> Process:
+def start_gateway(
+    backends: Sequence[str], timeout: float = 60, extra: Sequence[str] = ()
+) -> Process:
     """maas-gateway on port 0 in front of `backends`, without API keys; its HTTP
-    front end on port 0 too (`http_address`)."""
+    front end on port 0 too (`http_address`). `extra`: more flags (--tls-cert ...)."""
     workdir = Path(tempfile.mkdtemp(prefix="maas-bench-gateway-"))
     port_file, http_port_file = workdir / "port", workdir / "http-port"
     command = [
@@ -171,6 +173,7 @@ def start_gateway(backends: Sequence[str], timeout: float = 60) -> Process:
         "--no-auth",
         "--log-level",
         "WARNING",
+        *extra,
     ]
     server = Process("gateway", command)
     server.address = f"127.0.0.1:{wait_for_file(port_file, server, timeout)}"
