@@ -13,6 +13,8 @@ import yaml
 
 SERVICES = ("registry", "inference", "gateway")
 # Where the internal services listen (their metrics too); the gateway takes the default.
+# The demo model every `maas up` registers (tools/digits).
+DEMO_MODEL = "digits"
 LOOPBACK = "127.0.0.1"
 
 
