@@ -16,9 +16,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import grpc
+from pydantic import Field, model_validator
+
+from services.common.settings import ServiceSettings
 
 _log = logging.getLogger(__name__)
 # How long an old channel keeps serving the calls it has after a rotation.
@@ -208,3 +211,36 @@ def add_client_flags(parser: argparse.ArgumentParser, target: str) -> None:
     parser.add_argument("--tls-client-cert", help=f"PEM client certificate shown to {target}")
     parser.add_argument("--tls-client-key", help="PEM private key of --tls-client-cert")
     parser.add_argument("--tls-server-name", help=f"name {target} certificates are checked against")
+
+
+class CallerSettings(ServiceSettings):
+    """ServiceSettings of a service that calls others (the gateway calls the registry
+    and inference, inference the registry): the TLS of those calls."""
+
+    tls_ca: str | None = Field(
+        None,
+        description="PEM CA bundle to verify the services this one calls; set (or a client "
+        "cert): calls go over TLS.",
+    )
+    tls_client_cert: str | None = Field(
+        None,
+        description="PEM client certificate shown to the services this one calls (mutual "
+        "TLS); with tls_client_key.",
+    )
+    tls_client_key: str | None = Field(None, description="PEM private key of tls_client_cert.")
+    tls_server_name: str | None = Field(
+        None,
+        description="The name the called services are checked against in their "
+        "certificates, when not the host dialled.",
+    )
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> Self:
+        self.client_tls()  # a cert without its key (or a key alone) is named here
+        return self
+
+    def client_tls(self) -> ClientTLS | None:
+        """TLS for the calls this service makes (rebuilt as files change), or None."""
+        return ClientTLS.from_settings(
+            self.tls_ca, self.tls_client_cert, self.tls_client_key, self.tls_server_name
+        )

@@ -7,12 +7,11 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
-from services.common.tls_client import ClientTLS
+from services.common.tls_client import CallerSettings
 from services.gateway.balancer import DEFAULT_PICKER, PICKERS
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(CallerSettings):
     """Where models are resolved and served, who may call, and how calls are forwarded."""
 
     model_config = SettingsConfigDict(env_prefix="MAAS_GATEWAY_", extra="ignore")
@@ -148,31 +147,3 @@ class GatewaySettings(ServiceSettings):
         """A secret setting unwrapped, or None."""
         value: SecretStr | None = getattr(self, name)
         return value.get_secret_value() if value is not None else None
-
-    tls_ca: str | None = Field(
-        None,
-        description="PEM CA bundle to verify the registry and backends with; set (or a "
-        "client cert): calls go over TLS.",
-    )
-    tls_client_cert: str | None = Field(
-        None,
-        description="PEM client certificate shown to the registry and backends (mutual TLS); with "
-        "tls_client_key.",
-    )
-    tls_client_key: str | None = Field(None, description="PEM private key of tls_client_cert.")
-    tls_server_name: str | None = Field(
-        None,
-        description="The name the registry and backends are checked against in their "
-        "certificates, when not the host dialled.",
-    )
-
-    @model_validator(mode="after")
-    def _client_pair(self) -> Self:
-        self.client_tls()  # a cert without its key (or a key alone) is named here
-        return self
-
-    def client_tls(self) -> ClientTLS | None:
-        """TLS to the registry and backends (rebuilt as files change), or None: plaintext."""
-        return ClientTLS.from_settings(
-            self.tls_ca, self.tls_client_cert, self.tls_client_key, self.tls_server_name
-        )

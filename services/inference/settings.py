@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Self
-
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
-from services.common.tls_client import ClientTLS
+from services.common.tls_client import CallerSettings
 
 
-class InferenceSettings(ServiceSettings):
+class InferenceSettings(CallerSettings):
     """Where models come from and how the server listens."""
 
     model_config = SettingsConfigDict(env_prefix="MAAS_INFERENCE_", extra="ignore")
@@ -60,31 +57,3 @@ class InferenceSettings(ServiceSettings):
         description="Most elements one BYTES input tensor may have: each costs Python "
         "objects as it is decoded, run and encoded (checked before decoding).",
     )
-
-    tls_ca: str | None = Field(
-        None,
-        description="PEM CA bundle to verify the registry with; set (or a client cert): "
-        "calls go over TLS.",
-    )
-    tls_client_cert: str | None = Field(
-        None,
-        description="PEM client certificate shown to the registry (mutual TLS); with "
-        "tls_client_key.",
-    )
-    tls_client_key: str | None = Field(None, description="PEM private key of tls_client_cert.")
-    tls_server_name: str | None = Field(
-        None,
-        description="The name the registry are checked against in their certificates, when "
-        "not the host dialled.",
-    )
-
-    @model_validator(mode="after")
-    def _client_pair(self) -> Self:
-        self.client_tls()  # a cert without its key (or a key alone) is named here
-        return self
-
-    def client_tls(self) -> ClientTLS | None:
-        """TLS for calls to the registry (rebuilt as the files change), or None: plaintext."""
-        return ClientTLS.from_settings(
-            self.tls_ca, self.tls_client_cert, self.tls_client_key, self.tls_server_name
-        )
