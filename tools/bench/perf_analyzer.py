@@ -33,9 +33,23 @@ def environment(venv: Path = VENV) -> dict[str, str]:
 
 
 def command(
-    exe: Path, address: str, model: str, concurrency: int, csv_path: Path, interval_ms: int
+    exe: Path,
+    address: str,
+    model: str,
+    concurrency: int,
+    csv_path: Path,
+    interval_ms: int,
+    root_ca: Path | None = None,
 ) -> list[str]:
-    """The perf_analyzer command line for one concurrency level over gRPC."""
+    """The perf_analyzer command line for one concurrency level over gRPC.
+
+    With `root_ca`, the channel is TLS and the server's certificate is checked
+    against that CA bundle; the server name is the host part of `address`."""
+    tls = (
+        ["--ssl-grpc-use-ssl", "true", "--ssl-grpc-root-certifications-file", str(root_ca)]
+        if root_ca is not None
+        else []
+    )
     return [
         str(exe),
         "-m",
@@ -58,6 +72,7 @@ def command(
         "zero",
         "-f",
         str(csv_path),
+        *tls,
     ]
 
 
@@ -86,15 +101,20 @@ def parse_csv(text: str) -> list[Level]:
 
 
 def measure(
-    address: str, model: str, concurrency: int, interval_ms: int = 3000, timeout: float = 180
+    address: str,
+    model: str,
+    concurrency: int,
+    interval_ms: int = 3000,
+    timeout: float = 180,
+    root_ca: Path | None = None,
 ) -> tuple[Level | None, str]:
-    """One level; (None, why) when perf_analyzer is missing or fails."""
+    """One level (over TLS with `root_ca`); (None, why) when perf_analyzer is missing or fails."""
     exe = binary()
     if exe is None:
         return None, "perf_analyzer is not installed: run tools/bench/venvs.sh perf"
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(tmp) / "perf.csv"
-        cmd = command(exe, address, model, concurrency, csv_path, interval_ms)
+        cmd = command(exe, address, model, concurrency, csv_path, interval_ms, root_ca)
         try:
             done = subprocess.run(
                 cmd, env=environment(), capture_output=True, text=True, timeout=timeout

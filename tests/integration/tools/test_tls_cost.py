@@ -13,7 +13,9 @@ def test_both_gateways_answer_at_each_level(tmp_path: Path) -> None:
     out = tmp_path / "tls.json"
     args = ["--concurrency", "1,4", "--seconds", "0.5", "--rounds", "1", "--out", str(out)]
     assert tls_cost.main(args) == 0
-    results = json.loads(out.read_text())
+    written = json.loads(out.read_text())
+    assert written["perf_analyzer"] is None
+    results = written["ours"]
     assert set(results) == {"1", "4"}
     for by_label in results.values():
         assert set(by_label) == {"plaintext", "tls"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +125,20 @@ def test_perf_analyzer_csv_is_read_in_milliseconds() -> None:
     (lv,) = parse_csv(text)
     assert lv.concurrency == 16 and lv.throughput == 2345.6
     assert lv.latency_ms == {"p50": 6.0, "p90": 8.0, "p99": 12.0, "mean": 6.5}
+
+
+def test_perf_analyzer_command_speaks_tls_only_with_a_root_ca(tmp_path: Path) -> None:
+    from tools.bench.perf_analyzer import command
+
+    exe, out = tmp_path / "perf_analyzer", tmp_path / "out.csv"
+    plain = command(exe, "localhost:1", "digits", 4, out, 1000)
+    assert not any(arg.startswith("--ssl") for arg in plain)
+    ca = tmp_path / "ca.pem"
+    tls = command(exe, "localhost:1", "digits", 4, out, 1000, root_ca=ca)
+    assert tls[: len(plain)] == plain
+    assert tls[len(plain) :] == [
+        "--ssl-grpc-use-ssl",
+        "true",
+        "--ssl-grpc-root-certifications-file",
+        str(ca),
+    ]
