@@ -5,8 +5,10 @@ events through a bounded queue. The hand-over has no gap: a subscriber is
 registered (and gets every event after the hub's position) before it replays up
 to that position. A subscriber whose queue overflows, or who asks for history
 that was pruned, gets a RESYNC event and continues from the revision it names.
-The pump also polls, so changes written by another replica sharing the database
-are seen too.
+Changes written by another replica sharing the database wake the pump through
+the store's change signal (PostgreSQL LISTEN/NOTIFY, store/listen.py); the pump
+also polls every `poll_seconds`, the safety net when a notification is missed or
+the listening connection is down.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import AsyncIterator
 
 from services.registry.domain import Event, EventType
 from services.registry.store import MetadataStore
+from services.registry.store.base import ChangeSignal
 
 _log = logging.getLogger(__name__)
 _CLOSED = Event(0, EventType.BOOKMARK, model="\0closed")
@@ -69,6 +72,7 @@ class WatchHub:
         self._wake = asyncio.Event()
         self._position = 0
         self._task: asyncio.Task[None] | None = None
+        self._signal: ChangeSignal | None = None
         self._closed = False
 
     @property
@@ -85,6 +89,14 @@ class WatchHub:
         """Start following the store from its current revision."""
         self._position = await self._store.current_revision()
         self._task = asyncio.create_task(self._pump(), name="registry-watch-pump")
+        self._signal = self._store.listen(self.notify)
+        if self._signal is not None:
+            self._signal.start()
+
+    @property
+    def signal(self) -> ChangeSignal | None:
+        """What wakes the pump on other replicas' changes; None when it only polls."""
+        return self._signal
 
     def end_subscriptions(self) -> None:
         """End every subscription now and refuse new ones (the server is stopping)."""
@@ -94,8 +106,11 @@ class WatchHub:
             sub.offer(_CLOSED)
 
     async def close(self) -> None:
-        """Stop the pump and end every subscription."""
+        """Stop the pump and the change signal, and end every subscription."""
         self.end_subscriptions()
+        if self._signal is not None:
+            await self._signal.close()
+            self._signal = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -103,7 +118,8 @@ class WatchHub:
             self._task = None
 
     def notify(self) -> None:
-        """A change was committed: read new events now rather than at the next poll."""
+        """A change was committed (here or, signalled, by another replica): read new
+        events now rather than at the next poll. Coalesces: one flag, no queue."""
         self._wake.set()
 
     async def subscribe(self, since: int | None, model: str = "") -> AsyncIterator[Event]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from services.registry.domain import (
@@ -15,6 +16,14 @@ from services.registry.domain import (
     VersionState,
 )
 from services.registry.names import Selector
+
+
+class ChangeSignal(Protocol):
+    """Wakes the change feed when another replica commits a change."""
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class MetadataStore(Protocol):
@@ -34,6 +43,11 @@ class MetadataStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    def listen(self, wake: Callable[[], None]) -> ChangeSignal | None:
+        """Something that calls `wake` whenever any replica commits a change, not yet
+        started; None when the database has no such signal (then only polling)."""
+        ...
 
     async def create_model(self, name: str, description: str, labels: dict[str, str]) -> Model: ...
 

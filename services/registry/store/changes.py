@@ -2,7 +2,8 @@
 
 Each change appends its events through `Changes`, which numbers them from the
 revision row it locked first; the revision row is updated and old events are
-pruned in the same transaction.
+pruned in the same transaction, which also notifies the other replicas (on
+PostgreSQL: delivered on commit, see store/listen.py).
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from services.registry.store.rows import dump_labels, dump_signature, to_micros
 class Changes:
     """Events of one write transaction, numbered from the locked revision."""
 
-    def __init__(self, conn: Connection, lock_sql: str, history: int) -> None:
+    def __init__(
+        self, conn: Connection, lock_sql: str, history: int, notify_sql: str | None = None
+    ) -> None:
         self.conn = conn
         self.now = utcnow()
         self.revision = int(conn.execute(lock_sql)[0][0])
         self.events: list[Event] = []
         self._history = history
+        self._notify_sql = notify_sql
 
     def emit(
         self, kind: EventType, model: str, version: int = 0, alias: str = "", previous: int = 0
@@ -48,11 +52,14 @@ class Changes:
         self.events.append(event)
 
     def finish(self) -> None:
-        """Record the new revision and keep only the last `history` events."""
+        """Record the new revision, keep only the last `history` events, and notify."""
         if not self.events:
             return
         self.conn.execute("UPDATE meta SET revision = ? WHERE id = 1", [self.revision])
         self.conn.execute("DELETE FROM events WHERE revision <= ?", [self.revision - self._history])
+        if self._notify_sql:
+            # Queued until commit, dropped on rollback: listeners never wake for nothing.
+            self.conn.execute(self._notify_sql, [str(self.revision)])
 
 
 def create_model(ch: Changes, name: str, description: str, labels: dict[str, str]) -> Model:

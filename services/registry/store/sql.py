@@ -2,7 +2,9 @@
 
 Blocking database calls run on a small thread pool (one thread per connection),
 never on the event loop. Every change is one write transaction that first locks
-the revision row, so revisions follow commit order on both backends.
+the revision row, so revisions follow commit order on both backends. On
+PostgreSQL each change also NOTIFYs the replicas that share the database, and
+`listen` follows those notifications (store/listen.py).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from services.registry.domain import (
 )
 from services.registry.names import Selector
 from services.registry.store import changes, queries
-from services.registry.store.backends import Backend, Connection
+from services.registry.store.backends import Backend, Connection, PostgresBackend
+from services.registry.store.listen import NOTIFY_SQL, ChangeListener
 from services.registry.store.schema import statements
 
 _log = logging.getLogger(__name__)
@@ -43,6 +46,7 @@ class SqlStore:
         self.history = history
         self._pool: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self._executor: ThreadPoolExecutor | None = None
+        self._notify_sql = NOTIFY_SQL if isinstance(backend, PostgresBackend) else None
 
     @property
     def kind(self) -> str:
@@ -114,12 +118,21 @@ class SqlStore:
 
     async def _change(self, fn: Callable[[changes.Changes], R]) -> R:
         def run(conn: Connection) -> R:
-            ch = changes.Changes(conn, self.backend.lock_revision_sql, self.history)
+            ch = changes.Changes(
+                conn, self.backend.lock_revision_sql, self.history, self._notify_sql
+            )
             result = fn(ch)
             ch.finish()
             return result
 
         return await self._run(run, write=True)
+
+    def listen(self, wake: Callable[[], None]) -> ChangeListener | None:
+        """A listener calling `wake` on every change any replica commits (PostgreSQL);
+        None where there is no such signal (SQLite has one writer process)."""
+        if not isinstance(self.backend, PostgresBackend):
+            return None
+        return ChangeListener(self.backend.url, wake)
 
     # Models.
 
