@@ -7,7 +7,7 @@ Every call to a backend carries the gateway's service token when one is set
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,7 @@ import grpc
 
 from services.common.service_token import call_metadata
 from services.common.tls_client import DEFAULT_CHECK_SECONDS, ChannelSource, ClientTLS
-from services.gateway.balancer import DEFAULT_PICKER, BackendState
+from services.gateway.balancer import DEFAULT_PICKER, BackendState, Health
 
 
 @dataclass(frozen=True)
@@ -115,3 +115,11 @@ class Call:
         self, request: Any, *, metadata: Sequence[tuple[str, str]] = (), **kwargs: Any
     ) -> grpc.aio.UnaryUnaryCall:
         return self.method(request, metadata=(*self.credentials, *metadata), **kwargs)
+
+
+def serving(backends: Iterable[Backend], model: str, version: int | None) -> list[Backend]:
+    """The healthy backends with `model` (that version, or any; "": every healthy one)
+    ready, as far as their catalogs say: those a call about the whole model asks."""
+    return [
+        b for b in backends if b.state.health is Health.HEALTHY and b.state.serves(model, version)
+    ]

@@ -37,6 +37,7 @@ from services.gateway.follower import RegistryFollower
 from services.gateway.metrics import FrontEnd, GatewayMetrics
 from services.gateway.relay import key_passed, relay
 from services.gateway.rollout import Rollouts
+from services.gateway.statistics import statistics
 
 _log = logging.getLogger(__name__)
 Passed = tuple[tuple[str, str], ...]
@@ -338,7 +339,10 @@ class Router:
         if not empty_means_all or (head.name and head.version):
             await self.lookup(head.name)
             route = self.app.target(head.name, head.version)
-        data, _ = await self.dispatch(method, call, route, call.passed)
+        if method == "ModelStatistics":  # every backend serving the model, summed
+            data = await statistics(self, call, route)
+        else:
+            data, _ = await self.dispatch(method, call, route, call.passed)
         if every_model and call.key is not None and call.key.models is not None:
             return _allowed_statistics(data, call.key)
         return data
