@@ -90,15 +90,16 @@ class GatewayApp:
             return None
         return self.keys.authenticate(metadata)
 
-    def admit(self, key: ApiKey | None, model: str) -> None:
-        """May this key use this model now? PERMISSION_DENIED or RESOURCE_EXHAUSTED if not."""
+    async def admit(self, key: ApiKey | None, model: str) -> None:
+        """May this key use this model now? PERMISSION_DENIED or RESOURCE_EXHAUSTED if not
+        (UNAVAILABLE when a fail-closed shared limiter cannot be reached)."""
         if key is not None and self.keys is not None:
-            self.keys.admit(key, model)
+            await self.keys.admit(key, model)
 
-    def charge(self, key: ApiKey | None) -> None:
+    async def charge(self, key: ApiKey | None) -> None:
         """Count a call that names no model against the key's rate limit."""
         if key is not None and self.keys is not None:
-            self.keys.charge(key)
+            await self.keys.charge(key)
 
     def target(self, model: str, selector: str, *, canary: bool = False) -> Route:
         """The route a model and version selector name, without splits.

@@ -5,7 +5,9 @@ models, scopes}]`; plain `key:` entries are hashed at load) or from the
 MAAS_GATEWAY_API_KEYS setting. Only sha256 digests are kept, compared in
 constant time; the key itself is never logged, and errors name the key's id.
 Scopes (services.gateway.scopes) say which methods a key may call; without a
-`scopes` list a key has them all.
+`scopes` list a key has them all. Rate limits are counted here, per replica, or in
+Redis for every replica at once (services.gateway.limiter); the replica's own
+buckets stay for when Redis fails under the fail-open policy.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from services.common.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from services.common.tokens import bearer_token, hash_token, match_digest
 from services.gateway.scopes import ALL_SCOPES, parse_scopes, scope_of
+
+if TYPE_CHECKING:  # redis is an optional extra: imported only when configured
+    from services.gateway.limiter import SharedLimiter
 
 SHA256_HEX_DIGITS = frozenset("0123456789abcdef")
 
@@ -67,11 +72,18 @@ class TokenBucket:
 
 
 class KeyTable:
-    """The configured keys and their rate-limit buckets."""
+    """The configured keys and their rate-limit buckets: the replica's own, and the
+    shared ones in Redis when `shared` is set."""
 
-    def __init__(self, keys: Sequence[ApiKey], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        keys: Sequence[ApiKey],
+        clock: Callable[[], float] = time.monotonic,
+        shared: SharedLimiter | None = None,
+    ) -> None:
         self.keys = tuple(keys)
         self._clock = clock
+        self.shared = shared
         now = clock()
         self._buckets = {
             k.id: TokenBucket(k.rate_per_second, k.burst, now)
@@ -94,7 +106,7 @@ class KeyTable:
             raise Unauthenticated("invalid API key")
         return key
 
-    def admit(self, key: ApiKey, model: str) -> None:
+    async def admit(self, key: ApiKey, model: str) -> None:
         """Check the model allow-list, then take one token from the key's bucket.
 
         An empty name passes only a key without an allow-list: a key limited to some
@@ -105,16 +117,31 @@ class KeyTable:
                     f"API key '{key.id}' may use only the models it lists: name one"
                 )
             raise PermissionDenied(f"API key '{key.id}' may not use model {_short(model)}")
-        self.charge(key)
+        await self.charge(key)
 
-    def charge(self, key: ApiKey) -> None:
-        """Take one token from the key's bucket; RESOURCE_EXHAUSTED when empty."""
+    async def charge(self, key: ApiKey) -> None:
+        """Take one token from the key's bucket; RESOURCE_EXHAUSTED when empty.
+
+        With Redis the shared bucket decides (one round trip); the replica's own bucket
+        only when Redis fails and the policy is fail-open (fail-closed: UNAVAILABLE)."""
         bucket = self._buckets.get(key.id)
-        if bucket is not None and not bucket.take(self._clock()):
-            raise ResourceExhausted(
-                f"API key '{key.id}' is over its rate limit of {bucket.rate:g} requests/s",
-                retry_after=(1.0 - bucket.tokens) / bucket.rate,
-            )
+        if bucket is None:
+            return
+        if self.shared is not None:
+            taken = await self.shared.take(key.id, bucket.rate, bucket.burst)
+            if taken is not None:
+                if not taken.taken:
+                    raise self._over(key, bucket, taken.retry_after(bucket.rate))
+                return
+        if not bucket.take(self._clock()):
+            raise self._over(key, bucket, (1.0 - bucket.tokens) / bucket.rate)
+
+    @staticmethod
+    def _over(key: ApiKey, bucket: TokenBucket, retry_after: float) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"API key '{key.id}' is over its rate limit of {bucket.rate:g} requests/s",
+            retry_after=retry_after,
+        )
 
 
 def authorize(key: ApiKey, method: str) -> None:
@@ -237,11 +264,14 @@ def parse_env_keys(text: str) -> list[ApiKey]:
     return keys
 
 
-def load_keys(path: str | None, env_keys: str | None) -> KeyTable:
-    """Keys from the keys file and the API-keys setting."""
+def load_keys(
+    path: str | None, env_keys: str | None, shared: SharedLimiter | None = None
+) -> KeyTable:
+    """Keys from the keys file and the API-keys setting (their buckets in `shared`
+    when given)."""
     keys: list[ApiKey] = []
     if path:
         keys += parse_keys(yaml.safe_load(Path(path).read_text()), source=path)
     if env_keys:
         keys += parse_env_keys(env_keys)
-    return KeyTable(keys)
+    return KeyTable(keys, shared=shared)

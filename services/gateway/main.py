@@ -10,6 +10,7 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -39,15 +40,37 @@ from services.gateway.servicer import SERVICE_NAME, GatewayServicer
 from services.gateway.settings import GatewaySettings
 from services.registry.client import RegistryClient
 
+if TYPE_CHECKING:  # redis is an optional extra: imported only when configured
+    from services.gateway.limiter import SharedLimiter
+
 _log = logging.getLogger(__name__)
 
 
-def make_keys(settings: GatewaySettings) -> KeyTable | None:
+def make_limiter(settings: GatewaySettings, metrics: GatewayMetrics) -> SharedLimiter | None:
+    """The rate limiter shared through Redis, or None without a Redis URL."""
+    url = settings.secret("rate_limit_redis_url")
+    if not url:
+        return None
+    try:
+        from services.gateway.limiter import RedisBuckets, SharedLimiter
+    except ImportError:
+        raise ValueError(
+            "rate_limit_redis_url needs the Redis client: install maas with the 'redis' extra"
+        ) from None
+    buckets = RedisBuckets(
+        url, timeout=settings.rate_limit_redis_timeout_seconds, ca_file=settings.tls_ca
+    )
+    policy = settings.rate_limit_redis_policy
+    _log.info("rate limits shared through Redis", extra={"redis": buckets.url, "policy": policy})
+    return SharedLimiter(buckets, policy, on_error=metrics.redis_errors.inc)
+
+
+def make_keys(settings: GatewaySettings, limiter: SharedLimiter | None = None) -> KeyTable | None:
     """The API keys, or None with --no-auth; no keys at all is a configuration error."""
     if settings.no_auth:
         _log.warning("authentication is disabled (--no-auth): anyone may call the gateway")
         return None
-    keys = load_keys(settings.api_keys_file, settings.secret("api_keys"))
+    keys = load_keys(settings.api_keys_file, settings.secret("api_keys"), limiter)
     if not len(keys):
         raise ValueError(
             "no API keys configured: pass --api-keys-file, set MAAS_GATEWAY_API_KEYS, "
@@ -96,10 +119,11 @@ class GatewayServer:
                 tls=settings.client_tls(),
             )
             self.follower = RegistryFollower(client, self.routes, self._state_changed)
+        self.limiter = None if settings.no_auth else make_limiter(settings, self.metrics)
         self.app = GatewayApp(
             self.routes,
             CanaryPolicy(load_canary(settings.canary_file), rng),
-            make_keys(settings),
+            make_keys(settings, self.limiter),
             backends_ready=lambda: self.pool.healthy() > 0,
         )
         tracing = self.telemetry.tracing("maas.gateway")
@@ -249,6 +273,8 @@ class GatewayServer:
         if self.follower is not None:
             await self.follower.close()
         await self.pool.close()
+        if self.limiter is not None:
+            await self.limiter.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,6 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eject-max-seconds", type=float, help="longest ejection of a backend")
     p.add_argument("--ready-wait-seconds", type=float, help="wait for a ready backend")
     p.add_argument("--canary-file", help="YAML traffic splits per model")
+    p.add_argument(
+        "--rate-limit-redis-url",
+        help="redis:// or rediss:// URL sharing rate limits across replicas (with a password: "
+        "set MAAS_GATEWAY_RATE_LIMIT_REDIS_URL instead)",
+    )
+    p.add_argument(
+        "--rate-limit-redis-policy",
+        choices=["fail-open", "fail-closed"],
+        help="when Redis fails (default fail-open)",
+    )
+    p.add_argument("--rate-limit-redis-timeout-seconds", type=float, help="longest wait for Redis")
     add_client_flags(p, "the registry and backends")
     return p
 

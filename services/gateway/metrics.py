@@ -60,6 +60,12 @@ class GatewayMetrics:
                 registry=registry,
             )
         )
+        self.redis_errors = Counter(
+            "maas_gateway_rate_limit_redis_errors_total",
+            "Calls to the shared rate limiter (Redis) that failed: unreachable, too slow or "
+            "an error; the policy (fail-open, fail-closed) decided those requests.",
+            registry=registry,
+        )
         self.tokens = Labeled(
             Counter(
                 "maas_gateway_tokens_total",

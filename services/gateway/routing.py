@@ -157,15 +157,15 @@ class Router:
             self.metrics.rate_limited(key.id if key else "", protocol).inc()
             raise
 
-    def admit(self, key: ApiKey | None, model: str, protocol: FrontEnd = "grpc") -> None:
+    async def admit(self, key: ApiKey | None, model: str, protocol: FrontEnd = "grpc") -> None:
         """The key may use the model and is within its rate (a refusal for rate counted)."""
         with self._rate_counted(key, protocol):
-            self.app.admit(key, model)
+            await self.app.admit(key, model)
 
-    def charge(self, key: ApiKey | None, protocol: FrontEnd = "grpc") -> None:
+    async def charge(self, key: ApiKey | None, protocol: FrontEnd = "grpc") -> None:
         """Charge a call that names no model to the key's rate (a refusal counted)."""
         with self._rate_counted(key, protocol):
-            self.app.charge(key)
+            await self.app.charge(key)
 
     def stream(self, key: ApiKey | None) -> contextlib.AbstractContextManager[None]:
         """A slot among the key's concurrent ModelStreamInfer calls, for the stream's life."""
@@ -209,7 +209,7 @@ class Router:
             span.set_attribute("maas.requested_version", head.version)
             if key is not None:
                 span.set_attribute("maas.key_id", key.id)
-        self.admit(key, head.name, protocol)
+        await self.admit(key, head.name, protocol)
         await self.lookup(head.name)
         route = self.app.route(head.name, head.version, pin)
         if span is not None:
@@ -332,9 +332,9 @@ class Router:
         head = call.head
         every_model = empty_means_all and not head.name
         if every_model:
-            self.charge(call.key, call.protocol)
+            await self.charge(call.key, call.protocol)
         else:
-            self.admit(call.key, head.name, call.protocol)
+            await self.admit(call.key, head.name, call.protocol)
         route = Route(head.name, head.version, selector=head.version)
         if not empty_means_all or (head.name and head.version):
             await self.lookup(head.name)
@@ -351,7 +351,7 @@ class Router:
         """A backend's ModelReady reply, or None when the model or version does not exist
         or no backend has it ready."""
         head = call.head
-        self.admit(call.key, head.name, call.protocol)
+        await self.admit(call.key, head.name, call.protocol)
         await self.lookup(head.name)
         try:
             route = self.app.target(head.name, head.version)

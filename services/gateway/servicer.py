@@ -99,15 +99,15 @@ class GatewayServicer:
     # The gateway's own answers.
 
     async def ServerLive(self, request: bytes, context: Context) -> bytes:
-        self.router.charge(self._key(context, "ServerLive"))
+        await self.router.charge(self._key(context, "ServerLive"))
         return pb.ServerLiveResponse(live=True).SerializeToString()
 
     async def ServerReady(self, request: bytes, context: Context) -> bytes:
-        self.router.charge(self._key(context, "ServerReady"))
+        await self.router.charge(self._key(context, "ServerReady"))
         return pb.ServerReadyResponse(ready=self.app.ready()).SerializeToString()
 
     async def ServerMetadata(self, request: bytes, context: Context) -> bytes:
-        self.router.charge(self._key(context, "ServerMetadata"))
+        await self.router.charge(self._key(context, "ServerMetadata"))
         reply = pb.ServerMetadataResponse(
             name=SERVER_NAME, version=self.version, extensions=list(EXTENSIONS)
         )
@@ -115,7 +115,7 @@ class GatewayServicer:
 
     async def RepositoryIndex(self, request: bytes, context: Context) -> bytes:
         key = self._key(context, "RepositoryIndex")
-        self.router.charge(key)
+        await self.router.charge(key)
         rows = await self.router.index(key, request, self._deadline(context))
         models = [
             pb.RepositoryIndexResponse.ModelIndex(

@@ -10,6 +10,10 @@ from pydantic_settings import SettingsConfigDict
 from services.common.tls_client import CallerSettings
 from services.gateway.balancer import DEFAULT_PICKER, PICKERS
 
+# What the gateway does when the shared rate limiter (Redis) fails; see
+# services.gateway.limiter and docs/scale-out.md for why fail-open is the default.
+RateLimitPolicy = Literal["fail-open", "fail-closed"]
+
 
 class GatewaySettings(CallerSettings):
     """Where models are resolved and served, who may call, and how calls are forwarded."""
@@ -123,6 +127,27 @@ class GatewaySettings(CallerSettings):
         "RESOURCE_EXHAUSTED until one ends (no per-key cap with --no-auth).",
     )
 
+    rate_limit_redis_url: SecretStr | None = Field(
+        None,
+        description="redis:// or rediss:// (TLS) URL of the Redis that holds every replica's "
+        "rate-limit buckets, so a key's rate holds across replicas (rediss:// verifies against "
+        "?ssl_ca_certs=/path, else tls_ca, else the system CAs); unset: each replica counts "
+        "its own. It may hold a password: a secret, never logged.",
+    )
+    rate_limit_redis_policy: RateLimitPolicy = Field(
+        "fail-open",
+        description="When Redis fails: fail-open (each replica applies its own limits; a "
+        "metric, and a log line at most once a minute) or fail-closed (rate-limited keys' "
+        "requests get UNAVAILABLE).",
+    )
+    rate_limit_redis_timeout_seconds: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="Longest wait for Redis (connect, answer, a pooled connection) before the "
+        "policy applies; Redis is then left alone for a second.",
+    )
+
     @field_validator("balancer")
     @classmethod
     def _known_balancer(cls, value: str) -> str:
@@ -143,7 +168,10 @@ class GatewaySettings(CallerSettings):
         """The static backends, cleaned."""
         return [b.strip() for b in self.backends.split(",") if b.strip()]
 
-    def secret(self, name: Literal["registry_token", "api_keys", "backend_token"]) -> str | None:
+    def secret(
+        self,
+        name: Literal["registry_token", "api_keys", "backend_token", "rate_limit_redis_url"],
+    ) -> str | None:
         """A secret setting unwrapped, or None."""
         value: SecretStr | None = getattr(self, name)
         return value.get_secret_value() if value is not None else None

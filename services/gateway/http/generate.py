@@ -203,7 +203,7 @@ class GenerateRoutes:
         model = request.path_params["model"]
         version = request.path_params.get("version", "")
         if key is not None and not key.allows(model):
-            deps.router.admit(key, model, "http")  # raises PermissionDenied
+            await deps.router.admit(key, model, "http")  # raises PermissionDenied
         until, passed = calls.deadline(request, deps.default_timeout), calls.passed(deps, request)
         found = await self.shared.catalog.require(key, model, "generate", until, passed)
         serialized = read_generate(body, model, version, found.inputs, stream)

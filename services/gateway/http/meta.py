@@ -81,22 +81,22 @@ class MetaRoutes:
     # The gateway's own answers.
 
     async def live(self, request: Request) -> Response:
-        self.router.charge(calls.authorize(self.deps, request, "ServerLive"), "http")
+        await self.router.charge(calls.authorize(self.deps, request, "ServerLive"), "http")
         return _health(True)
 
     async def ready(self, request: Request) -> Response:
-        self.router.charge(calls.authorize(self.deps, request, "ServerReady"), "http")
+        await self.router.charge(calls.authorize(self.deps, request, "ServerReady"), "http")
         return _health(self.deps.app.ready())
 
     async def server_metadata(self, request: Request) -> Response:
-        self.router.charge(calls.authorize(self.deps, request, "ServerMetadata"), "http")
+        await self.router.charge(calls.authorize(self.deps, request, "ServerMetadata"), "http")
         return json_response(
             {"name": SERVER_NAME, "version": self.version, "extensions": list(EXTENSIONS)}
         )
 
     async def repository_index(self, request: Request) -> Response:
         key = calls.authorize(self.deps, request, "RepositoryIndex")
-        self.router.charge(key, "http")
+        await self.router.charge(key, "http")
         ready = _ready_flag(await read_body(request, self.deps.max_body_bytes))
         rows = await self.router.index(
             key,

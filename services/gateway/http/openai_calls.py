@@ -53,7 +53,7 @@ async def read_request(
     body = await read_body(request, deps.http.max_body_bytes)
     parsed = parse(kind, body)
     if key is not None and not key.allows(parsed.model):
-        deps.http.router.admit(key, parsed.model, "http")  # raises PermissionDenied
+        await deps.http.router.admit(key, parsed.model, "http")  # raises PermissionDenied
     return key, parsed
 
 

@@ -28,7 +28,7 @@ def models_endpoints(deps: OpenAIDeps) -> tuple[Endpoint, Endpoint]:
 
     async def listed(request: Request) -> Response:
         key = calls.authorize(deps.http, request, "ModelInfer")
-        router.charge(key, "http")
+        await router.charge(key, "http")
         models = await deps.catalog.listed(key, deadline(deps, request))
         body = {"object": "list", "data": [_model(deps, m) for m in models]}
         return Response(orjson.dumps(body), media_type=JSON)
@@ -36,7 +36,7 @@ def models_endpoints(deps: OpenAIDeps) -> tuple[Endpoint, Endpoint]:
     async def retrieve(request: Request) -> Response:
         key = calls.authorize(deps.http, request, "ModelInfer")
         name = request.path_params["model"]
-        router.admit(key, name, "http")
+        await router.admit(key, name, "http")
         found = await deps.catalog.model(
             key, name, deadline(deps, request), calls.passed(deps.http, request)
         )

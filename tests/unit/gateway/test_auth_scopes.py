@@ -67,15 +67,15 @@ def test_bad_scopes_name_the_problem(scopes: str, message: str) -> None:
     assert len(str(caught.value)) < 200
 
 
-def test_a_key_with_an_allow_list_must_name_one_of_its_models() -> None:
+async def test_a_key_with_an_allow_list_must_name_one_of_its_models() -> None:
     table = keys("keys: [{id: a, key: k, models: [pair]}, {id: any, key: j}]")
     limited, open_key = table.keys
-    table.admit(limited, "pair")
+    await table.admit(limited, "pair")
     with pytest.raises(PermissionDenied, match="API key 'a' may use only the models it lists"):
-        table.admit(limited, "")
+        await table.admit(limited, "")
     with pytest.raises(PermissionDenied, match=r"may not use model 'yyyy+'\.\.\.$"):
-        table.admit(limited, "y" * 10_000)
-    table.admit(open_key, "")
+        await table.admit(limited, "y" * 10_000)
+    await table.admit(open_key, "")
     assert limited.allows("pair") and not limited.allows("") and open_key.allows("anything")
 
 

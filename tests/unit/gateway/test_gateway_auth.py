@@ -68,7 +68,7 @@ def test_bad_keys_files_name_the_problem(text: str, message: str) -> None:
         parse_keys(yaml.safe_load(text), source="keys.yaml")
 
 
-def test_authenticate_and_admit() -> None:
+async def test_authenticate_and_admit() -> None:
     clock = Clock()
     keys = parse_keys(
         {
@@ -88,16 +88,16 @@ def test_authenticate_and_admit() -> None:
         table.authenticate([("authorization", "Basic key-a")])
     a = table.authenticate(bearer("key-a"))
     assert a.id == "a"
-    table.admit(a, "pair")
+    await table.admit(a, "pair")
     with pytest.raises(PermissionDenied, match="API key 'a' may not use model 'cnn'"):
-        table.admit(a, "cnn")
+        await table.admit(a, "cnn")
     limited = table.authenticate([("Authorization", b"bearer  key-l ")])
-    table.admit(limited, "anything")
-    table.admit(limited, "anything")
+    await table.admit(limited, "anything")
+    await table.admit(limited, "anything")
     with pytest.raises(ResourceExhausted, match="over its rate limit"):
-        table.admit(limited, "anything")
+        await table.admit(limited, "anything")
     clock.now += 1.0
-    table.admit(limited, "anything")
+    await table.admit(limited, "anything")
 
 
 def test_env_keys_and_bearer_parsing() -> None:
