@@ -172,6 +172,11 @@ class SharedLimiter:
         self._warned = -math.inf
         self._failing = False
 
+    @property
+    def healthy(self) -> bool:
+        """Whether Redis answered the last time it was asked (or was never asked)."""
+        return not self._failing
+
     async def take(self, key_id: str, rate: float, burst: float) -> Taken | None:
         """The shared bucket's answer, or None when the replica's own bucket decides."""
         if self._clock() >= self._skip_until:

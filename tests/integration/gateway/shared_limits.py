@@ -1,0 +1,81 @@
+"""Helpers for the shared rate-limit tests: gateway replicas on one Redis, and a
+bounded hammer that counts what the clients saw."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+
+from services.gateway.main import GatewayServer
+from tests.integration.gateway.conftest import pair_request
+
+# Concurrent gRPC callers per gateway: enough to keep every replica over the rate,
+# few enough for a shared 2-core machine.
+CALLERS = 3
+
+
+def bearer(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+@dataclass
+class Tally:
+    """What the clients saw: admitted calls per gateway, other codes, and the first
+    send and last answer (event-loop time)."""
+
+    ok: list[int]
+    codes: collections.Counter[grpc.StatusCode] = field(default_factory=collections.Counter)
+    details: set[str] = field(default_factory=set)
+    first: float = math.inf
+    last: float = -math.inf
+
+    @property
+    def admitted(self) -> int:
+        return sum(self.ok)
+
+    @property
+    def elapsed(self) -> float:
+        return self.last - self.first
+
+
+async def hammer(
+    stubs: Sequence[pb_grpc.GRPCInferenceServiceStub], key: str, seconds: float
+) -> Tally:
+    """CALLERS callers per stub, each sending ModelInfer back to back for `seconds`."""
+    loop = asyncio.get_running_loop()
+    request, metadata = pair_request(), bearer(key)
+    tally = Tally([0] * len(stubs))
+    end = loop.time() + seconds
+
+    async def caller(index: int, stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+        while loop.time() < end:
+            tally.first = min(tally.first, loop.time())
+            try:
+                await stub.ModelInfer(request, metadata=metadata, timeout=10)
+                tally.ok[index] += 1
+            except grpc.aio.AioRpcError as exc:
+                tally.codes[exc.code()] += 1
+                tally.details.add(exc.details() or "")
+            tally.last = max(tally.last, loop.time())
+
+    await asyncio.gather(*(caller(i, stub) for i, stub in enumerate(stubs) for _ in range(CALLERS)))
+    return tally
+
+
+def rate_limited(gateway: GatewayServer, key: str, protocol: str = "grpc") -> float:
+    """The gateway's count of requests refused for the key's rate."""
+    value = gateway.metrics_registry.get_sample_value(
+        "maas_gateway_rate_limited_requests_total", {"key": key, "protocol": protocol}
+    )
+    return value or 0.0
+
+
+def redis_errors(gateway: GatewayServer) -> float:
+    value = gateway.metrics_registry.get_sample_value("maas_gateway_rate_limit_redis_errors_total")
+    return value or 0.0

@@ -1,0 +1,135 @@
+"""Rate limits that hold across gateway replicas: three real gateways on one real Redis.
+
+One key at 50 requests/s with a burst of 20, hammered through all three for 10 s,
+is admitted rate x elapsed + burst times in total (within 5%), not three times that;
+the rest are RESOURCE_EXHAUSTED, as each gateway's rate-limited metric agrees. The
+HTTP front end takes from the same bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import orjson
+import pytest
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+
+from services.gateway.main import GatewayServer
+from tests.integration.gateway.conftest import (
+    StartGateway,
+    StartInference,
+    backend_address,
+    pair_request,
+)
+from tests.integration.gateway.shared_limits import bearer, hammer, rate_limited
+from tests.redisserver import RedisServer, running_redis
+
+_log = logging.getLogger(__name__)
+Connect = Callable[[GatewayServer], pb_grpc.GRPCInferenceServiceStub]
+RATE, BURST, SECONDS, REPLICAS = 50.0, 20.0, 10.0, 3
+KEYS = f"""
+keys:
+  - {{id: team, key: key-team, rate_per_second: {RATE}, burst: {BURST}}}
+  - {{id: slow, key: key-slow, rate_per_second: 0.001, burst: 4}}
+"""
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture
+async def replicas(
+    start_inference: StartInference,
+    start_gateway: StartGateway,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> list[GatewayServer]:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(KEYS)
+    backend = await start_inference()
+    return [
+        await start_gateway(
+            backends=backend_address(backend),
+            api_keys_file=str(keys),
+            rate_limit_redis_url=redis_server.url,
+        )
+        for _ in range(REPLICAS)
+    ]
+
+
+async def test_one_key_is_limited_across_three_replicas(
+    replicas: list[GatewayServer], connect: Connect, redis_server: RedisServer
+) -> None:
+    tally = await hammer([connect(g) for g in replicas], "key-team", SECONDS)
+    expected = RATE * tally.elapsed + BURST
+    _log.info(
+        "shared limit: %d admitted of %d in %.3f s (expected %.1f), per replica %s",
+        tally.admitted,
+        tally.admitted + sum(tally.codes.values()),
+        tally.elapsed,
+        expected,
+        tally.ok,
+    )
+    assert tally.elapsed >= SECONDS
+    assert abs(tally.admitted - expected) <= 0.05 * expected, (tally.admitted, expected)
+    # Every replica served some of them: the limit is one bucket, not one per replica
+    # (three per-replica buckets would admit about three times as many).
+    assert all(ok > 0 for ok in tally.ok), tally.ok
+    refused = tally.codes[grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert refused > tally.admitted  # the callers asked for more than the rate
+    assert set(tally.codes) == {grpc.StatusCode.RESOURCE_EXHAUSTED}, tally.codes
+    assert tally.details == {"API key 'team' is over its rate limit of 50 requests/s"}
+    assert sum(rate_limited(g, "team") for g in replicas) == refused
+    assert redis_server.client().keys("*") == [b"maas:rl:team"]
+
+
+def _post_infer(port: int, key: str) -> tuple[int, dict[str, str], bytes]:
+    body = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "a", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+                {"name": "b", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]},
+            ]
+        }
+    )
+    connection = http.client.HTTPConnection("localhost", port, timeout=10)
+    try:
+        connection.request(
+            "POST",
+            "/v2/models/pair/infer",
+            body,
+            {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        answer = connection.getresponse()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
+    finally:
+        connection.close()
+
+
+async def test_http_takes_from_the_same_bucket(
+    replicas: list[GatewayServer], connect: Connect
+) -> None:
+    first, second, third = replicas
+    # A burst of 4 and next to no refill: two over gRPC on one replica, two over HTTP
+    # on another, and the bucket is empty on all three.
+    for _ in range(2):
+        await connect(first).ModelInfer(pair_request(), metadata=bearer("key-slow"), timeout=10)
+    for _ in range(2):
+        status, _, _ = await asyncio.to_thread(_post_infer, second.http_port, "key-slow")
+        assert status == 200
+    status, headers, body = await asyncio.to_thread(_post_infer, second.http_port, "key-slow")
+    assert status == 429, body
+    assert int(headers["retry-after"]) > 100  # a token every 1000 s
+    assert b"over its rate limit" in body
+    assert rate_limited(second, "slow", "http") == 1
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await connect(third).ModelInfer(pair_request(), metadata=bearer("key-slow"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
