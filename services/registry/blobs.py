@@ -1,8 +1,9 @@
 """Content-addressed artifact storage, behind a small interface.
 
-The filesystem store keeps each file at `blobs/sha256/ab/abcdef...`; identical
-content is stored once. Uploads are staged under `tmp/` on the same filesystem,
-fsynced, and renamed into place, so a blob is either whole or absent.
+Blobs live at `sha256/ab/abcdef...` (on a filesystem, or in an S3 bucket: see
+`blobs_s3`); identical content is stored once. Uploads are staged in a local
+directory first, since validation needs the file on disk and its sha256 must be
+verified before anything lands at its content address.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -21,8 +23,21 @@ from services.registry.names import SHA256_HEX
 STAGING_PREFIX = "upload-"
 
 
+@dataclass(frozen=True)
+class StoredBlob:
+    """A blob and when it was written (seconds since the epoch)."""
+
+    sha256: str
+    modified: float
+
+
 class BlobStore(Protocol):
     """Where version files live, addressed by their sha256."""
+
+    @property
+    def kind(self) -> str:
+        """Where: "filesystem" or "s3"."""
+        ...
 
     def new_staging_dir(self) -> Path:
         """A fresh, empty local directory to receive an upload in."""
@@ -41,7 +56,8 @@ class BlobStore(Protocol):
         ...
 
     def put(self, source: Path, sha256: str) -> None:
-        """Store the fsynced file `source` (consumed) as blob `sha256`; dedup."""
+        """Store the fsynced local file `source` as blob `sha256` unless it is stored
+        already; `source` stays in place (its staging directory is discarded later)."""
         ...
 
     def exists(self, sha256: str) -> bool:
@@ -56,20 +72,58 @@ class BlobStore(Protocol):
         """Remove blob `sha256` if present."""
         ...
 
+    def stored(self) -> list[StoredBlob]:
+        """Every stored blob with the time it was written."""
+        ...
+
+    def abort_incomplete(self, before: float) -> list[str]:
+        """Abort writes begun before `before` and never finished; what was aborted."""
+        ...
+
     def list(self) -> list[str]:
         """The sha256 of every stored blob."""
         ...
 
 
-class FilesystemBlobStore:
-    """Blobs as files under `root`: `sha256/ab/<hex>`, staging under `tmp/`."""
+class LocalStaging:
+    """Upload staging directories under `root` (one per upload, `upload-<uuid>`)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def new_staging_dir(self) -> Path:
+        path = self.root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        path.mkdir()
+        return path
+
+    def discard_staging_dir(self, path: Path) -> None:
+        if path.parent == self.root:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def staging_entries(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir())
+
+    def clean_staging(self) -> list[str]:
+        removed = self.staging_entries()
+        for name in removed:
+            entry = self.root / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        return removed
+
+
+class FilesystemBlobStore(LocalStaging):
+    """Blobs as files under `root`: `sha256/ab/<hex>`, staging under `tmp/`."""
+
+    kind = "filesystem"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root / "tmp")
         self._blobs = root / "sha256"
-        self._tmp = root / "tmp"
         self._blobs.mkdir(parents=True, exist_ok=True)
-        self._tmp.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
         """Where blob `sha256` lives."""
@@ -77,36 +131,17 @@ class FilesystemBlobStore:
             raise ValueError(f"not a sha256: {sha256!r}")
         return self._blobs / sha256[:2] / sha256
 
-    def new_staging_dir(self) -> Path:
-        path = self._tmp / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-        path.mkdir()
-        return path
-
-    def discard_staging_dir(self, path: Path) -> None:
-        if path.parent == self._tmp:
-            shutil.rmtree(path, ignore_errors=True)
-
-    def staging_entries(self) -> list[str]:
-        return sorted(p.name for p in self._tmp.iterdir())
-
-    def clean_staging(self) -> list[str]:
-        removed = self.staging_entries()
-        for name in removed:
-            entry = self._tmp / name
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-        return removed
-
     def put(self, source: Path, sha256: str) -> None:
         dest = self.path(sha256)
         if dest.exists():
-            source.unlink(missing_ok=True)
             return
         created = not dest.parent.exists()
         dest.parent.mkdir(exist_ok=True)
-        os.replace(source, dest)
+        # A hard link is atomic like a rename, and keeps the staged file for a re-put.
+        try:
+            os.link(source, dest)
+        except FileExistsError:
+            return
         fsync_dir(dest.parent)
         if created:
             fsync_dir(self._blobs)
@@ -122,12 +157,25 @@ class FilesystemBlobStore:
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
 
-    def list(self) -> list[str]:
-        found: list[str] = []
+    def stored(self) -> list[StoredBlob]:
+        found: list[StoredBlob] = []
         for shard in self._blobs.iterdir():
-            if shard.is_dir():
-                found.extend(p.name for p in shard.iterdir() if SHA256_HEX.fullmatch(p.name))
-        return sorted(found)
+            if not shard.is_dir():
+                continue
+            for p in shard.iterdir():
+                if SHA256_HEX.fullmatch(p.name):
+                    try:
+                        found.append(StoredBlob(p.name, p.stat().st_mtime))
+                    except FileNotFoundError:
+                        continue
+        return found
+
+    def abort_incomplete(self, before: float) -> list[str]:
+        # A file blob appears whole by one link; nothing is ever half-written in place.
+        return []
+
+    def list(self) -> list[str]:
+        return sorted(blob.sha256 for blob in self.stored())
 
 
 async def read_chunks(handle: BinaryIO, chunk_size: int) -> AsyncIterator[bytes]:
