@@ -38,6 +38,7 @@ _log = logging.getLogger(__name__)
 POLICIES: tuple[str, ...] = get_args(Policy)
 DEFAULT_POLICY: Policy = "fail-open"
 KEY_PREFIX = "maas:rl:"
+SCHEMES = ("redis", "rediss", "unix")
 # A hung Redis must not stall requests: a call waits at most about this long.
 DEFAULT_TIMEOUT_SECONDS = 0.25
 # How long Redis is left alone after a failure before a request tries it again.
@@ -118,6 +119,13 @@ class RedisBuckets:
         max_connections: int = 64,
         ca_file: str | None = None,
     ) -> None:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in SCHEMES:
+            # Not the URL itself: it may hold a password.
+            raise ValueError(
+                f"rate_limit_redis_url must be a redis://, rediss:// or unix:// URL, "
+                f"got a {scheme[:16]!r} one"
+            )
         self.url = redact(url)
         options: dict[str, Any] = {}
         if ca_file and urlsplit(url).scheme == "rediss":
