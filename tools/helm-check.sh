@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make helm-check`: lint the chart and validate what it renders against the Kubernetes
-# API schemas, with the default, kind and GPU values and the two TLS sources
-# (ci/tls-secrets-values.yaml: existing Secrets; ci/tls-cert-manager-values.yaml).
+# API schemas, with the default, kind and GPU values, the two TLS sources
+# (ci/tls-secrets-values.yaml: existing Secrets; ci/tls-cert-manager-values.yaml) and the
+# scaled-out state, without and with TLS (ci/scale-out-values.yaml: the registry
+# replicated on PostgreSQL and S3, Redis rate limits, egress policies; ci/scale-out-tls-values.yaml).
 #   helm lint --strict                      (any [WARNING] or [ERROR] fails)
 #   helm template | kubernetes-validate --strict, for Kubernetes 1.30 and the newest
 #   version kubernetes-validate knows       (any WARN, ERROR or FATAL line fails)
@@ -27,7 +29,7 @@ trap 'rm -rf "$WORK"' EXIT
 failed=0
 
 for values in "" values-kind.yaml values-gpu.yaml ci/tls-secrets-values.yaml \
-    ci/tls-cert-manager-values.yaml; do
+    ci/tls-cert-manager-values.yaml ci/scale-out-values.yaml ci/scale-out-tls-values.yaml; do
     label="${values:-values.yaml}"
     args=()
     [[ -n "$values" ]] && args=(--values "$CHART/$values")

@@ -261,7 +261,8 @@ prometheus.io/scheme: https
 {{- end }}
 {{- end }}
 
-{{/* autoscaling/v2 HPA for a Deployment; dict: root, component */}}
+{{/* autoscaling/v2 HPA for a Deployment; dict: root, component, minReplicas (optional
+override: the replicated registry's floor of 2) */}}
 {{- define "maas.hpa" -}}
 {{- $v := index .root.Values .component -}}
 {{- $a := $v.autoscaling }}
@@ -279,8 +280,9 @@ spec:
     apiVersion: apps/v1
     kind: Deployment
     name: {{ include "maas.componentName" . }}
-  minReplicas: {{ int $a.minReplicas }}
-  maxReplicas: {{ int $a.maxReplicas }}
+  {{- $min := int (.minReplicas | default $a.minReplicas) }}
+  minReplicas: {{ $min }}
+  maxReplicas: {{ max $min (int $a.maxReplicas) }}
   metrics:
     {{- if $a.targetCPUUtilizationPercentage }}
     - type: Resource
@@ -422,5 +424,69 @@ dict: root, component */}}
   {{ $key }}: {{ int (index $probe $key) }}
   {{- end }}
   {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A volume source for a CA bundle from a Secret or a ConfigMap, its `key` only;
+the caBundle values (secretName, configMapName, key) */}}
+{{- define "maas.caBundleVolume" -}}
+{{- if .secretName -}}
+secret:
+  secretName: {{ .secretName }}
+  defaultMode: 0444
+  items:
+    - key: {{ .key }}
+      path: {{ .key }}
+{{- else -}}
+configMap:
+  name: {{ .configMapName }}
+  defaultMode: 0444
+  items:
+    - key: {{ .key }}
+      path: {{ .key }}
+{{- end }}
+{{- end }}
+
+{{/* An egress rule to configured peers on one TCP port; dict: to (peers), port */}}
+{{- define "maas.egressRule" -}}
+- to:
+    {{- toYaml .to | nindent 4 }}
+  ports:
+    - port: {{ int .port }}
+      protocol: TCP
+{{- end }}
+
+{{/* Egress rules every limited component gets: DNS, then networkPolicy.egress.extra */}}
+{{- define "maas.egressDns" -}}
+{{- $dns := .Values.networkPolicy.egress.dns -}}
+- to:
+    {{- toYaml $dns.to | nindent 4 }}
+  ports:
+    - port: {{ int $dns.port }}
+      protocol: UDP
+    - port: {{ int $dns.port }}
+      protocol: TCP
+{{- with .Values.networkPolicy.egress.extra }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* An egress rule to one of the release's own components on its gRPC port; dict: root,
+component */}}
+{{- define "maas.egressToComponent" -}}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "maas.selectorLabels" . | nindent 10 }}
+  ports:
+    - port: {{ int (index .root.Values .component).ports.grpc }}
+      protocol: TCP
+{{- end }}
+
+{{/* An external service's peers, required once egress is limited; dict: target (egressTarget
+values), what (its values path, for the message) */}}
+{{- define "maas.egressPeersRequired" -}}
+{{- if empty .target.to }}
+{{- fail (printf "networkPolicy.egress.enabled: set %s.networkPolicy.to (the peers it may reach)" .what) }}
 {{- end }}
 {{- end }}
