@@ -13,7 +13,7 @@ from services.common.errors import Aborted, InvalidArgument
 from services.common.telemetry import AttributeValue, Tracing
 from services.common.versions import is_number
 from services.registry import names
-from services.registry.blobs import BlobStore, FilesystemBlobStore, read_chunks
+from services.registry.blobs import BlobStore, blob_store_for, read_chunks
 from services.registry.domain import (
     AliasChange,
     Event,
@@ -25,10 +25,11 @@ from services.registry.domain import (
     Version,
     VersionState,
 )
-from services.registry.integrity import recover
+from services.registry.gc import BlobCollector
 from services.registry.metrics import RegistryMetrics
 from services.registry.settings import RegistrySettings
 from services.registry.store import MetadataStore, create_store
+from services.registry.store.locks import BlobLock, LocalBlobLock
 from services.registry.uploads import UploadPart, receive
 from services.registry.validation import validate_model
 from services.registry.watch import WatchHub
@@ -59,7 +60,12 @@ class Registry:
     """Models, versions, aliases, uploads, downloads and the change feed."""
 
     def __init__(
-        self, settings: RegistrySettings, store: MetadataStore, blobs: BlobStore, hub: WatchHub
+        self,
+        settings: RegistrySettings,
+        store: MetadataStore,
+        blobs: BlobStore,
+        hub: WatchHub,
+        lock: BlobLock | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -67,23 +73,37 @@ class Registry:
         self.hub = hub
         self.metrics: RegistryMetrics | None = None
         self.tracing = Tracing()
-        # Orders blob moves + version inserts against blob deletions, so a blob that a
-        # concurrent upload just deduplicated against is never removed under it.
-        self._blob_lock = asyncio.Lock()
+        # Orders "blob stored + version inserted" against "version deleted + blob deleted"
+        # (and the garbage collector), in this process and, on PostgreSQL, across
+        # replicas: a blob that an upload just deduplicated against is never removed.
+        self._blob_lock = lock or LocalBlobLock()
+        self.gc = BlobCollector(
+            store, blobs, self._blob_lock, grace_seconds=settings.gc_grace_seconds
+        )
+        self._gc_task: asyncio.Task[None] | None = None
 
     def observe(self, metrics: RegistryMetrics, tracing: Tracing) -> None:
         """Report to these metrics and trace with this tracer."""
         self.metrics = metrics
         self.tracing = tracing
         metrics.track_subscribers(lambda: self.hub.subscriber_count)
+        metrics.blobs_collected.inc(self.gc.collected_total)
+        self.gc.on_collected = metrics.blobs_collected.inc
 
     @classmethod
     async def open(cls, settings: RegistrySettings) -> Registry:
-        """Open the stores, clean up after any crash, and start the change feed."""
-        blobs = FilesystemBlobStore(settings.data_dir / "blobs")
+        """Open the stores, clean up after any crash, and start the change feed and GC."""
+        blobs = blob_store_for(
+            settings.blob_url, settings.data_dir, endpoint_url=settings.s3_endpoint_url
+        )
+        await asyncio.to_thread(blobs.check)
         store = create_store(settings.database(), settings.data_dir, history=settings.watch_history)
         await store.open()
-        await recover(store, blobs)
+        lock = store.backend.blob_lock()
+        # Only this replica's own staging area: other replicas' uploads are elsewhere.
+        removed = await asyncio.to_thread(blobs.clean_staging)
+        if removed:
+            _log.info("removed staging leftovers of an unclean stop", extra={"count": len(removed)})
         hub = WatchHub(
             store,
             queue_size=settings.watch_queue_size,
@@ -91,11 +111,27 @@ class Registry:
             bookmark_seconds=settings.watch_bookmark_seconds,
         )
         await hub.start()
-        return cls(settings, store, blobs, hub)
+        registry = cls(settings, store, blobs, hub, lock)
+        await registry._start_gc()
+        return registry
+
+    async def _start_gc(self) -> None:
+        try:
+            await self.gc.collect()
+        except Exception:
+            _log.exception("blob garbage collection at start failed; serving anyway")
+        if self.settings.gc_interval_seconds > 0:
+            self._gc_task = asyncio.create_task(
+                self.gc.run_every(self.settings.gc_interval_seconds)
+            )
 
     async def close(self) -> None:
-        """End watches, then close the store."""
+        """Stop the collector, end watches, then close the store and the lock."""
+        if self._gc_task is not None:
+            self._gc_task.cancel()
+            await asyncio.gather(self._gc_task, return_exceptions=True)
         await self.hub.close()
+        await self._blob_lock.close()
         await self.store.close()
 
     # Models.
@@ -178,9 +214,14 @@ class Registry:
         return version
 
     async def _commit(self, staging: Path, new: NewVersion) -> Version:
+        # Storing can be long (a multipart upload to S3): it happens outside the lock,
+        # and a GC or delete on any replica may remove a blob before the lock is ours.
+        for f in new.files:
+            await asyncio.to_thread(self.blobs.put, staging / f.path, f.sha256)
         async with self._blob_lock:
             for f in new.files:
-                await asyncio.to_thread(self.blobs.put, staging / f.path, f.sha256)
+                if not await asyncio.to_thread(self.blobs.exists, f.sha256):
+                    await asyncio.to_thread(self.blobs.put, staging / f.path, f.sha256)
             # The insert runs to its end even if the caller goes away, so that the
             # cleanup below never races a commit that is still in flight.
             insert = asyncio.ensure_future(self.store.add_version(new))

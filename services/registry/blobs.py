@@ -39,6 +39,10 @@ class BlobStore(Protocol):
         """Where: "filesystem" or "s3"."""
         ...
 
+    def check(self) -> None:
+        """ValueError, naming what is wrong, if the store cannot be used."""
+        ...
+
     def new_staging_dir(self) -> Path:
         """A fresh, empty local directory to receive an upload in."""
         ...
@@ -125,6 +129,9 @@ class FilesystemBlobStore(LocalStaging):
         self._blobs = root / "sha256"
         self._blobs.mkdir(parents=True, exist_ok=True)
 
+    def check(self) -> None:
+        return None
+
     def path(self, sha256: str) -> Path:
         """Where blob `sha256` lives."""
         if not SHA256_HEX.fullmatch(sha256):
@@ -176,6 +183,21 @@ class FilesystemBlobStore(LocalStaging):
 
     def list(self) -> list[str]:
         return sorted(blob.sha256 for blob in self.stored())
+
+
+def blob_store_for(blob_url: str, data_dir: Path, *, endpoint_url: str | None) -> BlobStore:
+    """The store `blob_url` names: files under `data_dir`/blobs when empty, else S3.
+
+    Uploads are staged under `data_dir`/blobs/tmp in both cases (local to the replica).
+    """
+    if not blob_url:
+        return FilesystemBlobStore(data_dir / "blobs")
+    try:
+        from services.registry.blobs_s3 import S3BlobStore, parse_blob_url
+    except ImportError:
+        raise ValueError("an s3:// blob_url needs boto3: pip install 'maas[s3]'") from None
+    bucket, prefix = parse_blob_url(blob_url)
+    return S3BlobStore(bucket, prefix, data_dir / "blobs" / "tmp", endpoint_url=endpoint_url)
 
 
 async def read_chunks(handle: BinaryIO, chunk_size: int) -> AsyncIterator[bytes]:

@@ -1,16 +1,13 @@
-"""Crash recovery and the integrity check: every row has its blob, every blob its row."""
+"""The integrity check: every row has its blob, every blob its row."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 
 from services.common.files import sha256_of
 from services.registry.blobs import BlobStore
 from services.registry.store import MetadataStore
-
-_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,24 +66,6 @@ async def check_integrity(
         corrupt=corrupt,
         staging=await asyncio.to_thread(blobs.staging_entries),
     )
-
-
-async def recover(store: MetadataStore, blobs: BlobStore) -> tuple[list[str], list[str]]:
-    """Remove what a crash can leave: staging leftovers and blobs without rows.
-
-    Run before serving. Returns (staging entries removed, orphan blobs removed).
-    """
-    staging = await asyncio.to_thread(blobs.clean_staging)
-    referenced = await store.referenced_blobs()
-    orphans = [sha for sha in await asyncio.to_thread(blobs.list) if sha not in referenced]
-    for sha in orphans:
-        await asyncio.to_thread(blobs.delete, sha)
-    if staging or orphans:
-        _log.info(
-            "recovered after an unclean stop",
-            extra={"staging_removed": len(staging), "orphan_blobs_removed": len(orphans)},
-        )
-    return staging, orphans
 
 
 def _digest(blobs: BlobStore, sha: str) -> str:

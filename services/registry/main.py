@@ -1,4 +1,5 @@
-"""`maas-registry`: serve the model registry, or check its integrity with --check."""
+"""`maas-registry`: serve the model registry, check its integrity (--check), or collect
+blob garbage once (--gc)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from services.common.settings import add_server_flags
 from services.common.telemetry import Telemetry
 from services.registry.app import Registry
 from services.registry.auth import AuthInterceptor, load_tokens, registry_policy
-from services.registry.blobs import FilesystemBlobStore
+from services.registry.blobs import BlobStore, blob_store_for
+from services.registry.gc import BlobCollector
 from services.registry.integrity import check_integrity
 from services.registry.metrics import RegistryMetrics
 from services.registry.servicer import ModelRegistryServicer
@@ -105,17 +107,41 @@ async def serve(settings: RegistrySettings) -> None:
     await running.wait()
 
 
+def _blobs(settings: RegistrySettings) -> BlobStore:
+    blobs = blob_store_for(
+        settings.blob_url, settings.data_dir, endpoint_url=settings.s3_endpoint_url
+    )
+    blobs.check()
+    return blobs
+
+
 async def check(settings: RegistrySettings, *, verify_hashes: bool) -> int:
     """Print the integrity report as JSON; 0 when everything is consistent."""
+    blobs = _blobs(settings)
     store = create_store(settings.database(), settings.data_dir, history=settings.watch_history)
     await store.open()
     try:
-        blobs = FilesystemBlobStore(settings.data_dir / "blobs")
         report = await check_integrity(store, blobs, verify_hashes=verify_hashes)
     finally:
         await store.close()
     print(json.dumps({**asdict(report), "ok": report.ok}, indent=2))  # noqa: T201 - CLI output
     return 0 if report.ok else 1
+
+
+async def collect_garbage(settings: RegistrySettings) -> int:
+    """One garbage collection (under the blob lock, with the grace period); its report."""
+    blobs = _blobs(settings)
+    store = create_store(settings.database(), settings.data_dir, history=settings.watch_history)
+    await store.open()
+    lock = store.backend.blob_lock()
+    try:
+        collector = BlobCollector(store, blobs, lock, grace_seconds=settings.gc_grace_seconds)
+        report = await collector.collect()
+    finally:
+        await lock.close()
+        await store.close()
+    print(json.dumps(asdict(report), indent=2))  # noqa: T201 - CLI output
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,15 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset-max", type=int, help="highest allowed ai.onnx opset (default 23)")
     p.add_argument("--watch-history", type=int, help="events kept for Watch (default 10000)")
     p.add_argument("--watch-queue-size", type=int, help="events buffered per subscriber")
+    p.add_argument("--blob-url", help="s3://bucket/prefix for an object store (default: files)")
+    p.add_argument("--s3-endpoint-url", help="object store endpoint (else AWS_ENDPOINT_URL)")
+    p.add_argument("--gc-grace-seconds", type=float, help="min age of collected blobs (3600)")
+    p.add_argument("--gc-interval-seconds", type=float, help="GC period, 0: at start only")
     p.add_argument("--check", action="store_true", help="check integrity, print JSON, exit")
     p.add_argument("--verify-hashes", action="store_true", help="with --check: re-hash blobs")
+    p.add_argument("--gc", action="store_true", help="collect blob garbage once, print JSON, exit")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `maas-registry` console script."""
     args = vars(build_parser().parse_args(argv))
-    run_check, verify = args.pop("check"), args.pop("verify_hashes")
+    run_check, verify, run_gc = args.pop("check"), args.pop("verify_hashes"), args.pop("gc")
     try:
         settings = RegistrySettings.from_args(args)
     except ValidationError as exc:
@@ -155,8 +186,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         sys.exit(f"maas-registry: invalid settings: {problems}")
     configure_logging(settings.log_level, "registry")
-    if run_check:
-        sys.exit(asyncio.run(check(settings, verify_hashes=verify)))
+    try:
+        if run_check:
+            sys.exit(asyncio.run(check(settings, verify_hashes=verify)))
+        if run_gc:
+            sys.exit(asyncio.run(collect_garbage(settings)))
+    except ValueError as exc:
+        sys.exit(f"maas-registry: {exc}")
     try:
         code = run_service("maas-registry", serve(settings))
     except (ValueError, OSError) as exc:

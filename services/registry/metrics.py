@@ -1,4 +1,4 @@
-"""The registry's Prometheus metrics: uploads, bytes received, watch subscribers."""
+"""The registry's Prometheus metrics: uploads, bytes, blobs collected, watch subscribers."""
 
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ class RegistryMetrics:
         )
         self.upload_bytes = Counter(
             "maas_registry_upload_bytes_total", "Bytes of accepted uploads.", registry=registry
+        )
+        self.blobs_collected = Counter(
+            "maas_registry_gc_blobs_collected_total",
+            "Blobs without a version removed by the garbage collector.",
+            registry=registry,
         )
         self.watch_subscribers = Gauge(
             "maas_registry_watch_subscribers", "Watch streams connected now.", registry=registry

@@ -53,6 +53,26 @@ class RegistrySettings(ServiceSettings):
     watch_bookmark_seconds: float = Field(
         30.0, gt=0, description="Idle time after which a Watch stream gets a BOOKMARK."
     )
+    blob_url: str = Field(
+        "",
+        description="Where model files live: empty for <data_dir>/blobs on the local "
+        "filesystem, s3://bucket/prefix for an S3-compatible object store (endpoint and "
+        "credentials from the standard AWS_* environment). Uploads are staged under "
+        "<data_dir> either way.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="The object store's endpoint; overrides AWS_ENDPOINT_URL."
+    )
+    gc_grace_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="Blobs without a version are collected only once older than this, so "
+        "an upload that has stored its files but not yet committed its version is never "
+        "collected; it must exceed the longest upload.",
+    )
+    gc_interval_seconds: float = Field(
+        3600.0, ge=0, description="How often blob garbage is collected; 0: only at start."
+    )
     chunk_bytes: int = Field(
         1 * MIB, gt=0, le=16 * MIB, description="Size of the chunks a download is sent in."
     )
@@ -63,6 +83,14 @@ class RegistrySettings(ServiceSettings):
             raise ValueError(
                 f"opset_min {self.opset_min} is above opset_max {self.opset_max}: "
                 "expected opset_min <= opset_max"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _blob_url_scheme(self) -> Self:
+        if self.blob_url and not self.blob_url.startswith("s3://"):
+            raise ValueError(
+                f"blob_url: expected empty or s3://bucket/prefix, got {self.blob_url!r}"
             )
         return self
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from services.registry.store.locks import AdvisoryBlobLock, BlobLock, LocalBlobLock
+
 Row = tuple[Any, ...]
 
 
@@ -50,6 +52,11 @@ class Backend(Protocol):
 
     def is_unavailable(self, exc: BaseException) -> bool:
         """Whether `exc` means the database is (temporarily) unreachable or busy."""
+        ...
+
+    def blob_lock(self) -> BlobLock:
+        """The lock ordering blob writes against blob deletions, for every process
+        that shares this database."""
         ...
 
 
@@ -101,6 +108,10 @@ class SqliteBackend:
 
     def is_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+    def blob_lock(self) -> BlobLock:
+        # One registry process per SQLite file: a lock in memory is enough.
+        return LocalBlobLock()
 
 
 class _PostgresConnection:
@@ -154,6 +165,9 @@ class PostgresBackend:
         import psycopg
 
         return isinstance(exc, psycopg.OperationalError)
+
+    def blob_lock(self) -> BlobLock:
+        return AdvisoryBlobLock(self.url)
 
 
 def backend_for(database_url: str | None, data_dir: Path) -> Backend:

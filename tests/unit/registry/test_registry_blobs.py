@@ -1,4 +1,4 @@
-"""The filesystem blob store, crash recovery and the integrity check."""
+"""The filesystem blob store, staging cleanup, garbage collection and the integrity check."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 
 from services.registry.blobs import FilesystemBlobStore
 from services.registry.domain import FileInfo, NewVersion, Signature
-from services.registry.integrity import check_integrity, recover
+from services.registry.gc import BlobCollector
+from services.registry.integrity import check_integrity
 from services.registry.store import SqlStore
+from services.registry.store.locks import LocalBlobLock
 
 
 def staged_file(blobs: FilesystemBlobStore, data: bytes) -> tuple[Path, str]:
@@ -51,8 +53,9 @@ async def test_recover_and_check(store: SqlStore, tmp_path: Path) -> None:
     assert [(m.model, m.version, m.sha256) for m in report.missing] == [("m", 2, missing)]
     assert len(report.staging) == 3
 
-    staging, orphans = await recover(store, blobs)
-    assert (len(staging), orphans) == (3, [orphan_sha])
+    assert len(blobs.clean_staging()) == 3
+    collector = BlobCollector(store, blobs, LocalBlobLock(), grace_seconds=0)
+    assert (await collector.collect()).collected == [orphan_sha]
     await store.delete_version("m", 2)
     report = await check_integrity(store, blobs, verify_hashes=True)
     assert report.ok, report
