@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import http.client
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
+import orjson
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.gateway.main import GatewayServer
@@ -79,3 +81,27 @@ def rate_limited(gateway: GatewayServer, key: str, protocol: str = "grpc") -> fl
 def redis_errors(gateway: GatewayServer) -> float:
     value = gateway.metrics_registry.get_sample_value("maas_gateway_rate_limit_redis_errors_total")
     return value or 0.0
+
+
+def post_infer(port: int, key: str) -> tuple[int, dict[str, str], bytes]:
+    """POST /v2/models/pair/infer with a Bearer key (blocking): status, headers, body."""
+    body = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "a", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+                {"name": "b", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]},
+            ]
+        }
+    )
+    connection = http.client.HTTPConnection("localhost", port, timeout=10)
+    try:
+        connection.request(
+            "POST",
+            "/v2/models/pair/infer",
+            body,
+            {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        answer = connection.getresponse()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
+    finally:
+        connection.close()

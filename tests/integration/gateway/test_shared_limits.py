@@ -9,13 +9,11 @@ HTTP front end takes from the same bucket.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
-import orjson
 import pytest
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -26,7 +24,7 @@ from tests.integration.gateway.conftest import (
     backend_address,
     pair_request,
 )
-from tests.integration.gateway.shared_limits import bearer, hammer, rate_limited
+from tests.integration.gateway.shared_limits import bearer, hammer, post_infer, rate_limited
 from tests.redisserver import RedisServer, running_redis
 
 _log = logging.getLogger(__name__)
@@ -91,29 +89,6 @@ async def test_one_key_is_limited_across_three_replicas(
     assert redis_server.client().keys("*") == [b"maas:rl:team"]
 
 
-def _post_infer(port: int, key: str) -> tuple[int, dict[str, str], bytes]:
-    body = orjson.dumps(
-        {
-            "inputs": [
-                {"name": "a", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
-                {"name": "b", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]},
-            ]
-        }
-    )
-    connection = http.client.HTTPConnection("localhost", port, timeout=10)
-    try:
-        connection.request(
-            "POST",
-            "/v2/models/pair/infer",
-            body,
-            {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        )
-        answer = connection.getresponse()
-        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
-    finally:
-        connection.close()
-
-
 async def test_http_takes_from_the_same_bucket(
     replicas: list[GatewayServer], connect: Connect
 ) -> None:
@@ -123,9 +98,9 @@ async def test_http_takes_from_the_same_bucket(
     for _ in range(2):
         await connect(first).ModelInfer(pair_request(), metadata=bearer("key-slow"), timeout=10)
     for _ in range(2):
-        status, _, _ = await asyncio.to_thread(_post_infer, second.http_port, "key-slow")
+        status, _, _ = await asyncio.to_thread(post_infer, second.http_port, "key-slow")
         assert status == 200
-    status, headers, body = await asyncio.to_thread(_post_infer, second.http_port, "key-slow")
+    status, headers, body = await asyncio.to_thread(post_infer, second.http_port, "key-slow")
     assert status == 429, body
     assert int(headers["retry-after"]) > 100  # a token every 1000 s
     assert b"over its rate limit" in body

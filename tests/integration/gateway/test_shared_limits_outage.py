@@ -26,7 +26,7 @@ from tests.integration.gateway.conftest import (
     backend_address,
     pair_request,
 )
-from tests.integration.gateway.shared_limits import bearer, hammer, redis_errors
+from tests.integration.gateway.shared_limits import bearer, hammer, post_infer, redis_errors
 from tests.redisserver import running_redis
 from tests.tlscerts import Ca
 
@@ -132,6 +132,8 @@ async def test_fail_closed_refuses_until_redis_returns(
             await stub.ModelInfer(pair_request(), metadata=bearer("key-team"), timeout=10)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "rate limiter (Redis) is unreachable" in (caught.value.details() or "")
+        status, _, body = await asyncio.to_thread(post_infer, gateway.http_port, "key-team")
+        assert status == 503 and b"rate limiter (Redis) is unreachable" in body
         # A key without a rate limit does not need Redis.
         assert await code_of(stub, "key-free") == grpc.StatusCode.OK
         redis_server.start()
