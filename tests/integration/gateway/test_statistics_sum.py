@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -99,6 +101,10 @@ async def test_statistics_are_the_sum_of_every_backend(
     assert [s.inference_count for s in one.model_stats] == [REQUESTS]
     every = await stub.ModelStatistics(pb.ModelStatisticsRequest(), timeout=10)
     assert sum(s.inference_count for s in every.model_stats) == REQUESTS
+    # The HTTP front end takes the same path.
+    url = f"http://localhost:{gateway.http_port}/v2/models/pair/stats"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+    assert sum(s["inference_count"] for s in json.loads(body)["model_stats"]) == REQUESTS
 
 
 async def test_the_allow_list_still_cuts_the_summed_answer(
