@@ -7,6 +7,7 @@ callers branch on the class (the status), never on message text.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -52,6 +53,38 @@ _FATAL = frozenset(
     }
 )
 
+# Reads are safe to repeat, so one that met a dying replica (UNAVAILABLE: the socket
+# closed under it) is sent again; with a multi-address target (ipv4:A,B, pick_first)
+# the retry goes to the survivor and the caller never sees the failover.
+_READS = (
+    "GetModel",
+    "ListModels",
+    "GetVersion",
+    "ListVersions",
+    "ResolveVersion",
+    "GetSnapshot",
+    "DownloadVersion",  # server streaming: retried only before its first message
+)
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": "maas.registry.v1.ModelRegistry", "method": method}
+                    for method in _READS
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
 
 class RegistryClient:
     """A connection to one registry; use as `async with RegistryClient(addr, token) as c`."""
@@ -76,6 +109,7 @@ class RegistryClient:
             options=[
                 ("grpc.max_receive_message_length", 64 * MIB),
                 ("grpc.max_send_message_length", 64 * MIB),
+                ("grpc.service_config", _SERVICE_CONFIG),
             ],
             interceptors=interceptors,
             check_seconds=tls_check_seconds,
