@@ -78,6 +78,17 @@ def rate_limited(gateway: GatewayServer, key: str, protocol: str = "grpc") -> fl
     return value or 0.0
 
 
+def answered(gateway: GatewayServer, code: str) -> float:
+    """The gateway's count of inference requests that ended with `code`, all labels."""
+    return sum(
+        sample.value
+        for family in gateway.metrics_registry.collect()
+        if family.name == "maas_gateway_requests"
+        for sample in family.samples
+        if sample.name == "maas_gateway_requests_total" and sample.labels["code"] == code
+    )
+
+
 def redis_errors(gateway: GatewayServer) -> float:
     value = gateway.metrics_registry.get_sample_value("maas_gateway_rate_limit_redis_errors_total")
     return value or 0.0

@@ -24,7 +24,13 @@ from tests.integration.gateway.conftest import (
     backend_address,
     pair_request,
 )
-from tests.integration.gateway.shared_limits import bearer, hammer, post_infer, rate_limited
+from tests.integration.gateway.shared_limits import (
+    answered,
+    bearer,
+    hammer,
+    post_infer,
+    rate_limited,
+)
 from tests.redisserver import RedisServer, running_redis
 
 _log = logging.getLogger(__name__)
@@ -86,6 +92,8 @@ async def test_one_key_is_limited_across_three_replicas(
     assert set(tally.codes) == {grpc.StatusCode.RESOURCE_EXHAUSTED}, tally.codes
     assert tally.details == {"API key 'team' is over its rate limit of 50 requests/s"}
     assert sum(rate_limited(g, "team") for g in replicas) == refused
+    assert [answered(g, "OK") for g in replicas] == tally.ok
+    assert sum(answered(g, "RESOURCE_EXHAUSTED") for g in replicas) == refused
     assert redis_server.client().keys("*") == [b"maas:rl:team"]
 
 
