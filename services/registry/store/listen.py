@@ -91,9 +91,10 @@ class ChangeListener:
                 if not warned:
                     # Once per outage, not per attempt: the poll keeps the feed going.
                     _log.warning(
-                        "watch: listening for registry changes failed (%s); "
+                        "watch: listening for registry changes failed (%s: %s); "
                         "polling until it reconnects",
                         type(exc).__name__,
+                        error_text(exc),
                     )
                     warned = True
                 else:
@@ -124,3 +125,9 @@ class ChangeListener:
         finally:
             with contextlib.suppress(Exception):
                 await conn.close()
+
+
+def error_text(exc: BaseException) -> str:
+    """A driver error's message on one line, for the log only: libpq's names the host
+    and the cause (such as "certificate verify failed"), never the password."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:500]

@@ -31,7 +31,7 @@ from services.registry.domain import (
 from services.registry.names import Selector
 from services.registry.store import changes, queries
 from services.registry.store.backends import Backend, Connection, PostgresBackend
-from services.registry.store.listen import NOTIFY_SQL, ChangeListener
+from services.registry.store.listen import NOTIFY_SQL, ChangeListener, error_text
 from services.registry.store.schema import statements
 
 _log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class SqlStore:
         except Exception as exc:
             if not self.backend.is_unavailable(exc):
                 raise
-            _log.warning("database unavailable: %s", type(exc).__name__)
+            _log.warning("database unavailable: %s: %s", type(exc).__name__, error_text(exc))
             if conn is not None:
                 _close_quietly(conn)
             conn = None
