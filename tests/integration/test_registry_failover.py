@@ -1,10 +1,9 @@
 """Inference keeps serving through a registry replica's death, and follows the survivor.
 
-Two registry processes on one PostgreSQL (each polls only every 60 s, so changes
-travel by LISTEN/NOTIFY) share one filesystem --data-dir for their artifacts,
-which is enough here: what is tested is the client side, the gRPC target
-`ipv4:A,B` that grpc's pick_first fails over. One inference service follows that
-target. Each replica in turn is SIGKILLed while ModelInfer keeps being called;
+Two `maas-registry` processes on one PostgreSQL and one S3 bucket (SeaweedFS;
+each replica polls only every 60 s, so changes travel by LISTEN/NOTIFY). One
+inference service follows both through one gRPC target, `ipv4:A,B`, which grpc's
+pick_first fails over. Each replica in turn is SIGKILLed while ModelInfer keeps being called;
 no call fails, and a version uploaded through the survivor becomes READY.
 Unary reads through the same target fail over too: the client's retry policy
 sends a read that met the dying connection again, to the survivor.
@@ -14,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -26,40 +25,36 @@ from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from services.inference.main import InferenceServer
 from services.inference.settings import InferenceSettings
 from services.registry.client import RegistryClient
-from tests.servers import ServiceProcess
-from tests.unit.registry.registry_pg import fresh_schema
+from tests.integration.registry.conftest import ADMIN, READER
+from tests.integration.registry.replicas import (  # noqa: F401 - fixtures
+    Cluster,
+    Replica,
+    bucket,
+    cluster,
+    pg_url,
+    s3,
+    s3_env,
+)
 
 pytestmark = pytest.mark.postgres
-ADMIN, READER = "admin-secret", "reader-secret"
+
 DEADLINE = 30.0
 
 
 @pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[list[ServiceProcess]]:
-    """Two registry processes on one fresh PostgreSQL schema; killed at the end."""
-    with fresh_schema() as url:
-        env = {
-            "MAAS_REGISTRY_ADMIN_TOKEN": ADMIN,
-            "MAAS_REGISTRY_READER_TOKEN": READER,
-            "MAAS_REGISTRY_WATCH_POLL_SECONDS": "60",
-        }
-        args = ["--host", "127.0.0.1", "--database-url", url, "--data-dir", str(tmp_path / "r")]
-        started: list[ServiceProcess] = []
-        try:
-            for _ in range(2):
-                started.append(ServiceProcess("registry", args, tmp_path, env))
-            yield started
-        finally:
-            for process in started:
-                process.kill()
+def replicas(cluster: Cluster) -> list[Replica]:  # noqa: F811
+    """Two registry replicas of `cluster`; stopped with it."""
+    env = {"MAAS_REGISTRY_WATCH_POLL_SECONDS": "60"}
+    return [cluster.start_replica("--host", "127.0.0.1", env=env) for _ in range(2)]
 
 
 @pytest.fixture
 async def follower(
-    replicas: list[ServiceProcess], tmp_path: Path, test_models: Path
+    replicas: list[Replica], tmp_path: Path, test_models: Path
 ) -> AsyncIterator[InferenceServer]:
-    """Inference following both replicas through one multi-address target."""
-    async with RegistryClient(replicas[0].address, ADMIN) as admin:
+    """Inference following both replicas through one multi-address target; it
+    downloads through replica 0 the version uploaded through replica 1."""
+    async with RegistryClient(replicas[1].address, ADMIN) as admin:
         await admin.upload("pair", test_models / "pair" / "1" / "model.onnx")
     target = "ipv4:" + ",".join(f"127.0.0.1:{r.port}" for r in replicas)
     server = InferenceServer(
@@ -131,7 +126,7 @@ async def ready(stub: pb_grpc.GRPCInferenceServiceStub, version: str) -> None:
 
 
 async def test_inference_serves_through_each_replica_death_and_follows_the_survivor(
-    replicas: list[ServiceProcess], follower: InferenceServer, test_models: Path
+    replicas: list[Replica], follower: InferenceServer, test_models: Path
 ) -> None:
     # Version 2 is pair_v2 (a + b + 100), version 3 pair again (a + b).
     uploads = {2: ("pair_v2", 100.0), 3: ("pair", 0.0)}
@@ -161,7 +156,7 @@ async def test_inference_serves_through_each_replica_death_and_follows_the_survi
 
 
 async def test_unary_calls_fail_over_to_the_surviving_replica(
-    replicas: list[ServiceProcess], test_models: Path
+    replicas: list[Replica], test_models: Path
 ) -> None:
     target = "ipv4:" + ",".join(f"127.0.0.1:{r.port}" for r in replicas)
     async with RegistryClient(target, READER) as client:
