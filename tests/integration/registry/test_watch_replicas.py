@@ -2,9 +2,8 @@
 
 Both replicas poll only every 60 s, so an event that reaches the other replica
 within a few seconds was carried by the notification, not by the poll. The
-replicas run in this process (separate servers, hubs and store connections) and
-share one filesystem --data-dir for their artifacts, which is enough for the
-change stream these tests are about (the shared object store is tested apart).
+replicas run in this process (separate servers, hubs, store connections and data
+dirs) on one PostgreSQL schema and one S3 bucket (SeaweedFS).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -22,8 +21,13 @@ from services.registry.client import RegistryClient
 from services.registry.domain import Event, EventType
 from services.registry.store.listen import ChangeListener
 from tests.integration.registry.conftest import ADMIN, Running, StartRegistry
+from tests.integration.registry.replicas import (  # noqa: F401 - fixtures
+    bucket,
+    pg_url,
+    s3,
+    s3_env,
+)
 from tests.unit.registry.registry_onnx import add_model, save
-from tests.unit.registry.registry_pg import fresh_schema
 
 pytestmark = pytest.mark.postgres
 _log = logging.getLogger(__name__)
@@ -32,19 +36,33 @@ DEADLINE = 5.0
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    with fresh_schema() as url:
-        yield url
-
-
-@pytest.fixture
 def model(tmp_path: Path) -> Path:
     return save(add_model(), tmp_path / "m.onnx")
 
 
-async def replica(start: StartRegistry, url: str) -> Running:
-    """A replica on `url` that polls its change feed only every minute."""
-    return await start(database_url=url, watch_poll_seconds=SLOW_POLL, host="127.0.0.1")
+@pytest.fixture
+def start_replica(
+    start_registry: StartRegistry,
+    pg_url: str,  # noqa: F811
+    bucket: str,  # noqa: F811
+    s3_env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> StartRegistry:
+    """Start replicas on one database and bucket that poll their feed once a minute."""
+    count = 0
+
+    async def start() -> Running:
+        nonlocal count
+        count += 1
+        return await start_registry(
+            database_url=pg_url,
+            blob_url=f"s3://{bucket}/models",
+            data_dir=tmp_path / f"replica-{count}",
+            watch_poll_seconds=SLOW_POLL,
+            host="127.0.0.1",
+        )
+
+    return start
 
 
 def listener(running: Running) -> ChangeListener:
@@ -63,19 +81,32 @@ async def until(stream: AsyncIterator[Event], wanted: EventType) -> tuple[Event,
 
 
 async def test_alias_moved_through_b_reaches_a_watch_at_once(
-    start_registry: StartRegistry, pg_url: str, model: Path
+    start_replica: StartRegistry, model: Path, tmp_path: Path
 ) -> None:
-    a, b = await replica(start_registry, pg_url), await replica(start_registry, pg_url)
+    a, b = await start_replica(), await start_replica()
     await asyncio.wait_for(listener(a).wait_listening(), DEADLINE)
-    async with b.client() as writer, a.client() as reader:
-        await writer.upload("m", model, alias="production")
-        await writer.upload("m", model)
-        start = (await reader.list_models()).revision
-        stream = reader.watch(start, bookmarks=True)
+    async with b.client() as via_b, a.client() as via_a:
+        # Upload through A; download and Watch through B.
+        start = (await via_b.list_models()).revision
+        on_b = via_b.watch(start)
+        await via_a.upload("m", model, alias="production")
+        await via_a.upload("m", model)
+        await via_b.download("m", 2, tmp_path / "got")
+        assert (tmp_path / "got" / "model.onnx").read_bytes() == model.read_bytes()
+        seen = [await asyncio.wait_for(anext(on_b), DEADLINE) for _ in range(4)]
+        assert [(e.type, e.version) for e in seen] == [
+            (EventType.MODEL_CREATED, 0),
+            (EventType.VERSION_ADDED, 1),
+            (EventType.ALIAS_SET, 1),
+            (EventType.VERSION_ADDED, 2),
+        ]
+        await on_b.aclose()  # type: ignore[attr-defined]
+        # An alias moved through B reaches a Watch on A.
+        stream = via_a.watch(seen[-1].revision, bookmarks=True)
         first, _ = await until(stream, EventType.BOOKMARK)  # subscribed on A
-        assert first.revision == start
+        assert first.revision == seen[-1].revision
         moved_at = time.monotonic()
-        await writer.set_alias("m", "production", 2)
+        await via_b.set_alias("m", "production", 2)
         event, seen_at = await until(stream, EventType.ALIAS_MOVED)
         assert (event.model, event.alias, event.version, event.previous_version) == (
             "m",
@@ -85,16 +116,18 @@ async def test_alias_moved_through_b_reaches_a_watch_at_once(
         )
         _log.info("notify latency B -> A watch: %.1f ms", (seen_at - moved_at) * 1000)
         # A version uploaded through B appears on A's watch too.
-        await writer.upload("m", model)
+        await via_b.upload("m", model)
         added, _ = await until(stream, EventType.VERSION_ADDED)
         assert (added.model, added.version) == ("m", 3)
         await stream.aclose()  # type: ignore[attr-defined]
 
 
 async def test_listener_reconnects_after_its_connection_is_killed(
-    start_registry: StartRegistry, pg_url: str, model: Path
+    start_replica: StartRegistry,
+    pg_url: str,  # noqa: F811
+    model: Path,
 ) -> None:
-    a, b = await replica(start_registry, pg_url), await replica(start_registry, pg_url)
+    a, b = await start_replica(), await start_replica()
     signal = listener(a)
     await asyncio.wait_for(signal.wait_listening(), DEADLINE)
     killed = signal.backend_pid
@@ -114,9 +147,10 @@ async def test_listener_reconnects_after_its_connection_is_killed(
 
 
 async def test_stopped_replica_closes_its_listening_connection(
-    start_registry: StartRegistry, pg_url: str
+    start_replica: StartRegistry,
+    pg_url: str,  # noqa: F811
 ) -> None:
-    a = await replica(start_registry, pg_url)
+    a = await start_replica()
     signal = listener(a)
     await asyncio.wait_for(signal.wait_listening(), DEADLINE)
     pid = signal.backend_pid
@@ -134,9 +168,9 @@ async def test_stopped_replica_closes_its_listening_connection(
 
 
 async def test_watch_resumes_on_the_other_replica_without_gap_or_duplicate(
-    start_registry: StartRegistry, pg_url: str, model: Path
+    start_replica: StartRegistry, model: Path
 ) -> None:
-    a, b = await replica(start_registry, pg_url), await replica(start_registry, pg_url)
+    a, b = await start_replica(), await start_replica()
     # One target, both replicas: grpc's pick_first connects to A, then fails over to B.
     target = f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}"
     async with (
@@ -170,9 +204,9 @@ async def test_watch_resumes_on_the_other_replica_without_gap_or_duplicate(
 
 
 async def test_subscriber_resumes_from_its_revision_on_any_replica(
-    start_registry: StartRegistry, pg_url: str, model: Path
+    start_replica: StartRegistry, model: Path
 ) -> None:
-    a, b = await replica(start_registry, pg_url), await replica(start_registry, pg_url)
+    a, b = await start_replica(), await start_replica()
     async with a.client() as via_a, b.client() as via_b:
         start = (await via_a.list_models()).revision
         on_a = via_a.watch(start)
