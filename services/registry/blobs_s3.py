@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 import boto3  # type: ignore[import-untyped]
+from boto3.exceptions import Boto3Error  # type: ignore[import-untyped]
 from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import (  # type: ignore[import-untyped]
@@ -85,6 +86,8 @@ class S3BlobStore(LocalStaging):
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         config = Config(
             retries={"mode": "standard", "max_attempts": 4},
+            # An open download holds a connection per file until it is read to the end.
+            max_pool_connections=64,
             # S3-compatible stores (SeaweedFS, MinIO, Ceph) behind one host name
             # rarely serve virtual-hosted buckets; AWS itself serves both.
             s3={"addressing_style": "path" if self.endpoint_url else "auto"},
@@ -194,5 +197,5 @@ class S3BlobStore(LocalStaging):
             if exc.response.get("Error", {}).get("Code", "") in _MISSING:
                 raise FileNotFoundError(kwargs.get("Key", "")) from None
             raise Unavailable(_UNAVAILABLE) from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: a failed managed upload
             raise Unavailable(_UNAVAILABLE) from exc

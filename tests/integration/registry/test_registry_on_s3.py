@@ -11,6 +11,7 @@ import pytest
 from maas_proto.registry.v1 import registry_pb2 as pb
 from maas_proto.registry.v1 import registry_pb2_grpc
 
+from services.common.errors import Unavailable
 from tests.integration.registry.conftest import ADMIN, Running, StartRegistry
 from tests.integration.registry.replicas import (  # noqa: F401 - fixtures
     bucket,
@@ -20,7 +21,7 @@ from tests.integration.registry.replicas import (  # noqa: F401 - fixtures
     s3,
     s3_env,
 )
-from tests.s3server import SeaweedS3
+from tests.s3server import SeaweedS3, seaweed_s3
 from tests.unit.registry.registry_onnx import add_model, model_bytes, save, save_external
 
 
@@ -128,3 +129,18 @@ async def test_a_missing_bucket_stops_the_start_with_its_name(
 ) -> None:
     with pytest.raises(ValueError, match="bucket 'absent-bucket' at http://127.0.0.1:\\d+ does"):
         await start_registry(blob_url="s3://absent-bucket/x")
+
+
+async def test_a_store_gone_away_is_unavailable_and_names_no_internals(
+    start_registry: StartRegistry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with seaweed_s3() as own:
+        for name, value in own.env().items():
+            monkeypatch.setenv(name, value)
+        registry = await start_registry(blob_url=f"s3://{own.bucket()}/m", gc_interval_seconds=0)
+    async with registry.client() as client:
+        with pytest.raises(Unavailable) as info:
+            await client.upload("m", save(add_model(), tmp_path / "m.onnx"))
+        assert info.value.message == "the object store is unreachable or failing; retry"
+        assert (await client.list_models()).items == []
+    assert list((registry.settings.data_dir / "blobs" / "tmp").iterdir()) == []
