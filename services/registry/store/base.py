@@ -39,7 +39,8 @@ class MetadataStore(Protocol):
         ...
 
     async def open(self) -> None:
-        """Connect and create the schema if needed."""
+        """Connect and create the schema if needed; ConnectionError, with the
+        driver's reason, when the database cannot be reached."""
         ...
 
     async def close(self) -> None: ...

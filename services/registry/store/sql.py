@@ -58,7 +58,16 @@ class SqlStore:
         )
         for _ in range(self.backend.pool_size):
             self._pool.put(None)
-        await self._run(self._create_schema, write=True)
+        try:
+            await self._run(self._create_schema, write=True)
+        except Unavailable as exc:
+            # At start nobody is waiting for an answer: stop with the reason (a wrong
+            # CA, a refused connection), which `maas-registry` prints as one line.
+            await self.close()
+            cause = error_text(exc.__cause__) if exc.__cause__ else exc.message
+            raise ConnectionError(
+                f"cannot open the registry database ({self.backend.name}): {cause}"
+            ) from exc
 
     async def close(self) -> None:
         if self._executor is None:

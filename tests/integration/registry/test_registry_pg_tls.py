@@ -2,13 +2,15 @@
 
 The cluster accepts only `hostssl` connections, so the registry working at all
 shows its connections (the store's pool and the change listener) use TLS; a
-certificate from another CA is refused with the reason in the log.
+certificate from another CA stops the registry with the reason, in one line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -16,12 +18,12 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from services.common.errors import Unavailable
 from services.registry.main import create_server
 from services.registry.settings import RegistrySettings
 from services.registry.store.listen import ChangeListener
 from tests.integration.registry.conftest import ADMIN, StartRegistry
 from tests.integration.registry.pg_tls import tls_cluster
+from tests.servers import ROOT
 from tests.tlscerts import Ca
 
 pytestmark = pytest.mark.postgres
@@ -70,8 +72,8 @@ def test_plaintext_is_refused(port: int) -> None:
         psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable")
 
 
-async def test_a_wrong_ca_fails_with_the_reason_logged(
-    tmp_path: Path, port: int, certs: tuple[Ca, Ca, Path], caplog: pytest.LogCaptureFixture
+async def test_a_wrong_ca_fails_with_the_reason(
+    tmp_path: Path, port: int, certs: tuple[Ca, Ca, Path]
 ) -> None:
     settings = RegistrySettings(
         data_dir=tmp_path / "data",
@@ -80,7 +82,30 @@ async def test_a_wrong_ca_fails_with_the_reason_logged(
         admin_token=ADMIN,
         database_url=url(port, certs[1]),
     )
-    with caplog.at_level(logging.WARNING), pytest.raises(Unavailable) as raised:
+    with pytest.raises(ConnectionError, match="certificate verify failed") as raised:
         await create_server(settings)
-    assert raised.value.message == "the registry database is unavailable (postgresql)"
-    assert "certificate verify failed" in caplog.text
+    assert str(raised.value).startswith("cannot open the registry database (postgresql): ")
+
+
+def test_the_registry_process_says_why_in_one_line(
+    tmp_path: Path, port: int, certs: tuple[Ca, Ca, Path]
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "services.registry.main", "--port", "0", "--metrics-port", "0"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "MAAS_REGISTRY_ADMIN_TOKEN": ADMIN,
+            "MAAS_REGISTRY_DATA_DIR": str(tmp_path / "data"),
+            "MAAS_REGISTRY_DATABASE_URL": url(port, certs[1]),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("maas-registry: cannot open the registry database (postgresql)")
+    assert "certificate verify failed" in last
+    assert "Traceback" not in done.stderr
