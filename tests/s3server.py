@@ -141,7 +141,6 @@ class SeaweedS3:
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
         }
 
     def wait_ready(self, timeout: float = 90.0) -> None:

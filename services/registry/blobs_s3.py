@@ -4,7 +4,8 @@ boto3 is synchronous; the registry calls every method here through
 `asyncio.to_thread`, as it does the filesystem store. Endpoint, credentials,
 region and CA bundle come from the standard AWS environment (AWS_ENDPOINT_URL,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_CA_BUNDLE), which
-botocore reads itself; `endpoint_url` overrides the endpoint.
+botocore reads itself (AWS_REGION excepted: read here); `endpoint_url` overrides
+the endpoint.
 """
 
 from __future__ import annotations
@@ -92,14 +93,25 @@ class S3BlobStore(LocalStaging):
             # rarely serve virtual-hosted buckets; AWS itself serves both.
             s3={"addressing_style": "path" if self.endpoint_url else "auto"},
         )
+        # botocore itself reads only AWS_DEFAULT_REGION; the other SDKs (and the chart) use
+        # AWS_REGION. None leaves the choice to botocore (AWS_DEFAULT_REGION, ~/.aws).
         self._client = boto3.session.Session().client(
-            "s3", endpoint_url=self.endpoint_url, config=config
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=os.environ.get("AWS_REGION") or None,
+            config=config,
         )
         self._transfer = TransferConfig(
             multipart_threshold=part_bytes,
             multipart_chunksize=part_bytes,
             max_concurrency=_CONCURRENCY,
         )
+
+    @property
+    def region(self) -> str | None:
+        """The region requests are signed for."""
+        region: str | None = self._client.meta.region_name
+        return region
 
     @property
     def where(self) -> str:

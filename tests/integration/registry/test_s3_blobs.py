@@ -42,6 +42,21 @@ def test_blob_url_names_bucket_and_prefix() -> None:
         parse_blob_url("gs://b/p")
 
 
+def test_endpoint_and_region_come_from_the_aws_environment_or_the_override(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://from-env:9000")
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    from_env = S3BlobStore("b", "", tmp_path / "a")
+    assert from_env.endpoint_url == "http://from-env:9000"
+    assert from_env.where == "bucket 'b' at http://from-env:9000"
+    assert from_env.region == "eu-west-3"
+    overridden = S3BlobStore("b", "p", tmp_path / "b", endpoint_url="https://override:443")
+    assert overridden.endpoint_url == "https://override:443"
+    assert overridden.key("c" * 64) == f"p/sha256/cc/{'c' * 64}"
+
+
 def test_put_exists_open_list_delete(
     store: S3BlobStore,
     s3: SeaweedS3,  # noqa: F811
