@@ -3,13 +3,16 @@
 fail-open: each replica applies its own bucket (bounded, not unlimited), counts the
 errors and logs once, never the password; when Redis returns the shared bucket
 decides again. fail-closed: rate-limited keys get UNAVAILABLE naming the limiter
-until Redis returns. rediss://: verified against the CA the URL names.
+until Redis returns. A Redis that accepts and never answers costs a request the
+limiter's timeout, not the call's deadline. rediss://: verified against the CA the
+URL names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -69,9 +72,11 @@ def limiter(gateway: GatewayServer) -> SharedLimiter:
     return gateway.limiter
 
 
-async def code_of(stub: pb_grpc.GRPCInferenceServiceStub, key: str) -> grpc.StatusCode:
+async def code_of(
+    stub: pb_grpc.GRPCInferenceServiceStub, key: str, timeout: float = 10
+) -> grpc.StatusCode:
     try:
-        await stub.ModelInfer(pair_request(), metadata=bearer(key), timeout=10)
+        await stub.ModelInfer(pair_request(), metadata=bearer(key), timeout=timeout)
     except grpc.aio.AioRpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK
@@ -174,3 +179,20 @@ async def test_rediss_verified_against_the_urls_ca(
         url = redis_server.url.split("?")[0] + f"?ssl_ca_certs={foreign.cert}"
         (doubting,) = await replicas(1, url, rate_limit_redis_policy="fail-closed")
         assert await code_of(connect(doubting), "key-slow") == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_hung_redis_does_not_hang_requests(replicas: Replicas, connect: Connect) -> None:
+    # A port that accepts connections (the kernel's backlog) and never answers.
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+        opened, closed = await replicas(1, url) + await replicas(
+            1, url, rate_limit_redis_policy="fail-closed"
+        )
+        # Well inside the call's 5 s deadline: the limiter gives up after its timeout.
+        assert await code_of(connect(opened), "key-team", timeout=5) == grpc.StatusCode.OK
+        assert redis_errors(opened) == 1
+        assert await code_of(connect(closed), "key-team", timeout=5) == (
+            grpc.StatusCode.UNAVAILABLE
+        )
