@@ -39,7 +39,7 @@ COPY tools/ tools/
 FROM source AS venv
 ARG ORT_VERSION=1.32.0
 RUN python -m venv /opt/maas/venv \
-    && /opt/maas/venv/bin/pip install "/src[cpu,postgres]" "onnxruntime==${ORT_VERSION}" \
+    && /opt/maas/venv/bin/pip install "/src[cpu,postgres,s3,redis]" "onnxruntime==${ORT_VERSION}" \
     && /opt/maas/venv/bin/pip uninstall --yes pip setuptools
 
 # ---- model: the demo model, exported from PyTorch (CPU wheels) -----------------------

@@ -66,7 +66,7 @@ COPY --from=source /wheels /wheels
 RUN uv python install "${PYTHON_VERSION}" \
     && uv venv --python "${PYTHON_VERSION}" /opt/maas/venv \
     && uv pip install --python /opt/maas/venv/bin/python --constraint /constraints.txt \
-        "maas[gpu,postgres] @ file://$(ls /wheels/maas-*.whl)" \
+        "maas[gpu,postgres,s3,redis] @ file://$(ls /wheels/maas-*.whl)" \
         "onnxruntime-gpu==${ORT_GPU_VERSION}"
 
 # ---- runtime --------------------------------------------------------------------------
