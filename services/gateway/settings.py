@@ -51,8 +51,9 @@ class GatewaySettings(CallerSettings):
     )
     registry: str | None = Field(
         None,
-        description="Registry host:port to resolve versions and aliases through; without "
-        "it, model_version is forwarded as given.",
+        description="Registry host:port (or a gRPC target naming several replicas, "
+        "ipv4:HOST:P1,HOST:P2) to resolve versions and aliases through; without it, "
+        "model_version is forwarded as given.",
     )
     registry_token: SecretStr | None = Field(None, description="Reader token for the registry.")
     backends: str = Field("", description="Comma-separated static inference backends host:port.")

@@ -19,7 +19,9 @@ class InferenceSettings(CallerSettings):
         None, description="Directory laid out as <model>/<version>/model.onnx."
     )
     registry: str | None = Field(
-        None, description="Registry address host:port; serve what the registry says."
+        None,
+        description="Registry address host:port, or a gRPC target naming several replicas "
+        "(ipv4:HOST:P1,HOST:P2 fails over); serve what the registry says.",
     )
     registry_token: str | None = Field(None, description="Reader token for the registry.")
     service_token: SecretStr | None = Field(
