@@ -152,3 +152,37 @@ async def test_the_blob_lock_is_held_across_processes(
             assert (await client.list_models()).items == []
             holder.execute("SELECT pg_advisory_unlock(%s)", (BLOB_LOCK_KEY,))
             assert (await upload).version == 1
+
+
+async def test_a_blob_collected_before_the_commit_is_stored_again(
+    cluster: Cluster,  # noqa: F811
+    s3: SeaweedS3,  # noqa: F811
+    bucket: str,  # noqa: F811
+    pg_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    replica = cluster.start_replica()
+    model = save(add_model(bias=7.0), tmp_path / "m.onnx")
+    sha, _ = sha256_file(model)
+    # An orphan with the same content (a crash between put and commit, say): the
+    # upload deduplicates against it and skips its own put.
+    s3.client().put_object(Bucket=bucket, Key=blob_key(sha), Body=model.read_bytes())
+    waiting = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = %s"
+    )
+    with psycopg.connect(pg_url, autocommit=True) as gc_replica:
+        gc_replica.execute("SELECT pg_advisory_lock(%s)", (BLOB_LOCK_KEY,))
+        async with RegistryClient(replica.address, ADMIN) as client:
+            upload = asyncio.create_task(client.upload("m", model))
+            await asyncio.to_thread(
+                wait_until,
+                lambda: gc_replica.execute(waiting, (BLOB_LOCK_KEY,)).fetchone()[0] == 1,  # type: ignore[index]
+                "the upload to wait for the blob lock",
+            )
+            # What another replica's collector does with the lock: the orphan is garbage.
+            s3.client().delete_object(Bucket=bucket, Key=blob_key(sha))
+            gc_replica.execute("SELECT pg_advisory_unlock(%s)", (BLOB_LOCK_KEY,))
+            assert (await upload).sha256 == sha
+            await client.download("m", "1", tmp_path / "out")
+    assert keys(s3, bucket) == [blob_key(sha)]
+    assert (tmp_path / "out" / "model.onnx").read_bytes() == model.read_bytes()
