@@ -20,6 +20,8 @@ _log = logging.getLogger(__name__)
 
 # pg_advisory_lock's key for the blob lock (the schema lock, 7271651, is another).
 BLOB_LOCK_KEY = 7271652
+# How the lock's sessions show in pg_stat_activity (who holds or waits for it).
+APPLICATION_NAME = "maas-registry blob lock"
 
 
 class BlobLock(Protocol):
@@ -100,6 +102,11 @@ class AdvisoryBlobLock:
         finally:
             self._local.release()
 
+    @property
+    def session_pid(self) -> int | None:
+        """The PostgreSQL backend of the lock's session, if connected."""
+        return None if self._conn is None else int(self._conn.info.backend_pid)
+
     async def _undo(self, taking: asyncio.Future[None]) -> None:
         try:
             await asyncio.wait([taking])
@@ -115,13 +122,20 @@ class AdvisoryBlobLock:
     def _take(self) -> None:
         import psycopg
 
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(self._url, autocommit=True)
-            self._conn.execute("SELECT pg_advisory_lock(%s)", (self._key,))
-        except psycopg.OperationalError as exc:
-            self._disconnect()
-            raise Unavailable("the registry database is unreachable; retry") from exc
+        # An idle connection may have been dropped (a restart, a NAT timeout): one
+        # more try on a fresh one before giving up.
+        for fresh in (self._conn is None, True):
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg.connect(
+                        self._url, autocommit=True, application_name=APPLICATION_NAME
+                    )
+                self._conn.execute("SELECT pg_advisory_lock(%s)", (self._key,))
+                return
+            except psycopg.OperationalError as exc:
+                self._disconnect()
+                if fresh:
+                    raise Unavailable("the registry database is unreachable; retry") from exc
 
     def _give(self) -> None:
         import psycopg

@@ -70,3 +70,19 @@ async def test_an_unreachable_database_is_unavailable() -> None:
         async with lock:
             pass
     await lock.close()
+
+
+async def test_a_dropped_connection_is_replaced(pg_url: str) -> None:
+    lock = AdvisoryBlobLock(pg_url)
+    async with lock:
+        pass
+    pid = lock.session_pid
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        name = admin.execute(
+            "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+        assert name == ("maas-registry blob lock",)
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+    async with lock:  # the dead session is noticed and a new one takes the lock
+        assert lock.session_pid not in (None, pid)
+    await lock.close()
