@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from pathlib import Path
@@ -144,3 +145,24 @@ async def test_a_store_gone_away_is_unavailable_and_names_no_internals(
         assert info.value.message == "the object store is unreachable or failing; retry"
         assert (await client.list_models()).items == []
     assert list((registry.settings.data_dir / "blobs" / "tmp").iterdir()) == []
+
+
+async def test_the_collector_runs_every_interval(
+    start_registry: StartRegistry,
+    s3_env: dict[str, str],  # noqa: F811
+    s3: SeaweedS3,  # noqa: F811
+    bucket: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    registry = await start_registry(
+        blob_url=f"s3://{bucket}/models", gc_interval_seconds=0.2, gc_grace_seconds=0
+    )
+    async with registry.client() as client:
+        version = await client.upload("m", save(add_model(), tmp_path / "m.onnx"))
+    orphan = blob_key("b" * 64)
+    s3.client().put_object(Bucket=bucket, Key=orphan, Body=b"garbage")
+    deadline = time.monotonic() + 30
+    while orphan in keys(s3, bucket):
+        assert time.monotonic() < deadline, "the periodic collection never ran"
+        await asyncio.sleep(0.05)
+    assert keys(s3, bucket) == [blob_key(version.sha256)]
