@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make helm-check`: lint the chart and validate what it renders against the Kubernetes
-# API schemas, with the default, kind and GPU values, the two TLS sources
+# API schemas, with the default, kind and GPU values (and ci/gpu-values.yaml: a user's
+# node affinity merged with the GPU one, a rollout without a spare GPU), the two TLS sources
 # (ci/tls-secrets-values.yaml: existing Secrets; ci/tls-cert-manager-values.yaml) and the
 # scaled-out state, without and with TLS (ci/scale-out-values.yaml: the registry
 # replicated on PostgreSQL and S3, Redis rate limits, egress policies; ci/scale-out-tls-values.yaml).
@@ -28,7 +29,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 failed=0
 
-for values in "" values-kind.yaml values-gpu.yaml ci/tls-secrets-values.yaml \
+for values in "" values-kind.yaml values-gpu.yaml ci/gpu-values.yaml ci/tls-secrets-values.yaml \
     ci/tls-cert-manager-values.yaml ci/scale-out-values.yaml ci/scale-out-tls-values.yaml; do
     label="${values:-values.yaml}"
     args=()

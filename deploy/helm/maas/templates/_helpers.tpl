@@ -262,12 +262,14 @@ prometheus.io/scheme: https
 {{- end }}
 
 {{/* autoscaling/v2 HPA for a Deployment; dict: root, component, minReplicas (optional
-override: the replicated registry's floor of 2) */}}
+override: the replicated registry's floor of 2), metrics (optional: GPU inference's) */}}
 {{- define "maas.hpa" -}}
 {{- $v := index .root.Values .component -}}
 {{- $a := $v.autoscaling }}
-{{- if and (not $a.targetCPUUtilizationPercentage) (not $a.podsMetric.enabled) }}
-{{- fail (printf "%s.autoscaling: set targetCPUUtilizationPercentage or enable podsMetric" .component) }}
+{{- /* .metrics (GPU pods): targetCPUUtilizationPercentage and podsMetric in place of autoscaling's. */}}
+{{- $m := .metrics | default $a }}
+{{- if and (not $m.targetCPUUtilizationPercentage) (not $m.podsMetric.enabled) }}
+{{- fail (printf "%s autoscaling: set targetCPUUtilizationPercentage or enable podsMetric" .component) }}
 {{- end }}
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
@@ -284,22 +286,22 @@ spec:
   minReplicas: {{ $min }}
   maxReplicas: {{ max $min (int $a.maxReplicas) }}
   metrics:
-    {{- if $a.targetCPUUtilizationPercentage }}
+    {{- if $m.targetCPUUtilizationPercentage }}
     - type: Resource
       resource:
         name: cpu
         target:
           type: Utilization
-          averageUtilization: {{ int $a.targetCPUUtilizationPercentage }}
+          averageUtilization: {{ int $m.targetCPUUtilizationPercentage }}
     {{- end }}
-    {{- if $a.podsMetric.enabled }}
+    {{- if $m.podsMetric.enabled }}
     - type: Pods
       pods:
         metric:
-          name: {{ $a.podsMetric.name }}
+          name: {{ $m.podsMetric.name }}
         target:
           type: AverageValue
-          averageValue: {{ $a.podsMetric.averageValue | quote }}
+          averageValue: {{ $m.podsMetric.averageValue | quote }}
     {{- end }}
   {{- with $a.behavior }}
   behavior:
