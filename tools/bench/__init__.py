@@ -90,6 +90,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--perf-analyzer", type=_ints, help="levels to check with perf_analyzer")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--name", default="", help="file name (default: the UTC date and time)")
+    parser.add_argument(
+        "--gateway-flag",
+        action="append",
+        default=[],
+        help="a flag for the gateways this run starts, e.g. --gateway-flag=--backend-mux=false",
+    )
+    parser.add_argument(
+        "--inference-flag",
+        action="append",
+        default=[],
+        help="a flag for the inference services this run starts, e.g. --inference-flag=--workers=2",
+    )
+    parser.add_argument(
+        "--profile",
+        type=_ints,
+        default=[],
+        help="levels at which to profile each maas hop with py-spy (tools/bench/venvs.sh prof)",
+    )
     # Text models have their own suites, each with its own flags after its name.
     suites = parser.add_subparsers(dest="suite", metavar="{generation,embeddings}")
     for suite in SUITES:
@@ -125,6 +143,9 @@ def plan_from_args(args: argparse.Namespace) -> Any:
         processes=args.processes,
         out=args.out,
         name=name,
+        gateway_flags=args.gateway_flag,
+        inference_flags=args.inference_flag,
+        profile=args.profile,
         **preset,
     )
 

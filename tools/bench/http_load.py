@@ -93,6 +93,7 @@ async def _drive(spec: HttpLoadSpec, share: int, offset: int, start: float) -> L
             answer = await first.read()
             if first.status != 200:
                 raise RuntimeError(f"the target answered {first.status}: {answer[:300]!r}")
+            result.completed = 1
         await asyncio.sleep(max(0.0, start - time.time()))
         begin = time.perf_counter() + spec.warmup
         end = begin + spec.seconds
@@ -122,6 +123,7 @@ async def _drive(spec: HttpLoadSpec, share: int, offset: int, start: float) -> L
                     if begin <= time.perf_counter() <= end:
                         result.errors[code] = result.errors.get(code, 0) + 1
                     continue
+                result.completed += 1
                 # Calls that complete inside the window count, whenever they began.
                 if begin <= (done := time.perf_counter()) <= end:
                     latencies.append(done - now)

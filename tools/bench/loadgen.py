@@ -45,6 +45,7 @@ class LoadResult:
     errors: dict[str, int] = field(default_factory=dict)
     window: float = 0.0
     cpu_seconds: float = 0.0  # all generator processes together, inside the window
+    completed: int = 0  # every successful call, warm-up and first call included
 
     @property
     def cpu_cores(self) -> float:
@@ -86,6 +87,7 @@ def run_load(spec: S, main: Callable[[S, int, int, float], LoadResult] | None = 
     for part in parts:
         result.latencies += part.latencies
         result.cpu_seconds += part.cpu_seconds
+        result.completed += part.completed
         for code, count in part.errors.items():
             result.errors[code] = result.errors.get(code, 0) + count
     return result
@@ -103,6 +105,7 @@ async def _drive(spec: LoadSpec, share: int, offset: int, start: float) -> LoadR
         call = channel.unary_unary(MODEL_INFER)  # bytes in, bytes out: no (de)serializing
         first = await call(spec.payloads[0], timeout=spec.timeout)
         _check_response(first)
+        result.completed = 1
         await asyncio.sleep(max(0.0, start - time.time()))
         begin = time.perf_counter() + spec.warmup
         end = begin + spec.seconds
@@ -128,6 +131,7 @@ async def _drive(spec: LoadSpec, share: int, offset: int, start: float) -> LoadR
                     continue
                 finally:
                     i += 1
+                result.completed += 1
                 # Calls that complete inside the window count, whenever they began.
                 if begin <= (done := time.perf_counter()) <= end:
                     latencies.append(done - now)

@@ -6,15 +6,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from tools.bench.cpu import hops_cpu_seconds, spent
 from tools.bench.http_load import HttpBody, HttpLoadSpec, run_http_load
-from tools.bench.loadgen import LoadResult, LoadSpec, children_cpu_seconds, run_load
-from tools.bench.stats import Level, summarize
+from tools.bench.loadgen import LoadResult, LoadSpec, run_load
+from tools.bench.stats import Level, cpu_per_request_us, summarize
 
 _log = logging.getLogger("tools.bench")
 
@@ -49,13 +50,21 @@ def grpc_level(
     processes: int = 2,
     server_pids: Sequence[int] = (),
     stats_address: str | None = None,
+    hops: Mapping[str, Sequence[int]] | None = None,
 ) -> Level:
     """One level against a v2 gRPC server, with the server's effective batch size and
-    CPU use where they can be read."""
+    CPU use where they can be read: `hops` names the processes of each hop a request
+    crosses (else `server_pids` count as one hop, "server")."""
     spec = LoadSpec(address, tuple(payloads), concurrency, seconds, processes=processes)
     stats_at = stats_address or address
     return _served_level(
-        partial(run_load, spec), spec.seconds, concurrency, model, stats_at, rows, server_pids
+        partial(run_load, spec),
+        spec.seconds,
+        concurrency,
+        model,
+        stats_at,
+        rows,
+        _hops(hops, server_pids),
     )
 
 
@@ -70,12 +79,23 @@ def http_level(
     rows: int = 1,
     processes: int = 2,
     server_pids: Sequence[int] = (),
+    hops: Mapping[str, Sequence[int]] | None = None,
 ) -> Level:
     """One level against a v2 REST infer URL; the statistics are read over gRPC at
     `stats_address` (the gateway's backend)."""
     spec = HttpLoadSpec(url, tuple(bodies), concurrency, seconds, processes=processes)
     load = partial(run_http_load, spec)
-    return _served_level(load, spec.seconds, concurrency, model, stats_address, rows, server_pids)
+    return _served_level(
+        load, spec.seconds, concurrency, model, stats_address, rows, _hops(hops, server_pids)
+    )
+
+
+def _hops(
+    hops: Mapping[str, Sequence[int]] | None, server_pids: Sequence[int]
+) -> Mapping[str, Sequence[int]]:
+    if hops is not None:
+        return {hop: pids for hop, pids in hops.items() if pids}
+    return {"server": server_pids} if server_pids else {}
 
 
 def _served_level(
@@ -85,22 +105,27 @@ def _served_level(
     model: str,
     stats_at: str,
     rows: int,
-    server_pids: Sequence[int],
+    hops: Mapping[str, Sequence[int]],
 ) -> Level:
     before = server_counts(stats_at, model)
-    cpu_before = children_cpu_seconds(server_pids) if server_pids else None
+    cpu_before = hops_cpu_seconds(hops) if hops else None
     started = time.monotonic()
     result = load()
     elapsed = time.monotonic() - started
-    cpu_after = children_cpu_seconds(server_pids) if server_pids else None
+    cpu_after = hops_cpu_seconds(hops) if hops else None
     after = server_counts(stats_at, model)
     effective = None
     if before and after and after[1] > before[1]:
         effective = round((after[0] - before[0]) / (after[1] - before[1]), 2)
     server_cpu = None
+    per_request: dict[str, float] = {}
     if cpu_before is not None and cpu_after is not None:
-        # Over the whole run (warm-up and spawn included), so a slight underestimate.
-        server_cpu = round((cpu_after - cpu_before) / elapsed, 2)
+        used = spent(cpu_before, cpu_after)
+        # Cores: over the whole load (spawn and warm-up included), a slight underestimate.
+        server_cpu = round(sum(used.values()) / elapsed, 2)
+        # Per request: the same CPU over every request the load completed, warm-up
+        # included, so that both sides of the division cover the same time.
+        per_request = cpu_per_request_us(used, result.completed)
     return summarize(
         concurrency,
         result.latencies,
@@ -111,6 +136,8 @@ def _served_level(
         effective_batch=effective,
         loadgen_cpu=round(result.cpu_cores, 2),
         server_cpu=server_cpu,
+        cpu_us_per_request=per_request,
+        completed=result.completed,
     )
 
 

@@ -11,6 +11,7 @@ import platform
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,13 @@ from tools.bench.models import BenchModel, http_bodies, load, payloads
 from tools.bench.plot import plot
 from tools.bench.servers import Process, batching_config, start_gateway, start_inference
 from tools.bench.stats import Series, results_document
-from tools.bench.summary import checks, checks_json, markdown
+from tools.bench.summary import checks, checks_json, goals, goals_json, goals_text, markdown
 
 _log = logging.getLogger("tools.bench")
 TARGETS = ("ort", "inference", "gateway", "gateway-http", "pytriton", "kserve", "kserve-http")
 # The gateway's v2 REST infer: tensors as JSON `data`, and as binary tensor data.
 HTTP_ENCODINGS: tuple[Encoding, ...] = ("json", "binary")
+PROFILE_SECONDS = 10.0  # of load under py-spy per maas target and level
 
 
 @dataclass
@@ -47,6 +49,9 @@ class Plan:
     model_concurrency: dict[str, list[int]] = field(default_factory=dict)
     out: Path = Path("bench/results")
     name: str = ""
+    gateway_flags: list[str] = field(default_factory=list)  # e.g. --backend-mux=false
+    inference_flags: list[str] = field(default_factory=list)  # e.g. --workers=2
+    profile: list[int] = field(default_factory=list)  # levels to profile each maas hop at
 
 
 def machine() -> dict[str, Any]:
@@ -81,6 +86,7 @@ class Runner:
         self.say = say
         self.series: list[Series] = []
         self.notes: list[str] = []
+        self.profiles: list[dict[str, Any]] = []
 
     def run(self) -> dict[str, Any]:
         """Measure everything in the plan and return the results document."""
@@ -90,15 +96,19 @@ class Runner:
             with ExitStack() as stack:
                 self._model(model, stack)
         items = checks(self.series)
+        reached = goals(self.series)
         document = results_document(
             self.series,
             machine(),
             _plan_json(self.plan),
             checks=checks_json(items),
+            goals=goals_json(reached),
+            profiles=self.profiles,
             notes=self.notes,
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
         self.say(markdown(self.series, items))
+        self.say(goals_text(reached))
         return document
 
     def _levels(self, model: BenchModel) -> list[int]:
@@ -136,6 +146,10 @@ class Runner:
         self.series += [t.series for t in targets]
         if ort is not None:
             self.series.append(ort_series)
+        for c in plan.profile:
+            for target in targets:
+                if target.series.target in ("inference", "gateway") and target.hops:
+                    self._profile(target, model, requests, c)
         on_server = direct.get(True) or direct.get(None)
         if plan.perf_analyzer and on_server is not None:
             self._perf_analyzer(model, "inference", _address(on_server))
@@ -172,7 +186,10 @@ class Runner:
         if {"inference", "gateway", "ort"} & set(plan.targets):
             for on in plan.batching:
                 started = start_inference(
-                    model.name, model.path, batching_config(on, plan.max_batch_size)
+                    model.name,
+                    model.path,
+                    batching_config(on, plan.max_batch_size),
+                    extra=plan.inference_flags,
                 )
                 stack.callback(started.stop)
                 direct[on] = started
@@ -185,13 +202,15 @@ class Runner:
         server: Process | str,
         batching: bool | None,
         stats_address: str | None = None,
-        extra_pids: Sequence[int] = (),
+        hops: Sequence[tuple[str, Process | str | None]] = (),
     ) -> _Target:
+        """`hops`: the hop name and server of each process a request crosses (the
+        gateway, then its backend); their CPU is measured where this run started them."""
         address = _address(server)
         mode = "" if batching is None else f" (batching {'on' if batching else 'off'})"
         series = Series(f"{kind}{mode}", kind, model.name, address, batching)
-        # Server CPU: the process measured plus any behind it (a gateway's backend).
-        pids = [server.pid, *extra_pids] if isinstance(server, Process) else []
+        crossed = hops or ((_hop(kind), server),)
+        pids = {name: [s.pid] for name, s in crossed if isinstance(s, Process)}
         return _Target(series, pids, stats_address)
 
     def _measure(
@@ -210,7 +229,7 @@ class Runner:
                 stats_address=target.stats_address,
                 rows=model.rows,
                 processes=self.plan.processes,
-                server_pids=target.pids,
+                hops=target.hops,
             )
         else:
             level = measure.grpc_level(
@@ -221,14 +240,15 @@ class Runner:
                 self._seconds(model),
                 rows=model.rows,
                 processes=self.plan.processes,
-                server_pids=target.pids,
+                hops=target.hops,
                 stats_address=target.stats_address,
             )
+        hops = " ".join(f"{hop} {us:g}" for hop, us in level.cpu_us_per_request.items())
         self.say(
             f"{series.label:<28} c={c:<4} {level.throughput:>9.1f} req/s  "
             f"p50 {level.latency_ms['p50']:.2f} ms  p99 {level.latency_ms['p99']:.2f} ms  "
             f"batch {level.effective_batch}  loadgen {level.loadgen_cpu} cores  "
-            f"server {level.server_cpu} cores  errors {level.errors}"
+            f"server {level.server_cpu} cores  CPU µs/req {hops or '-'}  errors {level.errors}"
         )
         series.levels.append(level)
 
@@ -245,7 +265,7 @@ class Runner:
         http = self.plan.gateway_http
         if gateway is None and backend is not None:
             try:
-                started = start_gateway([_address(backend)])
+                started = start_gateway([_address(backend)], extra=self.plan.gateway_flags)
             except (RuntimeError, TimeoutError) as exc:
                 self._note(f"gateway not measured: it did not start ({str(exc)[:300]})")
                 return []
@@ -255,7 +275,7 @@ class Runner:
             self._note("gateway not measured: no address and no inference service to front")
             return []
         stats = _address(backend) if backend is not None else None
-        extra = [backend.pid] if isinstance(backend, Process) else []
+        extra = (("gateway", gateway), ("inference", backend))
         targets = []
         if "gateway" in self.plan.targets:
             targets.append(self._target("gateway", model, gateway, batching, stats, extra))
@@ -294,6 +314,42 @@ class Runner:
                 targets.append(target)
         return targets
 
+    def _profile(
+        self, target: _Target, model: BenchModel, requests: Sequence[bytes], c: int
+    ) -> None:
+        """py-spy on each maas hop of `target` under one more level of load at `c`."""
+        from tools.bench import profile
+
+        if not profile.available():
+            self._note(f"not profiled: {profile.PY_SPY} missing (tools/bench/venvs.sh prof)")
+            return
+        series = target.series
+        assert series.address is not None
+        seconds = PROFILE_SECONDS
+        load = partial(
+            measure.grpc_level,
+            series.address,
+            model.name,
+            requests,
+            c,
+            seconds,
+            rows=model.rows,
+            processes=self.plan.processes,
+        )
+        where = self.plan.out / f"{self.plan.name or 'bench'}-profiles" / f"{series.target}-c{c}"
+        level, hops = profile.under_load(target.hops, load, seconds, where)
+        for hop in hops:
+            entry = {"model": model.name, "series": series.label, "concurrency": c, **hop}
+            self.profiles.append(entry)
+            kinds = ", ".join(f"{k} {v:.0%}" for k, v in hop.get("kinds", {}).items())
+            self.say(
+                f"profile {series.label} c={c} {hop['hop']}: {hop.get('samples', 0)} samples; "
+                f"{kinds or hop.get('error', '')}"
+            )
+            for frame, share in hop.get("top_self", [])[:8]:
+                self.say(f"    {share:6.1%}  {frame}")
+        self.say(f"    (under py-spy: {level.throughput:.0f} req/s, not a measurement)")
+
     def _perf_analyzer(self, model: BenchModel, target: str, address: str) -> None:
         series = Series(f"perf_analyzer -> {target}", "perf_analyzer", model.name, address)
         for c in self.plan.perf_analyzer:
@@ -319,13 +375,19 @@ def _is_reference(series: Series) -> bool:
     return series.target == "inference" and series.batching is not False
 
 
+def _hop(kind: str) -> str:
+    """The hop a target's own process is: a peer's, or maas's inference service."""
+    peer = kind.split("-", 1)[0]
+    return "peer" if peer in ("pytriton", "kserve") else kind.split("-", 1)[0]
+
+
 @dataclass
 class _Target:
-    """A server under load: its series, the processes whose CPU counts, where its
-    ModelStatistics are read (a gateway's backend)."""
+    """A server under load: its series, the processes of each hop whose CPU counts,
+    where its ModelStatistics are read (a gateway's backend)."""
 
     series: Series
-    pids: list[int]
+    hops: dict[str, list[int]]
     stats_address: str | None
     http: Encoding | None = None  # the body encoding of an HTTP target
 

@@ -75,9 +75,14 @@ def model_repository(model: str, onnx_path: Path, config: dict[str, object], roo
 
 
 def start_inference(
-    model: str, onnx_path: Path, config: dict[str, object], timeout: float = 120
+    model: str,
+    onnx_path: Path,
+    config: dict[str, object],
+    timeout: float = 120,
+    extra: Sequence[str] = (),
 ) -> Process:
-    """maas-inference on port 0 over a one-model repository with `config`."""
+    """maas-inference on port 0 over a one-model repository with `config`; `extra`:
+    more flags (--workers 2 ...)."""
     root = Path(tempfile.mkdtemp(prefix="maas-bench-repo-"))
     model_repository(model, onnx_path, config, root)
     port_file = root / "port"
@@ -95,6 +100,7 @@ def start_inference(
         str(port_file),
         "--log-level",
         "WARNING",
+        *extra,
     ]
     server = Process("inference", command)
     server.address = f"127.0.0.1:{wait_for_file(port_file, server, timeout)}"

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA = "maas-bench/1"
+# 2 added each level's server CPU per request per hop and the goals; 1 still reads.
+SCHEMA = "maas-bench/2"
+SCHEMAS = ("maas-bench/1", SCHEMA)
 PERCENTILES = (50, 90, 99)
 
 
@@ -37,6 +39,17 @@ class Level:
     loadgen_cpu: float | None = None  # cores the load generator used
     server_cpu: float | None = None  # cores the server process used, when started here
     error_codes: dict[str, int] = field(default_factory=dict)
+    # Server CPU (user + system) per request, µs, for each hop a request crosses
+    # (gateway, inference, peer), over every request the level completed.
+    cpu_us_per_request: dict[str, float] = field(default_factory=dict)
+    completed: int | None = None  # every request the level completed, warm-up included
+
+
+def cpu_per_request_us(cpu_seconds: dict[str, float], completed: int) -> dict[str, float]:
+    """µs of CPU per request for each hop, from its CPU seconds over `completed` requests."""
+    if completed <= 0:
+        return {}
+    return {hop: round(seconds * 1e6 / completed, 1) for hop, seconds in cpu_seconds.items()}
 
 
 def summarize(
@@ -101,7 +114,7 @@ _LEVEL_KEYS = {"concurrency", "requests", "errors", "seconds", "throughput", "la
 def validate(document: dict[str, Any]) -> list[str]:
     """What is wrong with a results document; empty when it is well-formed."""
     problems = []
-    if document.get("schema") != SCHEMA:
+    if document.get("schema") not in SCHEMAS:
         problems.append(f"schema is {document.get('schema')!r}, expected {SCHEMA!r}")
     for key in ("machine", "config", "series"):
         if key not in document:
@@ -116,6 +129,25 @@ def validate(document: dict[str, Any]) -> list[str]:
                 problems.append(f"series {i} level {j}: missing {sorted(missing)}")
             elif set(level["latency_ms"]) < {"p50", "p90", "p99"}:
                 problems.append(f"series {i} level {j}: latency_ms lacks p50/p90/p99")
+            problems += _cpu_problems(f"series {i} level {j}", level)
+    return problems + _goal_problems(document.get("goals", []))
+
+
+def _cpu_problems(where: str, level: dict[str, Any]) -> list[str]:
+    hops = level.get("cpu_us_per_request", {})
+    if isinstance(hops, dict) and all(isinstance(v, int | float) and v >= 0 for v in hops.values()):
+        return []
+    return [f"{where}: cpu_us_per_request must map hops to µs >= 0, got {hops!r}"]
+
+
+def _goal_problems(goals: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for i, goal in enumerate(goals):
+        missing = {"goal", "title", "met", "checks"} - set(goal)
+        if missing:
+            problems.append(f"goal {i}: missing {sorted(missing)}")
+        elif goal["met"] not in (True, False, None):
+            problems.append(f"goal {i}: met must be true, false or null, got {goal['met']!r}")
     return problems
 
 

@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tools.bench.stats import Series
+from tools.bench.stats import Level, Series
+
+# The hops whose CPU per request the table shows (a peer is one hop).
+HOPS = ("gateway", "inference", "peer")
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,9 @@ def checks(series: Sequence[Series], tiny: str = "digits", medium: str = "encode
         out.append(
             Check(f"gateway p50 - direct p50, {tiny}, c=1 (ms)", added, "<= 1", added <= 1, "")
         )
-    # (4) against the peers on the tiny model.
+    # (4) against the peers on the tiny model (KServe's gRPC: goals 1 and 2).
     for peer, target, goal in (
-        ("kserve", "inference", 1.5),
         ("pytriton", "inference", 1.0),
-        ("kserve", "gateway", 1.0),
         ("kserve-http-binary", "gateway-http-binary", 1.0),
     ):
         ours, theirs = _find(series, tiny, target, True), _find(series, tiny, peer, None)
@@ -108,6 +109,108 @@ def _ge(value: float | None, goal: float | None) -> bool | None:
     return None if value is None or goal is None else value >= goal
 
 
+def _le(value: float | None, goal: float) -> bool | None:
+    return None if value is None else value <= goal
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One of issue G's goals: met only when every check in it is met."""
+
+    number: int
+    title: str
+    checks: list[Check]
+
+    @property
+    def met(self) -> bool | None:
+        """True when all are met, False when one is missed, None when one is unmeasured."""
+        if any(c.met is False for c in self.checks):
+            return False
+        return None if any(c.met is None for c in self.checks) else True
+
+
+def _cpu(level: Level | None, hops: Sequence[str]) -> float | None:
+    """µs of CPU per request summed over `hops`, if every one was measured."""
+    if level is None or not all(h in level.cpu_us_per_request for h in hops):
+        return None
+    return sum(level.cpu_us_per_request[h] for h in hops)
+
+
+def goals(series: Sequence[Series], model: str = "digits", busy: int = 16) -> list[Goal]:
+    """Goals 1 (throughput against KServe's single hop) and 2 (server CPU per request
+    against KServe's, at c=`busy`), from ratios taken in this run."""
+    kserve = _find(series, model, "kserve", None)
+    gateway = _find(series, model, "gateway", True)
+    direct = _find(series, model, "inference", True)
+
+    def rate(s: Series | None, c: int) -> float | None:
+        level = s.at(c) if s else None
+        return level.throughput if level else None
+
+    first: list[Check] = []
+    for ours, c, target in ((gateway, busy, 1.0), (gateway, 1, 0.8), (direct, 1, 1.5)) + (
+        (direct, busy, 1.5),
+    ):
+        name = "gateway" if ours is gateway else "inference direct"
+        value = _ratio(rate(ours, c), rate(kserve, c))
+        first.append(
+            Check(
+                f"{name} / KServe req/s, {model}, c={c}",
+                value,
+                f">= {target}x",
+                _ge(value, target),
+                "",
+            )
+        )
+    theirs = _cpu(kserve.at(busy) if kserve else None, ("peer",))
+    both = _cpu(gateway.at(busy) if gateway else None, ("gateway", "inference"))
+    alone = _cpu(direct.at(busy) if direct else None, ("inference",))
+    second = []
+    for name, ours_us, target in (
+        ("gateway + inference", both, 0.6),
+        ("inference alone (direct)", alone, 0.4),
+    ):
+        value = _ratio(ours_us, theirs)
+        detail = f"{_opt(ours_us)} µs against KServe's {_opt(theirs)} µs"
+        second.append(
+            Check(
+                f"{name} / KServe CPU per request, {model}, c={busy}",
+                value,
+                f"<= {target}x",
+                _le(value, target),
+                detail,
+            )
+        )
+    return [
+        Goal(1, "the whole stack beats the peers' single hop", first),
+        Goal(2, "server CPU per request", second),
+    ]
+
+
+def goals_json(items: Sequence[Goal]) -> list[dict[str, Any]]:
+    """The goals as JSON-ready dicts, each with its checks."""
+    return [
+        {"goal": g.number, "title": g.title, "met": g.met, "checks": checks_json(g.checks)}
+        for g in items
+    ]
+
+
+def _verdict(met: bool | None) -> str:
+    return "not measured" if met is None else ("met" if met else "missed")
+
+
+def goals_text(items: Sequence[Goal]) -> str:
+    """Each goal as met, missed or not measured, with its ratios and targets."""
+    lines = []
+    for g in items:
+        lines.append(f"goal {g.number} ({g.title}): {_verdict(g.met)}")
+        for c in g.checks:
+            value = "-" if c.value is None else f"{c.value:.2f}x"
+            detail = f"; {c.detail}" if c.detail else ""
+            lines.append(f"  {c.name}: {value} (target {c.goal}{detail}) {_verdict(c.met)}")
+    return "\n".join(lines)
+
+
 def checks_json(items: Sequence[Check]) -> list[dict[str, Any]]:
     """The checks as JSON-ready dicts."""
     return [asdict(c) for c in items]
@@ -117,16 +220,18 @@ def markdown(series: Sequence[Series], items: Sequence[Check]) -> str:
     """A table of every level of every series, then the targets."""
     lines = [
         "| model | series | c | req/s | p50 ms | p90 ms | p99 ms | eff. batch "
-        "| loadgen cores | server cores |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| loadgen cores | server cores | CPU µs/req: " + " | ".join(HOPS) + " |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(HOPS),
     ]
     for s in series:
         for lv in s.levels:
             lat = lv.latency_ms
+            hops = " | ".join(_opt(lv.cpu_us_per_request.get(h)) for h in HOPS)
             lines.append(
                 f"| {s.model} | {s.label} | {lv.concurrency} | {lv.throughput:.1f} | "
                 f"{lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | "
-                f"{_opt(lv.effective_batch)} | {_opt(lv.loadgen_cpu)} | {_opt(lv.server_cpu)} |"
+                f"{_opt(lv.effective_batch)} | {_opt(lv.loadgen_cpu)} | {_opt(lv.server_cpu)} | "
+                f"{hops} |"
             )
     if items:
         lines += ["", "| target | value | goal | met |", "|---|---:|---|---|"]

@@ -110,7 +110,7 @@ def test_checks_compute_the_four_targets() -> None:
     assert found["gateway vs in-process ORT, digits"].value == 0.125
     added = found["gateway p50 - direct p50, digits, c=1 (ms)"]
     assert added.value == pytest.approx(0.6) and added.met
-    assert found["inference vs kserve, digits, c=16"].value == 3.0
+    assert "inference vs kserve, digits, c=16" not in found  # goal 1 judges KServe
     assert found["inference vs pytriton, digits, c=1"].met
     assert not found["inference vs pytriton, digits, c=16"].met
     table = markdown(sample_series(), list(found.values()))
