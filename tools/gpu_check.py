@@ -75,8 +75,9 @@ def check(model: Path, batches: Sequence[int], seconds: float) -> int:
     """Run every check on `model`; 0 when all pass, 1 otherwise."""
     import onnxruntime as ort
 
+    from services.inference.binding import IoBindingRunner
     from services.inference.config import ModelConfig
-    from services.inference.model import IoBindingRunner, make_runner
+    from services.inference.model import make_runner
     from services.inference.runtime import create_session, runner_plan, signature_of, zeros_for
 
     available = ort.get_available_providers()
@@ -100,7 +101,10 @@ def check(model: Path, batches: Sequence[int], seconds: float) -> int:
     if not isinstance(bound, IoBindingRunner):
         print(f"FAIL: the service would not use IO binding here ({plan})")
         return 1
-    print(f"ok: IO binding runner, pinned batch buffers: {'yes' if bound.pinned else 'no'}")
+    # `pinned` is true only once a pinned allocation has succeeded (not from a signature).
+    pinned = "yes" if bound.pinned else f"no ({bound.pinned_reason})"
+    outputs = "host buffers" if bound.binds_outputs else "plain run() (dynamic output shapes)"
+    print(f"ok: IO binding runner, pinned batch buffers: {pinned}; outputs into {outputs}")
     plain = make_runner(gpu, signature)
     cpu = make_runner(create_session(model, ModelConfig(providers=("cpu",))), signature)
 

@@ -47,13 +47,20 @@ class CudaOptions(_Strict):
     io_binding: bool = True
     # Assemble merged batches in pinned (page-locked) host memory, where ORT allows.
     pinned_inputs: bool = True
+    # Strict placement: ORT's `session.disable_cpu_ep_fallback`, so the session fails to
+    # load if any node would run on the CPU (even shape arithmetic ORT keeps there).
+    # Without it, require_cuda fails loads only for compute nodes placed on the CPU.
+    strict: bool = False
 
 
 class TensorRtOptions(_Strict):
     """TensorrtExecutionProvider options; used only when `tensorrt` is a provider."""
 
     fp16: bool = False
+    # Built engines (and the timing cache) are kept here; a persistent volume, or every
+    # pod start rebuilds them (minutes for large models).
     engine_cache_dir: str | None = None
+    timing_cache: bool = True
 
 
 class Threads(_Strict):

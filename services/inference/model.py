@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ import onnxruntime as ort
 
 from services.common.errors import InvalidArgument
 from services.common.telemetry import Tracing
+from services.inference.binding import IoBindingRunner
 from services.inference.config import ModelConfig
 from services.inference.runtime import (
     LoadError,
@@ -48,72 +48,6 @@ def make_runner(
         return dict(zip(output_names, session.run(output_names, inputs), strict=True))
 
     return run
-
-
-class IoBindingRunner:
-    """Runs a CUDA session with IO binding: inputs bound from host memory, outputs
-    left on the device by ONNX Runtime and copied to the host once, at the end."""
-
-    def __init__(self, session: ort.InferenceSession, signature: Signature, plan: RunnerPlan):
-        self.session = session
-        self.plan = plan
-        self.output_names = [o.name for o in signature.outputs]
-        self._pinned_info = pinned_memory_info(plan.device_id) if plan.pinned_inputs else None
-
-    @property
-    def pinned(self) -> bool:
-        """Whether allocate() hands out page-locked host memory."""
-        return self._pinned_info is not None
-
-    def __call__(self, inputs: Tensors) -> Tensors:
-        binding = self.session.io_binding()
-        for name, array in inputs.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(array))
-        for name in self.output_names:
-            binding.bind_output(name, self.plan.device, self.plan.device_id)
-        self.session.run_with_iobinding(binding)
-        outputs = binding.copy_outputs_to_cpu()
-        binding.clear_binding_inputs()
-        binding.clear_binding_outputs()
-        return dict(zip(self.output_names, outputs, strict=True))
-
-    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """A host buffer for merged batches: pinned where ORT can allocate it, so the
-        copy to the GPU is a direct DMA; ordinary memory otherwise."""
-        if self._pinned_info is not None:
-            try:
-                value = ort.OrtValue.ortvalue_from_shape_and_type(
-                    list(shape), dtype.type, memory_info=self._pinned_info
-                )
-                return array_over(value, shape, dtype)
-            except Exception:  # noqa: BLE001 - fall back to pageable memory
-                _log.warning("pinned host memory is not available; using pageable memory")
-                self._pinned_info = None
-        return np.empty(shape, dtype=dtype)
-
-
-def array_over(value: ort.OrtValue, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A numpy view of an OrtValue's host memory that keeps the OrtValue alive, and only
-    as long as the view (or an array derived from it) lives: buffers the batcher's LRU
-    drops free their (pinned) memory with them."""
-    count = int(np.prod(shape)) * dtype.itemsize
-    raw = (ctypes.c_byte * count).from_address(value.data_ptr())
-    raw.owner = value  # type: ignore[attr-defined]  # ndarray.base -> memoryview -> raw
-    return np.frombuffer(memoryview(raw), dtype=dtype).reshape(shape)
-
-
-def pinned_memory_info(device_id: int) -> object | None:
-    """ORT's host-accessible (pinned) memory of a CUDA device, where this ORT exposes it.
-
-    OrtHardwareDevice.device_id is the PCI device id, not the CUDA ordinal, so the
-    device is the `device_id`-th CUDA EP device in ONNX Runtime's list."""
-    try:
-        cuda = [d for d in ort.get_ep_devices() if d.ep_name == "CUDAExecutionProvider"]
-        if device_id < len(cuda):
-            return cuda[device_id].memory_info(ort.OrtDeviceMemoryType.HOST_ACCESSIBLE)
-    except Exception:  # noqa: BLE001 - older ORT, or no CUDA device
-        return None
-    return None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import weakref
 import numpy as np
 import onnxruntime as ort
 
-from services.inference.model import array_over
+from services.inference.binding import array_over
 
 
 def test_array_over_shares_memory_and_frees_the_ortvalue_with_the_array() -> None:

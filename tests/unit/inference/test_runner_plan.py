@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from services.common.datatypes import by_name
+from services.inference.binding import IoBindingRunner
 from services.inference.config import ModelConfig, parse_config
-from services.inference.model import IoBindingRunner, make_runner
+from services.inference.model import make_runner
 from services.inference.runtime import (
     RunnerPlan,
     Signature,
@@ -50,43 +51,43 @@ class FakeBinding:
     def bind_cpu_input(self, name: str, array: np.ndarray) -> None:
         self.log.append(("input", name, array.shape))
 
-    def bind_output(self, name: str, device: str, device_id: int) -> None:
-        self.log.append(("output", name, device, device_id))
+    def bind_output(self, name: str, device: str, device_id: int, *rest: Any) -> None:
+        self.log.append(("output", name, device, device_id, tuple(rest[1])))
+
+    def synchronize_outputs(self) -> None:
+        self.log.append(("sync",))
 
     def copy_outputs_to_cpu(self) -> list[np.ndarray]:
-        self.log.append(("copy",))
-        return [np.zeros((2, 3), np.float32)]
-
-    def clear_binding_inputs(self) -> None:
-        pass
-
-    def clear_binding_outputs(self) -> None:
-        pass
+        raise AssertionError("outputs bound to host buffers need no copy")
 
 
 class FakeSession:
     def __init__(self) -> None:
         self.log: list[tuple[Any, ...]] = []
+        self.bindings = 0
 
     def io_binding(self) -> FakeBinding:
+        self.bindings += 1
         return FakeBinding(self.log)
 
     def run_with_iobinding(self, binding: FakeBinding) -> None:
         self.log.append(("run",))
 
 
-def test_io_binding_runner_keeps_outputs_on_the_device_until_one_copy() -> None:
+def test_io_binding_runner_writes_outputs_into_host_buffers_with_one_binding() -> None:
     session = FakeSession()
     plan = RunnerPlan("iobinding", "cuda", 1, pinned_inputs=False)
     runner = make_runner(session, signature(), plan)  # type: ignore[arg-type]
     assert isinstance(runner, IoBindingRunner) and not runner.pinned
     outputs = runner({"x": np.ones((2, 3), np.float32)})
-    assert list(outputs) == ["y"]
-    assert session.log == [
+    runner({"x": np.ones((2, 3), np.float32)})
+    assert list(outputs) == ["y"] and outputs["y"].shape == (2, 3)
+    assert session.bindings == 1
+    assert session.log[:4] == [
         ("input", "x", (2, 3)),
-        ("output", "y", "cuda", 1),
+        ("output", "y", "cpu", 0, (2, 3)),
         ("run",),
-        ("copy",),
+        ("sync",),
     ]
     # Without pinned memory, batch buffers are ordinary host arrays.
     assert runner.allocate((4, 3), np.dtype(np.float32)).shape == (4, 3)
@@ -114,7 +115,7 @@ class FakeEpDevice:
 def test_pinned_memory_comes_from_the_nth_cuda_device(monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxruntime as ort
 
-    from services.inference.model import pinned_memory_info
+    from services.inference.binding import pinned_memory_info
 
     devices = [
         FakeEpDevice("CPUExecutionProvider", "cpu"),
