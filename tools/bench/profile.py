@@ -27,6 +27,14 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("maas code", r"services/"),
 )
 _FRAME_LINE = re.compile(r":\d+\)$")
+# Frames of the C runtime under everything: libc (syscalls), the interpreter, its C modules.
+_RUNTIME = re.compile(r"\((libc\.so|libpthread|libpython|ld-linux)|\.c\)$|\.c\.h\)$")
+# A thread blocked, not running: an idle poller, an instance thread waiting for work.
+_WAITING = re.compile(
+    r"^(epoll_wait|epoll_pwait|poll|pthread_cond_wait|pthread_cond_timedwait|sem_wait|"
+    r"sem_timedwait|__futex\w*|nanosleep|clock_nanosleep) |PyThread_acquire_lock_timed|"
+    r"SimpleQueue_get|select_epoll_poll"
+)
 
 
 @dataclass
@@ -34,8 +42,9 @@ class Profile:
     """What the samples of one process spent their time on."""
 
     samples: int = 0
-    top_self: list[tuple[str, float]] = field(default_factory=list)  # frame, share
-    kinds: dict[str, float] = field(default_factory=dict)  # kind, share of samples
+    waiting: float = 0.0  # share of the samples that were blocked, not running
+    top_self: list[tuple[str, float]] = field(default_factory=list)  # frame, busy share
+    kinds: dict[str, float] = field(default_factory=dict)  # kind, share of busy samples
 
 
 def available() -> bool:
@@ -43,9 +52,13 @@ def available() -> bool:
     return PY_SPY.exists()
 
 
-def record(pid: int, seconds: float, out: Path, rate: int = 100) -> subprocess.Popen[bytes]:
+def record(
+    pid: int, seconds: float, out: Path, rate: int = 100, native: bool = True
+) -> subprocess.Popen[bytes]:
     """Start sampling `pid` (and its subprocesses) for `seconds` into `out` (collapsed
-    stacks), without pausing it; wait on the returned process."""
+    stacks); wait on the returned process. `native`: with the C frames (grpc's core and
+    Cython layer, protobuf's upb, ONNX Runtime), which needs a short pause per sample;
+    without, the process is never paused but grpc.aio's work all shows as `Handle._run`."""
     command = [
         str(PY_SPY),
         "record",
@@ -57,25 +70,43 @@ def record(pid: int, seconds: float, out: Path, rate: int = 100) -> subprocess.P
         str(rate),
         "--format",
         "raw",
-        "--nonblocking",
         "--subprocesses",
         "--output",
         str(out),
+        "--native" if native else "--nonblocking",
     ]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _frame(text: str) -> str:
-    """'function (file:line)' without the line, so a function's lines add up."""
-    return _FRAME_LINE.sub(")", text.strip())
+    """'function (file:line)' without the line, so a function's lines add up; a native
+    frame without a symbol ('0x7f.. (lib.so)') as its library."""
+    text = _FRAME_LINE.sub(")", text.strip())
+    if text.startswith("0x") and "(" in text:
+        return "[" + text.split("(", 1)[1].rstrip(")").rsplit("/", 1)[-1] + "]"
+    return text
+
+
+def _leaf(frames: list[str]) -> str:
+    """The innermost frame, and for a C library's (a syscall, the interpreter) the
+    first caller outside them: `sendmsg in [cygrpc...so]`."""
+    leaf = _frame(frames[-1])
+    if not _RUNTIME.search(frames[-1]):
+        return leaf
+    for frame in reversed(frames[:-1]):
+        if not _RUNTIME.search(frame):
+            return f"{leaf.split(' (', 1)[0]} in {_frame(frame)}"
+    return leaf
 
 
 def summarize(collapsed: str, top: int = 12) -> Profile:
-    """The innermost frames by share of samples, and the share of each kind of work,
-    from py-spy's raw output (`stack;frames;... count` per line)."""
+    """The innermost frames by share of the busy samples, the share of each kind of
+    work, and the share of samples that were waiting, from py-spy's raw output
+    (`stack;frames;... count` per line). With native frames py-spy samples threads
+    that wait too (a thread blocked in epoll or on a queue); those are set apart."""
     leaves: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
-    total = 0
+    total = waiting = 0
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -85,20 +116,24 @@ def summarize(collapsed: str, top: int = 12) -> Profile:
         if not frames:
             continue
         total += count
-        leaf = _frame(frames[-1])
-        leaves[leaf] += count
+        if any(_WAITING.search(f) for f in frames[-5:]):
+            waiting += count
+            continue
+        leaves[_leaf(frames)] += count
         kinds[_kind(frames)] += count
-    if not total:
-        return Profile()
+    busy = total - waiting
+    if not busy:
+        return Profile(samples=total, waiting=1.0 if total else 0.0)
     return Profile(
         samples=total,
-        top_self=[(frame, round(n / total, 3)) for frame, n in leaves.most_common(top)],
-        kinds={kind: round(n / total, 3) for kind, n in kinds.most_common()},
+        waiting=round(waiting / total, 3),
+        top_self=[(frame, round(n / busy, 3)) for frame, n in leaves.most_common(top)],
+        kinds={kind: round(n / busy, 3) for kind, n in kinds.most_common()},
     )
 
 
 def _kind(frames: list[str]) -> str:
-    """The kind of the innermost frame that has one (native frames name none)."""
+    """The kind of the innermost frame that has one (libc and the interpreter name none)."""
     for frame in reversed(frames):
         for kind, pattern in KINDS:
             if re.search(pattern, frame):

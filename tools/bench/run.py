@@ -343,8 +343,8 @@ class Runner:
             self.profiles.append(entry)
             kinds = ", ".join(f"{k} {v:.0%}" for k, v in hop.get("kinds", {}).items())
             self.say(
-                f"profile {series.label} c={c} {hop['hop']}: {hop.get('samples', 0)} samples; "
-                f"{kinds or hop.get('error', '')}"
+                f"profile {series.label} c={c} {hop['hop']}: {hop.get('samples', 0)} samples, "
+                f"{hop.get('waiting', 0):.0%} waiting; of the rest: {kinds or hop.get('error', '')}"
             )
             for frame, share in hop.get("top_self", [])[:8]:
                 self.say(f"    {share:6.1%}  {frame}")

@@ -134,14 +134,27 @@ def test_py_spy_samples_sum_into_frames_and_kinds() -> None:
         MainThread (1);_handle_rpc (grpc/_cython/_cygrpc/aio/server.pyx.pxi:700) 30
         MainThread (1);_handle_rpc (grpc/_cython/_cygrpc/aio/server.pyx.pxi:710) 10
         Thread-1 (2);_run (services/inference/runtime.py:40);run (onnxruntime/capi/x.py:220) 10
+        MainThread (1);select (selectors.py:468);epoll_wait (libc.so.6) 60
+        Thread-1 (2);_main (services/inference/instances.py:9);_queue_SimpleQueue_get (_q.c.h) 40
         not a sample line
         """
     )
     found = summarize_profile(raw)
-    assert found.samples == 100
+    assert found.samples == 200 and found.waiting == 0.5  # blocked threads set apart
     assert found.top_self[0] == ("_run_once (asyncio/base_events.py)", 0.5)
     assert ("_handle_rpc (grpc/_cython/_cygrpc/aio/server.pyx.pxi)", 0.4) in found.top_self
     assert found.kinds == {"event loop": 0.5, "grpc aio machinery": 0.4, "ORT run": 0.1}
+
+
+def test_a_syscall_is_named_with_its_caller_and_kinded_by_it() -> None:
+    raw = (
+        "MainThread (1);0x7f01 (grpc/_cython/cygrpc.cpython-311-x86_64-linux-gnu.so);"
+        "sendmsg (libc.so.6) 3\n"
+        "MainThread (1);ParseFromString (google/protobuf/message.py:1);0x7f02 (libc.so.6) 1\n"
+    )
+    found = summarize_profile(raw)
+    assert found.top_self[0] == ("sendmsg in [cygrpc.cpython-311-x86_64-linux-gnu.so]", 0.75)
+    assert found.kinds == {"grpc aio machinery": 0.75, "protobuf parse/serialize": 0.25}
 
 
 BURN = """
