@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from services.common.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Labeled
 from services.inference.model import LoadedModel
 from services.inference.tasks.metrics import TaskMetrics
+
+_log = logging.getLogger(__name__)
 
 
 class InferenceMetrics:
@@ -92,8 +96,9 @@ class InferenceMetrics:
 class _LiveCollector(Collector):
     def __init__(self, loaded: Callable[[], list[LoadedModel]]) -> None:
         self._loaded = loaded
+        self._nvml = NvmlMemory()
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         inflight = GaugeMetricFamily(
             "maas_inference_inflight_requests",
             "Requests being served now, per model.",
@@ -113,21 +118,67 @@ class _LiveCollector(Collector):
         yield inflight
         yield depth
         if gpu:
-            yield from _gpu_memory()
+            yield from self._nvml.collect()
 
 
-def _gpu_memory() -> Iterator[GaugeMetricFamily]:
-    """Device memory in use, where NVML (nvidia-ml-py, in the gpu extra) is present."""
-    try:
-        import pynvml  # type: ignore[import-not-found]
+class NvmlMemory:
+    """GPU memory in use per device, from NVML (nvidia-ml-py, in the gpu extra).
 
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no NVML here: no GPU metric
-        return
-    used = GaugeMetricFamily(
-        "maas_inference_gpu_memory_used_bytes", "GPU memory in use.", labels=["device"]
-    )
-    for index in range(pynvml.nvmlDeviceGetCount()):
-        info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
-        used.add_metric([str(index)], float(info.used))
-    yield used
+    NVML is initialised once, on the first scrape that needs it, not on every scrape;
+    a device that errors is left out (and counted) instead of failing all of /metrics.
+    Devices are labelled by UUID: NVML's index follows PCI order, which need not be
+    CUDA's device order (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER), so `index` is only
+    a second label."""
+
+    def __init__(self, nvml: Any = None) -> None:
+        self._nvml = nvml
+        self._ready: bool | None = None
+        self.errors = 0
+
+    def _init(self) -> bool:
+        if self._ready is None:
+            try:
+                if self._nvml is None:
+                    import pynvml  # type: ignore[import-not-found]
+
+                    self._nvml = pynvml
+                self._nvml.nvmlInit()
+                self._ready = True
+            except Exception as exc:  # noqa: BLE001 - no NVML here (ImportError, NVMLError)
+                _log.info("no GPU memory metrics: NVML is not available (%s)", exc)
+                self._ready = False
+        return self._ready
+
+    def collect(self) -> Iterator[Metric]:
+        if not self._init():
+            return
+        nvml = self._nvml
+        used = GaugeMetricFamily(
+            "maas_inference_gpu_memory_used_bytes",
+            "GPU memory in use, by device UUID (index: NVML's, not CUDA's order).",
+            labels=["uuid", "index"],
+        )
+        try:
+            count = nvml.nvmlDeviceGetCount()
+        except Exception as exc:  # noqa: BLE001 - NVMLError: report no device this time
+            self.errors += 1
+            _log.warning("NVML could not count devices: %s", exc)
+            count = 0
+        for index in range(count):
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                uuid = nvml.nvmlDeviceGetUUID(handle)
+                info = nvml.nvmlDeviceGetMemoryInfo(handle)
+            except Exception as exc:  # noqa: BLE001 - NVMLError of one device (lost, busy)
+                self.errors += 1
+                _log.warning("NVML: device %d left out of the metrics: %s", index, exc)
+                continue
+            uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+            used.add_metric([uuid, str(index)], float(info.used))
+        errors = CounterMetricFamily(
+            "maas_inference_gpu_metric_errors",
+            "NVML errors while reading GPU metrics (a device left out of a scrape).",
+            value=self.errors,
+        )
+        yield used
+        yield errors
