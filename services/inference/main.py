@@ -26,6 +26,7 @@ from services.common.tls_client import add_client_flags
 from services.inference.app import InferenceApp
 from services.inference.manager import ModelManager
 from services.inference.metrics import InferenceMetrics
+from services.inference.mux_servicer import ForwardServicer, forward_binding
 from services.inference.registry_plan import Selection
 from services.inference.registry_source import RegistrySource
 from services.inference.repository import DirectorySource
@@ -73,6 +74,8 @@ class InferenceServer:
         limits = TensorLimits(settings.max_tensor_elements, settings.max_bytes_elements)
         self.app = InferenceApp(self.manager, source, self.metrics, limits)
         servicer = InferenceServicer(self.app, self.telemetry.tracing("maas.inference"))
+        # The gateway's calls multiplexed on streams, run as ModelInfer runs them.
+        self.forward = ForwardServicer(servicer)
         secret = settings.service_token
         tokens = load_service_tokens(
             settings.service_tokens_file, secret.get_secret_value() if secret else None
@@ -85,10 +88,11 @@ class InferenceServer:
                 ServiceBinding(
                     SERVICE_NAME,
                     lambda s: pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, s),
-                )
+                ),
+                forward_binding(self.forward),
             ],
             interceptors=[ServiceTokenInterceptor(tokens)] if tokens else [],
-            on_drain=[self._drain],
+            on_drain=[self._drain, self.forward.drain],
             on_shutdown=[self._stop_following, self.manager.unload_all],
             telemetry=self.telemetry,
             metrics_registry=self.metrics_registry,

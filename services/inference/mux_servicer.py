@@ -1,0 +1,206 @@
+"""The maas.internal.v1 Forward servicer: the gateway's calls, many to a stream.
+
+Each request frame runs as its own task through the same code as the unary
+ModelInfer (InferenceServicer._infer: decode, app.infer, encode), so validation,
+batching, statistics, app metrics and errors are those of a unary call. What a
+unary call gets from grpc and the interceptors is done here per frame: the
+request is decoded by the same Decoder (undecodable -> the same INVALID_ARGUMENT),
+the deadline the frame carries ends the work as grpc's would, a ServiceError
+becomes its status and message, anything else INTERNAL with the fixed message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from maas_proto.internal.v1 import forward_pb2 as fw
+from maas_proto.internal.v1 import forward_pb2_grpc as fw_grpc
+from opentelemetry import propagate
+
+from services.common.caller import key_id_of
+from services.common.decoding import Decoder
+from services.common.errors import ServiceError, Unavailable, Unimplemented
+from services.common.interceptor import INTERNAL_MESSAGE, UNDECODABLE_LOG_SECONDS
+from services.common.ratelog import Throttled
+from services.common.server import ServiceBinding
+from services.inference.servicer import InferenceServicer
+
+_log = logging.getLogger(__name__)
+SERVICE_NAME = fw.DESCRIPTOR.services_by_name["Forward"].full_name
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+# Calls of one stream that may run at once; reading pauses beyond it (backpressure).
+# The gateway keeps to the same bound, so it never waits here in practice.
+STREAM_WINDOW = 256
+DRAINING = "the server is draining"
+# What grpc itself says when a unary call's deadline passes.
+DEADLINE_MESSAGE = "Deadline Exceeded"
+
+
+class ForwardServicer(fw_grpc.ForwardServicer):
+    """Runs each request frame of a Calls stream as a unary ModelInfer would run."""
+
+    def __init__(self, inference: InferenceServicer, window: int = STREAM_WINDOW) -> None:
+        self.inference = inference
+        self.window = window
+        self.decode = Decoder(
+            pb.ModelInferRequest.FromString, INFER_METHOD, Throttled(_log, UNDECODABLE_LOG_SECONDS)
+        )
+        self.draining = asyncio.Event()
+        # The peer address of each open stream, and the calls running on all of them:
+        # what a test or a debugger asks of the multiplexing.
+        self.peers: list[str] = []
+        self.open_calls = 0
+
+    def drain(self) -> None:
+        """Refuse new calls (UNAVAILABLE, so the gateway goes elsewhere) and end each
+        stream once its calls are answered, so the server can stop."""
+        self.draining.set()
+
+    async def Calls(  # noqa: N802 - the RPC name of the proto
+        self, request_iterator: AsyncIterator[fw.Frame], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[fw.Frame]:
+        if self.draining.is_set():
+            raise Unavailable(DRAINING)
+        stream = _Stream(self)
+        reader = asyncio.ensure_future(stream.read(request_iterator))
+        ender = asyncio.ensure_future(stream.end_on_drain())
+        peer = context.peer()
+        self.peers.append(peer)
+        try:
+            while True:
+                frame = await stream.replies.get()
+                if frame is None:
+                    break
+                yield frame
+            if stream.error is not None:
+                raise stream.error
+        finally:
+            self.peers.remove(peer)
+            reader.cancel()
+            ender.cancel()
+            for task in stream.tasks.values():
+                task.cancel()
+
+    async def run(self, frame: fw.Frame, deadline: float | None) -> fw.Frame:
+        """One request frame's reply frame."""
+        reply = fw.Frame(call_id=frame.call_id)
+        try:
+            if frame.method != "ModelInfer":
+                raise _unimplemented(frame.method)
+            request = self.decode(frame.payload)
+            metadata = dict(frame.metadata)
+            infer = self.inference
+            work = infer._infer(request, deadline, key_id_of(list(metadata.items())))
+            if infer.tracing.enabled:
+                # The server span a unary call gets from the tracing interceptor.
+                with infer.tracing.span(INFER_METHOD, context=propagate.extract(metadata)):
+                    response = await _within(deadline, work)
+            else:
+                response = await _within(deadline, work)
+            reply.payload = response.SerializeToString()
+        except ServiceError as exc:
+            reply.status, reply.message = exc.status, exc.message
+        except TimeoutError:
+            reply.status, reply.message = "DEADLINE_EXCEEDED", DEADLINE_MESSAGE
+        except Exception:  # noqa: BLE001 - the per-call counterpart of the error interceptor
+            _log.exception("unexpected error in %s (multiplexed)", INFER_METHOD)
+            reply.status, reply.message = "INTERNAL", INTERNAL_MESSAGE
+        return reply
+
+
+class _Stream:
+    """One Calls stream's open calls and the replies waiting to be written."""
+
+    def __init__(self, servicer: ForwardServicer) -> None:
+        self.servicer = servicer
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        # At most one reply per open call, plus the end: bounded by the window.
+        self.replies: asyncio.Queue[fw.Frame | None] = asyncio.Queue()
+        self.slots = asyncio.Semaphore(servicer.window)
+        self.reading = True
+        self.ended = False
+        self.error: ServiceError | None = None
+
+    async def read(self, requests: AsyncIterator[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        iterator = aiter(requests)
+        try:
+            while True:
+                await self.slots.acquire()
+                try:
+                    frame = await anext(iterator)
+                except BaseException:
+                    self.slots.release()
+                    raise
+                if frame.cancel:
+                    self.slots.release()
+                    task = self.tasks.pop(frame.call_id, None)
+                    if task is not None:
+                        task.cancel()
+                        self.slots.release()
+                        self.maybe_end()
+                    continue
+                if self.servicer.draining.is_set():
+                    self.slots.release()
+                    self.replies.put_nowait(
+                        fw.Frame(call_id=frame.call_id, status="UNAVAILABLE", message=DRAINING)
+                    )
+                    continue
+                timeout = frame.timeout_us / 1e6 if frame.timeout_us else None
+                deadline = None if timeout is None else loop.time() + timeout
+                self.tasks[frame.call_id] = asyncio.ensure_future(self.answer(frame, deadline))
+        except StopAsyncIteration:
+            pass  # the gateway closed its side: answer what is open, then end
+        except ServiceError as exc:  # a frame that did not decode ends the stream
+            self.error = exc
+        except grpc.aio.AioRpcError:
+            pass  # the call is gone; nobody to answer
+        finally:
+            self.reading = False
+            self.maybe_end()
+
+    async def answer(self, frame: fw.Frame, deadline: float | None) -> None:
+        self.servicer.open_calls += 1
+        try:
+            reply = await self.servicer.run(frame, deadline)
+        finally:
+            self.servicer.open_calls -= 1
+            if self.tasks.pop(frame.call_id, None) is not None:
+                self.slots.release()
+        self.replies.put_nowait(reply)
+        self.maybe_end()
+
+    async def end_on_drain(self) -> None:
+        await self.servicer.draining.wait()
+        self.maybe_end()
+
+    def maybe_end(self) -> None:
+        if self.ended or self.tasks:
+            return
+        if not self.reading or self.servicer.draining.is_set():
+            self.ended = True
+            self.replies.put_nowait(None)
+
+
+async def _within(deadline: float | None, work: Any) -> Any:
+    """`work` awaited until `deadline` (event-loop time): TimeoutError after it."""
+    if deadline is None:
+        return await work
+    async with asyncio.timeout_at(deadline):
+        return await work
+
+
+def _unimplemented(method: str) -> ServiceError:
+    return Unimplemented(f"method '{method[:64]}' is not multiplexed; expected ModelInfer")
+
+
+def forward_binding(servicer: ForwardServicer) -> ServiceBinding:
+    """How the inference server registers the Forward service."""
+    return ServiceBinding(
+        SERVICE_NAME, lambda s: fw_grpc.add_ForwardServicer_to_server(servicer, s)
+    )
