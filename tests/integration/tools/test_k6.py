@@ -5,6 +5,7 @@ its summary reads back as positive figures; errors the server returns are counte
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -57,11 +58,12 @@ async def gateway(digits: InferenceServer) -> AsyncIterator[GatewayServer]:
     await server.shutdown(0)
 
 
-async def measure(address: str, payload: bytes | None = None) -> tuple[Level | None, str]:
+async def measure(
+    address: str, payload: bytes | None = None, hops: dict[str, list[int]] | None = None
+) -> tuple[Level | None, str]:
     # k6 runs as a subprocess; the servers share this event loop, so wait in a thread.
-    return await asyncio.to_thread(
-        partial(k6.measure, address, "digits", 4, seconds=1.5, warmup=0.5, payload=payload)
-    )
+    run = partial(k6.measure, address, "digits", 4, seconds=1.5, warmup=0.5)
+    return await asyncio.to_thread(partial(run, payload=payload, hops=hops))
 
 
 def assert_clean(level: Level | None, why: str) -> None:
@@ -76,8 +78,12 @@ def assert_clean(level: Level | None, why: str) -> None:
 async def test_k6_through_inference_completes_requests_without_errors(
     digits: InferenceServer,
 ) -> None:
-    level, why = await measure(f"localhost:{digits.grpc.port}")
+    # The servers run in this process: its CPU is the hop's.
+    level, why = await measure(f"localhost:{digits.grpc.port}", hops={"inference": [os.getpid()]})
     assert_clean(level, why)
+    assert level is not None and level.loadgen_cpu and level.loadgen_cpu > 0
+    assert level.cpu_us_per_request["inference"] > 0
+    assert level.completed is not None and level.completed >= level.requests
     # The server saw at least what k6 counted (k6 also sent its warm-up).
     counts = await asyncio.to_thread(server_counts, f"localhost:{digits.grpc.port}", "digits")
     assert level is not None and counts is not None and counts[0] >= level.requests
