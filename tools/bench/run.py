@@ -267,7 +267,7 @@ class Runner:
             try:
                 started = start_gateway([_address(backend)], extra=self.plan.gateway_flags)
             except (RuntimeError, TimeoutError) as exc:
-                self._note(f"gateway not measured: it did not start ({str(exc)[:300]})")
+                self._note(f"gateway not measured: it did not start ({_brief(exc)})")
                 return []
             stack.callback(started.stop)
             gateway, http = started, started.http_address
@@ -301,7 +301,7 @@ class Runner:
         try:
             server = start_peer(peer, model.name, model.path, self.plan.max_batch_size)
         except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
-            self._note(f"{peer} not measured: {str(exc)[:300]}")
+            self._note(f"{peer} not measured: {_brief(exc)}")
             return []
         stack.callback(server.stop)
         targets = [self._target(peer, model, server, None)] if peer in wanted else []
@@ -373,6 +373,15 @@ class Runner:
 def _is_reference(series: Series) -> bool:
     """The series whose effective batch sizes in-process ORT reproduces."""
     return series.target == "inference" and series.batching is not False
+
+
+def _brief(exc: BaseException) -> str:
+    """A failed start in one note: its first line and the end of the log (the error)."""
+    text = str(exc).strip()
+    if len(text) <= 400:
+        return text
+    first = text.splitlines()[0][:150]
+    return f"{first} ... {text[-250:]}"
 
 
 def _hop(kind: str) -> str:
