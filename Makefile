@@ -143,14 +143,26 @@ helm-check: install ## helm lint --strict + kubernetes-validate (1.30, newest) o
 
 # Benchmarks (docs/benchmarks.md). perf_analyzer and the peers run from venvs of
 # their own under .bench/, built once by tools/bench/venvs.sh.
-.PHONY: bench bench-peers bench-generation bench-embeddings
+.PHONY: bench bench-peers bench-peers-quick bench-profile bench-generation bench-embeddings
 bench: install ## Standard benchmark (~8 min): bench/results/<date>.json and .png
 	bash tools/bench/venvs.sh perf || echo "bench: perf_analyzer unavailable, measuring without it" >&2
 	$(PY) -m tools.bench --preset standard $(BENCH_ARGS)
 
-bench-peers: install ## maas beside PyTriton and KServe on the same model and load
-	bash tools/bench/venvs.sh pytriton kserve
+# The peers run judges goals 1 and 2 of issue G against KServe (its venv is needed);
+# PyTriton joins when its venv builds. Gateway flags pass through BENCH_ARGS, e.g.
+# BENCH_ARGS=--gateway-flag=--backend-mux=false.
+bench-peers: install ## maas beside PyTriton and KServe: CPU µs/request per hop, goals met/missed (~3 min)
+	bash tools/bench/venvs.sh kserve
+	bash tools/bench/venvs.sh pytriton || echo "bench: PyTriton unavailable, measuring without it" >&2
 	$(PY) -m tools.bench --preset peers $(BENCH_ARGS)
+
+bench-peers-quick: install ## The peers run at c=1 and c=16 only, 3 s a level, KServe only (~1 min)
+	bash tools/bench/venvs.sh kserve
+	$(PY) -m tools.bench --preset peers --targets inference,gateway,kserve --concurrency 1,16 --seconds 3 $(BENCH_ARGS)
+
+bench-profile: install ## py-spy on each maas hop at c=16 under 10 s of load (bench/results/*-profiles/)
+	bash tools/bench/venvs.sh prof
+	$(PY) -m tools.bench --preset peers --targets inference,gateway --concurrency 16 --seconds 3 --profile 16 --name "$$(date -u +%Y-%m-%dT%H%M%SZ)-profile" $(BENCH_ARGS)
 
 # The text models (docs/benchmarks.md): each level runs GEN_SECONDS / EMB_SECONDS per
 # target, so the generation run takes about 3 levels x 3 targets x GEN_SECONDS plus
