@@ -4,14 +4,21 @@
 # Build from the repository root, e.g. `make image-gpu`, or
 #   docker build -f deploy/docker/gpu.Dockerfile -t maas:0.1.0-gpu .
 #
-# CUDA, cuDNN and onnxruntime-gpu must agree: onnxruntime-gpu 1.19-1.26 on PyPI is built
-# for CUDA 12.x + cuDNN 9.x (1.27 and later for CUDA 13). A mismatch does not fail: ORT
-# silently falls back to the CPU provider. The image therefore sets
-# MAAS_INFERENCE_REQUIRE_CUDA=true: maas-inference then fails loads that would not run on CUDA.
+# One pairing, end to end: onnxruntime-gpu 1.31.1 (built for CUDA 13 and cuDNN 9, and
+# what onnxruntime-genai-cuda 0.18 needs: onnxruntime-gpu>=1.31) with CUDA and cuDNN from
+# its `cuda,cudnn` extras, the nvidia-*-cu13 / nvidia-* 13.x wheels, exactly as the `gpu`
+# extra in pyproject.toml installs it outside the image. maas calls
+# onnxruntime.preload_dlls() to load them. The base image only supplies the driver
+# check (NVIDIA_REQUIRE_CUDA: a host driver R580+ for CUDA 13) and libcuda comes from the
+# host through the NVIDIA container toolkit. A mismatch would not fail by itself (ORT
+# falls back to the CPU), so the image sets MAAS_INFERENCE_REQUIRE_CUDA=true and
+# maas-inference fails loads that would not run on CUDA.
+# TensorRT is not installed: leave `tensorrt` out of a model's providers with this image
+# (the default, `auto`, is CUDA then CPU).
 # Versions are listed in docs/kubernetes.md ("Image versions").
 
 ARG PYTHON_IMAGE=python:3.11.18-slim-trixie
-ARG CUDA_IMAGE=nvidia/cuda:12.9.1-cudnn-runtime-ubuntu22.04
+ARG CUDA_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
 
 # ---- source: the package tree with its generated stubs, built into a wheel -----------
 FROM ${PYTHON_IMAGE} AS source
@@ -49,12 +56,13 @@ RUN python -m venv /opt/export \
     && test -s /models/digits/1/model.onnx
 
 # ---- venv: Python 3.11 and the runtime environment, on the CUDA base -----------------
-# Ubuntu 22.04 has no maintained Python 3.11, so uv installs a standalone CPython
+# Ubuntu 24.04 has no Python 3.11, so uv installs a standalone CPython
 # (python-build-standalone, relocatable) under /opt/maas/python. Installing here, on the
 # runtime's own base, makes pip pick wheels for this glibc.
 FROM ${CUDA_IMAGE} AS venv
 ARG PYTHON_VERSION=3.11.18
-ARG ORT_GPU_VERSION=1.26.0
+# Must equal the pin of the `gpu` extra in pyproject.toml.
+ARG ORT_GPU_VERSION=1.31.1
 ENV UV_PYTHON_INSTALL_DIR=/opt/maas/python \
     UV_PYTHON_PREFERENCE=only-managed \
     UV_COMPILE_BYTECODE=1 \
@@ -67,7 +75,7 @@ RUN uv python install "${PYTHON_VERSION}" \
     && uv venv --python "${PYTHON_VERSION}" /opt/maas/venv \
     && uv pip install --python /opt/maas/venv/bin/python --constraint /constraints.txt \
         "maas[gpu,postgres,s3,redis] @ file://$(ls /wheels/maas-*.whl)" \
-        "onnxruntime-gpu==${ORT_GPU_VERSION}"
+        "onnxruntime-gpu[cuda,cudnn]==${ORT_GPU_VERSION}"
 
 # ---- runtime --------------------------------------------------------------------------
 FROM ${CUDA_IMAGE} AS runtime

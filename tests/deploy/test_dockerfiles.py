@@ -175,25 +175,25 @@ def version_tuple(text: str) -> tuple[int, ...]:
 
 
 def test_gpu_versions_belong_together() -> None:
-    """onnxruntime-gpu 1.19-1.26 on PyPI targets CUDA 12 + cuDNN 9 (1.27+: CUDA 13).
-    A mismatch loads no CUDA provider and ORT quietly runs on the CPU."""
+    """One pairing end to end: onnxruntime-gpu 1.31+ (CUDA 13 + cuDNN 9; what
+    onnxruntime-genai-cuda needs) with CUDA and cuDNN from its own nvidia wheels, the
+    same pin as the `gpu` extra, on a CUDA 13 base that only checks the driver. A
+    mismatch loads no CUDA provider and ORT quietly runs on the CPU."""
     path = DOCKER_DIR / "gpu.Dockerfile"
     args, stages = parse(path)
-    cuda = re.fullmatch(
-        r"nvidia/cuda:(\d+)\.(\d+)\.\d+-cudnn-runtime-ubuntu\d+\.\d+", args["CUDA_IMAGE"]
-    )
-    assert cuda, f"a CUDA + cuDNN runtime base, got {args['CUDA_IMAGE']}"
+    cuda = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-base-ubuntu\d+\.\d+", args["CUDA_IMAGE"])
+    assert cuda, f"a CUDA base image, got {args['CUDA_IMAGE']}"
     text = path.read_text()
     ort = re.search(r"ARG ORT_GPU_VERSION=(\S+)", text)
     assert ort, "onnxruntime-gpu pinned"
-    if cuda.group(1) == "12":
-        assert (1, 19) <= version_tuple(ort.group(1))[:2] <= (1, 26), ort.group(1)
-    else:
-        assert cuda.group(1) == "13" and version_tuple(ort.group(1))[:2] >= (1, 27)
+    assert cuda.group(1) == "13" and version_tuple(ort.group(1))[:2] >= (1, 31), ort.group(1)
+    assert "onnxruntime-gpu[cuda,cudnn]==${ORT_GPU_VERSION}" in text
+    extra = (ROOT / "pyproject.toml").read_text()
+    assert f'"onnxruntime-gpu[cuda,cudnn]=={ort.group(1)}"' in extra
     assert stages[-1].base == "${CUDA_IMAGE}"
     runtime = "\n".join(i.args for i in stages[-1].instructions)
     assert "MAAS_INFERENCE_REQUIRE_CUDA=true" in runtime
-    assert "maas[gpu" in text and "onnxruntime-gpu==" in text
+    assert "maas[gpu" in text
 
 
 def test_makefile_builds_these_dockerfiles() -> None:
