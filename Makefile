@@ -150,7 +150,7 @@ bench: install ## Standard benchmark (~8 min): bench/results/<date>.json and .pn
 
 # The peers run judges goals 1 and 2 of issue G against KServe (its venv is needed);
 # PyTriton joins when its venv builds. Gateway flags pass through BENCH_ARGS, e.g.
-# BENCH_ARGS=--gateway-flag=--backend-mux=false.
+# BENCH_ARGS=--gateway-flag=--no-backend-mux.
 bench-peers: install ## maas beside PyTriton and KServe: CPU µs/request per hop, goals met/missed (~3 min)
 	bash tools/bench/venvs.sh kserve
 	bash tools/bench/venvs.sh pytriton || echo "bench: PyTriton unavailable, measuring without it" >&2

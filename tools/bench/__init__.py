@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gateway-flag",
         action="append",
         default=[],
-        help="a flag for the gateways this run starts, e.g. --gateway-flag=--backend-mux=false",
+        help="a flag for the gateways this run starts, e.g. --gateway-flag=--no-backend-mux",
     )
     parser.add_argument(
         "--inference-flag",

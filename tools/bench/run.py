@@ -49,7 +49,7 @@ class Plan:
     model_concurrency: dict[str, list[int]] = field(default_factory=dict)
     out: Path = Path("bench/results")
     name: str = ""
-    gateway_flags: list[str] = field(default_factory=list)  # e.g. --backend-mux=false
+    gateway_flags: list[str] = field(default_factory=list)  # e.g. --no-backend-mux
     inference_flags: list[str] = field(default_factory=list)  # e.g. --workers=2
     profile: list[int] = field(default_factory=list)  # levels to profile each maas hop at
 
