@@ -108,6 +108,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="levels at which to profile each maas hop with py-spy (tools/bench/venvs.sh prof)",
     )
+    parser.add_argument(
+        "--profile-python",
+        dest="profile_native",
+        action="store_false",
+        help="profile Python frames only (py-spy never pauses the server; no C frames)",
+    )
     # Text models have their own suites, each with its own flags after its name.
     suites = parser.add_subparsers(dest="suite", metavar="{generation,embeddings}")
     for suite in SUITES:
@@ -146,6 +152,7 @@ def plan_from_args(args: argparse.Namespace) -> Any:
         gateway_flags=args.gateway_flag,
         inference_flags=args.inference_flag,
         profile=args.profile,
+        profile_native=args.profile_native,
         **preset,
     )
 

@@ -146,6 +146,7 @@ def under_load(
     load: Callable[[], Level],
     seconds: float,
     out: Path,
+    native: bool = True,
 ) -> tuple[Level, list[dict[str, Any]]]:
     """Sample every process of every hop while `load` runs (about `seconds` of load
     after its spawn and warm-up); the load's level and one summary per hop, whose raw
@@ -153,7 +154,7 @@ def under_load(
     takes CPU from the same cores."""
     out.mkdir(parents=True, exist_ok=True)
     started = [
-        (hop, path, record(pid, seconds + 2, path))
+        (hop, path, record(pid, seconds + 2, path, native=native))
         for hop, pids in hops.items()
         for pid in pids
         for path in [out / f"{hop}-{pid}.txt"]

@@ -52,6 +52,7 @@ class Plan:
     gateway_flags: list[str] = field(default_factory=list)  # e.g. --no-backend-mux
     inference_flags: list[str] = field(default_factory=list)  # e.g. --workers=2
     profile: list[int] = field(default_factory=list)  # levels to profile each maas hop at
+    profile_native: bool = True  # C frames too (py-spy pauses the process per sample)
 
 
 def machine() -> dict[str, Any]:
@@ -337,7 +338,9 @@ class Runner:
             processes=self.plan.processes,
         )
         where = self.plan.out / f"{self.plan.name or 'bench'}-profiles" / f"{series.target}-c{c}"
-        level, hops = profile.under_load(target.hops, load, seconds, where)
+        level, hops = profile.under_load(
+            target.hops, load, seconds, where, native=self.plan.profile_native
+        )
         for hop in hops:
             entry = {"model": model.name, "series": series.label, "concurrency": c, **hop}
             self.profiles.append(entry)
