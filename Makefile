@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z0-9_-]+:.*?## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -143,7 +143,7 @@ helm-check: install ## helm lint --strict + kubernetes-validate (1.30, newest) o
 
 # Benchmarks (docs/benchmarks.md). perf_analyzer and the peers run from venvs of
 # their own under .bench/, built once by tools/bench/venvs.sh.
-.PHONY: bench bench-peers bench-peers-quick bench-profile bench-generation bench-embeddings
+.PHONY: bench bench-peers bench-peers-quick bench-profile bench-k6 bench-generation bench-embeddings
 bench: install ## Standard benchmark (~8 min): bench/results/<date>.json and .png
 	bash tools/bench/venvs.sh perf || echo "bench: perf_analyzer unavailable, measuring without it" >&2
 	$(PY) -m tools.bench --preset standard $(BENCH_ARGS)
@@ -163,6 +163,10 @@ bench-peers-quick: install ## The peers run at c=1 and c=16 only, 3 s a level, K
 bench-profile: install ## py-spy on each maas hop at c=16 under 10 s of load (bench/results/*-profiles/)
 	bash tools/bench/venvs.sh prof
 	$(PY) -m tools.bench --preset peers --targets inference,gateway --concurrency 16 --seconds 3 --profile 16 --name "$$(date -u +%Y-%m-%dT%H%M%SZ)-profile" $(BENCH_ARGS)
+
+bench-k6: install ## digits direct and through the gateway: ours, k6 and perf_analyzer at c=1,16 (~4 min)
+	bash tools/bench/venvs.sh perf || echo "bench: perf_analyzer unavailable, measuring without it" >&2
+	$(PY) -m tools.bench.k6_compare $(BENCH_ARGS)
 
 # The text models (docs/benchmarks.md): each level runs GEN_SECONDS / EMB_SECONDS per
 # target, so the generation run takes about 3 levels x 3 targets x GEN_SECONDS plus
