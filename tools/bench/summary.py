@@ -165,13 +165,16 @@ def goals(series: Sequence[Series], model: str = "digits", busy: int = 16) -> li
     theirs = _cpu(kserve.at(busy) if kserve else None, ("peer",))
     both = _cpu(gateway.at(busy) if gateway else None, ("gateway", "inference"))
     alone = _cpu(direct.at(busy) if direct else None, ("inference",))
+    through = gateway.at(busy) if gateway else None
+    hops = through.cpu_us_per_request if through else {}
+    split = " + ".join(f"{h} {_opt(hops.get(h))}" for h in ("gateway", "inference"))
     second = []
-    for name, ours_us, target in (
-        ("gateway + inference", both, 0.6),
-        ("inference alone (direct)", alone, 0.4),
+    for name, ours_us, target, what in (
+        ("gateway + inference", both, 0.6, f"{split} = "),
+        ("inference alone (direct)", alone, 0.4, ""),
     ):
         value = _ratio(ours_us, theirs)
-        detail = f"{_opt(ours_us)} µs against KServe's {_opt(theirs)} µs"
+        detail = f"{what}{_opt(ours_us)} µs against KServe's {_opt(theirs)} µs"
         second.append(
             Check(
                 f"{name} / KServe CPU per request, {model}, c={busy}",
