@@ -169,6 +169,11 @@ class GrpcServer:
     tls: ServerTls | None = field(init=False, default=None)
     # What /healthz on the metrics port says: SERVING from start until the drain begins.
     _serving: bool = field(init=False, default=False)
+    # A --workers worker (services/common/workers.py): the port is bound with
+    # SO_REUSEPORT beside its siblings (the supervisor holds it, so it is not checked
+    # here), and /metrics is plaintext on a loopback port for the supervisor to merge.
+    share_port: bool = False
+    private_metrics: bool = False
 
     def __post_init__(self) -> None:
         self.health = health.aio.HealthServicer()
@@ -181,7 +186,10 @@ class GrpcServer:
             interceptors.append(MetricsInterceptor(RpcMetrics(self.metrics_registry, self.service)))
         # Innermost, so that it sees the servicers' own behaviors (a Watch is a coroutine).
         interceptors += [ErrorInterceptor(), *self.interceptors, self._inflight]
-        server = grpc.aio.server(interceptors=interceptors, options=grpc_options(self.settings))
+        options = grpc_options(self.settings)
+        if self.share_port:
+            options = [(k, 1 if k == "grpc.so_reuseport" else v) for k, v in options]
+        server = grpc.aio.server(interceptors=interceptors, options=options)
         for binding in self.bindings:
             binding.add(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -215,7 +223,7 @@ class GrpcServer:
     def _bind(self, server: grpc.aio.Server) -> int:
         """Add the gRPC port, TLS when a certificate is set; PortInUse when it is taken."""
         host, port = self.settings.host, self.settings.port
-        if port and _port_taken(host, port):
+        if port and not self.share_port and _port_taken(host, port):
             raise PortInUse(port, "port", self.settings)
         try:
             if self.tls is not None:
@@ -225,7 +233,7 @@ class GrpcServer:
         except RuntimeError:  # grpc >= 1.60 raises; older versions return 0
             bound = 0
         if bound == 0:
-            if port and _port_taken(host, port):  # taken since the check above
+            if port and not self.share_port and _port_taken(host, port):  # taken since
                 raise PortInUse(port, "port", self.settings)
             raise OSError(f"could not bind {host}:{port}")
         return bound
@@ -234,10 +242,10 @@ class GrpcServer:
         """Serve /metrics; PortInUse when its port is taken."""
         # With TLS on the gRPC port, /metrics and /healthz are HTTPS from the same files
         # (server certificate only: probes and scrapers carry no client certificate).
-        tls = self.settings if self.tls is not None else None
+        tls = self.settings if self.tls is not None and not self.private_metrics else None
         metrics = MetricsServer(
             registry,
-            self.settings.host,
+            "127.0.0.1" if self.private_metrics else self.settings.host,
             self.settings.metrics_port,
             tls_cert=tls.tls_cert if tls else None,
             tls_key=tls.tls_key if tls else None,

@@ -87,6 +87,14 @@ class ServiceSettings(BaseSettings):
         description="PEM CA certificates: clients must present a certificate they signed "
         "(mutual TLS).",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Processes serving the port (inference and gateway): above 1, a "
+        "supervisor runs that many workers on one SO_REUSEPORT port and merges their "
+        "metrics (services/common/workers.py).",
+    )
 
     @classmethod
     def from_args(cls, overrides: Mapping[str, Any]) -> Self:
@@ -109,4 +117,13 @@ def add_server_flags(parser: argparse.ArgumentParser, port: int, metrics_port: i
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     parser.add_argument(
         "--tls-client-ca", help="PEM CA: require client certificates it signed (mutual TLS)"
+    )
+
+
+def add_workers_flag(parser: argparse.ArgumentParser) -> None:
+    """--workers, for the services that can run several processes on one port."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="processes sharing the port, under a supervisor (default 1: no supervisor)",
     )

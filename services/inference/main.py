@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,9 +21,12 @@ from services.common.server import (
     run_service,
 )
 from services.common.service_token import ServiceTokenInterceptor, load_service_tokens
-from services.common.settings import add_server_flags
+from services.common.settings import add_server_flags, add_workers_flag
 from services.common.telemetry import Telemetry
 from services.common.tls_client import add_client_flags
+from services.common.workers import SharedPort, Supervisor, run_supervisor
+from services.common.workers_metrics import ReadyModels
+from services.common.workers_role import WorkerRole
 from services.inference.app import InferenceApp
 from services.inference.manager import ModelManager
 from services.inference.metrics import InferenceMetrics
@@ -144,6 +148,7 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
         "MAAS_INFERENCE_SERVICE_TOKEN, never on the command line)",
     )
     add_server_flags(parser, port=8021, metrics_port=9021)
+    add_workers_flag(parser)
     add_client_flags(parser, "the registry")
     parser.add_argument(
         "--require-cuda",
@@ -157,8 +162,17 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
 async def serve(settings: InferenceSettings) -> None:
     """Run until SIGTERM or SIGINT, then drain."""
     server = InferenceServer(settings)
+    role = WorkerRole.from_env()
+    if role is not None:  # one of a supervisor's --workers
+        server.grpc.share_port = server.grpc.private_metrics = True
+        manager = server.manager
+        server.metrics_registry.register(
+            ReadyModels(lambda: [(n, manager.ready(n)) for n in manager.model_names()])
+        )
     server.grpc.install_signal_handlers()
     await server.start()
+    if role is not None:
+        role.report(metrics_port=server.grpc.metrics_port)
     await server.wait()
 
 
@@ -169,6 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not settings.model_repository and not settings.registry:
         _log.error("give --model-repository DIR or --registry HOST:PORT")
         return 2
+    if settings.workers > 1:
+        if settings.require_cuda:
+            # Each worker would load every model onto the GPU (docs/benchmarks.md).
+            _log.error("--workers above 1 with --require-cuda: one process per GPU for now")
+            return 2
+        port = SharedPort("port", settings.port, settings.port_file)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        return run_supervisor("maas-inference", Supervisor("inference", settings, argv, [port]))
     return run_service("maas-inference", serve(settings))
 
 
