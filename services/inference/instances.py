@@ -108,6 +108,9 @@ class InstanceThread:
                 return
             else:
                 loop.call_soon_threadsafe(_succeed, future, result)
+                # Not kept while the next batch runs: a runner reuses an output buffer
+                # only once nothing else refers to it (binding.OutputBuffers).
+                del result
 
 
 def _succeed(future: asyncio.Future[Result], result: Result) -> None:

@@ -123,6 +123,24 @@ async def test_binding_gives_runs_outputs_for_merged_batches(test_models: Path) 
     assert bound.binding is one_binding
 
 
+async def test_an_instance_thread_lets_output_buffers_be_reused(test_models: Path) -> None:
+    session = cnn(test_models)
+    bound = IoBindingRunner(session, signature_of(session), ON_CPU)
+    thread = InstanceThread(bound, 8, 0)
+    loop = asyncio.get_running_loop()
+    try:
+        for value in (1.0, 2.0, 3.0):
+            x = np.full((2, 1, 8, 8), value, np.float32)
+            jobs = [Job({"input": x}, 2, (), None, loop.create_future(), 2)]
+            results, _ = await thread.run(jobs)
+            assert results[0]["probabilities"].shape == (2, 10)
+            del results, jobs
+    finally:
+        thread.stop()
+        thread.join()
+    assert bound.outputs.allocations == 1
+
+
 def test_output_buffers_are_reused_only_once_released(test_models: Path) -> None:
     session = cnn(test_models)
     bound = IoBindingRunner(session, signature_of(session), ON_CPU)
