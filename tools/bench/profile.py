@@ -174,3 +174,14 @@ def under_load(
         summary = summarize(path.read_text())
         found.append({"hop": hop, "path": str(path), **asdict(summary)})
     return level, found
+
+
+def describe(hop: Mapping[str, Any], label: str, frames: int = 8) -> list[str]:
+    """A hop's profile in a few printed lines: its kinds of work, then its top frames."""
+    kinds = ", ".join(f"{k} {v:.0%}" for k, v in hop.get("kinds", {}).items())
+    lines = [
+        f"profile {label} {hop['hop']}: {hop.get('samples', 0)} samples, "
+        f"{hop.get('waiting', 0):.0%} waiting; of the rest: {kinds or hop.get('error', '')}"
+    ]
+    lines += [f"    {share:6.1%}  {frame}" for frame, share in hop.get("top_self", [])[:frames]]
+    return lines

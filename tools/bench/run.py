@@ -4,10 +4,7 @@ write the results JSON and the plot."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import os
-import platform
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -18,7 +15,8 @@ from typing import Any
 from tools.bench import measure, perf_analyzer
 from tools.bench.http_load import Encoding
 from tools.bench.models import BenchModel, http_bodies, load, payloads
-from tools.bench.plot import plot
+from tools.bench.results import machine
+from tools.bench.results import write as write  # where `maas bench` and tests find it
 from tools.bench.servers import Process, batching_config, start_gateway, start_inference
 from tools.bench.stats import Series, results_document
 from tools.bench.summary import checks, checks_json, goals, goals_json, goals_text, markdown
@@ -53,30 +51,6 @@ class Plan:
     inference_flags: list[str] = field(default_factory=list)  # e.g. --workers=2
     profile: list[int] = field(default_factory=list)  # levels to profile each maas hop at
     profile_native: bool = True  # C frames too (py-spy pauses the process per sample)
-
-
-def machine() -> dict[str, Any]:
-    """Where the numbers were taken."""
-    import grpc
-    import onnxruntime
-
-    try:
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        model = platform.processor()
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "grpcio": grpc.__version__,
-        "load_average_at_start": os.getloadavg(),
-    }
 
 
 class Runner:
@@ -342,15 +316,11 @@ class Runner:
             target.hops, load, seconds, where, native=self.plan.profile_native
         )
         for hop in hops:
-            entry = {"model": model.name, "series": series.label, "concurrency": c, **hop}
-            self.profiles.append(entry)
-            kinds = ", ".join(f"{k} {v:.0%}" for k, v in hop.get("kinds", {}).items())
-            self.say(
-                f"profile {series.label} c={c} {hop['hop']}: {hop.get('samples', 0)} samples, "
-                f"{hop.get('waiting', 0):.0%} waiting; of the rest: {kinds or hop.get('error', '')}"
+            self.profiles.append(
+                {"model": model.name, "series": series.label, "concurrency": c, **hop}
             )
-            for frame, share in hop.get("top_self", [])[:8]:
-                self.say(f"    {share:6.1%}  {frame}")
+            for line in profile.describe(hop, f"{series.label} c={c}"):
+                self.say(line)
         self.say(f"    (under py-spy: {level.throughput:.0f} req/s, not a measurement)")
 
     def _perf_analyzer(self, model: BenchModel, target: str, address: str) -> None:
@@ -412,16 +382,3 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
     data = dict(plan.__dict__)
     data["out"] = str(plan.out)
     return data
-
-
-def write(document: dict[str, Any], out: Path, name: str = "") -> tuple[Path, Path]:
-    """`out/<name or UTC date-time>.json` and `.png`."""
-    stamp = name or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out / f"{stamp}.json", out / f"{stamp}.png"
-    json_path.write_text(json.dumps(document, indent=2) + "\n")
-    from tools.bench.stats import series_from_document
-
-    cpus = document["machine"].get("cpus")
-    plot(series_from_document(document), png_path, f"maas bench, {cpus} cores, {stamp}")
-    return json_path, png_path
