@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import sys
@@ -17,9 +18,11 @@ from prometheus_client import CollectorRegistry
 from services.common.files import write_atomically
 from services.common.logs import configure_logging
 from services.common.server import NOT_SERVING, SERVING, GrpcServer, run_service
-from services.common.settings import add_server_flags
+from services.common.settings import add_server_flags, add_workers_flag
 from services.common.telemetry import Telemetry
 from services.common.tls_client import add_client_flags
+from services.common.workers import SharedPort, Supervisor, run_supervisor
+from services.common.workers_role import WorkerRole
 from services.gateway.app import GatewayApp
 from services.gateway.auth import KeyTable, load_keys
 from services.gateway.backends import PoolOptions
@@ -287,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-keys-file, never on the command line.",
     )
     add_server_flags(p, port=8001, metrics_port=9001)
+    add_workers_flag(p)
     p.add_argument("--http-port", type=int, help="HTTP port (default 8000; 0 picks one)")
     p.add_argument("--http-port-file", help="write the bound HTTP port here once serving")
     p.add_argument("--registry", help="registry host:port to resolve versions through")
@@ -322,9 +326,24 @@ def build_parser() -> argparse.ArgumentParser:
 async def serve(settings: GatewaySettings) -> None:
     """Run until SIGTERM or SIGINT, then drain."""
     server = GatewayServer(settings)
+    role = WorkerRole.from_env()
+    if role is not None:  # one of a supervisor's --workers
+        server.grpc.share_port = server.grpc.private_metrics = True
+        server.http.options = dataclasses.replace(server.http.options, reuse_port=True)
     server.grpc.install_signal_handlers()
     await server.start()
+    if role is not None:
+        role.report(metrics_port=server.grpc.metrics_port)
     await server.wait()
+
+
+def supervise(settings: GatewaySettings, argv: Sequence[str]) -> int:
+    """--workers N: N gateways sharing the gRPC and HTTP ports."""
+    ports = [
+        SharedPort("port", settings.port, settings.port_file),
+        SharedPort("http_port", settings.http_port, settings.http_port_file),
+    ]
+    return run_supervisor("maas-gateway", Supervisor("gateway", settings, argv, ports))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -335,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as exc:
         sys.exit(f"maas-gateway: invalid settings: {exc}")
     configure_logging(settings.log_level, "gateway")
+    if settings.workers > 1:
+        sys.exit(supervise(settings, sys.argv[1:] if argv is None else argv))
     try:
         code = run_service("maas-gateway", serve(settings))
     except (ValueError, OSError) as exc:

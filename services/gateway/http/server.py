@@ -41,6 +41,8 @@ class HttpOptions:
     keep_alive: float = 75.0
     header_timeout: float = 10.0
     max_header_bytes: int = 64 * 1024
+    # A --workers worker: SO_REUSEPORT beside its siblings (services/common/workers.py).
+    reuse_port: bool = False
 
 
 class _Protocol(HttpToolsProtocol):
@@ -126,7 +128,9 @@ class _Server(uvicorn.Server):
         self.serving.set()
 
 
-def _bind(host: str, port: int, settings: ServiceSettings) -> socket.socket:
+def _bind(
+    host: str, port: int, settings: ServiceSettings, reuse_port: bool = False
+) -> socket.socket:
     """A socket bound to host:port (`[::]` dual-stack); PortInUse when taken."""
     address = host.strip("[]") or None
     family, kind, proto, _, where = socket.getaddrinfo(
@@ -135,6 +139,8 @@ def _bind(host: str, port: int, settings: ServiceSettings) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(where)
@@ -186,7 +192,7 @@ class HttpServer:
             ssl_context = ServerTls(self.settings).ssl_context()
         config.load()
         config.ssl = ssl_context
-        sock = _bind(o.host, o.port, self.settings)
+        sock = _bind(o.host, o.port, self.settings, o.reuse_port)
         self.port = sock.getsockname()[1]
         server = _Server(config)
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
