@@ -7,6 +7,7 @@ require_cuda reads every node's placement; TensorRT profiles; the CPU quota."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -348,3 +349,23 @@ def test_cgroup_v1_quota_and_no_cgroup(tmp_path: Path) -> None:
 def test_binding_module_detects_memory_info_on_this_ort() -> None:
     # onnxruntime 1.32 has it; the check reads the signature instead of calling.
     assert binding_module.accepts_memory_info()
+
+
+# -- 4. CUDA from the nvidia wheels -----------------------------------------------------
+
+
+def test_preload_dlls_only_for_cuda_with_the_wheels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.inference import runtime
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(ort, "preload_dlls", lambda **kw: calls.append(kw), raising=False)
+    monkeypatch.setattr(runtime, "_preloaded", False)
+    assert not runtime.preload_cuda([CPU]) and calls == []
+    if importlib.util.find_spec("nvidia") is None:  # no nvidia wheels here: nothing to load
+        assert not runtime.preload_cuda([CUDA, CPU]) and calls == []
+    (tmp_path / "nvidia").mkdir()  # what nvidia-*-cu13 wheels install: a namespace package
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert runtime.preload_cuda([CUDA, CPU]) and runtime.preload_cuda([TRT, CUDA, CPU])
+    assert calls == [{"cuda": True, "cudnn": True, "msvc": False}]  # once per process
