@@ -16,6 +16,7 @@ import grpc
 from services.common.service_token import call_metadata
 from services.common.tls_client import DEFAULT_CHECK_SECONDS, ChannelSource, ClientTLS
 from services.gateway.balancer import DEFAULT_PICKER, BackendState, Health
+from services.gateway.mux import Multiplexer
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class PoolOptions:
     tls: ClientTLS | None = None
     # The least time between two stats of those TLS files.
     tls_check_seconds: float = DEFAULT_CHECK_SECONDS
+    # Inference calls multiplexed on Forward streams (services.gateway.mux), over this
+    # many connections per backend; 0: every call unary on the one channel.
+    mux_connections: int = 0
 
 
 @dataclass
@@ -56,25 +60,38 @@ class Backend:
     _generation: int = 0
     # One health Watch per model the backend knows.
     watches: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    # The connections and streams inference calls are multiplexed on; None: unary.
+    mux: Multiplexer | None = None
 
     @classmethod
     def connect(cls, address: str, options: PoolOptions) -> Backend:
         """A new backend: its long-lived channel, and the credentials its calls carry."""
         limit = options.max_message_bytes
+        channel_options = [
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            # Reconnect quickly after a backend restarts.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
         source = ChannelSource(
             address,
             options.tls,
             interceptors=options.interceptors,
             check_seconds=options.tls_check_seconds,
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                # Reconnect quickly after a backend restarts.
-                ("grpc.initial_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-            ],
+            options=channel_options,
         )
-        return cls(BackendState(address), source, call_metadata(options.backend_token))
+        mux = None
+        if options.mux_connections > 0:
+            # No interceptors: a trace context travels in each frame, not per stream.
+            mux = Multiplexer(
+                address,
+                options.mux_connections,
+                tls=options.tls,
+                options=channel_options,
+                tls_check_seconds=options.tls_check_seconds,
+            )
+        return cls(BackendState(address), source, call_metadata(options.backend_token), mux=mux)
 
     @property
     def address(self) -> str:
@@ -98,6 +115,12 @@ class Backend:
             # No serializers: the request bytes go out as they came in.
             call = self._methods[path] = Call(channel.unary_unary(path), self.credentials)
         return call
+
+    async def close(self) -> None:
+        """Close its channel and its multiplexed connections."""
+        await self.channel.close()
+        if self.mux is not None:
+            await self.mux.close()
 
     def metadata(self, extra: Sequence[tuple[str, str]] = ()) -> tuple[tuple[str, str], ...]:
         """A call's metadata: the credentials, then `extra`."""

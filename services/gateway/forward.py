@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from opentelemetry import propagate
 
 from services.common import errors
 from services.common.errors import error_from_rpc
@@ -28,6 +29,7 @@ from services.common.telemetry import Tracing
 from services.gateway import wire
 from services.gateway.backends import Backend
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.mux import CallFailed, Unsupported
 from services.gateway.pool import SERVICE_NAME, BackendPool
 
 _log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ REQUEST_ID = frozenset({"x-request-id"})
 REFUSED_GATEWAY = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 TRACE_CONTEXT = frozenset({"traceparent", "tracestate"})
 STREAM_METHOD = "ModelStreamInfer"
+# The one method multiplexed on Forward streams when the backend has them.
+INFER_METHOD = "ModelInfer"
 NO_RESPONSE = "the backend ended the stream without a response"
 T = TypeVar("T")
 StreamCall = Any  # grpc.aio.StreamStreamCall, untyped in grpc's stubs
@@ -51,6 +55,9 @@ StreamCall = Any  # grpc.aio.StreamStreamCall, untyped in grpc's stubs
 def path(method: str) -> str:
     """The full path of a v2 method, as a backend is called at it."""
     return f"/{SERVICE_NAME}/{method}"
+
+
+INFER_PATH = path(INFER_METHOD)
 
 
 def forwarded(
@@ -183,7 +190,7 @@ class Forwarder:
                 if loop.time() >= deadline - DEADLINE_SLACK:
                     self.pool.suspect(backend)
                 raise
-            except (grpc.aio.AioRpcError, _Refused) as exc:
+            except (grpc.aio.AioRpcError, _Refused, CallFailed) as exc:
                 retry = self._retry(exc, backend, model, version)
                 if retry is None:
                     raise self._relay_error(exc) from None
@@ -192,7 +199,7 @@ class Forwarder:
 
     def _retry(
         self,
-        exc: grpc.aio.AioRpcError | _Refused,
+        exc: grpc.aio.AioRpcError | _Refused | CallFailed,
         backend: Backend,
         model: str,
         version: int | None,
@@ -222,7 +229,7 @@ class Forwarder:
         return errors.Unavailable(NO_BACKEND) if connection_failed else error_from_rpc(exc)
 
     @staticmethod
-    def _relay_error(exc: grpc.aio.AioRpcError | _Refused) -> errors.ServiceError:
+    def _relay_error(exc: grpc.aio.AioRpcError | _Refused | CallFailed) -> errors.ServiceError:
         """A backend's failure as the caller gets it."""
         if isinstance(exc, _Refused):
             return exc.error
@@ -256,8 +263,8 @@ class Forwarder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.pool.refresh_catalogs()), remaining)
 
-    @staticmethod
     async def _call(
+        self,
         backend: Backend,
         path: str,
         request: bytes,
@@ -267,11 +274,28 @@ class Forwarder:
         state = backend.state
         state.inflight += 1
         try:
-            data: bytes = await backend.method(path)(request, timeout=timeout, metadata=metadata)
+            mux = backend.mux
+            if mux is not None and path == INFER_PATH and mux.supported:
+                try:
+                    data = await mux.call(
+                        INFER_METHOD, request, timeout, backend.credentials, self._passed(metadata)
+                    )
+                except Unsupported:
+                    data = await backend.method(path)(request, timeout=timeout, metadata=metadata)
+            else:
+                data = await backend.method(path)(request, timeout=timeout, metadata=metadata)
         finally:
             state.inflight -= 1
         state.succeeded()
         return data
+
+    def _passed(self, metadata: tuple[tuple[str, str], ...]) -> dict[str, str]:
+        """A frame's metadata: the call's, and this gateway's span when it traces (what
+        its client interceptor sends on a unary call)."""
+        passed = dict(metadata)
+        if self.tracing.enabled:
+            propagate.inject(passed)
+        return passed
 
     @staticmethod
     async def _open_stream(

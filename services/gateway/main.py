@@ -106,6 +106,7 @@ class GatewayServer:
                 interceptors=tuple(self.telemetry.client_interceptors()),
                 backend_token=settings.secret("backend_token"),
                 tls=settings.client_tls(),
+                mux_connections=settings.backend_connections if settings.backend_mux else 0,
             ),
             rng,
             on_change=self._state_changed,
@@ -308,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eject-max-seconds", type=float, help="longest ejection of a backend")
     p.add_argument("--ready-wait-seconds", type=float, help="wait for a ready backend")
     p.add_argument("--canary-file", help="YAML traffic splits per model")
+    p.add_argument(
+        "--backend-mux",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="multiplex ModelInfer calls on streams to backends (--no-backend-mux: unary)",
+    )
+    p.add_argument("--backend-connections", type=int, help="connections per backend (mux)")
     p.add_argument(
         "--rate-limit-redis-url",
         help="redis:// or rediss:// URL sharing rate limits across replicas (with a password: "

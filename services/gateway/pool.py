@@ -83,7 +83,7 @@ class BackendPool:
         deadline = self.clock() + limit
         while backend.state.inflight and self.clock() < deadline:
             await asyncio.sleep(0.1)
-        await backend.channel.close()
+        await backend.close()
 
     def pick(
         self, exclude: set[str], model: str = "", version: int | None = None
@@ -377,7 +377,7 @@ class BackendPool:
             self._refreshing.cancel()
         for backend in self.backends.values():
             self._stop_watching(backend)
-            await backend.channel.close()
+            await backend.close()
         self.backends.clear()
 
     def _changed(self) -> None:

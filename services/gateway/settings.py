@@ -121,6 +121,19 @@ class GatewaySettings(CallerSettings):
     stream_window: int = Field(
         64, ge=1, description="Requests of one ModelStreamInfer call forwarded at once."
     )
+    backend_mux: bool = Field(
+        False,
+        description="Multiplex ModelInfer calls to backends on a few long-lived streams "
+        "(maas.internal.v1 Forward); false: one unary call each. A backend without the "
+        "Forward service is called unary either way.",
+    )
+    backend_connections: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Connections per backend for multiplexed calls, each its own HTTP/2 "
+        "connection, so a backend's --workers all get calls.",
+    )
     max_streams_per_key: int = Field(
         64,
         ge=1,

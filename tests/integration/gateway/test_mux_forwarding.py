@@ -1,0 +1,233 @@
+"""ModelInfer through the gateway on multiplexed Forward streams (maas.internal.v1).
+
+The same requests through a multiplexing gateway and a unary one get the same
+answers, codes and messages; the frame's deadline and cancel reach the backend's
+work; the connections are distinct; a backend without Forward is called unary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from maas_proto.internal.v1 import forward_pb2 as fw
+
+from services.common.server import GrpcServer, ServiceBinding
+from services.common.settings import ServiceSettings
+from services.gateway.main import GatewayServer
+from services.gateway.mux import CALLS_PATH
+from services.inference.main import InferenceServer
+from tests.integration.gateway.conftest import (
+    StartGateway,
+    StartInference,
+    backend_address,
+    output,
+    pair_request,
+    until,
+)
+
+Connect = Callable[[GatewayServer], pb_grpc.GRPCInferenceServiceStub]
+
+
+def slow_request(rows: int) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="slow")
+    request.inputs.add(name="x", datatype="FP32", shape=[rows, 1024])
+    request.raw_input_contents.append(np.ones((rows, 1024), np.float32).tobytes())
+    return request
+
+
+def bad_requests() -> list[pb.ModelInferRequest]:
+    wrong_type = pair_request()
+    wrong_type.inputs[0].datatype = "INT32"
+    wrong_shape = pair_request()
+    wrong_shape.inputs[1].shape[:] = [1, 5]
+    unknown_input = pair_request()
+    unknown_input.inputs[0].name = "c"
+    short_raw = pair_request()
+    short_raw.raw_input_contents[0] = b"\0" * 3
+    missing = pair_request()
+    del missing.raw_input_contents[1]
+    unknown_version = pair_request("9")
+    unknown_model = pb.ModelInferRequest(model_name="nope")
+    return [
+        wrong_type,
+        wrong_shape,
+        unknown_input,
+        short_raw,
+        missing,
+        unknown_version,
+        unknown_model,
+    ]
+
+
+async def outcome(
+    stub: pb_grpc.GRPCInferenceServiceStub, request: pb.ModelInferRequest
+) -> tuple[str, str]:
+    try:
+        await stub.ModelInfer(request, timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().name, exc.details() or ""
+    return "OK", ""
+
+
+async def test_answers_codes_and_messages_match_the_unary_path(
+    start_inference: StartInference, start_gateway: StartGateway, connect: Connect
+) -> None:
+    backend = await start_inference()
+    address = backend_address(backend)
+    muxed = await start_gateway(backends=address, backend_mux=True)
+    unary = await start_gateway(backends=address, backend_mux=False)
+    mux_stub, unary_stub = connect(muxed), connect(unary)
+
+    answer = await mux_stub.ModelInfer(pair_request("1"), timeout=10)
+    same = await unary_stub.ModelInfer(pair_request("1"), timeout=10)
+    assert answer.model_version == same.model_version == "1"
+    assert np.array_equal(output(answer, "sum"), output(same, "sum"))
+    assert output(answer, "sum").tolist() == [[2.0, 3.0, 4.0, 5.0]]
+
+    for request in bad_requests():
+        via_mux = await outcome(mux_stub, request)
+        assert via_mux[0] != "OK"
+        assert via_mux == await outcome(unary_stub, request), request
+    # The multiplexing gateway really used its streams (and the other none).
+    assert muxed.pool.backends[address].mux is not None
+    assert unary.pool.backends[address].mux is None
+    assert backend.forward.peers, "no Forward stream reached the backend"
+
+
+async def test_calls_spread_over_distinct_connections(
+    start_inference: StartInference, start_gateway: StartGateway, connect: Connect
+) -> None:
+    backend = await start_inference()
+    gateway = await start_gateway(
+        backends=backend_address(backend), backend_mux=True, backend_connections=3
+    )
+    stub = connect(gateway)
+    await asyncio.gather(*(stub.ModelInfer(pair_request("1"), timeout=10) for _ in range(12)))
+    for _ in range(6):
+        await stub.ModelInfer(pair_request("1"), timeout=10)
+    # Three streams, each on a TCP connection of its own (distinct client ports), so
+    # SO_REUSEPORT workers behind one port would each get some.
+    assert len(backend.forward.peers) == 3
+    assert len(set(backend.forward.peers)) == 3, backend.forward.peers
+
+
+async def test_a_caller_that_cancels_cancels_the_backend_work(
+    make_repository: Callable[..., Path],
+    start_inference: StartInference,
+    start_gateway: StartGateway,
+    connect: Connect,
+) -> None:
+    root = make_repository("slow")
+    (root / "slow" / "config.yaml").write_text("dynamic_batching: {max_batch_size: 512}\n")
+    backend = await start_inference(root)
+    gateway = await start_gateway(backends=backend_address(backend), backend_mux=True)
+    stub = connect(gateway)
+    await stub.ModelInfer(slow_request(1), timeout=10)  # the stream is open
+    call = stub.ModelInfer(slow_request(512), timeout=60)
+    await until(lambda: backend.forward.open_calls == 1)
+    call.cancel()
+    await until(lambda: backend.forward.open_calls == 0)
+    labels = {"model": "slow", "version": "1", "code": "CANCELLED"}
+    registry = backend.metrics_registry
+    await until(lambda: registry.get_sample_value("maas_inference_requests_total", labels) == 1)
+    # The stream carries on.
+    await stub.ModelInfer(slow_request(1), timeout=10)
+
+
+async def forward_calls(
+    backend: InferenceServer, frames: list[fw.Frame], replies: int
+) -> list[fw.Frame]:
+    """Frames sent straight to a backend's Forward service; the first `replies` back."""
+    async with grpc.aio.insecure_channel(backend_address(backend)) as channel:
+        call = channel.stream_stream(
+            CALLS_PATH,
+            request_serializer=fw.Frame.SerializeToString,
+            response_deserializer=fw.Frame.FromString,
+        )()
+        for frame in frames:
+            await call.write(frame)
+        answers = [await call.read() for _ in range(replies)]
+        call.cancel()
+        return answers
+
+
+async def test_expired_work_is_dropped_before_it_runs(start_inference: StartInference) -> None:
+    backend = await start_inference()
+    payload = pair_request("1").SerializeToString()
+    expired = fw.Frame(call_id=7, method="ModelInfer", payload=payload, timeout_us=1)
+    fine = fw.Frame(call_id=8, method="ModelInfer", payload=payload, timeout_us=10_000_000)
+    replies = {f.call_id: f for f in await forward_calls(backend, [expired, fine], 2)}
+    assert replies[7].status == "DEADLINE_EXCEEDED" and not replies[7].payload
+    assert replies[8].status == ""
+    assert pb.ModelInferResponse.FromString(replies[8].payload).model_version == "1"
+    stats = backend.app.statistics("pair", "1")
+    assert sum(s.inference_count for s in stats) == 1
+
+
+async def test_a_bad_frame_answers_that_call_only(start_inference: StartInference) -> None:
+    backend = await start_inference()
+    undecodable = fw.Frame(call_id=1, method="ModelInfer", payload=b"\xff\xff", timeout_us=10**7)
+    other = fw.Frame(call_id=2, method="ModelMetadata", payload=b"", timeout_us=10**7)
+    good = fw.Frame(
+        call_id=3,
+        method="ModelInfer",
+        payload=pair_request("1").SerializeToString(),
+        timeout_us=10**7,
+    )
+    replies = {f.call_id: f for f in await forward_calls(backend, [undecodable, other, good], 3)}
+    assert replies[1].status == "INVALID_ARGUMENT"
+    assert "not a valid protobuf message" in replies[1].message
+    assert replies[2].status == "UNIMPLEMENTED"
+    assert replies[3].status == ""
+
+
+@pytest.fixture
+async def unary_only_backend(start_inference: StartInference) -> AsyncIterator[str]:
+    """A v2 server without the Forward service, over a real inference app."""
+    inference = await start_inference()
+    stub_channel = grpc.aio.insecure_channel(backend_address(inference))
+    stub = pb_grpc.GRPCInferenceServiceStub(stub_channel)
+
+    async def infer(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        reply = await stub.ModelInfer(pb.ModelInferRequest.FromString(request), timeout=10)
+        return reply.SerializeToString()
+
+    async def index(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        reply = await stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=10)
+        return reply.SerializeToString()
+
+    name = "inference.GRPCInferenceService"
+    handler = grpc.method_handlers_generic_handler(
+        name,
+        {
+            "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
+            "RepositoryIndex": grpc.unary_unary_rpc_method_handler(index),
+        },
+    )
+    server = GrpcServer(
+        ServiceSettings(port=0, host="localhost"),
+        [ServiceBinding(name, lambda s: s.add_generic_rpc_handlers((handler,)))],
+    )
+    await server.start()
+    yield f"localhost:{server.port}"
+    await server.shutdown(0)
+    await stub_channel.close()
+
+
+async def test_a_backend_without_forward_is_called_unary(
+    unary_only_backend: str, start_gateway: StartGateway, connect: Connect
+) -> None:
+    gateway = await start_gateway(backends=unary_only_backend, backend_mux=True)
+    stub = connect(gateway)
+    for _ in range(3):
+        answer = await stub.ModelInfer(pair_request("1"), timeout=10)
+        assert answer.model_version == "1"
+    mux = gateway.pool.backends[unary_only_backend].mux
+    assert mux is not None and not mux.supported
