@@ -2,9 +2,10 @@
 
 1. ONNX Runtime offers CUDAExecutionProvider (onnxruntime-gpu, `maas[gpu]`).
 2. A session created the way the service creates it really runs on CUDA (ORT falls
-   back to CPU silently when the CUDA or cuDNN libraries do not load).
-3. The runner the service picks for it uses IO binding (outputs stay on the GPU
-   until one copy out), with pinned batch buffers where ORT can allocate them.
+   back to CPU silently when the CUDA or cuDNN libraries do not load), with no compute
+   node placed on the CPU (ORT's graph assignment record).
+3. The runner the service picks for it uses IO binding (outputs written straight
+   into host buffers), with pinned batch buffers only where an allocation succeeded.
 4. Its outputs match the CPU provider's.
 5. A short timing table: CPU, CUDA with plain `run`, and CUDA with IO binding.
 
@@ -78,7 +79,14 @@ def check(model: Path, batches: Sequence[int], seconds: float) -> int:
     from services.inference.binding import IoBindingRunner
     from services.inference.config import ModelConfig
     from services.inference.model import make_runner
-    from services.inference.runtime import create_session, runner_plan, signature_of, zeros_for
+    from services.inference.runtime import (
+        cpu_compute_nodes,
+        create_session,
+        placement,
+        runner_plan,
+        signature_of,
+        zeros_for,
+    )
 
     available = ort.get_available_providers()
     print(f"onnxruntime {ort.__version__}, providers: {', '.join(available)}")
@@ -95,6 +103,11 @@ def check(model: Path, batches: Sequence[int], seconds: float) -> int:
         print(f"FAIL: the session fell back to {active[0]}: CUDA or cuDNN libraries did not load")
         return 1
     print(f"ok: session runs on {active[0]}")
+    on_cpu = cpu_compute_nodes(gpu)
+    if on_cpu:
+        print(f"FAIL: compute nodes placed on the CPU: {on_cpu}")
+        return 1
+    print(f"ok: nodes per provider: {placement(gpu) or 'not recorded by this ONNX Runtime'}")
     signature = signature_of(gpu)
     plan = runner_plan(active, gpu_config, signature)
     bound = make_runner(gpu, signature, plan)
