@@ -89,6 +89,9 @@ def signature_of(session: ort.InferenceSession) -> Signature:
     )
 
 
+_auto_warned = False
+
+
 def provider_chain(
     config: ModelConfig,
     available: list[str],
@@ -108,11 +111,16 @@ def provider_chain(
                     f"providers: [auto] found no {CUDA} in this ONNX Runtime ({available}) "
                     "and CUDA is required; install onnxruntime-gpu (maas[gpu])"
                 )
-            _log.warning(
+            # A warning once per process (a CPU-only deployment would otherwise warn at
+            # every load), then at info level.
+            global _auto_warned
+            _log.log(
+                logging.INFO if _auto_warned else logging.WARNING,
                 "providers: [auto]: this ONNX Runtime has no %s (only %s); the model runs on CPU",
                 CUDA,
                 available,
             )
+            _auto_warned = True
             wanted.append(CPU)
         else:
             wanted.append(PROVIDER_ALIASES[name])

@@ -284,10 +284,18 @@ def test_a_failed_creation_is_not_retried_with_default_options(tmp_path: Path) -
     assert len(factory.calls) == 1
 
 
-def test_auto_without_cuda_logs_and_fails_when_required(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
+def test_auto_without_cuda_logs_and_fails_when_required(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.inference import runtime
+
+    monkeypatch.setattr(runtime, "_auto_warned", False)
+    with caplog.at_level(logging.INFO):
         assert [n for n, _ in provider_chain(ModelConfig(), [CPU])] == [CPU]
-    assert "providers: [auto]" in caplog.text and "runs on CPU" in caplog.text
+        provider_chain(ModelConfig(), [CPU])
+    levels = [r.levelno for r in caplog.records if "providers: [auto]" in r.getMessage()]
+    assert levels == [logging.WARNING, logging.INFO]  # warned once, then noted
+    assert "runs on CPU" in caplog.text
     with pytest.raises(LoadError, match=r"providers: \[auto\] found no CUDAExecutionProvider"):
         provider_chain(ModelConfig(require_cuda=True), [CPU])
 
