@@ -87,6 +87,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway", help="address of a running gateway")
     parser.add_argument("--gateway-http", help="host:port of that gateway's HTTP front end")
     parser.add_argument("--processes", type=int, default=2, help="load generator processes")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure each level this many times, targets interleaved; keep the median",
+    )
     parser.add_argument("--perf-analyzer", type=_ints, help="levels to check with perf_analyzer")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--name", default="", help="file name (default: the UTC date and time)")
@@ -153,6 +159,7 @@ def plan_from_args(args: argparse.Namespace) -> Any:
         inference_flags=args.inference_flag,
         profile=args.profile,
         profile_native=args.profile_native,
+        rounds=args.rounds,
         **preset,
     )
 

@@ -18,7 +18,7 @@ from tools.bench.models import BenchModel, http_bodies, load, payloads
 from tools.bench.results import machine
 from tools.bench.results import write as write  # where `maas bench` and tests find it
 from tools.bench.servers import Process, batching_config, start_gateway, start_inference
-from tools.bench.stats import Series, results_document
+from tools.bench.stats import Level, Series, results_document
 from tools.bench.summary import checks, checks_json, goals, goals_json, goals_text, markdown
 
 _log = logging.getLogger("tools.bench")
@@ -51,6 +51,7 @@ class Plan:
     inference_flags: list[str] = field(default_factory=list)  # e.g. --workers=2
     profile: list[int] = field(default_factory=list)  # levels to profile each maas hop at
     profile_native: bool = True  # C frames too (py-spy pauses the process per sample)
+    rounds: int = 1  # of each level, targets interleaved; the median round is kept
 
 
 class Runner:
@@ -106,8 +107,12 @@ class Runner:
         ort = measure.ort_session(model.path) if "ort" in plan.targets else None
         ort_series = Series("ORT in-process", "ort", model.name, notes="same effective batch sizes")
         for c in self._levels(model):
-            for target in targets:
-                self._measure(target, model, requests, c)
+            rounds: dict[int, list[Level]] = {}
+            for _ in range(max(1, plan.rounds)):
+                for i, target in enumerate(targets):
+                    rounds.setdefault(i, []).append(self._measure(target, model, requests, c))
+            for i, target in enumerate(targets):
+                target.series.levels.append(_median(rounds[i]))
             if ort is not None:
                 served = reference.series.at(c) if reference else None
                 effective = served.effective_batch if served else None
@@ -190,7 +195,7 @@ class Runner:
 
     def _measure(
         self, target: _Target, model: BenchModel, requests: Sequence[bytes], c: int
-    ) -> None:
+    ) -> Level:
         series = target.series
         assert series.address is not None
         if target.http is not None:
@@ -225,7 +230,7 @@ class Runner:
             f"batch {level.effective_batch}  loadgen {level.loadgen_cpu} cores  "
             f"server {level.server_cpu} cores  CPU µs/req {hops or '-'}  errors {level.errors}"
         )
-        series.levels.append(level)
+        return level
 
     def _gateway(
         self,
@@ -341,6 +346,11 @@ class Runner:
     def _note(self, text: str) -> None:
         self.say(f"note: {text}")
         self.notes.append(text)
+
+
+def _median(levels: Sequence[Level]) -> Level:
+    """The round with the median throughput, whole (its latencies and CPU with it)."""
+    return sorted(levels, key=lambda lv: lv.throughput)[(len(levels) - 1) // 2]
 
 
 def _is_reference(series: Series) -> bool:

@@ -197,3 +197,12 @@ def test_the_gateway_at_c1_is_judged_at_exactly_0_8(gateway_c1: float) -> None:
     series = stack((1500, 3000), (gateway_c1, 2000), (1000, 2000), (300, 300, 400, 1000))
     (first, _) = goals(series)
     assert first.met is (gateway_c1 >= 800)
+
+
+def test_rounds_keep_the_median_round_whole() -> None:
+    from tools.bench.run import _median
+
+    rounds = [level(16, 900, peer=700), level(16, 1200, peer=500), level(16, 1000, peer=600)]
+    assert _median(rounds) is rounds[2]
+    assert _median(rounds[:2]) is rounds[0]  # of two, the slower
+    assert _median(rounds[:1]) is rounds[0]
