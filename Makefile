@@ -150,15 +150,17 @@ bench: install ## Standard benchmark (~8 min): bench/results/<date>.json and .pn
 
 # The peers run judges goals 1 and 2 of issue G against KServe (its venv is needed);
 # PyTriton joins when its venv builds. Gateway flags pass through BENCH_ARGS, e.g.
-# BENCH_ARGS=--gateway-flag=--no-backend-mux.
-bench-peers: install ## maas beside PyTriton and KServe: CPU µs/request per hop, goals met/missed (~3 min)
+# BENCH_ARGS=--gateway-flag=--no-backend-mux. Each level runs PEERS_ROUNDS times, the
+# targets interleaved, and the median round counts.
+PEERS_ROUNDS ?= 3
+bench-peers: install ## maas beside PyTriton and KServe: CPU µs/request per hop, goals met/missed (~6 min)
 	bash tools/bench/venvs.sh kserve
 	bash tools/bench/venvs.sh pytriton || echo "bench: PyTriton unavailable, measuring without it" >&2
-	$(PY) -m tools.bench --preset peers $(BENCH_ARGS)
+	$(PY) -m tools.bench --preset peers --rounds $(PEERS_ROUNDS) $(BENCH_ARGS)
 
-bench-peers-quick: install ## The peers run at c=1 and c=16 only, 3 s a level, KServe only (~1 min)
+bench-peers-quick: install ## The peers run at c=1 and c=16 only, 3 s a level, KServe only (~2 min)
 	bash tools/bench/venvs.sh kserve
-	$(PY) -m tools.bench --preset peers --targets inference,gateway,kserve --concurrency 1,16 --seconds 3 $(BENCH_ARGS)
+	$(PY) -m tools.bench --preset peers --targets inference,gateway,kserve --concurrency 1,16 --seconds 3 --rounds $(PEERS_ROUNDS) $(BENCH_ARGS)
 
 bench-profile: install ## py-spy on each maas hop at c=16 under 10 s of load (bench/results/*-profiles/)
 	bash tools/bench/venvs.sh prof
