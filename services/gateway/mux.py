@@ -144,6 +144,8 @@ class CallStream:
         finally:
             if self.pending.pop(call_id, None) is not None and sent:
                 self._cancel(call_id)  # given up on: the backend stops its work
+            if future.done() and not future.cancelled():
+                future.exception()  # failed by the stream while the write failed: seen
         if reply.status:
             raise CallFailed(_status(reply.status), reply.message)
         return bytes(reply.payload)

@@ -20,7 +20,7 @@ import grpc
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.internal.v1 import forward_pb2 as fw
 from maas_proto.internal.v1 import forward_pb2_grpc as fw_grpc
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 
 from services.common.caller import key_id_of
 from services.common.decoding import Decoder
@@ -37,6 +37,11 @@ INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 # The gateway keeps to the same bound, so it never waits here in practice.
 STREAM_WINDOW = 256
 DRAINING = "the server is draining"
+SPAN_ATTRIBUTES = {
+    "rpc.system": "grpc",
+    "rpc.service": "inference.GRPCInferenceService",
+    "rpc.method": "ModelInfer",
+}
 # What grpc itself says when a unary call's deadline passes.
 DEADLINE_MESSAGE = "Deadline Exceeded"
 
@@ -87,21 +92,32 @@ class ForwardServicer(fw_grpc.ForwardServicer):
                 task.cancel()
 
     async def run(self, frame: fw.Frame, deadline: float | None) -> fw.Frame:
-        """One request frame's reply frame."""
+        """One request frame's reply frame, in a server span as a unary call's when tracing."""
+        tracer = self.inference.tracing.tracer
+        if tracer is None:
+            return await self._run(frame, deadline)
+        # The span the tracing interceptor gives a unary ModelInfer, under the gateway's.
+        with tracer.start_as_current_span(
+            INFER_METHOD,
+            context=propagate.extract(dict(frame.metadata)),
+            kind=trace.SpanKind.SERVER,
+            attributes=SPAN_ATTRIBUTES,
+        ) as span:
+            reply = await self._run(frame, deadline)
+            code = getattr(grpc.StatusCode, reply.status or "OK", grpc.StatusCode.UNKNOWN)
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if reply.status:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, reply.message))
+            return reply
+
+    async def _run(self, frame: fw.Frame, deadline: float | None) -> fw.Frame:
         reply = fw.Frame(call_id=frame.call_id)
         try:
             if frame.method != "ModelInfer":
                 raise _unimplemented(frame.method)
             request = self.decode(frame.payload)
-            metadata = dict(frame.metadata)
-            infer = self.inference
-            work = infer._infer(request, deadline, key_id_of(list(metadata.items())))
-            if infer.tracing.enabled:
-                # The server span a unary call gets from the tracing interceptor.
-                with infer.tracing.span(INFER_METHOD, context=propagate.extract(metadata)):
-                    response = await _within(deadline, work)
-            else:
-                response = await _within(deadline, work)
+            key_id = key_id_of(list(frame.metadata.items()))
+            response = await _within(deadline, self.inference._infer(request, deadline, key_id))
             reply.payload = response.SerializeToString()
         except ServiceError as exc:
             reply.status, reply.message = exc.status, exc.message

@@ -231,3 +231,30 @@ async def test_a_backend_without_forward_is_called_unary(
         assert answer.model_version == "1"
     mux = gateway.pool.backends[unary_only_backend].mux
     assert mux is not None and not mux.supported
+
+
+async def test_a_stream_that_breaks_fails_its_calls_over_to_another_backend(
+    make_repository: Callable[..., Path],
+    start_inference: StartInference,
+    start_gateway: StartGateway,
+    connect: Connect,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    root = make_repository("slow")
+    (root / "slow" / "config.yaml").write_text("dynamic_batching: {max_batch_size: 512}\n")
+    first, second = await start_inference(root), await start_inference(root)
+    gateway = await start_gateway(
+        backends=f"{backend_address(first)},{backend_address(second)}", backend_mux=True
+    )
+    stub = connect(gateway)
+    call = stub.ModelInfer(slow_request(512), timeout=60)
+    await until(lambda: first.forward.open_calls + second.forward.open_calls == 1)
+    running, other = (first, second) if first.forward.open_calls else (second, first)
+    await running.shutdown(0)  # its stream breaks with the call on it
+    answer = await call  # UNAVAILABLE from the broken stream: retried on the other
+    assert answer.model_name == "slow"
+    stats = other.app.statistics("slow", "1")
+    assert sum(s.inference_count for s in stats) == 512
+    # The next call opens a stream again (to the backend still up).
+    await stub.ModelInfer(slow_request(1), timeout=10)
+    assert "never retrieved" not in caplog.text
