@@ -122,7 +122,7 @@ class GatewaySettings(CallerSettings):
         64, ge=1, description="Requests of one ModelStreamInfer call forwarded at once."
     )
     backend_mux: bool = Field(
-        False,
+        True,
         description="Multiplex ModelInfer calls to backends on a few long-lived streams "
         "(maas.internal.v1 Forward); false: one unary call each. A backend without the "
         "Forward service is called unary either way.",
