@@ -113,16 +113,21 @@ async def test_sigterm_drains_every_worker(inference_workers: Supervisor) -> Non
     try:
         calls = [asyncio.ensure_future(stub(c).ModelInfer(slow_request())) for c in channels]
 
-        async def both_busy() -> bool:
+        async def all_arrived() -> bool:
+            # A call whose request is still on the wire at SIGTERM is not in flight
+            # yet (it would be refused, as by a single process): wait until each call
+            # is in flight on a worker or done. Done ones are counted before the scrape,
+            # so none is counted twice.
+            done = sum(call.done() for call in calls)
             found = await samples(metrics)
             per = {
                 dict(labels)["worker"]: value
                 for (name, labels), value in found.items()
                 if name == "maas_inference_inflight_requests" and dict(labels)["model"] == "slow"
             }
-            return all(per.get(w) for w in ("0", "1"))
+            return done + sum(per.values()) >= len(calls) and all(per.get(w) for w in "01")
 
-        await wait_until(both_busy)
+        await wait_until(all_arrived)
         pids = [s.pid for s in inference_workers.statuses()]
         inference_workers.request_shutdown()
         # 0: every worker exited 0, after its own graceful drain.

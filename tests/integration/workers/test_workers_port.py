@@ -120,3 +120,13 @@ def test_sigterm_to_the_supervisor_process_exits_0(test_models: Path, tmp_path: 
         assert "2 workers listening" in process.logs()
     finally:
         process.stop()
+
+
+async def test_workers_with_require_cuda_are_refused(test_models: Path) -> None:
+    # Each worker would load every model onto the GPU: one process per GPU for now.
+    code, err = await run_to_end(
+        "--model-repository", str(test_models), "--workers", "2", "--require-cuda",
+        "--port", "0", "--metrics-port", "0",
+    )  # fmt: skip
+    assert code == 2
+    assert "--workers above 1 with --require-cuda" in err
