@@ -183,6 +183,9 @@ class Supervisor:
             worker.process = await asyncio.create_subprocess_exec(
                 *self._command(worker), env=env, pass_fds=(lifeline, write_end)
             )
+        except BaseException:
+            os.close(read_end)
+            raise
         finally:
             os.close(write_end)
         worker.started = time.monotonic()
@@ -306,7 +309,12 @@ class Supervisor:
     async def serve(self) -> int:
         """Run until SIGTERM or SIGINT, then drain; the exit status."""
         self.install_signal_handlers()
-        await self.start()
+        try:
+            await self.start()
+        except WorkerFailed:
+            if self._done is None:
+                raise
+            # A SIGTERM while starting: the workers it stopped did not fail.
         return await self.wait()
 
 

@@ -4,6 +4,7 @@ succeed on both workers, the HTTP port is shared too, and SIGTERM drains."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -138,3 +139,17 @@ async def test_sigterm_drains_every_gateway_worker(
     finally:
         for channel in channels:
             await channel.close()
+
+
+async def test_a_worker_that_fails_before_serving_stops_the_supervisor() -> None:
+    # No backends: each worker stops at once with its reason; the supervisor with 1.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.gateway.main", "--workers", "2", "--no-auth",
+        "--port", "0", "--http-port", "0", "--metrics-port", "0",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    text = err.decode()
+    assert "no backends" in text
+    assert "exited with status 1 before serving" in text
