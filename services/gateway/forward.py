@@ -219,8 +219,16 @@ class Forwarder:
                 extra={"backend": backend.address, "code": code.name},
             )
             return errors.Unavailable(NO_BACKEND)
-        if code is not grpc.StatusCode.UNAVAILABLE and not stale:
+        # A CANCELLED that reaches us as an answer was the backend's doing, not our
+        # caller's (that ends this call with CancelledError): it is stopping and cut the
+        # call short (a drain that ran out), so another backend may answer it.
+        stopping = code is grpc.StatusCode.CANCELLED
+        if code is not grpc.StatusCode.UNAVAILABLE and not stale and not stopping:
             return None
+        if stopping:
+            # Not a verdict on the model: the backend is checked again before new calls.
+            self.pool.failed(backend)
+            return errors.Unavailable(NO_BACKEND)
         connection_failed = self.pool.failed(backend, model, version)
         _log.info(
             "backend could not answer, trying another",
