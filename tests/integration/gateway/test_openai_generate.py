@@ -271,7 +271,10 @@ async def test_the_timeout_header_is_the_deadline(
         status, answer = await post(gateway, "/v1/chat/completions", body | GREEDY)
         assert status == 200, answer
         await until(lambda: all(s.health is Health.HEALTHY for s in gateway.pool.states()))
-        async with session.post(chat, json=body | {"stream": True}, headers=timed) as r:
+        # Long enough for the first token on a busy machine (the stream must start
+        # before its deadline), far too short for LONG tokens.
+        streamed = headers() | {"x-maas-timeout-ms": "2000"}
+        async with session.post(chat, json=body | {"stream": True}, headers=streamed) as r:
             assert r.status == 200, await r.text()
             last = [line async for line in r.content if line.strip()][-1]
         assert orjson.loads(last[len(b"data: ") :])["error"]["type"] == "timeout_error"
