@@ -74,14 +74,14 @@ class CallStream:
         # No serializers on the payloads: frames carry the request bytes as they came.
         self.call: Any = channel.stream_stream(
             CALLS_PATH,
-            request_serializer=fw.Frame.SerializeToString,
-            response_deserializer=fw.Frame.FromString,
+            request_serializer=fw.Frames.SerializeToString,
+            response_deserializer=fw.Frames.FromString,
         )(metadata=tuple(metadata))
         self.pending: dict[int, asyncio.Future[fw.Frame]] = {}
         self.failure: BaseException | None = None
         self._ids = itertools.count(1)
-        self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._outbox: list[fw.Frame] = []
+        self._writer: asyncio.Future[None] | None = None
         self._reader = asyncio.ensure_future(self._read())
 
     @property
@@ -96,9 +96,10 @@ class CallStream:
                 if frame is grpc.aio.EOF:
                     failure = CallFailed(grpc.StatusCode.UNAVAILABLE, STREAM_BROKE)
                     break
-                future = self.pending.pop(frame.call_id, None)
-                if future is not None and not future.done():
-                    future.set_result(frame)
+                for reply in frame.frames:
+                    future = self.pending.pop(reply.call_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(reply)
         except grpc.aio.AioRpcError as exc:
             failure = _stream_failure(exc)
         except asyncio.CancelledError:
@@ -126,61 +127,60 @@ class CallStream:
         call_id = next(self._ids)
         future: asyncio.Future[fw.Frame] = asyncio.get_running_loop().create_future()
         self.pending[call_id] = future
-        frame = fw.Frame(
-            call_id=call_id,
-            method=method,
-            payload=payload,
-            timeout_us=max(1, int(timeout * 1e6)),
-            metadata=metadata,
+        self._post(
+            fw.Frame(
+                call_id=call_id,
+                method=method,
+                payload=payload,
+                timeout_us=max(1, int(timeout * 1e6)),
+                metadata=metadata,
+            )
         )
-        sent = False
         try:
             async with asyncio.timeout(timeout):
-                await self._write(frame)
-                sent = True
                 reply = await future
         except TimeoutError:
             raise CallFailed(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
         finally:
-            if self.pending.pop(call_id, None) is not None and sent:
-                self._cancel(call_id)  # given up on: the backend stops its work
+            if self.pending.pop(call_id, None) is not None and self.failure is None:
+                # Given up on (deadline, or the caller went away): the backend stops.
+                self._post(fw.Frame(call_id=call_id, cancel=True))
             if future.done() and not future.cancelled():
-                future.exception()  # failed by the stream while the write failed: seen
+                future.exception()  # failed with the stream: seen, whoever awaited it
         if reply.status:
             raise CallFailed(_status(reply.status), reply.message)
         return bytes(reply.payload)
 
-    async def _write(self, frame: fw.Frame) -> None:
-        # grpc.aio takes one write at a time per call.
-        async with self._lock:
-            if self.failure is not None:
-                raise self.failure
-            try:
-                await self.call.write(frame)
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
-                # The stream ended; its reader says why (UNIMPLEMENTED, a restart).
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(self._reader)
-                if self.failure is None:
+    def _post(self, frame: fw.Frame) -> None:
+        """Queue a frame to go out; those queued while a write is under way go together
+        in the next message (one write for many calls under load). The writer is a task
+        of its own, so a caller that goes away never cuts a write short."""
+        self._outbox.append(frame)
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._outbox and self.failure is None:
+                frames, self._outbox = self._outbox, []
+                try:
+                    await self.call.write(fw.Frames(frames=frames))
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+                    # The stream ended; its reader says why (UNIMPLEMENTED, a restart).
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(self._reader)
                     self._fail(_stream_failure(exc))
-                assert self.failure is not None
-                raise self.failure from None
-
-    def _cancel(self, call_id: int) -> None:
-        if self.failure is not None:
-            return
-        task = asyncio.ensure_future(self._send_cancel(call_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send_cancel(self, call_id: int) -> None:
-        with contextlib.suppress(Exception):
-            await self._write(fw.Frame(call_id=call_id, cancel=True))
+        finally:
+            self._writer = None
+            if self.failure is not None:
+                self._outbox.clear()
 
     def close(self) -> None:
         """End the stream; calls still open on it fail UNAVAILABLE."""
         self.call.cancel()
         self._reader.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
 
 
 def _stream_failure(exc: BaseException) -> BaseException:

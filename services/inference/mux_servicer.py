@@ -67,8 +67,8 @@ class ForwardServicer(fw_grpc.ForwardServicer):
         self.draining.set()
 
     async def Calls(  # noqa: N802 - the RPC name of the proto
-        self, request_iterator: AsyncIterator[fw.Frame], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[fw.Frame]:
+        self, request_iterator: AsyncIterator[fw.Frames], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[fw.Frames]:
         if self.draining.is_set():
             raise Unavailable(DRAINING)
         stream = _Stream(self)
@@ -77,11 +77,20 @@ class ForwardServicer(fw_grpc.ForwardServicer):
         peer = context.peer()
         self.peers.append(peer)
         try:
-            while True:
-                frame = await stream.replies.get()
-                if frame is None:
-                    break
-                yield frame
+            ended = False
+            while not ended:
+                # Every reply ready now goes in one message: one write for many calls.
+                frames: list[fw.Frame] = []
+                item = await stream.replies.get()
+                while item is not None:
+                    frames.append(item)
+                    if stream.replies.empty():
+                        break
+                    item = stream.replies.get_nowait()
+                else:
+                    ended = True
+                if frames:
+                    yield fw.Frames(frames=frames)
             if stream.error is not None:
                 raise stream.error
         finally:
@@ -147,32 +156,29 @@ class _Stream:
         iterator = aiter(requests)
         try:
             while True:
-                await self.slots.acquire()
-                try:
-                    frame = await anext(iterator)
-                except BaseException:
-                    self.slots.release()
-                    raise
-                if frame.cancel:
-                    self.slots.release()
-                    task = self.tasks.pop(frame.call_id, None)
-                    if task is not None:
-                        task.cancel()
-                        self.slots.release()
-                        self.maybe_end()
-                    continue
-                if self.servicer.draining.is_set():
-                    self.slots.release()
-                    self.replies.put_nowait(
-                        fw.Frame(call_id=frame.call_id, status="UNAVAILABLE", message=DRAINING)
-                    )
-                    continue
-                timeout = frame.timeout_us / 1e6 if frame.timeout_us else None
-                deadline = None if timeout is None else loop.time() + timeout
-                self.tasks[frame.call_id] = asyncio.ensure_future(self.answer(frame, deadline))
+                batch = await anext(iterator)
+                for frame in batch.frames:
+                    if frame.cancel:
+                        task = self.tasks.pop(frame.call_id, None)
+                        if task is not None:
+                            task.cancel()
+                            self.slots.release()
+                            self.maybe_end()
+                        continue
+                    if self.servicer.draining.is_set():
+                        self.replies.put_nowait(
+                            fw.Frame(call_id=frame.call_id, status="UNAVAILABLE", message=DRAINING)
+                        )
+                        continue
+                    # A full window pauses the reading (grpc's flow control then holds
+                    # the gateway), never a queue that grows.
+                    await self.slots.acquire()
+                    timeout = frame.timeout_us / 1e6 if frame.timeout_us else None
+                    deadline = None if timeout is None else loop.time() + timeout
+                    self.tasks[frame.call_id] = asyncio.ensure_future(self.answer(frame, deadline))
         except StopAsyncIteration:
             pass  # the gateway closed its side: answer what is open, then end
-        except ServiceError as exc:  # a frame that did not decode ends the stream
+        except ServiceError as exc:  # a message that did not decode ends the stream
             self.error = exc
         except grpc.aio.AioRpcError:
             pass  # the call is gone; nobody to answer

@@ -148,12 +148,14 @@ async def forward_calls(
     async with grpc.aio.insecure_channel(backend_address(backend)) as channel:
         call = channel.stream_stream(
             CALLS_PATH,
-            request_serializer=fw.Frame.SerializeToString,
-            response_deserializer=fw.Frame.FromString,
+            request_serializer=fw.Frames.SerializeToString,
+            response_deserializer=fw.Frames.FromString,
         )()
-        for frame in frames:
-            await call.write(frame)
-        answers = [await call.read() for _ in range(replies)]
+        await call.write(fw.Frames(frames=frames[:1]))  # one alone, the rest together
+        await call.write(fw.Frames(frames=frames[1:]))
+        answers: list[fw.Frame] = []
+        while len(answers) < replies:
+            answers.extend((await call.read()).frames)
         call.cancel()
         return answers
 
