@@ -260,3 +260,18 @@ async def test_a_stream_that_breaks_fails_its_calls_over_to_another_backend(
     # The next call opens a stream again (to the backend still up).
     await stub.ModelInfer(slow_request(1), timeout=10)
     assert "never retrieved" not in caplog.text
+
+
+async def test_a_draining_backend_ends_its_streams_instead_of_waiting_out_the_grace(
+    start_inference: StartInference, start_gateway: StartGateway, connect: Connect
+) -> None:
+    backend = await start_inference()
+    gateway = await start_gateway(backends=backend_address(backend), backend_mux=True)
+    await connect(gateway).ModelInfer(pair_request("1"), timeout=10)
+    assert backend.forward.peers  # an idle stream stays open between calls
+    # A stream counts as a call in flight: were it not ended, the server would wait
+    # the whole grace period (60 s) before stopping.
+    stopping = asyncio.ensure_future(backend.grpc.shutdown(60))
+    await until(lambda: not backend.forward.peers)
+    await until(stopping.done)
+    await stopping
