@@ -16,7 +16,7 @@ import grpc
 from services.common.service_token import call_metadata
 from services.common.tls_client import DEFAULT_CHECK_SECONDS, ChannelSource, ClientTLS
 from services.gateway.balancer import DEFAULT_PICKER, BackendState, Health
-from services.gateway.mux import Multiplexer
+from services.gateway.mux import FRAME_HEADROOM, Multiplexer
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,17 @@ class Backend:
         mux = None
         if options.mux_connections > 0:
             # No interceptors: a trace context travels in each frame, not per stream.
+            mux_options = [
+                ("grpc.max_receive_message_length", limit + FRAME_HEADROOM),
+                *channel_options[1:],
+            ]
             mux = Multiplexer(
                 address,
                 options.mux_connections,
                 tls=options.tls,
-                options=channel_options,
+                options=mux_options,
                 tls_check_seconds=options.tls_check_seconds,
+                max_message_bytes=limit,
             )
         return cls(BackendState(address), source, call_metadata(options.backend_token), mux=mux)
 

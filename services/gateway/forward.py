@@ -283,7 +283,12 @@ class Forwarder:
         state.inflight += 1
         try:
             mux = backend.mux
-            if mux is not None and path == INFER_PATH and mux.supported:
+            if (
+                mux is not None
+                and path == INFER_PATH
+                and len(request) <= mux.max_request_bytes
+                and mux.supported
+            ):
                 try:
                     data = await mux.call(
                         INFER_METHOD, request, timeout, backend.credentials, self._passed(metadata)

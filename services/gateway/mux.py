@@ -39,6 +39,14 @@ WINDOW = 256
 RETRY_SECONDS = 60.0
 STREAM_BROKE = "the backend's call stream ended"
 DEADLINE_MESSAGE = "Deadline Exceeded"
+# Requests larger than this go unary: copying them costs more than a call does, and
+# on a shared stream they would hold up the small ones behind them.
+MAX_REQUEST_BYTES = 1 << 20
+# The most request bytes one stream message carries (a single request may be larger).
+BATCH_BYTES = 4 << 20
+# What a frame adds around a reply: the channel's receive limit grows by as much, so
+# a reply the unary path could take fits in a frame too.
+FRAME_HEADROOM = 64 << 10
 # A backend's answer that concerns the gateway's own credentials, kept as it is.
 _KEPT = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 
@@ -69,8 +77,14 @@ def _status(name: str) -> grpc.StatusCode:
 class CallStream:
     """One open Calls stream: its calls in flight, matched to replies by id."""
 
-    def __init__(self, channel: grpc.aio.Channel, metadata: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        metadata: Sequence[tuple[str, str]],
+        batch_bytes: int = 0,
+    ) -> None:
         self.channel = channel
+        self.batch_bytes = batch_bytes or BATCH_BYTES
         # No serializers on the payloads: frames carry the request bytes as they came.
         self.call: Any = channel.stream_stream(
             CALLS_PATH,
@@ -162,7 +176,7 @@ class CallStream:
     async def _flush(self) -> None:
         try:
             while self._outbox and self.failure is None:
-                frames, self._outbox = self._outbox, []
+                frames = self._take()
                 try:
                     await self.call.write(fw.Frames(frames=frames))
                 except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
@@ -174,6 +188,18 @@ class CallStream:
             self._writer = None
             if self.failure is not None:
                 self._outbox.clear()
+
+    def _take(self) -> list[fw.Frame]:
+        """The next message's frames: those queued, up to batch_bytes of payload (one
+        at least), so that a message stays far below the channel's size limit."""
+        size, count = 0, 0
+        for frame in self._outbox:
+            if count and size + len(frame.payload) > self.batch_bytes:
+                break
+            size += len(frame.payload)
+            count += 1
+        frames, self._outbox = self._outbox[:count], self._outbox[count:]
+        return frames
 
     def close(self) -> None:
         """End the stream; calls still open on it fail UNAVAILABLE."""
@@ -207,8 +233,13 @@ class Multiplexer:
         options: Sequence[tuple[str, Any]] = (),
         tls_check_seconds: float | None = None,
         window: int = WINDOW,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.window = window
+        # Well inside the channel's (and the backend's) message size limit.
+        limit = max_message_bytes or 4 * BATCH_BYTES
+        self.max_request_bytes = min(MAX_REQUEST_BYTES, limit // 4)
+        self.batch_bytes = min(BATCH_BYTES, limit // 2)
         extra: dict[str, Any] = {}
         if tls_check_seconds is not None:
             extra["check_seconds"] = tls_check_seconds
@@ -246,7 +277,7 @@ class Multiplexer:
                 self._retired.append(stream)
             else:
                 stream.close()
-        stream = self.streams[i] = CallStream(channel, metadata)
+        stream = self.streams[i] = CallStream(channel, metadata, self.batch_bytes)
         return stream
 
     def _pick(self, metadata: Sequence[tuple[str, str]]) -> CallStream | None:

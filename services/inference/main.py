@@ -79,7 +79,7 @@ class InferenceServer:
         self.app = InferenceApp(self.manager, source, self.metrics, limits)
         servicer = InferenceServicer(self.app, self.telemetry.tracing("maas.inference"))
         # The gateway's calls multiplexed on streams, run as ModelInfer runs them.
-        self.forward = ForwardServicer(servicer)
+        self.forward = ForwardServicer(servicer, max_message_bytes=settings.max_message_bytes)
         secret = settings.service_token
         tokens = load_service_tokens(
             settings.service_tokens_file, secret.get_secret_value() if secret else None

@@ -24,7 +24,7 @@ from opentelemetry import propagate, trace
 
 from services.common.caller import key_id_of
 from services.common.decoding import Decoder
-from services.common.errors import ServiceError, Unavailable, Unimplemented
+from services.common.errors import ResourceExhausted, ServiceError, Unavailable, Unimplemented
 from services.common.interceptor import INTERNAL_MESSAGE, UNDECODABLE_LOG_SECONDS
 from services.common.ratelog import Throttled
 from services.common.server import ServiceBinding
@@ -42,6 +42,10 @@ SPAN_ATTRIBUTES = {
     "rpc.service": "inference.GRPCInferenceService",
     "rpc.method": "ModelInfer",
 }
+# The reply bytes one stream message carries, about (a single reply may be larger).
+BATCH_BYTES = 4 << 20
+# What a frame and its message add around a reply, at most (call id, status).
+FRAME_OVERHEAD = 1024
 # What grpc itself says when a unary call's deadline passes.
 DEADLINE_MESSAGE = "Deadline Exceeded"
 
@@ -49,9 +53,21 @@ DEADLINE_MESSAGE = "Deadline Exceeded"
 class ForwardServicer(fw_grpc.ForwardServicer):
     """Runs each request frame of a Calls stream as a unary ModelInfer would run."""
 
-    def __init__(self, inference: InferenceServicer, window: int = STREAM_WINDOW) -> None:
+    def __init__(
+        self,
+        inference: InferenceServicer,
+        window: int = STREAM_WINDOW,
+        max_message_bytes: int | None = None,
+    ) -> None:
         self.inference = inference
         self.window = window
+        # A reply larger than the server may send fails its call alone, as a unary
+        # call's would, rather than the stream and every call on it.
+        self.max_reply_bytes = max_message_bytes
+        self.batch_bytes = BATCH_BYTES
+        if max_message_bytes is not None:
+            self.max_reply_bytes = max_message_bytes - FRAME_OVERHEAD
+            self.batch_bytes = min(BATCH_BYTES, max_message_bytes // 2)
         self.decode = Decoder(
             pb.ModelInferRequest.FromString, INFER_METHOD, Throttled(_log, UNDECODABLE_LOG_SECONDS)
         )
@@ -78,12 +94,20 @@ class ForwardServicer(fw_grpc.ForwardServicer):
         self.peers.append(peer)
         try:
             ended = False
+            carry: fw.Frame | None = None
+            limit = self.batch_bytes
             while not ended:
-                # Every reply ready now goes in one message: one write for many calls.
+                # Every reply ready now goes in one message (one write for many calls),
+                # up to `limit` bytes of them; a larger reply goes alone.
+                item = carry if carry is not None else await stream.replies.get()
                 frames: list[fw.Frame] = []
-                item = await stream.replies.get()
+                carry, size = None, 0
                 while item is not None:
+                    if frames and size + len(item.payload) > limit:
+                        carry = item
+                        break
                     frames.append(item)
+                    size += len(item.payload)
                     if stream.replies.empty():
                         break
                     item = stream.replies.get_nowait()
@@ -127,7 +151,13 @@ class ForwardServicer(fw_grpc.ForwardServicer):
             request = self.decode(frame.payload)
             key_id = key_id_of(list(frame.metadata.items()))
             response = await _within(deadline, self.inference._infer(request, deadline, key_id))
-            reply.payload = response.SerializeToString()
+            payload = response.SerializeToString()
+            if self.max_reply_bytes is not None and len(payload) > self.max_reply_bytes:
+                raise ResourceExhausted(
+                    f"the response is {len(payload)} bytes, expected at most "
+                    f"{self.max_reply_bytes} (the server's message size limit)"
+                )
+            reply.payload = payload
         except ServiceError as exc:
             reply.status, reply.message = exc.status, exc.message
         except TimeoutError:

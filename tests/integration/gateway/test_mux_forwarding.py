@@ -35,6 +35,11 @@ from tests.integration.gateway.conftest import (
 Connect = Callable[[GatewayServer], pb_grpc.GRPCInferenceServiceStub]
 
 
+INFLIGHT = "maas_inference_inflight_requests"
+# Rows of a `slow` request that stays multiplexed (under 1 MiB) and takes a while.
+ROWS = 240
+
+
 def slow_request(rows: int) -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name="slow")
     request.inputs.add(name="x", datatype="FP32", shape=[rows, 1024])
@@ -125,18 +130,25 @@ async def test_a_caller_that_cancels_cancels_the_backend_work(
     connect: Connect,
 ) -> None:
     root = make_repository("slow")
-    (root / "slow" / "config.yaml").write_text("dynamic_batching: {max_batch_size: 512}\n")
+    (root / "slow" / "config.yaml").write_text("dynamic_batching: {max_batch_size: 8192}\n")
     backend = await start_inference(root)
     gateway = await start_gateway(backends=backend_address(backend), backend_mux=True)
     stub = connect(gateway)
     await stub.ModelInfer(slow_request(1), timeout=10)  # the stream is open
-    call = stub.ModelInfer(slow_request(512), timeout=60)
-    await until(lambda: backend.forward.open_calls == 1)
-    call.cancel()
-    await until(lambda: backend.forward.open_calls == 0)
-    labels = {"model": "slow", "version": "1", "code": "CANCELLED"}
-    registry = backend.metrics_registry
-    await until(lambda: registry.get_sample_value("maas_inference_requests_total", labels) == 1)
+    async with grpc.aio.insecure_channel(backend_address(backend)) as direct:
+        # A long run straight to the backend, so that the call queues behind it and is
+        # surely still waiting when it is cancelled.
+        busy = pb_grpc.GRPCInferenceServiceStub(direct).ModelInfer(slow_request(8192), timeout=120)
+        registry = backend.metrics_registry
+        model = {"model": "slow", "version": "1"}
+        await until(lambda: registry.get_sample_value(INFLIGHT, model) == 1)
+        call = stub.ModelInfer(slow_request(ROWS), timeout=60)
+        await until(lambda: registry.get_sample_value(INFLIGHT, model) == 2)
+        assert backend.forward.open_calls == 1
+        call.cancel()
+        labels = {**model, "code": "CANCELLED"}
+        await until(lambda: registry.get_sample_value("maas_inference_requests_total", labels) == 1)
+        busy.cancel()
     # The stream carries on.
     await stub.ModelInfer(slow_request(1), timeout=10)
 
@@ -243,20 +255,33 @@ async def test_a_stream_that_breaks_fails_its_calls_over_to_another_backend(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     root = make_repository("slow")
-    (root / "slow" / "config.yaml").write_text("dynamic_batching: {max_batch_size: 512}\n")
+    (root / "slow" / "config.yaml").write_text("dynamic_batching: {max_batch_size: 4096}\n")
     first, second = await start_inference(root), await start_inference(root)
     gateway = await start_gateway(
         backends=f"{backend_address(first)},{backend_address(second)}", backend_mux=True
     )
     stub = connect(gateway)
-    call = stub.ModelInfer(slow_request(512), timeout=60)
-    await until(lambda: first.forward.open_calls + second.forward.open_calls == 1)
-    running, other = (first, second) if first.forward.open_calls else (second, first)
-    await running.shutdown(0)  # its stream breaks with the call on it
-    answer = await call  # UNAVAILABLE from the broken stream: retried on the other
-    assert answer.model_name == "slow"
-    stats = other.app.statistics("slow", "1")
-    assert sum(s.inference_count for s in stats) == 512
+    await stub.ModelInfer(slow_request(1), timeout=10)
+    async with grpc.aio.insecure_channel(backend_address(first)) as direct:
+        # A long run on the first backend: the calls sent there wait behind it.
+        busy = pb_grpc.GRPCInferenceServiceStub(direct).ModelInfer(slow_request(4096), timeout=120)
+        registry = first.metrics_registry
+        model = {"model": "slow", "version": "1"}
+        await until(lambda: registry.get_sample_value(INFLIGHT, model) == 1)
+        calls = []
+        for _ in range(50):  # until the balancer sends one to the first backend
+            call = stub.ModelInfer(slow_request(1), timeout=60)
+            calls.append(call)
+            await until(lambda c=call: first.forward.open_calls == 1 or c.done())
+            if first.forward.open_calls == 1:
+                break
+        broken = first.forward.open_calls
+        await first.shutdown(0)  # its streams break with calls on them
+        busy.cancel()
+    # UNAVAILABLE from the broken stream: the call is retried on the other backend.
+    answers = await asyncio.gather(*calls)
+    assert [a.model_name for a in answers] == ["slow"] * len(calls)
+    assert broken == 1
     # The next call opens a stream again (to the backend still up).
     await stub.ModelInfer(slow_request(1), timeout=10)
     assert "never retrieved" not in caplog.text
@@ -275,3 +300,23 @@ async def test_a_draining_backend_ends_its_streams_instead_of_waiting_out_the_gr
     await until(lambda: not backend.forward.peers)
     await until(stopping.done)
     await stopping
+
+
+async def test_large_requests_go_unary(
+    make_repository: Callable[..., Path],
+    start_inference: StartInference,
+    start_gateway: StartGateway,
+    connect: Connect,
+) -> None:
+    root = make_repository("slow")
+    (root / "slow" / "config.yaml").write_text("dynamic_batching: {max_batch_size: 512}\n")
+    backend = await start_inference(root)
+    gateway = await start_gateway(backends=backend_address(backend), backend_mux=True)
+    stub = connect(gateway)
+    large = slow_request(512)  # 2 MiB: more to copy than a call costs
+    assert len(large.SerializeToString()) > 1 << 20
+    answer = await stub.ModelInfer(large, timeout=30)
+    assert list(answer.outputs[0].shape) == [512, 1024]
+    assert not backend.forward.peers  # no stream was opened for it
+    await stub.ModelInfer(slow_request(1), timeout=10)
+    assert backend.forward.peers

@@ -6,7 +6,15 @@ import grpc
 import pytest
 
 from services.gateway.main import build_parser
-from services.gateway.mux import STREAM_BROKE, CallFailed, Unsupported, _stream_failure
+from services.gateway.mux import (
+    BATCH_BYTES,
+    MAX_REQUEST_BYTES,
+    STREAM_BROKE,
+    CallFailed,
+    Multiplexer,
+    Unsupported,
+    _stream_failure,
+)
 from services.gateway.settings import GatewaySettings
 
 
@@ -42,3 +50,15 @@ def test_the_gateway_credentials_and_a_missing_service_are_kept_apart() -> None:
     assert isinstance(refused, CallFailed)
     assert refused.code() is grpc.StatusCode.UNAUTHENTICATED
     assert isinstance(_stream_failure(failed(grpc.StatusCode.UNIMPLEMENTED, "")), Unsupported)
+
+
+async def test_message_sizes_stay_inside_the_limit() -> None:
+    default = Multiplexer("localhost:1", 1, max_message_bytes=64 << 20)
+    small = Multiplexer("localhost:1", 1, max_message_bytes=2 << 20)
+    try:
+        assert (default.max_request_bytes, default.batch_bytes) == (MAX_REQUEST_BYTES, BATCH_BYTES)
+        # A quarter and a half of a small limit: a full message never exceeds it.
+        assert (small.max_request_bytes, small.batch_bytes) == (512 << 10, 1 << 20)
+    finally:
+        await default.close()
+        await small.close()
