@@ -15,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.workers import Supervisor
 
+# How long the `held` model's batcher keeps a request waiting for a batch.
+HELD_SECONDS = 5
 StartSupervisor = Callable[..., Awaitable[Supervisor]]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -4,6 +4,7 @@ succeed on both workers, the HTTP port is shared too, and SIGTERM drains."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -53,9 +54,12 @@ async def gateway_workers(
 
 
 async def backend_at(
-    start: StartInferenceAt, make_repository: Callable[..., Path]
+    start: StartInferenceAt, make_repository: Callable[..., Path], slow_model: Path
 ) -> InferenceServer:
-    repository = make_repository("cnn", "slow")
+    """An inference backend with `cnn` and `slow` (SlowSum, unbatched)."""
+    repository = make_repository("cnn")
+    (repository / "slow" / "1").mkdir(parents=True)
+    shutil.copy(slow_model, repository / "slow" / "1" / "model.onnx")
     (repository / "slow" / "config.yaml").write_text(
         "dynamic_batching: {enabled: false, max_batch_size: 2048}"
     )
@@ -66,9 +70,10 @@ async def test_gateway_workers_share_both_ports(
     start_supervisor: StartSupervisor,
     start_inference_at: StartInferenceAt,
     make_repository: Callable[..., Path],
+    slow_model: Path,
     tmp_path: Path,
 ) -> None:
-    backend = await backend_at(start_inference_at, make_repository)
+    backend = await backend_at(start_inference_at, make_repository, slow_model)
     gateway = await gateway_workers(start_supervisor, backend, tmp_path)
     port, metrics = gateway.bound["port"], gateway.metrics_port
     assert int((tmp_path / "port").read_text()) == port
@@ -114,9 +119,10 @@ async def test_sigterm_drains_every_gateway_worker(
     start_supervisor: StartSupervisor,
     start_inference_at: StartInferenceAt,
     make_repository: Callable[..., Path],
+    slow_model: Path,
     tmp_path: Path,
 ) -> None:
-    backend = await backend_at(start_inference_at, make_repository)
+    backend = await backend_at(start_inference_at, make_repository, slow_model)
     gateway = await gateway_workers(start_supervisor, backend, tmp_path)
     channels = [connection(gateway.bound["port"]) for _ in range(16)]
     try:

@@ -14,12 +14,12 @@ from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common.workers import Supervisor
 from tests.integration.workers.helpers import (
+    HELD_SECONDS,
     cnn_request,
     connection,
     per_worker,
     samples,
     scrape,
-    slow_request,
     stub,
     total,
     wait_until,
@@ -111,29 +111,28 @@ async def test_sigterm_drains_every_worker(inference_workers: Supervisor) -> Non
     port, metrics = inference_workers.bound["port"], inference_workers.metrics_port
     channels = [connection(port) for _ in range(16)]
     try:
-        calls = [asyncio.ensure_future(stub(c).ModelInfer(slow_request())) for c in channels]
+        held = cnn_request()
+        held.model_name = "held"
+        calls = [asyncio.ensure_future(stub(c).ModelInfer(held)) for c in channels]
 
-        async def all_arrived() -> bool:
-            # A call whose request is still on the wire at SIGTERM is not in flight
-            # yet (it would be refused, as by a single process): wait until each call
-            # is in flight on a worker or done. Done ones are counted before the scrape,
-            # so none is counted twice.
-            done = sum(call.done() for call in calls)
+        async def all_held() -> bool:
+            # Every call waits in its worker's batcher (HELD_SECONDS) and both have some.
             found = await samples(metrics)
             per = {
                 dict(labels)["worker"]: value
                 for (name, labels), value in found.items()
-                if name == "maas_inference_inflight_requests" and dict(labels)["model"] == "slow"
+                if name == "maas_inference_inflight_requests" and dict(labels)["model"] == "held"
             }
-            return done + sum(per.values()) >= len(calls) and all(per.get(w) for w in "01")
+            return sum(per.values()) == len(calls) and all(per.get(w) for w in "01")
 
-        await wait_until(all_arrived)
+        await wait_until(all_held, timeout=HELD_SECONDS)
+        assert not any(call.done() for call in calls)
         pids = [s.pid for s in inference_workers.statuses()]
         inference_workers.request_shutdown()
         # 0: every worker exited 0, after its own graceful drain.
         assert await inference_workers.wait() == 0
         responses = await asyncio.gather(*calls)
-        assert all(r.model_name == "slow" for r in responses)
+        assert all(r.model_name == "held" for r in responses)
         for pid in pids:
             try:
                 os.kill(pid, 0)
