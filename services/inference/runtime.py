@@ -22,12 +22,15 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 # What ONNX Runtime raises: its own classes (plain Exceptions) and RuntimeError.
+# Every class its binding module defines (Fail, InvalidProtobuf, NoSuchFile, EPFail, ...:
+# the set differs between versions), so a file ORT cannot parse is a load failure with
+# its reason, not an unexpected error.
 ORT_ERRORS: tuple[type[Exception], ...] = (
     RuntimeError,
     *(
-        getattr(ort_state, name)
-        for name in ("Fail", "InvalidArgument", "RuntimeException", "EPFail", "NotImplemented")
-        if isinstance(getattr(ort_state, name, None), type)
+        value
+        for value in vars(ort_state).values()
+        if isinstance(value, type) and issubclass(value, Exception)
     ),
 )
 # Session creation also raises ValueError for provider arguments it rejects.
