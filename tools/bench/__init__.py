@@ -2,6 +2,8 @@
 
     maas bench                      # the standard comparison (what `make bench` runs)
     maas bench --preset peers       # maas beside PyTriton and KServe (`make bench-peers`)
+    maas bench --preset peers --rounds 3 --gateway-flag=--no-backend-mux   # goals 1 and 2
+    maas bench --targets inference,gateway --concurrency 16 --profile 16   # py-spy per hop
     maas bench --targets inference,ort --models digits --concurrency 1,4,16 --seconds 5
     maas bench --targets inference --inference host:8021 --gateway host:8001
     maas bench --targets gateway,gateway-http --models digits --batching on --seconds 10
