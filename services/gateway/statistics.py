@@ -153,7 +153,22 @@ def summed(replies: Iterable[pb.ModelStatisticsResponse]) -> pb.ModelStatisticsR
             if total is None:
                 totals[key] = total = pb.ModelStatistics(name=stats.name, version=stats.version)
             _add(total, stats)
+    for total in totals.values():
+        _canonical(total)
     return pb.ModelStatisticsResponse(model_stats=[totals[k] for k in sorted(totals)])
+
+
+def _canonical(total: pb.ModelStatistics) -> None:
+    """Batch sizes and memory entries in one order, whatever order the replies came in
+    (the backends answer concurrently)."""
+    batches = sorted(total.batch_stats, key=lambda b: b.batch_size)
+    memory = sorted(total.memory_usage, key=lambda m: (m.type, m.id))
+    copies = [pb.InferBatchStatistics.FromString(b.SerializeToString()) for b in batches]
+    usages = [pb.MemoryUsage.FromString(m.SerializeToString()) for m in memory]
+    del total.batch_stats[:]
+    del total.memory_usage[:]
+    total.batch_stats.extend(copies)
+    total.memory_usage.extend(usages)
 
 
 def _add(total: pb.ModelStatistics, part: pb.ModelStatistics) -> None:

@@ -49,3 +49,19 @@ def test_counts_add_up_per_name_and_version() -> None:
 
 def test_no_replies_sum_to_nothing() -> None:
     assert summed([]) == pb.ModelStatisticsResponse()
+
+
+def test_the_sum_does_not_depend_on_the_order_replies_came_in() -> None:
+    # Backends answer concurrently: the batch sizes each one saw come in either order.
+    a = pb.ModelStatisticsResponse(model_stats=[stats("m", "1", 3, 50, {4: 1, 1: 2})])
+    b = pb.ModelStatisticsResponse(model_stats=[stats("m", "1", 2, 60, {2: 1, 3: 1})])
+    b.model_stats[0].memory_usage.add(type="GPU", id=1, byte_size=5)
+    forward, backward = summed([a, b]), summed([b, a])
+    assert forward == backward
+    model = forward.model_stats[0]
+    assert [s.batch_size for s in model.batch_stats] == [1, 2, 3, 4]
+    assert [s.compute_infer.count for s in model.batch_stats] == [2, 1, 1, 1]
+    assert [(u.type, u.id, u.byte_size) for u in model.memory_usage] == [
+        ("CPU", 0, 2000),
+        ("GPU", 1, 5),
+    ]
