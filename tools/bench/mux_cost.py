@@ -24,52 +24,13 @@ import time
 from pathlib import Path
 
 import grpc
-import psutil  # type: ignore[import-untyped]  # no stubs in the dev extras
 
 from services.gateway.mux import Multiplexer
 from tools.bench import models
+from tools.bench.closed_loop import MODEL_INFER, closed_loop
 from tools.bench.servers import ROOT, batching_config, start_gateway, start_inference
 
-MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 MODES = ("unary", "mux")
-
-
-def cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
-async def closed_loop(
-    channel: grpc.aio.Channel,
-    payloads: tuple[bytes, ...],
-    concurrency: int,
-    seconds: float,
-    pids: dict[str, int],
-) -> dict[str, float]:
-    """Requests per second, median latency and CPU µs per request of each hop."""
-    call = channel.unary_unary(MODEL_INFER)
-    for payload in payloads[:8]:
-        await call(payload, timeout=30)
-    latencies: list[float] = []
-    end = time.perf_counter() + seconds
-
-    async def caller(index: int) -> None:
-        i = index
-        while time.perf_counter() < end:
-            started = time.perf_counter()
-            await call(payloads[i % len(payloads)], timeout=30)
-            latencies.append(time.perf_counter() - started)
-            i += 1
-
-    before = {hop: cpu_seconds(pid) for hop, pid in pids.items()}
-    began = time.perf_counter()
-    await asyncio.gather(*(caller(i) for i in range(concurrency)))
-    elapsed = time.perf_counter() - began
-    count = len(latencies)
-    figures = {"rps": count / elapsed, "p50_ms": statistics.median(latencies) * 1000}
-    for hop, pid in pids.items():
-        figures[f"{hop}_cpu_us"] = (cpu_seconds(pid) - before[hop]) / count * 1e6
-    return figures
 
 
 async def measure(

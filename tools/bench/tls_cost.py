@@ -19,39 +19,14 @@ import asyncio
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import grpc
 
 from tools.bench import models, perf_analyzer
+from tools.bench.closed_loop import closed_loop
 from tools.bench.servers import ROOT, batching_config, start_gateway, start_inference
 from tools.certs import issue, make_ca
-
-MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
-
-
-async def closed_loop(
-    channel: grpc.aio.Channel, payloads: tuple[bytes, ...], concurrency: int, seconds: float
-) -> dict[str, float]:
-    """Requests per second and the median latency of `concurrency` callers."""
-    call = channel.unary_unary(MODEL_INFER)
-    await call(payloads[0], timeout=30)
-    latencies: list[float] = []
-    end = time.perf_counter() + seconds
-
-    async def caller(index: int) -> None:
-        i = index
-        while time.perf_counter() < end:
-            started = time.perf_counter()
-            await call(payloads[i % len(payloads)], timeout=30)
-            latencies.append(time.perf_counter() - started)
-            i += 1
-
-    began = time.perf_counter()
-    await asyncio.gather(*(caller(i) for i in range(concurrency)))
-    elapsed = time.perf_counter() - began
-    return {"rps": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000}
 
 
 async def measure(

@@ -1,0 +1,59 @@
+"""A closed loop of gRPC ModelInfer callers on one channel, for the scripts that compare
+two ways of serving side by side (tls_cost, mux_cost): N calls in flight, each caller
+sending its next request as soon as the last is answered, for a fixed time."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Mapping
+
+import grpc
+
+from tools.bench.cpu import tree_cpu_seconds
+
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+WARMUP_CALLS = 8
+
+
+def _cpu(pid: int) -> float:
+    seconds = tree_cpu_seconds(pid)
+    if seconds is None:
+        raise RuntimeError(f"server process {pid} is gone")
+    return seconds
+
+
+async def closed_loop(
+    channel: grpc.aio.Channel,
+    payloads: tuple[bytes, ...],
+    concurrency: int,
+    seconds: float,
+    pids: Mapping[str, int] | None = None,
+) -> dict[str, float]:
+    """Requests per second and the median latency of `concurrency` callers, and the
+    CPU µs per request of each server process in `pids` (`<hop>_cpu_us`)."""
+    call = channel.unary_unary(MODEL_INFER)
+    for payload in payloads[:WARMUP_CALLS]:
+        await call(payload, timeout=30)
+    hops = dict(pids or {})
+    latencies: list[float] = []
+    end = time.perf_counter() + seconds
+
+    async def caller(index: int) -> None:
+        i = index
+        while time.perf_counter() < end:
+            started = time.perf_counter()
+            await call(payloads[i % len(payloads)], timeout=30)
+            latencies.append(time.perf_counter() - started)
+            i += 1
+
+    before = {hop: _cpu(pid) for hop, pid in hops.items()}
+    began = time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    count = len(latencies)
+    figures = {"rps": count / elapsed, "p50_ms": statistics.median(latencies) * 1000}
+    for hop, pid in hops.items():
+        figures[f"{hop}_cpu_us"] = (_cpu(pid) - before[hop]) / count * 1e6
+    return figures
