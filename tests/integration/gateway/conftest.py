@@ -19,6 +19,8 @@ import pytest
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
+from services.common.server import GrpcServer, ServiceBinding
+from services.common.settings import ServiceSettings
 from services.gateway.main import GatewayServer
 from services.gateway.settings import GatewaySettings
 from services.inference.main import InferenceServer
@@ -206,3 +208,22 @@ async def connect() -> AsyncIterator[Callable[[GatewayServer], pb_grpc.GRPCInfer
     yield stub
     for channel in channels:
         await channel.close()
+
+
+V2_SERVICE = "inference.GRPCInferenceService"
+RawMethod = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
+
+
+async def v2_server(methods: dict[str, RawMethod]) -> GrpcServer:
+    """A real gRPC server answering only these v2 methods (raw bytes in and out), with
+    the usual health service: a backend unlike maas-inference. Shut it down after."""
+    handler = grpc.method_handlers_generic_handler(
+        V2_SERVICE,
+        {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in methods.items()},
+    )
+    server = GrpcServer(
+        ServiceSettings(port=0, host="localhost"),
+        [ServiceBinding(V2_SERVICE, lambda s: s.add_generic_rpc_handlers((handler,)))],
+    )
+    await server.start()
+    return server

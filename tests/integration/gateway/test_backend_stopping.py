@@ -18,14 +18,13 @@ from grpc_health.v1 import health_pb2
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from services.common.server import GrpcServer, ServiceBinding
-from services.common.settings import ServiceSettings
 from tests.integration.gateway.conftest import (
     StartGateway,
     StartInference,
     backend_address,
     output,
     pair_request,
+    v2_server,
 )
 
 
@@ -54,19 +53,7 @@ async def cancelling_backend(
         reply = await stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=10)
         return reply.SerializeToString()
 
-    name = "inference.GRPCInferenceService"
-    handler = grpc.method_handlers_generic_handler(
-        name,
-        {
-            "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
-            "RepositoryIndex": grpc.unary_unary_rpc_method_handler(index),
-        },
-    )
-    server = GrpcServer(
-        ServiceSettings(port=0, host="localhost"),
-        [ServiceBinding(name, lambda s: s.add_generic_rpc_handlers((handler,)))],
-    )
-    await server.start()
+    server = await v2_server({"ModelInfer": infer, "RepositoryIndex": index})
     # Its health says the model is served, so the gateway sends it calls.
     await server.health.set("pair", health_pb2.HealthCheckResponse.SERVING)
     yield CancellingBackend(f"localhost:{server.port}", calls)

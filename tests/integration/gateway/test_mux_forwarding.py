@@ -18,8 +18,6 @@ from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from maas_proto.internal.v1 import forward_pb2 as fw
 
-from services.common.server import GrpcServer, ServiceBinding
-from services.common.settings import ServiceSettings
 from services.gateway.main import GatewayServer
 from services.gateway.mux import CALLS_PATH
 from services.inference.main import InferenceServer
@@ -30,6 +28,7 @@ from tests.integration.gateway.conftest import (
     output,
     pair_request,
     until,
+    v2_server,
 )
 
 Connect = Callable[[GatewayServer], pb_grpc.GRPCInferenceServiceStub]
@@ -217,19 +216,7 @@ async def unary_only_backend(start_inference: StartInference) -> AsyncIterator[s
         reply = await stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=10)
         return reply.SerializeToString()
 
-    name = "inference.GRPCInferenceService"
-    handler = grpc.method_handlers_generic_handler(
-        name,
-        {
-            "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
-            "RepositoryIndex": grpc.unary_unary_rpc_method_handler(index),
-        },
-    )
-    server = GrpcServer(
-        ServiceSettings(port=0, host="localhost"),
-        [ServiceBinding(name, lambda s: s.add_generic_rpc_handlers((handler,)))],
-    )
-    await server.start()
+    server = await v2_server({"ModelInfer": infer, "RepositoryIndex": index})
     yield f"localhost:{server.port}"
     await server.shutdown(0)
     await stub_channel.close()
