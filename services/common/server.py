@@ -46,6 +46,16 @@ class PortInUse(OSError):
         return f"port {self.port} is in use (change it with {self.flag} or {self.env})"
 
 
+def start_metrics(metrics: MetricsServer, settings: ServiceSettings) -> int:
+    """Start `metrics` and return its port; PortInUse (naming metrics_port) if taken."""
+    try:
+        return metrics.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(settings.metrics_port, "metrics_port", settings) from None
+        raise
+
+
 def _port_taken(host: str, port: int) -> bool:
     """Whether `port` is taken on every address `host` resolves to, so no bind can work.
 
@@ -251,12 +261,7 @@ class GrpcServer:
             tls_key=tls.tls_key if tls else None,
             ready=lambda: self._serving,
         )
-        try:
-            self.metrics_port = metrics.start()
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(self.settings.metrics_port, "metrics_port", self.settings) from None
-            raise
+        self.metrics_port = start_metrics(metrics, self.settings)
         return metrics
 
     async def wait(self) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -41,7 +40,7 @@ from prometheus_client import CollectorRegistry
 from services.common.files import write_atomically
 from services.common.lifeline import LIFELINE_ENV, watch_lifeline
 from services.common.metrics import MetricsServer
-from services.common.server import PortInUse
+from services.common.server import PortInUse, start_metrics
 from services.common.settings import ServiceSettings
 from services.common.tls import TlsError
 from services.common.workers_metrics import MergedMetrics, WorkerStatus
@@ -151,12 +150,7 @@ class Supervisor:
             tls_key=self.settings.tls_key if tls else None,
             ready=self.ready,
         )
-        try:
-            self.metrics_port = metrics.start()
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(self.settings.metrics_port, "metrics_port", self.settings) from None
-            raise
+        self.metrics_port = start_metrics(metrics, self.settings)
         return metrics
 
     def _command(self, worker: _Worker) -> list[str]:
