@@ -28,13 +28,14 @@ def bearer(key: str) -> tuple[tuple[str, str], ...]:
 
 @dataclass
 class Tally:
-    """What the clients saw: admitted calls per gateway, other codes, and the first
-    send and last answer (event-loop time)."""
+    """What the clients saw: admitted calls per gateway, other codes, the first send,
+    the first admitted answer and the last answer (event-loop time)."""
 
     ok: list[int]
     codes: collections.Counter[grpc.StatusCode] = field(default_factory=collections.Counter)
     details: set[str] = field(default_factory=set)
     first: float = math.inf
+    first_ok: float = math.inf
     last: float = -math.inf
 
     @property
@@ -43,7 +44,16 @@ class Tally:
 
     @property
     def elapsed(self) -> float:
+        """From the first send to the last answer: no token was taken outside it."""
         return self.last - self.first
+
+    @property
+    def served(self) -> float:
+        """From the first admitted answer to the last answer: the bucket was in use
+        all along. Unlike `elapsed` it leaves out the start-up (channels connecting,
+        the first requests queueing on a busy machine), when the bucket sat full and
+        refilled nothing."""
+        return self.last - self.first_ok
 
 
 async def hammer(
@@ -61,6 +71,7 @@ async def hammer(
             try:
                 await stub.ModelInfer(request, metadata=metadata, timeout=10)
                 tally.ok[index] += 1
+                tally.first_ok = min(tally.first_ok, loop.time())
             except grpc.aio.AioRpcError as exc:
                 tally.codes[exc.code()] += 1
                 tally.details.add(exc.details() or "")

@@ -1,7 +1,8 @@
 """Rate limits that hold across gateway replicas: three real gateways on one real Redis.
 
 One key at 50 requests/s with a burst of 20, hammered through all three for 10 s,
-is admitted rate x elapsed + burst times in total (within 5%), not three times that;
+is admitted rate x elapsed + burst times in total (within 5%; elapsed counted from the
+first admitted answer at least, from the first send at most), not three times that;
 the rest are RESOURCE_EXHAUSTED, as each gateway's rate-limited metric agrees. The
 HTTP front end takes from the same bucket.
 """
@@ -80,17 +81,22 @@ async def test_one_key_is_limited_across_three_replicas(
     tally = await hammer([connect(g) for g in replicas], "key-team", SECONDS)
     # Every decision was the shared bucket's: no replica fell back to its own.
     assert [redis_errors(g) for g in replicas] == [0.0] * REPLICAS
-    expected = RATE * tally.elapsed + BURST
+    # At most what the bucket can give from the first send to the last answer, and at
+    # least what it gives while in use (from the first admitted answer): within 5%.
+    most, least = RATE * tally.elapsed + BURST, RATE * tally.served + BURST
     _log.info(
-        "shared limit: %d admitted of %d in %.3f s (expected %.1f), per replica %s",
+        "shared limit: %d admitted of %d in %.3f s (%.3f s served; expected %.1f to %.1f),"
+        " per replica %s",
         tally.admitted,
         tally.admitted + sum(tally.codes.values()),
         tally.elapsed,
-        expected,
+        tally.served,
+        least,
+        most,
         tally.ok,
     )
     assert tally.elapsed >= SECONDS
-    assert abs(tally.admitted - expected) <= 0.05 * expected, (tally.admitted, expected)
+    assert 0.95 * least <= tally.admitted <= 1.05 * most, (tally.admitted, least, most)
     # Every replica served some of them: the limit is one bucket, not one per replica
     # (three per-replica buckets would admit about three times as many).
     assert all(ok > 0 for ok in tally.ok), tally.ok
