@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-EXTRAS ?= cpu,export,dev,bench
+EXTRAS ?= cpu,text,export,dev,bench
 INSTALL_STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto' | sort)
 PROTO_OUT := services/_proto
@@ -66,7 +66,7 @@ examples: install ## Export the example models (LARGE=0: no large demos) into .d
 # stubs, and one process cannot hold both descriptor sets.
 .PHONY: test
 test: install ## Run the whole test suite
-	$(BIN)/pytest tests --ignore=tests/interop --ignore=tests/e2e $(PYTEST_ARGS)
+	$(BIN)/pytest tests --ignore=tests/interop --ignore=tests/e2e --ignore=tests/images $(PYTEST_ARGS)
 	$(BIN)/pytest tests/interop tests/e2e $(PYTEST_ARGS)
 
 # `make test` runs tests/fuzz too, at 20 s per target; this runs them longer and
@@ -116,27 +116,62 @@ clean: ## Remove generated files and the venv
 	rm -rf $(VENV) $(PROTO_OUT) .data .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 # ---- Kubernetes: container images and the Helm chart (deploy/, docs/kubernetes.md) ----
+# One Dockerfile, a target per image, built by the classic builder (no BuildKit or
+# buildx needed) with host networking. The base image is PYTHON_IMAGE where it can be
+# pulled, else LOCAL_BASE_IMAGE, made here with debootstrap (`make base-image`);
+# BASE_IMAGE=... skips the choice. IMAGE_EXTRAS are the optional extras installed.
 IMAGE_REPO ?= maas
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_EXTRAS ?= postgres,redis
+FULL_EXTRAS ?= postgres,redis,text,s3
 DOCKER ?= docker
-IMAGE_ARGS = --build-arg VERSION=$(IMAGE_TAG) \
+PYTHON_IMAGE ?= python:3.11-slim-bookworm
+LOCAL_BASE_IMAGE ?= maas-base:bookworm
+BASE_IMAGE ?=
+IMAGE_CONTEXT := build/image
+DOCKER_BUILD = DOCKER_BUILDKIT=0 $(DOCKER) build --network host -f deploy/docker/Dockerfile \
+	--build-arg BASE_IMAGE=$${base} --build-arg EXTRAS=$(IMAGE_EXTRAS) \
+	--build-arg VERSION=$(IMAGE_TAG) \
 	--build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) \
 	--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ)
+PICK_BASE = base=$(or $(BASE_IMAGE),$$(DOCKER=$(DOCKER) tools/images/pick-base.sh $(PYTHON_IMAGE) $(LOCAL_BASE_IMAGE)))
 
-.PHONY: images image-cpu image-gpu docker-check helm-check
-images: image-cpu image-gpu ## Build the CPU and GPU images (needs a Docker engine)
+.PHONY: images image-cpu image-full image-gpu image-context base-image docker-check helm-check test-images
+images: image-cpu image-full image-gpu ## Build the CPU (slim and -full) and GPU images (needs a Docker engine)
 
-image-cpu: docker-check ## Build the CPU image maas:<version> (what kind and minikube use)
-	DOCKER_BUILDKIT=1 $(DOCKER) build -f deploy/docker/cpu.Dockerfile $(IMAGE_ARGS) \
-		-t $(IMAGE_REPO):$(IMAGE_TAG) .
+image-cpu: docker-check image-context ## Build the CPU image maas:<version> (what kind and minikube use)
+	$(PICK_BASE) && $(DOCKER_BUILD) --target cpu -t $(IMAGE_REPO):$(IMAGE_TAG) .
 
-image-gpu: docker-check ## Build the GPU image maas:<version>-gpu (CUDA + onnxruntime-gpu)
-	DOCKER_BUILDKIT=1 $(DOCKER) build -f deploy/docker/gpu.Dockerfile $(IMAGE_ARGS) \
-		-t $(IMAGE_REPO):$(IMAGE_TAG)-gpu .
+# The CPU image with every optional extra (text models, S3 blobs): IMAGE_EXTRAS picks.
+image-full: IMAGE_EXTRAS = $(FULL_EXTRAS)
+image-full: docker-check image-context ## Build maas:<version>-full: the CPU image with the text and s3 extras
+	$(PICK_BASE) && $(DOCKER_BUILD) --target cpu \
+		-t $(IMAGE_REPO):$(IMAGE_TAG)-full .
+
+image-gpu: docker-check image-context ## Build the GPU image maas:<version>-gpu (onnxruntime-gpu, CUDA wheels)
+	$(PICK_BASE) && $(DOCKER_BUILD) --target gpu -t $(IMAGE_REPO):$(IMAGE_TAG)-gpu .
+
+# What the build copies beyond the source tree: the demo model, exported from PyTorch
+# here (torch stays out of the image), and the tested environment's versions.
+image-context: install
+	$(PY) -m tools.examples --out $(EXAMPLES) --small
+	mkdir -p $(IMAGE_CONTEXT)
+	cp $(EXAMPLES)/digits/1/model.onnx $(IMAGE_CONTEXT)/digits.onnx
+	$(BIN)/pip freeze --exclude-editable | grep -E '^[A-Za-z0-9._-]+==' >$(IMAGE_CONTEXT)/constraints.txt
+
+base-image: docker-check ## Make LOCAL_BASE_IMAGE (Debian bookworm, Python 3.11) with debootstrap, as root
+	DOCKER=$(DOCKER) tools/images/base-image.sh $(LOCAL_BASE_IMAGE)
 
 docker-check:
 	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: no Docker engine reachable" \
-		"('$(DOCKER) info' failed); images need one (Docker, or DOCKER=podman)." >&2; exit 1; }
+		"('$(DOCKER) info' failed). As root, tools/images/docker-engine.sh installs and starts" \
+		"one (docker.io, host networking); or DOCKER=podman." >&2; exit 1; }
+
+# The system in containers (tests/images): registry, two inference replicas and the
+# gateway from the CPU image, --network host, read-only, user 10001 (~10 min).
+test-images: image-cpu ## Build the CPU image, run the system in containers and test it
+	MAAS_TEST_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG) DOCKER=$(DOCKER) \
+		$(BIN)/pytest tests/images -p no:cacheprovider $(PYTEST_ARGS)
 
 helm-check: install ## helm lint --strict + kubernetes-validate (1.30, newest) on the chart
 	VENV=$(VENV) tools/helm-check.sh

@@ -70,16 +70,30 @@ class TaskBackend(Protocol):
         """Finish or cancel what runs, then release the sessions."""
 
 
+# The tasks that read a tokenizer, and the modules of the `text` extra they need.
+TEXT_TASKS = ("embedding", "generate")
+TEXT_MODULES = ("tokenizers", "jinja2")
+
+
 def open_task(path: Path, config: ModelConfig) -> TaskBackend:
     """Load a task model from its version directory; blocking, raises LoadError.
 
     `path` is the version's main file (model.onnx); the task reads its siblings."""
-    if config.task == "embedding":
-        from services.inference.tasks.embedding import open_embedding
+    if config.task not in TEXT_TASKS:
+        raise LoadError(f"task '{config.task}' is not a text task")
+    try:
+        if config.task == "embedding":
+            from services.inference.tasks.embedding import open_embedding
 
-        return open_embedding(path.parent, config)
-    if config.task == "generate":
+            return open_embedding(path.parent, config)
         from services.inference.tasks.generate.model import open_generate
 
         return open_generate(path.parent, config)
-    raise LoadError(f"task '{config.task}' is not a text task")
+    except ModuleNotFoundError as exc:
+        if exc.name not in TEXT_MODULES:
+            raise
+        # The slim image leaves the `text` extra out: that model is UNAVAILABLE, saying so.
+        raise LoadError(
+            f"task '{config.task}' needs the 'text' extra (pip install 'maas[text]'),"
+            f" got no module '{exc.name}'"
+        ) from exc
