@@ -9,6 +9,7 @@ it started, also when a test fails.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -98,6 +99,19 @@ class Container:
         """Its last `tail` lines of stdout and stderr together."""
         result = self._cli("logs", "--tail", str(tail), self.name)
         return result.stdout + result.stderr
+
+    def records(self) -> list[dict[str, object]]:
+        """Its structured (JSON-lines) log records so far; other lines are skipped."""
+        result = self._cli("logs", self.name)
+        records = []
+        for line in (result.stdout + result.stderr).splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
     def stop(self, grace: int) -> None:
         """`docker stop`: SIGTERM, and SIGKILL only after `grace` seconds."""

@@ -27,6 +27,7 @@ from tests.images.system import (
     GRACE_SECONDS,
     MODEL,
     Digits,
+    Service,
     System,
     digits_files,
     http_ok,
@@ -103,6 +104,14 @@ def successes(address: str) -> int:
     return sum(s.inference_stats.success.count for s in stats.model_stats)
 
 
+def lost_registry(replica: Service) -> bool:
+    """Whether `replica` logged its registry client's UNAVAILABLE (its watch reconnecting)."""
+    return any(
+        r.get("logger") == "services.registry.client" and r.get("status") == "UNAVAILABLE"
+        for r in replica.container.records()
+    )
+
+
 def test_gateway_container_classifies_the_held_out_digits(
     system: System, digits: Digits, gateway: tc.InferenceServerClient
 ) -> None:
@@ -168,6 +177,9 @@ def test_docker_kill_of_the_registry_leaves_inference_serving(
     assert serving, "no inference replica is running"
     system.registry.container.kill()
     assert system.registry.container.state() == "exited"
+    # Each replica has seen its registry watch fail before the requests below.
+    for replica in serving:
+        replica.container.wait_serving("losing its registry", partial(lost_registry, replica))
     images, labels = digits.images[:BATCH], digits.labels[:BATCH]
     baseline = None
     for _ in range(20):
