@@ -1,23 +1,23 @@
-"""Backends from the Kubernetes EndpointSlice API, watched with the official client.
+"""Backends from the Kubernetes EndpointSlice API, watched with lightkube.
 
 The slices of a Service carry the label `kubernetes.io/service-name=<service>`;
 every ready endpoint address of every slice, at the chosen port, is a backend.
-The client is synchronous, so list-then-watch runs in a thread of its own and
-hands each new set to the event loop. An expired watch (410 Gone) lists again.
+lightkube's client is asyncio-native (the official `kubernetes` client, sync and
+~150 MB with its aio copy, needed a thread), so list-then-watch runs as one task
+on the event loop. An expired watch (410 Gone) lists again; other errors back off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes import watch as k8s_watch
+import httpx2
+from lightkube import ApiError, AsyncClient, NotReadyError
+from lightkube.models.discovery_v1 import EndpointPort
+from lightkube.resources.discovery_v1 import EndpointSlice
 
 from services.gateway.discovery import Update, host_port
 
@@ -25,6 +25,7 @@ _log = logging.getLogger(__name__)
 SERVICE_LABEL = "kubernetes.io/service-name"
 DEFAULT_PORT_NAME = "grpc"
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+MAX_RETRY_SECONDS = 30.0
 
 
 def parse_target(target: str) -> tuple[str, str | int | None]:
@@ -43,16 +44,16 @@ def own_namespace() -> str:
         return "default"
 
 
-def default_api_client() -> k8s.ApiClient:
-    """In-cluster credentials when running in a pod, else the local kubeconfig."""
-    try:
-        k8s_config.load_incluster_config()
-    except k8s_config.ConfigException:
-        k8s_config.load_kube_config()
-    return k8s.ApiClient()
+def default_client() -> AsyncClient:
+    """In-cluster credentials when running in a pod, else the local kubeconfig.
+
+    lightkube's own order (service account, then $KUBECONFIG, then ~/.kube/config);
+    it re-reads a rotated service-account token on 401.
+    """
+    return AsyncClient()
 
 
-def slice_port(ports: list[Any] | None, wanted: str | int | None) -> int | None:
+def slice_port(ports: list[EndpointPort] | None, wanted: str | int | None) -> int | None:
     """The port of a slice to use: by number, by name, else 'grpc', else the only one."""
     if isinstance(wanted, int):
         return wanted
@@ -66,7 +67,7 @@ def slice_port(ports: list[Any] | None, wanted: str | int | None) -> int | None:
     return None
 
 
-def slice_addresses(endpoint_slice: Any, wanted: str | int | None) -> set[str]:
+def slice_addresses(endpoint_slice: EndpointSlice, wanted: str | int | None) -> set[str]:
     """host:port of every ready endpoint of one EndpointSlice."""
     port = slice_port(endpoint_slice.ports, wanted)
     if port is None:
@@ -81,6 +82,15 @@ def slice_addresses(endpoint_slice: Any, wanted: str | int | None) -> set[str]:
     return found
 
 
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a failed call, or of a watch's ERROR event."""
+    if isinstance(exc, ApiError) and exc.status is not None:
+        return exc.status.code
+    if isinstance(exc, httpx2.HTTPStatusError) and exc.response is not None:
+        return exc.response.status_code
+    return None
+
+
 class EndpointSliceDiscovery:
     """Lists, then watches, the EndpointSlices of one Service in one namespace."""
 
@@ -90,7 +100,7 @@ class EndpointSliceDiscovery:
         update: Update,
         *,
         namespace: str | None = None,
-        api_client: k8s.ApiClient | None = None,
+        client: AsyncClient | None = None,
         watch_seconds: int = 60,
         retry_seconds: float = 1.0,
     ) -> None:
@@ -99,98 +109,99 @@ class EndpointSliceDiscovery:
         self.update = update
         self.watch_seconds = watch_seconds
         self.retry_seconds = retry_seconds
-        self._api_client = api_client
+        self._client = client
+        self._own_client = client is None
         self._slices: dict[str, set[str]] = {}
-        self._stop = threading.Event()
-        self._listed = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._watch: k8s_watch.Watch | None = None
+        self._listed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self, first_list_timeout: float = 5.0) -> None:
-        """Start the watch thread and wait (bounded) for the first listing."""
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(
-            target=self._run, name=f"endpointslices-{self.service}", daemon=True
-        )
-        self._thread.start()
-        await asyncio.to_thread(self._listed.wait, first_list_timeout)
+        """Start watching and wait (bounded) for the first listing."""
+        self._task = asyncio.create_task(self._run(), name=f"endpointslices-{self.service}")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(first_list_timeout):
+                await self._listed.wait()
 
     async def close(self) -> None:
-        """Stop watching; the thread ends at its next event or timeout."""
-        self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()
+        """Stop watching and wait for it, then close the client if it is ours."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._own_client and self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
 
     def _publish(self) -> None:
-        addresses = sorted(set().union(*self._slices.values())) if self._slices else []
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(self.update, addresses)
-        except RuntimeError:  # the loop closed meanwhile
-            self._stop.set()
+        self.update(sorted(set().union(*self._slices.values())) if self._slices else [])
 
-    def _run(self) -> None:
-        api = k8s.DiscoveryV1Api(self._api_client or default_api_client())
-        selector = f"{SERVICE_LABEL}={self.service}"
+    async def _run(self) -> None:
         version: str | None = None
-        while not self._stop.is_set():
-            started = time.monotonic()
+        pause = self.retry_seconds
+        while True:
             try:
+                if self._client is None:
+                    self._client = default_client()
                 if version is None:
-                    version = self._list(api, selector)
-                version = self._follow(api, selector, version)
-            except k8s.ApiException as exc:
-                if exc.status == 410:  # the watch is too old: list again
-                    version = None
-                    continue
-                _log.warning(
-                    "EndpointSlice API error", extra={"status": exc.status, "reason": exc.reason}
-                )
+                    version = await self._list(self._client)
+                    pause = self.retry_seconds
+                version = await self._follow(self._client, version)
+                continue
+            except httpx2.HTTPError as exc:
+                status = http_status(exc)
                 version = None
-            except Exception as exc:  # noqa: BLE001 - the watch must outlive network errors
-                if self._stop.is_set():
-                    return
+                if status == 410:  # the watch is too old: list again
+                    continue
+                _log.warning("EndpointSlice API error", extra={"status": status, "error": str(exc)})
+            except Exception as exc:  # noqa: BLE001 - the watch must outlive any failure
                 _log.warning("EndpointSlice watch failed", extra={"error": repr(exc)})
                 version = None
-            # Never spin: a watch that ends at once waits a little before the next.
-            pause = self.retry_seconds - (time.monotonic() - started)
-            if pause > 0:
-                self._stop.wait(pause)
+            # Errors back off (doubling, capped); a success resets the pause.
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, max(MAX_RETRY_SECONDS, self.retry_seconds))
 
-    def _list(self, api: k8s.DiscoveryV1Api, selector: str) -> str:
-        listing = api.list_namespaced_endpoint_slice(self.namespace, label_selector=selector)
-        self._slices = {_name(s): slice_addresses(s, self.port) for s in listing.items or []}
+    async def _list(self, client: AsyncClient) -> str | None:
+        """Replace every slice with the listing; the listing's resourceVersion."""
+        listing = client.list(
+            EndpointSlice, namespace=self.namespace, labels={SERVICE_LABEL: self.service}
+        )
+        self._slices = {_name(s): slice_addresses(s, self.port) async for s in listing}
         self._publish()
         self._listed.set()
-        return str(listing.metadata.resource_version if listing.metadata else "")
+        try:
+            return listing.resourceVersion
+        except NotReadyError:  # no resourceVersion: the watch starts from now
+            return None
 
-    def _follow(self, api: k8s.DiscoveryV1Api, selector: str, version: str) -> str:
-        """Apply watch events until the server ends the stream; the last resourceVersion."""
-        self._watch = watch = k8s_watch.Watch()
-        for event in watch.stream(
-            api.list_namespaced_endpoint_slice,
-            self.namespace,
-            label_selector=selector,
+    async def _follow(self, client: AsyncClient, version: str | None) -> str | None:
+        """Apply watch events for a while; the last resourceVersion seen.
+
+        lightkube resumes a watch the server ended by itself, but reads without a
+        timeout; the bound here ends a connection that died silently.
+        """
+        events = client.watch(
+            EndpointSlice,
+            namespace=self.namespace,
+            labels={SERVICE_LABEL: self.service},
+            server_timeout=self.watch_seconds,
             resource_version=version,
-            timeout_seconds=self.watch_seconds,
-            _request_timeout=self.watch_seconds + 30,
-        ):
-            if self._stop.is_set():
-                break
-            if event["type"] not in ("ADDED", "MODIFIED", "DELETED"):
-                continue  # BOOKMARK: only the resourceVersion moves on
-            endpoint_slice = event["object"]
-            name = _name(endpoint_slice)
-            if event["type"] == "DELETED":
-                self._slices.pop(name, None)
-            else:
-                self._slices[name] = slice_addresses(endpoint_slice, self.port)
-            self._publish()
-        return str(watch.resource_version or version)
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.watch_seconds + 30):
+                async for kind, endpoint_slice in events:
+                    if endpoint_slice.metadata is not None:
+                        version = endpoint_slice.metadata.resourceVersion or version
+                    if kind not in ("ADDED", "MODIFIED", "DELETED"):
+                        continue  # BOOKMARK: only the resourceVersion moves on
+                    name = _name(endpoint_slice)
+                    if kind == "DELETED":
+                        self._slices.pop(name, None)
+                    else:
+                        self._slices[name] = slice_addresses(endpoint_slice, self.port)
+                    self._publish()
+        return version
 
 
-def _name(endpoint_slice: Any) -> str:
-    return str(endpoint_slice.metadata.name)
+def _name(endpoint_slice: EndpointSlice) -> str:
+    return str(endpoint_slice.metadata.name if endpoint_slice.metadata else "")
