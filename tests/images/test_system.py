@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import nullcontext
 from functools import partial
 
 import numpy as np
@@ -78,13 +79,10 @@ def system(containers: ContainerSet, digits: Digits) -> System:
 
 
 def show(config: pytest.Config, title: str, text: str) -> None:
-    """Write past pytest's output capture, so that teardown can tell what the containers said."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None:
-        print(f"===== {title} =====\n{text}", file=sys.stderr)
-        return
-    reporter.write_sep("=", title)
-    reporter.write_line(text)
+    """Write past pytest's output capture: the module's teardown may run in a test that passed."""
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+        print(f"\n{f' {title} ':=^100}\n{text}", file=sys.stderr, flush=True)
 
 
 @pytest.fixture
