@@ -1,6 +1,7 @@
 """Running one chart container's program in the image as the chart would: its user,
-a read-only root, tmpfs for its data volumes, its ConfigMap files at their mount paths,
-its env (Secret and fieldRef values as placeholders), host networking."""
+a read-only root, tmpfs for its data volumes (and no other writable path), its ConfigMap
+files at their mount paths, its env (Secret and fieldRef values as placeholders), host
+networking."""
 
 from __future__ import annotations
 
@@ -63,8 +64,8 @@ class ImageRunner:
         """The `docker run` flags that make the chart's container here."""
         user = f"{c.run_as_user}:{c.run_as_group}" if c.run_as_group is not None else ""
         flags = ["--network", "host", "--read-only", "--user", user or str(c.run_as_user)]
-        tmpfs = {"/tmp"} | {m.path for m in c.data_mounts()}
-        for path in sorted(tmpfs):
+        # Only the chart's own data volumes: a container that needs a /tmp it lacks fails.
+        for path in sorted({m.path for m in c.data_mounts()}):
             flags += ["--tmpfs", path]
         flags += self._configmap_volumes(c)
         if env:
