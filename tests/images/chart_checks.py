@@ -6,6 +6,7 @@ empty, and feed them wrong values to show that each one can fail."""
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -64,9 +65,11 @@ def env_problems(containers: Iterable[ChartContainer], programs: Facts) -> list[
             continue
         for name, _ in c.env:
             if name.startswith("MAAS_") and name not in known:
+                near = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {near[0]}? " if near else ""
                 problems.append(
                     f"{c.where}: env {name} is read by no setting of {c.program!r}; "
-                    f"expected one of {sorted(known)}"
+                    f"{hint}expected one of {sorted(known)}"
                 )
     return problems
 
