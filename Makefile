@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-EXTRAS ?= cpu,text,export,dev,bench
+EXTRAS ?= cpu,text,explain,export,dev,bench
 INSTALL_STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto' | sort)
 PROTO_OUT := services/_proto
@@ -123,7 +123,7 @@ clean: ## Remove generated files and the venv
 IMAGE_REPO ?= maas
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE_EXTRAS ?= postgres,redis
-FULL_EXTRAS ?= postgres,redis,text,s3
+FULL_EXTRAS ?= postgres,redis,text,explain,s3
 DOCKER ?= docker
 PYTHON_IMAGE ?= python:3.11-slim-bookworm
 LOCAL_BASE_IMAGE ?= maas-base:bookworm
