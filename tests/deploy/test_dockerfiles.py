@@ -10,6 +10,7 @@ import fnmatch
 import json
 import re
 import shlex
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,3 +228,22 @@ def test_gpu_image_takes_cuda_from_the_gpu_extra_not_a_cuda_base() -> None:
     assert "MAAS_INFERENCE_REQUIRE_CUDA=true" in gpu
     assert "COPY --from=venv-gpu" in gpu
     assert "MAAS_INFERENCE_REQUIRE_CUDA" not in stage_text(stages["cpu"])
+
+
+def test_gpu_extra_pins_the_cuda_wheels_exactly() -> None:
+    """onnxruntime-gpu's own extras ask for any CUDA 13.x and cuDNN 9.x (~=): the extra
+    pins each nvidia wheel to the set the GPU image was built with, one major each."""
+    gpu = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "gpu"
+    ]
+    pins = dict(
+        (m.group(1), m.group(2))
+        for m in (re.fullmatch(r"(nvidia-[\w-]+)==([\d.]+)", d) for d in gpu)
+        if m
+    )
+    majors = {"nvidia-cuda-runtime": 13, "nvidia-cuda-nvrtc": 13, "nvidia-cudnn-cu13": 9}
+    for name, major in majors.items():
+        assert name in pins, f"{name} is not pinned (==) in the gpu extra"
+        assert version_tuple(pins[name])[0] == major, (name, pins[name])
+    for name in ("nvidia-cublas", "nvidia-cufft", "nvidia-curand", "nvidia-nvjitlink"):
+        assert name in pins, f"{name} is not pinned (==) in the gpu extra"
