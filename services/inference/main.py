@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from maas_proto.explain.v1 import explain_pb2_grpc
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from prometheus_client import CollectorRegistry
@@ -28,6 +29,9 @@ from services.common.workers import SharedPort, Supervisor, run_supervisor
 from services.common.workers_metrics import ReadyModels
 from services.common.workers_role import WorkerRole
 from services.inference.app import InferenceApp
+from services.inference.explain.service import Explainer
+from services.inference.explain_servicer import SERVICE_NAME as EXPLAIN_SERVICE
+from services.inference.explain_servicer import ExplainServicer
 from services.inference.manager import ModelManager
 from services.inference.metrics import InferenceMetrics
 from services.inference.mux_servicer import ForwardServicer, forward_binding
@@ -78,6 +82,7 @@ class InferenceServer:
         limits = TensorLimits(settings.max_tensor_elements, settings.max_bytes_elements)
         self.app = InferenceApp(self.manager, source, self.metrics, limits)
         servicer = InferenceServicer(self.app, self.telemetry.tracing("maas.inference"))
+        explainer = ExplainServicer(Explainer(self.app, settings.explain_max_evaluations))
         # The gateway's calls multiplexed on streams, run as ModelInfer runs them.
         self.forward = ForwardServicer(servicer, max_message_bytes=settings.max_message_bytes)
         secret = settings.service_token
@@ -94,6 +99,10 @@ class InferenceServer:
                     lambda s: pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, s),
                 ),
                 forward_binding(self.forward),
+                ServiceBinding(
+                    EXPLAIN_SERVICE,
+                    lambda s: explain_pb2_grpc.add_ExplainerServicer_to_server(explainer, s),
+                ),
             ],
             interceptors=[ServiceTokenInterceptor(tokens)] if tokens else [],
             on_drain=[self._drain, self.forward.drain],

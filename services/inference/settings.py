@@ -59,3 +59,9 @@ class InferenceSettings(CallerSettings):
         description="Most elements one BYTES input tensor may have: each costs Python "
         "objects as it is decoded, run and encoded (checked before decoding).",
     )
+    explain_max_evaluations: int = Field(
+        8192,
+        gt=0,
+        description="Most model evaluations (rows) one Explain request may ask for as "
+        "max_evaluations; a request that asks none gets min(2048, this).",
+    )
