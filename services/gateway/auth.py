@@ -1,13 +1,15 @@
 """API keys: who may call, which methods and models, how often and how many streams.
 
 Keys come from a YAML file (`keys: [{id, sha256 | key, rate_per_second, burst,
-models, scopes}]`; plain `key:` entries are hashed at load) or from the
+models, scopes, explain_evaluations_per_second, explain_evaluations_burst}]`;
+plain `key:` entries are hashed at load) or from the
 MAAS_GATEWAY_API_KEYS setting. Only sha256 digests are kept, compared in
 constant time; the key itself is never logged, and errors name the key's id.
 Scopes (services.gateway.scopes) say which methods a key may call; without a
 `scopes` list a key has them all. Rate limits are counted here, per replica, or in
 Redis for every replica at once (services.gateway.limiter); the replica's own
-buckets stay for when Redis fails under the fail-open policy.
+buckets stay for when Redis fails under the fail-open policy. Explanations also
+draw on an evaluation budget per key (services.gateway.evaluations).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import yaml
 
 from services.common.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from services.common.tokens import bearer_token, hash_token, match_digest
+from services.gateway.evaluations import EvaluationBudget, EvaluationRate
 from services.gateway.scopes import ALL_SCOPES, parse_scopes, scope_of
 
 if TYPE_CHECKING:  # redis is an optional extra: imported only when configured
@@ -42,6 +45,9 @@ class ApiKey:
     # None: every model.
     models: frozenset[str] | None = None
     scopes: frozenset[str] = ALL_SCOPES
+    # The key's explanation budget (services.gateway.evaluations); None: the gateway's.
+    explain_evaluations_per_second: float | None = None
+    explain_evaluations_burst: float | None = None
 
     def allows(self, model: str) -> bool:
         """Whether the allow-list lets this key see `model` ("" is no model, so not)."""
@@ -80,6 +86,7 @@ class KeyTable:
         keys: Sequence[ApiKey],
         clock: Callable[[], float] = time.monotonic,
         shared: SharedLimiter | None = None,
+        evaluations: EvaluationRate | None = None,
     ) -> None:
         self.keys = tuple(keys)
         self._clock = clock
@@ -90,6 +97,18 @@ class KeyTable:
             for k in self.keys
             if k.rate_per_second is not None
         }
+        rate = evaluations or EvaluationRate()
+        self.evaluations = EvaluationBudget(
+            {
+                k.id: TokenBucket(
+                    k.explain_evaluations_per_second or rate.per_second,
+                    k.explain_evaluations_burst or rate.burst,
+                    now,
+                )
+                for k in self.keys
+            },
+            clock,
+        )
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -229,6 +248,8 @@ def parse_key(entry: Any, where: str, default_id: str) -> ApiKey:
     ):
         raise ValueError(f"{where}: models must be a list of model names")
     scopes = parse_scopes(entry.get("scopes"), where)
+    explain_rate = _number(entry, "explain_evaluations_per_second", where)
+    explain_burst = _number(entry, "explain_evaluations_burst", where)
     return ApiKey(
         id=ident,
         digest=bytes.fromhex(hexdigest),
@@ -236,6 +257,8 @@ def parse_key(entry: Any, where: str, default_id: str) -> ApiKey:
         burst=burst if burst is not None else max(rate or 1.0, 1.0),
         models=frozenset(models) if models is not None else None,
         scopes=scopes,
+        explain_evaluations_per_second=explain_rate,
+        explain_evaluations_burst=explain_burst,
     )
 
 
@@ -265,13 +288,16 @@ def parse_env_keys(text: str) -> list[ApiKey]:
 
 
 def load_keys(
-    path: str | None, env_keys: str | None, shared: SharedLimiter | None = None
+    path: str | None,
+    env_keys: str | None,
+    shared: SharedLimiter | None = None,
+    evaluations: EvaluationRate | None = None,
 ) -> KeyTable:
     """Keys from the keys file and the API-keys setting (their buckets in `shared`
-    when given)."""
+    when given; explanation budgets at `evaluations` unless a key sets its own)."""
     keys: list[ApiKey] = []
     if path:
         keys += parse_keys(yaml.safe_load(Path(path).read_text()), source=path)
     if env_keys:
         keys += parse_env_keys(env_keys)
-    return KeyTable(keys, shared=shared)
+    return KeyTable(keys, shared=shared, evaluations=evaluations)

@@ -53,8 +53,9 @@ StreamCall = Any  # grpc.aio.StreamStreamCall, untyped in grpc's stubs
 
 
 def path(method: str) -> str:
-    """The full path of a v2 method, as a backend is called at it."""
-    return f"/{SERVICE_NAME}/{method}"
+    """The full path of a v2 method, as a backend is called at it; a method given as a
+    full path (another service's, "/pkg.Service/Method") is that path."""
+    return method if method.startswith("/") else f"/{SERVICE_NAME}/{method}"
 
 
 INFER_PATH = path(INFER_METHOD)

@@ -30,6 +30,7 @@ from services.gateway.balancer import PICKERS
 from services.gateway.canary import CanaryPolicy, load_canary
 from services.gateway.discovery import Discovery, DnsDiscovery, StaticDiscovery
 from services.gateway.endpointslices import EndpointSliceDiscovery
+from services.gateway.evaluations import EvaluationRate
 from services.gateway.follower import RegistryFollower
 from services.gateway.forward import Forwarder
 from services.gateway.http.app import build_app
@@ -73,7 +74,10 @@ def make_keys(settings: GatewaySettings, limiter: SharedLimiter | None = None) -
     if settings.no_auth:
         _log.warning("authentication is disabled (--no-auth): anyone may call the gateway")
         return None
-    keys = load_keys(settings.api_keys_file, settings.secret("api_keys"), limiter)
+    evaluations = EvaluationRate(
+        settings.explain_evaluations_per_second, settings.explain_evaluations_burst
+    )
+    keys = load_keys(settings.api_keys_file, settings.secret("api_keys"), limiter, evaluations)
     if not len(keys):
         raise ValueError(
             "no API keys configured: pass --api-keys-file, set MAAS_GATEWAY_API_KEYS, "
@@ -174,7 +178,7 @@ class GatewayServer:
         self.discovery = self._discovery()
         self.grpc = GrpcServer(
             settings,
-            [self.servicer.binding()],
+            [self.servicer.binding(), self.servicer.explain_binding()],
             on_drain=[self._drain],
             on_shutdown=[self._close],
             telemetry=self.telemetry,

@@ -51,6 +51,23 @@ class GatewayMetrics:
                 registry=registry,
             )
         )
+        self.explanations = Labeled(
+            Counter(
+                "maas_gateway_explanations_total",
+                "Explain calls (maas.explain.v1), by model, answering version, status code "
+                "and front end.",
+                ["model", "version", "code", "protocol"],
+                registry=registry,
+            )
+        )
+        self.evaluations = Labeled(
+            Counter(
+                "maas_gateway_explain_evaluations_total",
+                "Model evaluations the answered explanations spent, by model.",
+                ["model"],
+                registry=registry,
+            )
+        )
         self.rate_limited = Labeled(
             Counter(
                 "maas_gateway_rate_limited_requests_total",

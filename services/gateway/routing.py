@@ -33,6 +33,7 @@ from services.common.versions import is_number
 from services.gateway import wire
 from services.gateway.app import GatewayApp, IndexRow, Route
 from services.gateway.auth import ApiKey, StreamSlots, authorize
+from services.gateway.explain import explain
 from services.gateway.follower import RegistryFollower
 from services.gateway.metrics import FrontEnd, GatewayMetrics
 from services.gateway.relay import key_passed, relay
@@ -324,6 +325,11 @@ class Router:
         counts; a failure is the request's last response (error_message), so the
         caller's stream goes on. Closing the iterator cancels the backend call."""
         return relay(self, call)
+
+    async def explain(self, call: Call) -> Answer:
+        """Route and forward one Explain call as an inference is routed, charging the key's
+        evaluation budget too (services.gateway.explain)."""
+        return Answer(*await explain(self, call))
 
     async def model_call(self, method: str, call: Call, *, empty_means_all: bool = False) -> bytes:
         """A forwarded call about a model; `empty_means_all`: an empty name or version asks

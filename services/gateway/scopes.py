@@ -33,11 +33,15 @@ METHOD_SCOPES: Mapping[str, str | None] = {
     "RepositoryModelUnload": REPOSITORY,
 }
 
+# The methods of the gateway's other services: maas.explain.v1.Explainer's Explain is
+# inference (many evaluations of the model).
+OTHER_SCOPES: Mapping[str, str | None] = {"Explain": INFERENCE}
+
 
 def scope_of(method: str) -> str | None:
-    """The scope a v2 method needs (None: any valid key); KeyError for an unknown method,
-    so a method added to the service cannot go unscoped by accident."""
-    return METHOD_SCOPES[method]
+    """The scope a method needs (None: any valid key); KeyError for an unknown method,
+    so a method added to a service cannot go unscoped by accident."""
+    return METHOD_SCOPES[method] if method in METHOD_SCOPES else OTHER_SCOPES[method]
 
 
 def parse_scopes(value: object, where: str) -> frozenset[str]:

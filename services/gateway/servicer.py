@@ -22,7 +22,7 @@ from services.common.errors import ServiceError, Unimplemented
 from services.common.server import ServiceBinding
 from services.common.streams import answer_streams
 from services.common.version import server_version
-from services.gateway import wire
+from services.gateway import explain, wire
 from services.gateway.app import (
     EXTENSIONS,
     NO_LOAD,
@@ -83,6 +83,15 @@ class GatewayServicer:
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(self.ModelStreamInfer)
         generic = grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
         return ServiceBinding(SERVICE_NAME, lambda s: s.add_generic_rpc_handlers((generic,)))
+
+    def explain_binding(self) -> ServiceBinding:
+        """How GrpcServer registers maas.explain.v1.Explainer (bytes in and out, as the
+        v2 service; reflection lists it by this name)."""
+        handlers = {explain.METHOD: grpc.unary_unary_rpc_method_handler(self.Explain)}
+        generic = grpc.method_handlers_generic_handler(explain.SERVICE_NAME, handlers)
+        return ServiceBinding(
+            explain.SERVICE_NAME, lambda s: s.add_generic_rpc_handlers((generic,))
+        )
 
     # Conversions.
 
@@ -161,6 +170,22 @@ class GatewayServicer:
         answer = await self.router.infer(call)
         # Trailing metadata goes out with the status; a separate initial-metadata send
         # cost about an eighth of the gateway's CPU per request.
+        context.set_trailing_metadata(((VERSION_HEADER, answer.version),))
+        return answer.data
+
+    async def Explain(self, request: bytes, context: Context) -> bytes:
+        """maas.explain.v1.Explainer/Explain, converted as ModelInfer is (an
+        ExplainRequest's head has ModelInferRequest's field numbers)."""
+        metadata = context.invocation_metadata()
+        call = Call(
+            self.router.authorize(metadata, explain.METHOD),
+            wire.read_request(request),
+            request,
+            self._deadline(context),
+            pinned_version(metadata),
+            forwarded(metadata, self.passed_keys),
+        )
+        answer = await self.router.explain(call)
         context.set_trailing_metadata(((VERSION_HEADER, answer.version),))
         return answer.data
 

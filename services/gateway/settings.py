@@ -140,6 +140,20 @@ class GatewaySettings(CallerSettings):
         description="ModelStreamInfer calls one API key may have open at once; one more is "
         "RESOURCE_EXHAUSTED until one ends (no per-key cap with --no-auth).",
     )
+    explain_evaluations_per_second: float = Field(
+        1000.0,
+        gt=0,
+        description="Model evaluations per second an API key's explanations may spend (a "
+        "budget apart from its request rate; a key's explain_evaluations_per_second in the "
+        "keys file overrides it). Each replica counts its own, Redis or not.",
+    )
+    explain_evaluations_burst: float = Field(
+        8192.0,
+        gt=0,
+        description="The most evaluations a key's explanation budget holds (an explanation "
+        "costs its max_evaluations, default 2048; a cost over the burst is admitted when "
+        "the budget is full); explain_evaluations_burst in the keys file overrides it.",
+    )
 
     rate_limit_redis_url: SecretStr | None = Field(
         None,

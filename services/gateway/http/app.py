@@ -8,6 +8,7 @@ from starlette.middleware import Middleware
 from services.gateway.http.deps import HttpDeps
 from services.gateway.http.docs import docs_routes
 from services.gateway.http.errors import EXCEPTION_HANDLERS, ErrorMiddleware
+from services.gateway.http.explain import explain_routes
 from services.gateway.http.generate import generate_routes
 from services.gateway.http.infer import infer_routes
 from services.gateway.http.meta import meta_routes
@@ -26,6 +27,7 @@ def build_app(deps: HttpDeps) -> Starlette:
         routes=[
             *meta_routes(deps),
             *infer_routes(deps),
+            *explain_routes(deps),
             *generate_routes(deps),
             *openai_routes(deps, deps.openai_prefix),
             *openapi_routes(deps.openai_prefix),

@@ -22,6 +22,7 @@ from services.gateway.app import VERSION_HEADER
 from services.gateway.http.calls import TIMEOUT_HEADER, TIMEOUT_PATTERN
 from services.gateway.http.errors import JSON
 from services.gateway.http.openai_openapi import openai_paths, openai_schemas
+from services.gateway.http.openapi_explain import explain_ops, explain_schemas
 from services.gateway.http.openapi_generate import generate_ops, generate_schemas
 from services.gateway.http.openapi_schemas import schemas
 from services.gateway.http.tensor_json import HEADER_LENGTH
@@ -139,6 +140,7 @@ def _model_ops(versioned: bool) -> dict[str, Any]:
     infer_params = params + _HEADERS
     paths[base + "/infer"] = {"post": _infer_op("Inference" + suffix, infer_params)}
     paths.update(generate_ops(base, suffix, infer_params, _errors((*_FORWARDED, 413))))
+    paths.update(explain_ops(base, suffix, infer_params, _errors((*_FORWARDED, 413, 501))))
     return paths
 
 
@@ -264,7 +266,7 @@ def build_document(openai_prefix: str = "/v1") -> Schema:
         },
         "paths": paths,
         "components": {
-            "schemas": schemas() | openai_schemas() | generate_schemas(),
+            "schemas": schemas() | openai_schemas() | generate_schemas() | explain_schemas(),
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
