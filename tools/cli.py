@@ -14,6 +14,7 @@ _SUBCOMMAND_MODULES = (
     "tools.models",
     "tools.up",
     "tools.infer",
+    "tools.explain_cli",
     "tools.chat",
     "tools.bench",
 )
