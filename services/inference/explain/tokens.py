@@ -26,7 +26,6 @@ base_value is the value of the empty text (every token removed).
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,9 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.names import echo
 from services.inference.explain.evaluate import Evaluator, resolve_target
 from services.inference.explain.job import ExplainJob, Explanation
+from services.inference.explain.kernel_shap import _run_shap as run_shap
+from services.inference.explain.kernel_shap import _shap as load_shap
+from services.inference.explain.params import int_param
 
 TOKENIZER_FILE = "tokenizer.json"
 LEAVE_ONE_OUT = "leave_one_out"
@@ -99,7 +101,7 @@ async def explain_tokens(job: ExplainJob, evaluator: Evaluator) -> Explanation:
         attributions = full - values[_FIXED:]
     else:
         (full, base), target = await score.values([text, ""])
-        attributions = await _kernel_shap(job, score, tokens, target)
+        attributions = await _kernel_shap(job, score, evaluator, tokens)
     gap = abs(float(attributions.sum()) - (float(full) - float(base)))
     return Explanation(
         attributions={name: attributions.astype(np.float64)},
@@ -182,43 +184,34 @@ def _cosine(rows: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
 
 
-async def _kernel_shap(job: ExplainJob, score: _Scorer, tokens: Tokens, target: int) -> np.ndarray:
-    """KernelSHAP over token presence, in a worker thread: shap is synchronous, so its
-    model function sends each batch of masks back to the event loop to evaluate."""
+async def _kernel_shap(
+    job: ExplainJob, score: _Scorer, evaluator: Evaluator, tokens: Tokens
+) -> np.ndarray:
+    """KernelSHAP over token presence (the kernel_shap method's shap run: a worker
+    thread, seeded under its lock, no l1 regularisation), whose model function sends
+    each batch of masks back to the event loop to evaluate."""
     n = len(tokens.strings)
     if n == 0:
         return np.zeros(0, np.float64)
-    try:
-        # Imported by name: the method is optional (the 'explain' extra) and untyped.
-        shap = importlib.import_module("shap")
-    except ImportError:
-        raise FailedPrecondition(
-            f"method 'tokens' with {MODE_PARAM} '{KERNEL_SHAP}' needs the 'explain' extra"
-        ) from None
+    shap = load_shap()
     # shap evaluates the background and the input once each before its samples.
-    samples = min(2 * n + 2048, job.max_evaluations - _FIXED - 2)
+    samples = min(2 * n + 2048, evaluator.remaining - 2)
     if samples < 1:
         raise InvalidArgument(
             f"max_evaluations: method 'tokens' ({KERNEL_SHAP}) needs more than "
-            f"{_FIXED + 2} evaluations, got max_evaluations {job.max_evaluations}"
+            f"{evaluator.evaluations + 2} evaluations, got max_evaluations {job.max_evaluations}"
         )
+    seed = (int_param(job.parameters, SEED_PARAM, 0, minimum=0) or 0) % 2**32
     loop = asyncio.get_running_loop()
 
     def model(masks: np.ndarray) -> np.ndarray:
         texts = [tokens.keeping(row > 0.5) for row in masks]
-        future = asyncio.run_coroutine_threadsafe(score.values(texts), loop)
-        values, _ = future.result()
+        values, _ = asyncio.run_coroutine_threadsafe(score.values(texts), loop).result()
         return values
 
-    def run() -> np.ndarray:
-        seed = job.parameters.get(SEED_PARAM, 0)
-        generator_seed = int(seed) if isinstance(seed, int) else 0
-        np.random.seed(generator_seed)  # KernelExplainer samples with numpy's global RNG
-        explainer = shap.KernelExplainer(model, np.zeros((1, n)))
-        values = explainer.shap_values(np.ones((1, n)), nsamples=samples, silent=True)
-        return np.asarray(values, dtype=np.float64).reshape(n)
-
-    return await asyncio.to_thread(run)
+    present, absent = np.ones((1, n)), np.zeros((1, n))
+    phi, _ = await asyncio.to_thread(run_shap, shap, model, absent, present, samples, seed)
+    return phi.reshape(n)
 
 
 def _text_input(job: ExplainJob) -> tuple[str, str]:
