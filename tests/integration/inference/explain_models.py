@@ -104,13 +104,20 @@ async def explain(
 async def infer(
     channel: grpc.aio.Channel, model: str, name: str, array: np.ndarray, output: str
 ) -> np.ndarray:
-    """One ModelInfer call with a raw FP32 input; the named output as float32."""
-    request = pb.ModelInferRequest(model_name=model)
-    tensor_into(request.inputs, request.raw_input_contents, name, array.astype(np.float32))
-    response = await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
-    index = [o.name for o in response.outputs].index(output)
-    shape = list(response.outputs[index].shape)
-    return np.frombuffer(response.raw_output_contents[index], dtype=np.float32).reshape(shape)
+    """ModelInfer calls (32 rows each, the default max_batch_size) with a raw FP32
+    input; the named output as float32, all rows."""
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    parts = []
+    for start in range(0, len(array), 32):
+        request = pb.ModelInferRequest(model_name=model)
+        rows = array[start : start + 32].astype(np.float32)
+        tensor_into(request.inputs, request.raw_input_contents, name, rows)
+        response = await stub.ModelInfer(request, timeout=60)
+        index = [o.name for o in response.outputs].index(output)
+        shape = list(response.outputs[index].shape)
+        raw = response.raw_output_contents[index]
+        parts.append(np.frombuffer(raw, dtype=np.float32).reshape(shape))
+    return np.concatenate(parts)
 
 
 async def inference_count(channel: grpc.aio.Channel, model: str) -> int:
