@@ -4,6 +4,7 @@ ranks highest lowers the predicted class's probability more than hiding 10% at r
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import grpc
@@ -93,4 +94,26 @@ async def test_occlusion_adds_up_and_counts_its_evaluations(
     np.testing.assert_allclose(got[0], WEIGHTS * x[0], atol=1e-5)
     assert abs(response.base_value - BIAS) < 1e-5
     assert response.error_estimate < 1e-4
+    assert response.evaluations == 6 + 2 == after - before
+
+
+async def test_model_without_batch_axis(
+    start_inference_at: StartInferenceAt, test_models: Path, tmp_path: Path
+) -> None:
+    """`fixed` (y = 3x on a [2, 3] input, no batch axis) gets one request per row and
+    attributions shaped like its input."""
+    root = tmp_path / "repo"
+    shutil.copytree(test_models / "fixed", root / "fixed")
+    server = await start_inference_at(root)
+    x = np.arange(1, 7, dtype=np.float32).reshape(2, 3)
+    async with grpc.aio.insecure_channel(f"localhost:{server.grpc.port}") as channel:
+        before = await inference_count(channel, "fixed")
+        response = await explain(channel, explain_request("fixed", {"x": x}, "occlusion", target=4))
+        after = await inference_count(channel, "fixed")
+    got = attributions(response)["x"]
+    assert got.shape == (2, 3)
+    expected = np.zeros((2, 3))
+    expected[1, 1] = 3 * x[1, 1]  # element 4 of y depends on x[1, 1] alone
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert response.output_value == pytest.approx(15.0)
     assert response.evaluations == 6 + 2 == after - before
