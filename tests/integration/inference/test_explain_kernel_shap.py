@@ -12,6 +12,11 @@ import numpy as np
 import pytest
 from maas_proto.explain.v1 import explain_pb2
 
+from services.inference.main import InferenceServer
+from services.inference.settings import InferenceSettings
+from services.registry.client import RegistryClient
+from services.registry.main import create_server
+from services.registry.settings import RegistrySettings
 from tests.integration.conftest import StartInferenceAt
 from tests.integration.inference.explain_models import (
     BIAS,
@@ -120,3 +125,54 @@ async def test_samples_fit_a_small_budget(
     assert 0 < response.evaluations <= budget
     assert after - before == response.evaluations
     assert response.error_estimate < 1e-4  # shap keeps the attributions additive
+
+
+async def test_background_uploaded_with_the_version_in_registry_mode(
+    repository: Path, tmp_path: Path
+) -> None:
+    """background.npz uploaded as one of the version's files reaches the inference
+    cache beside model.onnx, and kernel_shap uses it."""
+    x, background = _data()
+    saved = tmp_path / "background.npz"
+    np.savez(saved, x=background)
+    registry = await create_server(
+        RegistrySettings(
+            data_dir=tmp_path / "registry",
+            host="localhost",
+            port=0,
+            metrics_port=0,
+            admin_token="admin-secret",
+            reader_token="reader-secret",
+            grace_seconds=0,
+        )
+    )
+    await registry.start()
+    inference = None
+    try:
+        address = f"localhost:{registry.server.port}"
+        async with RegistryClient(address, "admin-secret") as admin:
+            await admin.upload(
+                LINEAR,
+                repository / LINEAR / "1" / "model.onnx",
+                extra_files={"background.npz": saved},
+            )
+        inference = InferenceServer(
+            InferenceSettings(
+                port=0,
+                metrics_port=0,
+                host="localhost",
+                registry=address,
+                registry_token="reader-secret",
+                cache_dir=str(tmp_path / "cache"),
+                grace_seconds=0,
+            )
+        )
+        await inference.start()
+        async with grpc.aio.insecure_channel(f"localhost:{inference.grpc.port}") as channel:
+            request = explain_request(LINEAR, {"x": x}, "kernel_shap", max_evaluations=4096)
+            response = await explain(channel, request)
+    finally:
+        if inference is not None:
+            await inference.shutdown(0)
+        await registry.stop(0)
+    _check_exact(response, x, background)
