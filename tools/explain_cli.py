@@ -54,6 +54,8 @@ class Explained:
     input: np.ndarray
     attributions: np.ndarray
     tokens: list[str] | None = None
+    # An embedding model's reference text: the value explained is the similarity to it.
+    reference: str | None = None
 
 
 def explain_request(args: argparse.Namespace, name: str, array: np.ndarray, method: str) -> Any:
@@ -106,7 +108,7 @@ async def explain(args: argparse.Namespace) -> Explained:
         except grpc.aio.AioRpcError as exc:
             error = error_from_rpc(exc)
             raise CliError(f"{error.status}: {error.message}") from None
-    return _decoded(reply, spec.name, array)
+    return _decoded(reply, spec.name, array, args.reference)
 
 
 def _input_array(
@@ -128,7 +130,7 @@ def _input_array(
     return array, args.method or DEFAULT_METHOD
 
 
-def _decoded(reply: Any, name: str, array: np.ndarray) -> Explained:
+def _decoded(reply: Any, name: str, array: np.ndarray, reference: str | None) -> Explained:
     from services.common.tensors import decode
 
     raw = list(reply.raw_attribution_contents)
@@ -156,6 +158,7 @@ def _decoded(reply: Any, name: str, array: np.ndarray) -> Explained:
             -1 if tokens is not None else array.shape[1:]
         ),
         tokens=tokens,
+        reference=reference if tokens is not None else None,
     )
 
 
@@ -163,7 +166,7 @@ def summary(result: Explained) -> str:
     """The printable lines: the class explained and the figures that check it."""
     lines = [
         f"model {result.model} version {result.version}, method {result.method}",
-        f"output {result.output}, class {result.target}",
+        f"output {result.output}, {_explained(result)}",
         f"output_value {result.output_value:.6f}",
         f"base_value {result.base_value:.6f}",
         f"error_estimate {result.error_estimate:.6g}",
@@ -176,6 +179,13 @@ def summary(result: Explained) -> str:
     return "\n".join(lines)
 
 
+def _explained(result: Explained) -> str:
+    """What the value explained is: a class (an output element) or a similarity."""
+    if result.reference is not None:
+        return f"similarity to {result.reference!r}"
+    return f"class {result.target}"
+
+
 def heatmap(result: Explained, path: Path) -> None:
     """Write the input and its attribution map (the input's ink outlined over it) as
     a PNG of FIGSIZE * DPI pixels."""
@@ -185,10 +195,9 @@ def heatmap(result: Explained, path: Path) -> None:
     from matplotlib import pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
 
-    title = (
-        f"{result.model}: class {result.target}, {result.output} "
-        f"{result.output_value:.3f} ({result.method})"
-    )
+    value = f"{result.output_value:.3f}"
+    shown = f"{result.output} {value}" if result.reference is None else value
+    title = f"{result.model}: {_explained(result)}, {shown} ({result.method})"
     if result.tokens is not None:
         figure, axes = plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
         try:
