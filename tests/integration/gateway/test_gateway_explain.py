@@ -25,7 +25,15 @@ from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.gateway.main import GatewayServer
-from tests.integration.gateway.conftest import StartGateway, StartInference, backend_address
+from services.registry.client import RegistryClient
+from services.registry.main import RegistryServer
+from tests.integration.gateway.conftest import (
+    READER,
+    StartGateway,
+    StartInference,
+    backend_address,
+    registry_address,
+)
 from tools import digits
 
 KEYS = """keys:
@@ -282,3 +290,61 @@ async def test_a_malformed_rest_body_is_refused_naming_the_field(gateway: Gatewa
         gateway, "/v2/models/digits/explain", {"inputs": [], "target": "x"}
     )
     assert status == 400 and "'target'" in answer["error"], answer
+
+
+def pair_explain(version: str = "") -> explain_pb2.ExplainRequest:
+    """Occlusion of `pair`'s sum[0] for a = 1..4, b = 1 (its first element: a0 + b0)."""
+    request = explain_pb2.ExplainRequest(
+        model_name="pair", model_version=version, method="occlusion", output="sum", target=0
+    )
+    for name, values in (("a", np.arange(1, 5)), ("b", np.ones(4))):
+        request.inputs.add(name=name, datatype="FP32", shape=[1, 4])
+        request.raw_input_contents.append(values.astype(np.float32).reshape(1, 4).tobytes())
+    return request
+
+
+async def explained_version(
+    stub: explain_pb2_grpc.ExplainerStub, version: str = "", metadata: tuple = ()
+) -> str:
+    call = stub.Explain(pair_explain(version), metadata=metadata, timeout=30)
+    reply = await call
+    assert dict(await call.trailing_metadata())["x-maas-version"] == reply.model_version
+    np.testing.assert_allclose(attribution(reply, "a").ravel(), [1, 0, 0, 0], atol=1e-6)
+    return reply.model_version
+
+
+async def test_explain_resolves_versions_aliases_canary_and_the_pin_as_infer_does(
+    registry: RegistryServer,
+    pair_in_registry: RegistryClient,
+    start_inference: StartInference,
+    start_gateway: StartGateway,
+    tmp_path: Path,
+) -> None:
+    """`pair` v1 (production) and v2 in the registry; inference serves both."""
+    backend = await start_inference()
+    gateway = await start_gateway(
+        registry=registry_address(registry),
+        registry_token=READER,
+        backends=backend_address(backend),
+    )
+    async with grpc.aio.insecure_channel(f"localhost:{gateway.grpc.port}") as opened:
+        stub = explain_pb2_grpc.ExplainerStub(opened)
+        assert await explained_version(stub) == "1"
+        assert await explained_version(stub, "production") == "1"
+        assert await explained_version(stub, "2") == "2"
+        assert await explained_version(stub, metadata=(("x-maas-version", "2"),)) == "2"
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.Explain(pair_explain("7"), timeout=30)
+        assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+    canary = tmp_path / "canary.yaml"
+    canary.write_text("canary:\n  pair: {production: 0, '2': 1}\n")
+    split = await start_gateway(
+        registry=registry_address(registry),
+        registry_token=READER,
+        backends=backend_address(backend),
+        canary_file=str(canary),
+    )
+    async with grpc.aio.insecure_channel(f"localhost:{split.grpc.port}") as opened:
+        stub = explain_pb2_grpc.ExplainerStub(opened)
+        assert await explained_version(stub) == "2"
+        assert await explained_version(stub, "1") == "1"  # a named version is not split
