@@ -55,6 +55,11 @@ class Evaluator:
         self._closed = True
 
     @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closed
+
+    @property
     def remaining(self) -> int:
         """Rows the budget still allows."""
         return self.max_evaluations - self.evaluations

@@ -14,6 +14,7 @@ enumerates every coalition (2^M - 2) and the attributions are exact.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import threading
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import Cancelled, FailedPrecondition, InvalidArgument
 from services.common.names import echo
 from services.inference.explain.background import stored_background
 from services.inference.explain.evaluate import Evaluator, resolve_target, target_values
@@ -31,6 +32,8 @@ from services.inference.explain.params import int_param
 # shap samples coalitions with numpy's global random state: runs take turns, so that
 # a seed gives the same attributions whatever else runs.
 _SHAP_RANDOM = threading.Lock()
+# How often shap's thread checks that its explanation is still wanted.
+WAKE_SECONDS = 1.0
 
 
 def _shap() -> Any:
@@ -120,7 +123,16 @@ async def explain_kernel_shap(job: ExplainJob, evaluator: Evaluator) -> Explanat
     def model(flat: np.ndarray) -> np.ndarray:
         # On shap's thread: the rows go through the event loop's evaluator.
         coro = evaluator.run(features.split(np.asarray(flat)))
-        outputs = asyncio.run_coroutine_threadsafe(coro, loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        while True:
+            try:
+                outputs = future.result(timeout=WAKE_SECONDS)
+                break
+            except concurrent.futures.TimeoutError:
+                # A loop that stopped would never answer: the thread must not wait on it.
+                if evaluator.closed or loop.is_closed():
+                    future.cancel()
+                    raise Cancelled("the explanation was cancelled") from None
         return target_values(outputs, job.output, target)
 
     x = features.flat(job.inputs)
