@@ -160,6 +160,11 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
     add_workers_flag(parser)
     add_client_flags(parser, "the registry")
     parser.add_argument(
+        "--explain-max-evaluations",
+        type=int,
+        help="most model evaluations one Explain request may ask for (default 8192)",
+    )
+    parser.add_argument(
         "--require-cuda",
         action="store_true",
         default=None,
