@@ -3,6 +3,7 @@ expected vs got, as ModelInfer answers the same mistakes."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -169,3 +170,21 @@ async def test_passed_deadline_is_deadline_exceeded(channel: grpc.aio.Channel) -
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Explain(request, timeout=0.001)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_explainer_is_in_reflection_and_health(
+    server: InferenceServer, channel: grpc.aio.Channel
+) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    def services() -> set[str]:
+        with grpc.insecure_channel(f"localhost:{server.grpc.port}") as sync_channel:
+            return set(ProtoReflectionDescriptorDatabase(sync_channel).get_services())
+
+    assert "maas.explain.v1.Explainer" in await asyncio.to_thread(services)
+    check = health_pb2.HealthCheckRequest(service="maas.explain.v1.Explainer")
+    reply = await health_pb2_grpc.HealthStub(channel).Check(check, timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
