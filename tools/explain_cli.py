@@ -189,8 +189,12 @@ def _explained(result: Explained) -> str:
 def heatmap(result: Explained, path: Path) -> None:
     """Write the input and its attribution map (the input's ink outlined over it) as
     a PNG of FIGSIZE * DPI pixels."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise CliError(
+            "--png needs matplotlib (the 'bench' extra: pip install 'maas[bench]')"
+        ) from None
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
