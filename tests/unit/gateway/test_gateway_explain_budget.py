@@ -11,6 +11,7 @@ from services.common.errors import InvalidArgument, ResourceExhausted
 from services.gateway.auth import KeyTable, parse_keys
 from services.gateway.evaluations import EvaluationRate
 from services.gateway.explain import DEFAULT_MAX_EVALUATIONS, requested_evaluations
+from services.gateway.scopes import OTHER_SCOPES, scope_of
 
 
 class Clock:
@@ -108,3 +109,9 @@ def test_the_charge_is_the_requested_max_evaluations_else_the_default() -> None:
     assert requested_evaluations(request(max_evaluations=wrong)) == DEFAULT_MAX_EVALUATIONS
     with pytest.raises(InvalidArgument, match="not an ExplainRequest"):
         requested_evaluations(b"\x0a\xff")
+
+
+def test_every_explainer_method_needs_a_scope() -> None:
+    service = explain_pb2.DESCRIPTOR.services_by_name["Explainer"]
+    assert {m.name for m in service.methods} == set(OTHER_SCOPES)
+    assert scope_of("Explain") == "inference"
