@@ -17,8 +17,8 @@ import asyncio
 import concurrent.futures
 import importlib
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -32,11 +32,13 @@ from services.inference.explain.params import int_param
 # shap samples coalitions with numpy's global random state: runs take turns, so that
 # a seed gives the same attributions whatever else runs.
 _SHAP_RANDOM = threading.Lock()
+T = TypeVar("T")
 # How often shap's thread checks that its explanation is still wanted.
 WAKE_SECONDS = 1.0
 
 
-def _shap() -> Any:
+def load_shap() -> Any:
+    """The shap module; FAILED_PRECONDITION when the 'explain' extra is not installed."""
     try:
         # Imported by name: the library ships no type information, and is optional.
         return importlib.import_module("shap")
@@ -105,9 +107,25 @@ def _samples(job: ExplainJob, rows: int, features: int) -> int:
     return samples
 
 
+def on_loop(
+    coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop, evaluator: Evaluator
+) -> T:
+    """From a worker thread: run `coro` on the event loop and wait for it, in slices, so
+    that the thread gives up once the explanation is closed or the loop is gone (a loop
+    that stopped would never answer)."""
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    while True:
+        try:
+            return future.result(timeout=WAKE_SECONDS)
+        except concurrent.futures.TimeoutError:
+            if evaluator.closed or loop.is_closed():
+                future.cancel()
+                raise Cancelled("the explanation was cancelled") from None
+
+
 async def explain_kernel_shap(job: ExplainJob, evaluator: Evaluator) -> Explanation:
     """KernelSHAP attributions for `job`, within its max_evaluations."""
-    shap = _shap()
+    shap = load_shap()
     _check_numeric(job)
     background = await _background(job)
     features = _Features(job.inputs)
@@ -123,21 +141,12 @@ async def explain_kernel_shap(job: ExplainJob, evaluator: Evaluator) -> Explanat
     def model(flat: np.ndarray) -> np.ndarray:
         # On shap's thread: the rows go through the event loop's evaluator.
         coro = evaluator.run(features.split(np.asarray(flat)))
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-        while True:
-            try:
-                outputs = future.result(timeout=WAKE_SECONDS)
-                break
-            except concurrent.futures.TimeoutError:
-                # A loop that stopped would never answer: the thread must not wait on it.
-                if evaluator.closed or loop.is_closed():
-                    future.cancel()
-                    raise Cancelled("the explanation was cancelled") from None
+        outputs = on_loop(coro, loop, evaluator)
         return target_values(outputs, job.output, target)
 
     x = features.flat(job.inputs)
     phi, base = await asyncio.to_thread(
-        _run_shap, shap, model, features.flat(background), x, samples, seed
+        run_shap, shap, model, features.flat(background), x, samples, seed
     )
     split = features.split(phi[None])
     attributions = {n: a.reshape(job.inputs[n].shape) for n, a in split.items()}
@@ -154,7 +163,7 @@ async def explain_kernel_shap(job: ExplainJob, evaluator: Evaluator) -> Explanat
     )
 
 
-def _run_shap(
+def run_shap(
     shap: Any,
     model: Callable[[np.ndarray], np.ndarray],
     background: np.ndarray,
@@ -173,3 +182,8 @@ def _run_shap(
             np.random.set_state(state)
     base = float(np.asarray(explainer.expected_value).reshape(-1)[0])
     return np.asarray(phi, dtype=np.float64).reshape(-1), base
+
+
+# The names the tokens method imported first.
+_shap = load_shap
+_run_shap = run_shap
