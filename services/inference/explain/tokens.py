@@ -81,6 +81,7 @@ class Tokens:
 async def explain_tokens(job: ExplainJob, evaluator: Evaluator) -> Explanation:
     """Attributions over the tokens of the request's text, shaped [n_tokens]."""
     name, text = _text_input(job)
+    _check_output(job)
     mode = _mode(job)
     tokenizer = await asyncio.to_thread(_load_tokenizer, job.model.path.parent)
     tokens = await asyncio.to_thread(tokenize, tokenizer, text)
@@ -228,6 +229,16 @@ def _text_input(job: ExplainJob) -> tuple[str, str]:
     if isinstance(item, bytes):
         item = item.decode(errors="replace")
     return texts[0], str(item)
+
+
+def _check_output(job: ExplainJob) -> None:
+    """A generative model's answer is a stream of text, not one number to explain (the
+    request layer has already refused outputs that are not numbers)."""
+    if job.model.decoupled:
+        raise InvalidArgument(
+            "method: 'tokens' explains embedding models and text classifiers, "
+            "not a generative model"
+        )
 
 
 def _mode(job: ExplainJob) -> str:

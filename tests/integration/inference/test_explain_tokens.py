@@ -15,7 +15,9 @@ from tokenizers import Tokenizer
 from services.common.tensors import decode
 from tests.integration.conftest import StartInferenceAt
 from tests.integration.inference.embedding_models import minilm_dir, repository_with
-from tools.demo import minilm
+from tests.integration.inference.generate_models import repository_with as generate_repository
+from tests.integration.inference.generate_models import smollm2_dir
+from tools.demo import minilm, smollm2
 
 TEXT = "The cat sat on the mat"
 REFERENCE = "a cat"
@@ -109,3 +111,21 @@ async def test_bad_token_requests_name_the_field(
                 await stub.Explain(request)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
             assert field in (caught.value.details() or ""), caught.value.details()
+
+
+async def test_a_generative_model_is_refused_naming_the_method(
+    start_inference_at: StartInferenceAt, tmp_path: Path
+) -> None:
+    built = smollm2_dir()
+    root = generate_repository(tmp_path, (built / "config.yaml").read_text())
+    server = await start_inference_at(root)
+    request = explain_pb2.ExplainRequest(
+        model_name=smollm2.NAME, method="tokens", output="num_output_tokens"
+    )
+    tensor = request.inputs.add(name="text_input", datatype="BYTES", shape=[1])
+    tensor.contents.bytes_contents.append(b"Hello there")
+    async with grpc.aio.insecure_channel(f"localhost:{server.grpc.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await explain_pb2_grpc.ExplainerStub(channel).Explain(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("method: 'tokens' explains"), caught.value

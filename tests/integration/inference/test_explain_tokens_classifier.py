@@ -10,6 +10,7 @@ tokenizer.json (a whitespace word-level tokenizer) sits beside model.onnx."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -149,3 +150,20 @@ async def test_a_target_outside_the_output_is_refused_naming_it(
         await stub.Explain(request(target=2))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (caught.value.details() or "").startswith("target: 2 is out of range"), caught.value
+
+
+async def test_a_text_output_is_refused_naming_the_output(
+    test_models: Path, start_inference_at: StartInferenceAt, tmp_path: Path
+) -> None:
+    # dt_bytes: BYTES in, BYTES out; there is no number to explain.
+    shutil.copytree(test_models / "dt_bytes", tmp_path / "repository" / "dt_bytes")
+    server = await start_inference_at(tmp_path / "repository")
+    message = explain_pb2.ExplainRequest(model_name="dt_bytes", method="tokens")
+    tensor = message.inputs.add(name="x", datatype="BYTES", shape=[1, 1])
+    tensor.contents.bytes_contents.append(b"the cat")
+    async with grpc.aio.insecure_channel(f"localhost:{server.grpc.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await explain_pb2_grpc.ExplainerStub(channel).Explain(message)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = caught.value.details() or ""
+    assert details.startswith("output 'y'") and "BYTES" in details, details
