@@ -37,8 +37,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.names import echo
 from services.inference.explain.evaluate import Evaluator, resolve_target
 from services.inference.explain.job import ExplainJob, Explanation
-from services.inference.explain.kernel_shap import _run_shap as run_shap
-from services.inference.explain.kernel_shap import _shap as load_shap
+from services.inference.explain.kernel_shap import load_shap, on_loop, run_shap
 from services.inference.explain.params import int_param
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -190,7 +189,8 @@ async def _kernel_shap(
 ) -> np.ndarray:
     """KernelSHAP over token presence (the kernel_shap method's shap run: a worker
     thread, seeded under its lock, no l1 regularisation), whose model function sends
-    each batch of masks back to the event loop to evaluate."""
+    each batch of masks back to the event loop to evaluate (giving up once the
+    explanation is cancelled)."""
     n = len(tokens.strings)
     if n == 0:
         return np.zeros(0, np.float64)
@@ -207,7 +207,7 @@ async def _kernel_shap(
 
     def model(masks: np.ndarray) -> np.ndarray:
         texts = [tokens.keeping(row > 0.5) for row in masks]
-        values, _ = asyncio.run_coroutine_threadsafe(score.values(texts), loop).result()
+        values, _ = on_loop(score.values(texts), loop, evaluator)
         return values
 
     present, absent = np.ones((1, n)), np.zeros((1, n))
