@@ -5,7 +5,8 @@ with `stride` (default: the patch size, so patches tile the input). A patch's dr
 f(x) - f(x occluded) is shared equally among its elements, and an element that
 several patches cover gets the mean of its shares, so the attributions add up to
 about f(x) - f(fully occluded); the gap is the error estimate. Spatial axes: the last
-two of an example of rank 3 or more (a patch spans its channels), else all of them.
+two of an example of rank 3 or more, or the two before its channels when they come
+last ([H, W, C]); a patch spans the channels. Else all axes.
 """
 
 from __future__ import annotations
@@ -24,20 +25,34 @@ from services.inference.explain.params import float_param, int_param
 # Examples of at most this many elements default to single-element patches.
 SMALL_INPUT = 1024
 LARGE_PATCH = 8
+# A last axis this small in an image is its channels (RGB, RGBA: channels last).
+MAX_CHANNELS = 4
 
 Window = tuple[slice, ...]
 
 
 def windows(shape: tuple[int, ...], patch: int, stride: int) -> list[Window]:
     """The patches over an example of `shape` (no batch axis), as slices per axis."""
-    spatial = len(shape) - 2 if len(shape) >= 3 else 0
     axes = []
+    spatial = _spatial_axes(shape)
     for axis, size in enumerate(shape):
-        if axis < spatial:
-            axes.append([slice(None)])
-        else:
+        if axis in spatial:
             axes.append([slice(s, min(s + patch, size)) for s in range(0, size, stride)])
+        else:
+            axes.append([slice(None)])
     return [tuple(w) for w in itertools.product(*axes)]
+
+
+def _spatial_axes(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The axes a patch slides over: all of a rank 1 or 2 example; of an image, the two
+    before a last axis of at most 4 channels (channels last, [H, W, C]), else the last
+    two ([C, H, W])."""
+    rank = len(shape)
+    if rank < 3:
+        return tuple(range(rank))
+    if shape[-1] <= MAX_CHANNELS < shape[-3]:
+        return (rank - 3, rank - 2)
+    return (rank - 2, rank - 1)
 
 
 def _plan(job: ExplainJob) -> tuple[int, int, dict[str, list[Window]]]:

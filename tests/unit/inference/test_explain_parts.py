@@ -28,6 +28,13 @@ def test_patches_tile_an_image_across_its_channels() -> None:
     assert (_coverage((3, 10, 10), 4, 4) == 1).all()
 
 
+def test_channels_last_images_patch_height_and_width() -> None:
+    found = windows((224, 224, 3), 8, 8)
+    assert len(found) == 28 * 28
+    assert all(w[2] == slice(None) for w in found)
+    assert (_coverage((16, 16, 3), 8, 8) == 1).all()
+
+
 def test_overlapping_patches_cover_every_element() -> None:
     assert (_coverage((7,), 3, 2) >= 1).all()
     assert len(windows((8, 8), 1, 1)) == 64
