@@ -182,8 +182,3 @@ def run_shap(
             np.random.set_state(state)
     base = float(np.asarray(explainer.expected_value).reshape(-1)[0])
     return np.asarray(phi, dtype=np.float64).reshape(-1), base
-
-
-# The names the tokens method imported first.
-_shap = load_shap
-_run_shap = run_shap
