@@ -48,6 +48,11 @@ class Explainer:
         method = check_method(request.method)
         budget = self._budget(request)
         model = self.app.manager.resolve(request.model, request.version)
+        if model.decoupled:
+            raise InvalidArgument(
+                f"method: {echo(method)} explains a model that answers each request once, got "
+                f"{echo(model.name)}, a generative model whose answers are a stream"
+            )
         job = await self._job(model, request, method, budget)
         evaluator = Evaluator(
             model,
@@ -56,6 +61,7 @@ class Explainer:
             context=job.context,
             # Each chunk is recorded as InferenceApp.infer records a request.
             record=self.app._record,
+            chunk_rows=_chunk_rows(model),
         )
         try:
             explanation = await METHODS[method](job, evaluator)
@@ -104,6 +110,14 @@ class Explainer:
             deadline=request.deadline,
             context=RequestContext(request.key_id, request.parameters),
         )
+
+
+def _chunk_rows(model: LoadedModel) -> int | None:
+    """Rows per request: the model's max_batch_size; an embedding model reports 0 (its
+    batching is the task's own), so its texts go in batches of the task's size."""
+    if model.task is not None and model.config.task == "embedding":
+        return model.config.embedding.max_batch_size
+    return None
 
 
 def _example(model: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

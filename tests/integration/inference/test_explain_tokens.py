@@ -119,13 +119,16 @@ async def test_a_generative_model_is_refused_naming_the_method(
     built = smollm2_dir()
     root = generate_repository(tmp_path, (built / "config.yaml").read_text())
     server = await start_inference_at(root)
-    request = explain_pb2.ExplainRequest(
-        model_name=smollm2.NAME, method="tokens", output="num_output_tokens"
-    )
-    tensor = request.inputs.add(name="text_input", datatype="BYTES", shape=[1])
-    tensor.contents.bytes_contents.append(b"Hello there")
     async with grpc.aio.insecure_channel(f"localhost:{server.grpc.port}") as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await explain_pb2_grpc.ExplainerStub(channel).Explain(request)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (caught.value.details() or "").startswith("method: 'tokens' explains"), caught.value
+        # Every method: none of them can read a stream of answers as one output.
+        for method in ("tokens", "occlusion", "kernel_shap"):
+            request = explain_pb2.ExplainRequest(
+                model_name=smollm2.NAME, method=method, output="num_output_tokens"
+            )
+            tensor = request.inputs.add(name="text_input", datatype="BYTES", shape=[1])
+            tensor.contents.bytes_contents.append(b"Hello there")
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await explain_pb2_grpc.ExplainerStub(channel).Explain(request)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            details = caught.value.details() or ""
+            assert details.startswith(f"method: '{method}' explains"), details
