@@ -35,29 +35,38 @@ def upload_file(
     labels: dict[str, str] | None = None,
     progress: bool = False,
     tls: ClientTLS | None = None,
+    files: dict[str, Path] | None = None,
 ) -> Version:
     """Upload an .onnx file (and its external data) as a new version of `name`.
 
     `registry` and `token` default to $MAAS_REGISTRY (else localhost:8011) and
     $MAAS_TOKEN. `config` is YAML text or a path to a YAML file. The first alias
     is set in the same transaction as the upload, any others right after.
+    `files` attaches more files to the version (its path -> the local file), e.g. an
+    explanation background, `background.npz`, beside model.onnx.
     Raises CliError with a one-line message on failure.
     """
     wanted = [a for a in [alias, *aliases] if a]
     config_text = _config_text(config)
 
     try:
-        files = plan_upload(Path(path))
+        planned = plan_upload(Path(path))
+        if files:
+            for local in files.values():
+                if not local.is_file():
+                    raise CliError(f"--file {local}: no such file")
+            found = {f.path: f.source for f in planned[1:]}
+            planned = plan_upload(Path(path), {**found, **files})
     except ServiceError as exc:
         raise CliError(exc.message) from None
-    total = sum(f.size_bytes for f in files)
+    total = sum(f.size_bytes for f in planned)
 
     async def run(client: RegistryClient) -> Version:
         bar = ProgressBar(total, f"upload {name}", enabled=progress or None)
         try:
             version = await client.upload_files(
                 name,
-                files,
+                planned,
                 alias=wanted[0] if wanted else "",
                 config=config_text,
                 description=description,
@@ -142,6 +151,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--config", type=Path, help="serving config YAML (config.yaml format)")
     p.add_argument("--description", default="")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
+    p.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        dest="file_",
+        metavar="[PATH=]LOCAL",
+        help="another file of the version, at PATH (default: its name), e.g. background.npz",
+    )
     p.set_defaults(func=_register)
 
     p = actions.add_parser("list", parents=[common], help="list models")
@@ -200,6 +217,12 @@ def _register(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise CliError(f"--label expects KEY=VALUE, got {item!r}")
         labels[key] = value
+    attached = {}
+    for item in args.file_:
+        target, sep, local = item.partition("=")
+        if not sep:
+            target, local = Path(item).name, item
+        attached[target] = Path(local)
     version = upload_file(
         *_conn(args),
         args.name,
@@ -209,6 +232,7 @@ def _register(args: argparse.Namespace) -> int:
         description=args.description,
         labels=labels,
         tls=client_tls(args),
+        files=attached,
     )
     print(
         f"registered {version.model} version {version.version} "

@@ -86,6 +86,45 @@ def test_register_list_versions_alias_archive_download(
     assert (out_dir / "net.onnx.data").read_bytes() == data.read_bytes()
 
 
+def test_register_attaches_more_files_beside_external_data(
+    capsys: pytest.CaptureFixture[str], live: ServiceProcess, tmp_path: Path
+) -> None:
+    """--file adds a file to the version (an explanation background, say) and the
+    model's external data is still found."""
+    src = save_external(tmp_path / "src", name="net.onnx", location="net.onnx.data")
+    background = tmp_path / "rows.npz"
+    background.write_bytes(b"background rows")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("named by its own name")
+    code, out, err = maas(
+        capsys,
+        live,
+        "register",
+        "cli-files",
+        str(src),
+        "--file",
+        f"background.npz={background}",
+        "--file",
+        str(notes),
+    )
+    assert code == 0, err
+    assert "4 file(s)" in out, out
+    out_dir = tmp_path / "download"
+    code, out, _ = maas(capsys, live, "download", "cli-files", "1", "-o", str(out_dir))
+    assert code == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "background.npz",
+        "model.onnx",
+        "net.onnx.data",
+        "notes.txt",
+    ]
+    assert (out_dir / "background.npz").read_bytes() == b"background rows"
+    assert (out_dir / "net.onnx.data").read_bytes() == (src.parent / "net.onnx.data").read_bytes()
+
+    code, _, err = maas(capsys, live, "register", "cli-files", str(src), "--file", "/nope.npz")
+    assert code != 0 and "--file /nope.npz: no such file" in err, err
+
+
 @pytest.mark.parametrize(
     ("args", "token", "message"),
     [
