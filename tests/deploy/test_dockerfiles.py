@@ -182,10 +182,12 @@ def test_image_is_small_non_root_and_labelled(target: str) -> None:
     image = stages[target]
     assert image.base == "runtime-base"
     text = stage_text(image)
+    labels = stage_text(stages["runtime-base"]) + "\n" + text
     (user,) = [i.args for i in image.instructions if i.keyword == "USER"]
     assert user == "10001:10001", f"the chart's runAsUser/runAsGroup, got {user!r}"
     for label in ("title", "version", "revision", "created", "source", "licenses"):
-        assert f"org.opencontainers.image.{label}=" in text, label
+        assert f"org.opencontainers.image.{label}=" in labels, label
+    assert 'org.opencontainers.image.title="maas' in text, "each image its own title"
     assert "HEALTHCHECK" not in text, "Kubernetes probes do that"
     # No build tools in what the image holds: they stay in the venv stages.
     for name in IMAGE_STAGES:
