@@ -174,6 +174,9 @@ class GrpcServer:
     _server: grpc.aio.Server | None = field(init=False, default=None)
     _metrics: MetricsServer | None = field(init=False, default=None)
     _stopping: asyncio.Task[None] | None = field(init=False, default=None)
+    # A stop asked for before start() finished (SIGTERM while starting up, as a
+    # `docker stop` soon after `docker run` sends): honoured by wait().
+    _stop_asked: bool = field(init=False, default=False)
     _inflight: InFlight = field(init=False)
     # The certificate files when --tls-cert is set (read at start, followed after).
     tls: ServerTls | None = field(init=False, default=None)
@@ -265,15 +268,22 @@ class GrpcServer:
         return metrics
 
     async def wait(self) -> None:
-        """Block until the server has stopped."""
+        """Block until the server has stopped (at once drained, when a stop was asked
+        for while it was starting)."""
+        if self._stop_asked:
+            self.request_shutdown()
         if self._server is not None:
             await self._server.wait_for_termination()
         if self._stopping is not None:
             await self._stopping
 
     def request_shutdown(self) -> None:
-        """Start a graceful shutdown once; safe to call from a signal handler."""
-        if self._stopping is None:
+        """Start a graceful shutdown once; safe to call from a signal handler. Before
+        the server has started there is nothing to drain yet: the stop is kept for
+        wait(), which the caller reaches once the whole service has started."""
+        if self._server is None:
+            self._stop_asked = True
+        elif self._stopping is None:
             self._stopping = asyncio.ensure_future(self.shutdown())
 
     async def shutdown(self, grace: float | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 
@@ -60,3 +61,15 @@ async def test_taken_metrics_port(taken_port: int) -> None:
     assert str(caught.value) == (
         f"port {taken_port} is in use (change it with --metrics-port or MAAS_REGISTRY_METRICS_PORT)"
     )
+
+
+async def test_a_stop_asked_for_while_starting_is_kept() -> None:
+    """SIGTERM between the handlers' install and the end of start() (a `docker stop`
+    right after `docker run`) must not be lost: wait() then drains and returns, where
+    it used to serve on until SIGKILL."""
+    server = GrpcServer(RegistrySettings(port=0, metrics_port=0, grace_seconds=1), bindings=[])
+    server.request_shutdown()  # what the SIGTERM handler calls
+    port = await server.start()
+    assert port
+    await asyncio.wait_for(server.wait(), timeout=30)
+    assert bindable(port)
