@@ -40,6 +40,7 @@ SERVICE_NAME = explain_pb2.DESCRIPTOR.services_by_name["Explainer"].full_name
 METHOD = "Explain"
 PATH = f"/{SERVICE_NAME}/{METHOD}"
 MAX_EVALUATIONS = "max_evaluations"
+PARAMETERS = explain_pb2.ExplainRequest.DESCRIPTOR.fields_by_name["parameters"].number
 # What an explanation that names no max_evaluations is charged (inference's default).
 DEFAULT_MAX_EVALUATIONS = 2048
 # Failures that mean no evaluation was spent: the whole charge is given back.
@@ -49,8 +50,10 @@ _NOTHING_SPENT = (InvalidArgument, NotFound, FailedPrecondition, Unavailable, Un
 def requested_evaluations(request: bytes) -> int:
     """What a serialized ExplainRequest may spend: parameters["max_evaluations"] when
     it is an integer, else the default (inference refuses a wrong one, naming it)."""
+    # Only the parameters are parsed: the inputs and background may be megabytes, and
+    # parsing them here would copy them on the event loop for one integer.
     try:
-        parsed = explain_pb2.ExplainRequest.FromString(request)
+        parsed = explain_pb2.ExplainRequest.FromString(wire.only_field(request, PARAMETERS))
     except DecodeError:
         raise InvalidArgument("malformed request: not an ExplainRequest") from None
     param = parsed.parameters.get(MAX_EVALUATIONS)

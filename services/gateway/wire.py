@@ -92,14 +92,22 @@ Spans = dict[int, tuple[int, int]]
 
 
 def _scan(
-    data: bytes, max_fields: int | None, single: bool, start: int = 0, stop: int | None = None
+    data: bytes,
+    max_fields: int | None,
+    single: bool,
+    start: int = 0,
+    stop: int | None = None,
+    collect: tuple[int, list[tuple[int, int]]] | None = None,
 ) -> Spans:
     """Where fields 1, 2 and 3 (length-delimited) lie, the last of each; `single`: refuse
     a second field 1 or 2; `max_fields`: refuse more top-level fields than that;
-    `start`, `stop`: the message lies there in `data` (a nested one)."""
+    `start`, `stop`: the message lies there in `data` (a nested one); `collect`: (a
+    field number, a list) to append where each of that field's entries lies, tag
+    included."""
     found: Spans = {}
     pos, end, count = start, len(data) if stop is None else stop, 0
     while pos < end:
+        entry = pos
         count += 1
         if max_fields is not None and count > max_fields:
             raise InvalidArgument(
@@ -119,6 +127,8 @@ def _scan(
                         "more than once, expected once"
                     )
                 found[number] = (pos, pos + length)
+            elif collect is not None and number == collect[0]:
+                collect[1].append((entry, pos + length))
             pos += length
         elif kind == _VARINT:
             _, pos = _varint(data, pos)
@@ -182,6 +192,15 @@ def read_request(data: bytes) -> Head:
     except InvalidArgument as exc:
         raise BadHead(exc.message, Head(id=id)) from None
     return Head(name, version, id)
+
+
+def only_field(data: bytes, number: int) -> bytes:
+    """A client's message with only the entries of top-level field `number` (a
+    length-delimited one, such as a map), to parse without copying the rest: an
+    ExplainRequest's parameters without its tensors. At most MAX_FIELDS fields are read."""
+    spans: list[tuple[int, int]] = []
+    _scan(data, MAX_FIELDS, single=False, collect=(number, spans))
+    return b"".join(data[start:end] for start, end in spans)
 
 
 def string_field(number: int, value: str) -> bytes:

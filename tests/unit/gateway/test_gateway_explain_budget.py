@@ -107,8 +107,27 @@ def test_the_charge_is_the_requested_max_evaluations_else_the_default() -> None:
     # A wrong type is inference's to name; the gateway charges the default.
     wrong = pb.InferParameter(string_param="lots")
     assert requested_evaluations(request(max_evaluations=wrong)) == DEFAULT_MAX_EVALUATIONS
-    with pytest.raises(InvalidArgument, match="not an ExplainRequest"):
+    with pytest.raises(InvalidArgument, match="malformed request"):
         requested_evaluations(b"\x0a\xff")
+
+
+def test_the_charge_is_read_wherever_the_parameters_lie() -> None:
+    """Only field 4 is parsed, so tensors cost the gateway nothing; a max_evaluations
+    placed after the tensors (a hand-made order) is charged all the same, and the
+    last of two entries wins as protobuf's map merge says."""
+    tensors = explain_pb2.ExplainRequest(model_name="digits", method="occlusion")
+    tensors.inputs.add(name="input", datatype="FP32", shape=[1, 1024])
+    tensors.raw_input_contents.append(bytes(4096))
+    first = explain_pb2.ExplainRequest()
+    first.parameters["max_evaluations"].int64_param = 10
+    last = explain_pb2.ExplainRequest()
+    last.parameters["max_evaluations"].int64_param = 7000
+    data = first.SerializeToString() + tensors.SerializeToString() + last.SerializeToString()
+    assert (
+        explain_pb2.ExplainRequest.FromString(data).parameters["max_evaluations"].int64_param
+        == 7000
+    )
+    assert requested_evaluations(data) == 7000
 
 
 def test_every_explainer_method_needs_a_scope() -> None:
