@@ -101,17 +101,17 @@ class GatewayApp:
         if key is not None and self.keys is not None:
             await self.keys.charge(key)
 
-    def spend_evaluations(self, key: ApiKey | None, cost: int) -> float:
+    async def spend_evaluations(self, key: ApiKey | None, cost: int) -> float:
         """Take an explanation's evaluations from the key's budget (what was taken: 0
         without auth); RESOURCE_EXHAUSTED when it has too few."""
         if key is None or self.keys is None:
             return 0.0
-        return self.keys.evaluations.spend(key, cost)
+        return await self.keys.evaluations.spend(key, cost)
 
-    def refund_evaluations(self, key: ApiKey | None, amount: float) -> None:
+    async def refund_evaluations(self, key: ApiKey | None, amount: float) -> None:
         """Give back evaluations an explanation was charged but did not spend."""
         if key is not None and self.keys is not None:
-            self.keys.evaluations.refund(key, amount)
+            await self.keys.evaluations.refund(key, amount)
 
     def target(self, model: str, selector: str, *, canary: bool = False) -> Route:
         """The route a model and version selector name, without splits.

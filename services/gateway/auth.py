@@ -108,6 +108,7 @@ class KeyTable:
                 for k in self.keys
             },
             clock,
+            shared,
         )
 
     def __len__(self) -> int:

@@ -10,10 +10,11 @@ is admitted when the bucket is full and empties it, rather than never. What the
 explanation did not spend (the reply's `evaluations` is below the charge) is given
 back once it has answered.
 
-The buckets are each replica's own, even when the request rate is shared through
-Redis (services.gateway.limiter): explanations are rare and costly, so a key's
-budget across N replicas is at most N times its setting, which the settings say.
-Buckets exist only for configured keys, so the state is bounded by the keys file.
+With Redis (services.gateway.limiter) the budget is one bucket for every replica,
+`maas:ev:<key id>`, taken from and given back to by the same atomic script as the
+request rate; when Redis fails, its policy decides as for the rate (fail-open: the
+replica's own bucket; fail-closed: UNAVAILABLE). Buckets exist only for configured
+keys, so the state is bounded by the keys file.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from services.common.errors import ResourceExhausted
+from services.common.errors import ResourceExhausted, ServiceError
 
 if TYPE_CHECKING:
     from services.gateway.auth import ApiKey, TokenBucket
+    from services.gateway.limiter import SharedLimiter
+
+# The Redis keys of explanation budgets (services.gateway.limiter.bucket_name).
+SHARED_PREFIX = "maas:ev:"
 
 DEFAULT_EVALUATIONS_PER_SECOND = 1000.0
 DEFAULT_EVALUATIONS_BURST = 8192.0
@@ -42,33 +47,61 @@ class EvaluationRate:
 
 class EvaluationBudget:
     """One evaluation bucket per configured key (services.gateway.auth.KeyTable makes
-    them, at the key's own rate or the gateway's)."""
+    them, at the key's own rate or the gateway's), kept in Redis when `shared` is set."""
 
     def __init__(
-        self, buckets: dict[str, TokenBucket], clock: Callable[[], float] = time.monotonic
+        self,
+        buckets: dict[str, TokenBucket],
+        clock: Callable[[], float] = time.monotonic,
+        shared: SharedLimiter | None = None,
     ) -> None:
         self._buckets = buckets
         self._clock = clock
+        self._shared = shared
 
-    def spend(self, key: ApiKey, cost: int) -> float:
+    async def spend(self, key: ApiKey, cost: int) -> float:
         """Take `cost` evaluations (at most the burst) from the key's bucket and return
-        what was taken; RESOURCE_EXHAUSTED naming the budget when it has too few."""
+        what was taken; RESOURCE_EXHAUSTED naming the budget when it has too few
+        (UNAVAILABLE when a fail-closed shared limiter cannot be reached)."""
         bucket = self._buckets.get(key.id)
         if bucket is None:
             return 0.0
         charge = float(min(max(cost, 0), bucket.burst))
-        if not bucket.take(self._clock(), charge):
-            raise ResourceExhausted(
-                f"API key '{key.id}' is over its explanation budget of {bucket.rate:g} "
-                f"evaluations/s (burst {bucket.burst:g}; this explanation needs {charge:g}: "
-                "lower parameters.max_evaluations or wait)",
-                retry_after=(charge - bucket.tokens) / bucket.rate,
+        if self._shared is not None:
+            taken = await self._shared.take(
+                key.id, bucket.rate, bucket.burst, charge, SHARED_PREFIX
             )
+            if taken is not None:
+                if not taken.taken:
+                    raise _over(key, bucket, charge, taken.retry_after(bucket.rate, charge))
+                return charge
+        if not bucket.take(self._clock(), charge):
+            raise _over(key, bucket, charge, (charge - bucket.tokens) / bucket.rate)
         return charge
 
-    def refund(self, key: ApiKey, amount: float) -> None:
-        """Give back evaluations charged but not spent."""
+    async def refund(self, key: ApiKey, amount: float) -> None:
+        """Give back evaluations charged but not spent (to Redis when it holds the
+        budget; a refund Redis cannot take is dropped, never an error for the call)."""
         bucket = self._buckets.get(key.id)
-        if bucket is not None and amount > 0:
-            bucket.take(self._clock(), 0.0)  # refill to now first
-            bucket.tokens = min(bucket.burst, bucket.tokens + amount)
+        if bucket is None or amount <= 0:
+            return
+        if self._shared is not None:
+            try:
+                taken = await self._shared.take(
+                    key.id, bucket.rate, bucket.burst, -amount, SHARED_PREFIX
+                )
+            except ServiceError:  # fail-closed and Redis away: the refund is lost
+                return
+            if taken is not None:
+                return
+        bucket.take(self._clock(), 0.0)  # refill to now first
+        bucket.tokens = min(bucket.burst, bucket.tokens + amount)
+
+
+def _over(key: ApiKey, bucket: TokenBucket, charge: float, retry_after: float) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"API key '{key.id}' is over its explanation budget of {bucket.rate:g} "
+        f"evaluations/s (burst {bucket.burst:g}; this explanation needs {charge:g}: "
+        "lower parameters.max_evaluations or wait)",
+        retry_after=retry_after,
+    )

@@ -83,7 +83,7 @@ async def explain(router: Router, call: Call) -> tuple[bytes, str]:
         route = await router.route(call.key, call.head, call.pin, call.protocol)
         model = router.label(route.model)
         try:
-            charged = app.spend_evaluations(call.key, cost)
+            charged = await app.spend_evaluations(call.key, cost)
         except ResourceExhausted:
             metrics.rate_limited(call.key.id if call.key else "", call.protocol).inc()
             raise
@@ -94,14 +94,14 @@ async def explain(router: Router, call: Call) -> tuple[bytes, str]:
         model = router.label(route.model)
         spent = _spent(data)
         if spent is not None:
-            app.refund_evaluations(call.key, charged - min(charged, spent))
+            await app.refund_evaluations(call.key, charged - min(charged, spent))
             metrics.evaluations(model).inc(spent)
         code = "OK"
         return data, answered
     except ServiceError as exc:
         code = exc.status
         if isinstance(exc, _NOTHING_SPENT):
-            app.refund_evaluations(call.key, charged)
+            await app.refund_evaluations(call.key, charged)
         raise
     except asyncio.CancelledError:
         code = "CANCELLED"

@@ -1,7 +1,9 @@
 """Rate-limit buckets shared by every gateway replica, kept in Redis.
 
 Each API key with a rate has one token bucket in Redis (`maas:rl:<key id>`: only
-configured ids, so the keyspace is bounded by the keys file, never by clients). One
+configured ids, so the keyspace is bounded by the keys file, never by clients), and
+each key one bucket of explanation evaluations (`maas:ev:<key id>`,
+services.gateway.evaluations). One
 Lua script refills it by the time elapsed on Redis' own clock (TIME), so the
 replicas' clocks do not matter, takes a token or refuses, and sets a TTL of about
 twice the time the bucket takes to fill (an expired bucket is a full one). That is
@@ -47,6 +49,7 @@ DEFAULT_RETRY_SECONDS = 1.0
 WARN_EVERY_SECONDS = 60.0
 
 # KEYS[1] the bucket; ARGV rate (tokens/s), burst, cost. Returns {taken 0|1, tokens left}
+# (a negative cost gives tokens back, up to the burst)
 # (tokens as a string: Redis would truncate a Lua number to an integer). Times are in
 # microseconds, written with %.17g so that nothing is lost to Lua's %.14g tostring.
 TAKE_SCRIPT = """
@@ -65,7 +68,7 @@ end
 tokens = math.min(burst, tokens + math.max(0, now - updated) * rate / 1000000)
 local taken = 0
 if tokens >= cost then
-  tokens = tokens - cost
+  tokens = math.min(burst, tokens - cost)
   taken = 1
 end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
@@ -87,9 +90,9 @@ class Taken:
         return max(0.0, cost - self.tokens) / rate
 
 
-def bucket_name(key_id: str) -> str:
+def bucket_name(key_id: str, prefix: str = KEY_PREFIX) -> str:
     """The Redis key of an API key's bucket (key ids come from configuration only)."""
-    return KEY_PREFIX + key_id
+    return prefix + key_id
 
 
 def redact(url: str) -> str:
@@ -143,10 +146,17 @@ class RedisBuckets:
         self._client = Redis(connection_pool=self._pool)
         self._take = self._client.register_script(TAKE_SCRIPT)
 
-    async def take(self, key_id: str, rate: float, burst: float, cost: float = 1.0) -> Taken:
-        """Take `cost` tokens from the key's bucket if it has them (EVALSHA, EVAL once
-        when Redis does not have the script yet)."""
-        reply = await self._take(keys=[bucket_name(key_id)], args=[rate, burst, cost])
+    async def take(
+        self,
+        key_id: str,
+        rate: float,
+        burst: float,
+        cost: float = 1.0,
+        prefix: str = KEY_PREFIX,
+    ) -> Taken:
+        """Take `cost` tokens from the key's bucket if it has them, or give -cost back
+        (EVALSHA, EVAL once when Redis does not have the script yet)."""
+        reply = await self._take(keys=[bucket_name(key_id, prefix)], args=[rate, burst, cost])
         taken, tokens = reply
         return Taken(bool(int(taken)), float(tokens))
 
@@ -185,11 +195,18 @@ class SharedLimiter:
         """Whether Redis answered the last time it was asked (or was never asked)."""
         return not self._failing
 
-    async def take(self, key_id: str, rate: float, burst: float) -> Taken | None:
+    async def take(
+        self,
+        key_id: str,
+        rate: float,
+        burst: float,
+        cost: float = 1.0,
+        prefix: str = KEY_PREFIX,
+    ) -> Taken | None:
         """The shared bucket's answer, or None when the replica's own bucket decides."""
         if self._clock() >= self._skip_until:
             try:
-                taken = await self.buckets.take(key_id, rate, burst)
+                taken = await self.buckets.take(key_id, rate, burst, cost, prefix)
             except (RedisError, OSError) as exc:
                 self._failed(exc)
             else:

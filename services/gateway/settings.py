@@ -145,7 +145,7 @@ class GatewaySettings(CallerSettings):
         gt=0,
         description="Model evaluations per second an API key's explanations may spend (a "
         "budget apart from its request rate; a key's explain_evaluations_per_second in the "
-        "keys file overrides it). Each replica counts its own, Redis or not.",
+        "keys file overrides it). Shared by every replica through rate_limit_redis_url when set.",
     )
     explain_evaluations_burst: float = Field(
         8192.0,

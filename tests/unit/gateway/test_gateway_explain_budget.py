@@ -26,7 +26,7 @@ def table(text: str, clock: Clock, rate: EvaluationRate | None = None) -> KeyTab
     return KeyTable(parse_keys(yaml.safe_load(text), source="keys.yaml"), clock, evaluations=rate)
 
 
-def test_keys_file_overrides_the_gateway_budget() -> None:
+async def test_keys_file_overrides_the_gateway_budget() -> None:
     keys = table(
         "keys:\n"
         "  - {id: own, key: k1, explain_evaluations_per_second: 10,\n"
@@ -37,11 +37,11 @@ def test_keys_file_overrides_the_gateway_budget() -> None:
     )
     own, default = keys.keys
     assert (own.explain_evaluations_per_second, own.explain_evaluations_burst) == (10.0, 50.0)
-    assert keys.evaluations.spend(own, 50) == 50.0
+    assert await keys.evaluations.spend(own, 50) == 50.0
     with pytest.raises(ResourceExhausted, match="budget of 10 evaluations/s"):
-        keys.evaluations.spend(own, 1)
+        await keys.evaluations.spend(own, 1)
     # The other key has the gateway's budget, whatever its request rate.
-    assert keys.evaluations.spend(default, 400) == 400.0
+    assert await keys.evaluations.spend(default, 400) == 400.0
 
 
 @pytest.mark.parametrize("field", ["explain_evaluations_per_second", "explain_evaluations_burst"])
@@ -50,44 +50,44 @@ def test_a_bad_budget_in_the_keys_file_is_named(field: str) -> None:
         parse_keys(yaml.safe_load(f"keys: [{{id: a, key: k, {field}: 0}}]"), source="keys.yaml")
 
 
-def test_the_budget_refills_refunds_and_names_itself() -> None:
+async def test_the_budget_refills_refunds_and_names_itself() -> None:
     clock = Clock()
     keys = table("keys: [{id: team, key: k}]", clock, EvaluationRate(100.0, 1000.0))
     (key,) = keys.keys
-    assert keys.evaluations.spend(key, 800) == 800.0
+    assert await keys.evaluations.spend(key, 800) == 800.0
     with pytest.raises(ResourceExhausted) as refused:
-        keys.evaluations.spend(key, 800)
+        await keys.evaluations.spend(key, 800)
     message = refused.value.message
     assert "API key 'team' is over its explanation budget of 100 evaluations/s" in message
     assert "max_evaluations" in message
     assert refused.value.retry_after == pytest.approx(6.0)
     clock.now += 6.0  # 200 + 600 = 800
-    assert keys.evaluations.spend(key, 800) == 800.0
-    keys.evaluations.refund(key, 700)  # spent only 100 of them
-    assert keys.evaluations.spend(key, 700) == 700.0
+    assert await keys.evaluations.spend(key, 800) == 800.0
+    await keys.evaluations.refund(key, 700)  # spent only 100 of them
+    assert await keys.evaluations.spend(key, 700) == 700.0
     with pytest.raises(ResourceExhausted):
-        keys.evaluations.spend(key, 1)
+        await keys.evaluations.spend(key, 1)
 
 
-def test_an_explanation_larger_than_the_burst_is_admitted_when_the_budget_is_full() -> None:
+async def test_an_explanation_larger_than_the_burst_is_admitted_when_the_budget_is_full() -> None:
     """Never refused merely for its size: it takes the whole burst instead."""
     clock = Clock()
     keys = table("keys: [{id: team, key: k, rate_per_second: 1, burst: 1}]", clock)
     (key,) = keys.keys
-    assert keys.evaluations.spend(key, 100_000) == 8192.0  # the default burst
+    assert await keys.evaluations.spend(key, 100_000) == 8192.0  # the default burst
     with pytest.raises(ResourceExhausted, match="explanation budget of 1000 evaluations/s"):
-        keys.evaluations.spend(key, 100_000)
+        await keys.evaluations.spend(key, 100_000)
     clock.now += 8.192
-    assert keys.evaluations.spend(key, 100_000) == 8192.0
+    assert await keys.evaluations.spend(key, 100_000) == 8192.0
 
 
-def test_the_budget_is_apart_from_the_request_rate() -> None:
+async def test_the_budget_is_apart_from_the_request_rate() -> None:
     clock = Clock()
     keys = table("keys: [{id: team, key: k, rate_per_second: 1, burst: 1}]", clock)
     (key,) = keys.keys
-    keys.evaluations.spend(key, 8192)
+    await keys.evaluations.spend(key, 8192)
     with pytest.raises(ResourceExhausted):
-        keys.evaluations.spend(key, 1)
+        await keys.evaluations.spend(key, 1)
     assert keys._buckets["team"].take(clock())  # the request rate is untouched
 
 

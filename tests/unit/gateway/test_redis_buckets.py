@@ -73,6 +73,19 @@ async def test_a_short_bucket_is_refused_with_retry_after(
     assert taken.retry_after(0.001) == pytest.approx(750.0, rel=0.01)
 
 
+async def test_a_negative_cost_gives_back_up_to_the_burst(
+    server: RedisServer, buckets: RedisBuckets
+) -> None:
+    """What an explanation did not spend goes back (services.gateway.evaluations)."""
+    assert (await buckets.take("team", 0.001, 100.0, 80.0, "maas:ev:")).taken
+    back = await buckets.take("team", 0.001, 100.0, -50.0, "maas:ev:")
+    assert back.taken and back.tokens == pytest.approx(70.0, abs=0.01)
+    full = await buckets.take("team", 0.001, 100.0, -500.0, "maas:ev:")
+    assert full.tokens == pytest.approx(100.0)  # never above the burst
+    # Its own key, apart from the request rate's bucket.
+    assert server.client().keys("*") == [bucket_name("team", "maas:ev:").encode()]
+
+
 async def test_ttl_is_set_to_about_twice_the_fill_time(
     server: RedisServer, buckets: RedisBuckets
 ) -> None:
