@@ -129,7 +129,7 @@ class InferenceApp:
             code = "CANCELLED"
             raise
         finally:
-            self._record(model, code, started, queue_ns)
+            self.record(model, code, started, queue_ns)
         return InferResult(
             model.name,
             str(model.version),
@@ -164,7 +164,7 @@ class InferenceApp:
             code = "CANCELLED"
             raise
         finally:
-            self._record(model, code, started, None)
+            self.record(model, code, started, None)
 
     def _resolve(self, request: InferRequest) -> LoadedModel:
         try:
@@ -185,7 +185,9 @@ class InferenceApp:
             raise DeadlineExceeded("deadline passed before the request was queued")
         return inputs, names
 
-    def _record(self, model: LoadedModel, code: str, started: int, queue_ns: int | None) -> None:
+    def record(self, model: LoadedModel, code: str, started: int, queue_ns: int | None) -> None:
+        """Count one finished request (statistics and metrics): ModelInfer's, and each
+        chunk of an explanation's evaluations (services.inference.explain.evaluate)."""
         elapsed = time.monotonic_ns() - started
         model.stats.record_request(code == "OK", elapsed, queue_ns)
         self._observe(model, code, elapsed, queue_ns)

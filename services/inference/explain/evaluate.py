@@ -19,7 +19,7 @@ from services.common.names import echo
 from services.inference.model import LoadedModel
 from services.inference.tasks import RequestContext
 
-# (model, status code name, start time in monotonic ns, queue ns): InferenceApp._record.
+# (model, status code name, start time in monotonic ns, queue ns): InferenceApp.record.
 Recorder = Callable[[LoadedModel, str, int, int | None], None]
 
 
