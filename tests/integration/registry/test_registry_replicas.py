@@ -13,6 +13,7 @@ import pytest
 from maas_proto.registry.v1 import registry_pb2 as pb
 from maas_proto.registry.v1 import registry_pb2_grpc
 
+from services.common.errors import Unavailable
 from services.common.files import sha256_file
 from services.registry.client import RegistryClient
 from services.registry.store.locks import BLOB_LOCK_KEY
@@ -127,6 +128,44 @@ async def test_sigkill_mid_upload_then_retry_on_the_other_replica(
     async with RegistryClient(a.address, ADMIN, timeout=120) as on_a:
         await on_a.download("big", "1", tmp_path / "out")
     assert sha256_file(tmp_path / "out" / "model.onnx") == (sha, size)
+
+
+async def test_sigkill_mid_multipart_put_leaves_nothing_visible(
+    cluster: Cluster,  # noqa: F811
+    s3: SeaweedS3,  # noqa: F811
+    bucket: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Replica A dies after the whole file arrived and was verified, while its
+    multipart put to the store is under way (seen in the bucket's incomplete uploads):
+    no replica lists the version, no object stands at its key, the retry through B
+    stores it once, and GC aborts A's incomplete upload."""
+    a, b = cluster.start_replica(), cluster.start_replica()
+    model = save(add_model(width=50_000_000 // 4, bias=0.25), tmp_path / "big.onnx")
+    sha, _ = sha256_file(model)
+    async with RegistryClient(a.address, ADMIN, timeout=120) as on_a:
+        upload = asyncio.ensure_future(on_a.upload("big", model))
+        await asyncio.to_thread(
+            wait_until, lambda: incomplete_uploads(s3, bucket) != [], "A's multipart put"
+        )
+        a.kill()
+        with pytest.raises(Unavailable):
+            await upload
+    assert incomplete_uploads(s3, bucket) == [blob_key(sha)]  # A never completed it
+    assert keys(s3, bucket) == []
+    async with RegistryClient(b.address, ADMIN, timeout=120) as on_b:
+        assert [m.name for m in (await on_b.list_models()).items] == []
+        version = await on_b.upload("big", model)
+    assert (version.version, version.sha256) == (1, sha)
+    assert keys(s3, bucket) == [blob_key(sha)]
+
+    report = cluster.registry_command("--gc", "--gc-grace-seconds", "0")
+    assert report["collected"] == [] and report["aborted"] == [blob_key(sha)]
+    assert incomplete_uploads(s3, bucket) == []
+    assert keys(s3, bucket) == [blob_key(sha)]
+    async with RegistryClient(b.address, ADMIN, timeout=120) as on_b:
+        await on_b.download("big", "1", tmp_path / "out")
+    assert sha256_file(tmp_path / "out" / "model.onnx") == sha256_file(model)
 
 
 async def test_the_blob_lock_is_held_across_processes(
