@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -54,20 +54,31 @@ def error_response(exc: BaseException) -> Response:
     return json_error(500, INTERNAL_MESSAGE)
 
 
-async def _handle(request: Request, exc: Exception) -> Response:
-    return error_response(exc)
+Respond = Callable[[BaseException], Response]
 
 
-# For Starlette(exception_handlers=...): ServiceErrors and Starlette's own 404/405.
-EXCEPTION_HANDLERS: dict[Any, Any] = {ServiceError: _handle, HTTPException: _handle}
+def exception_handlers(respond: Respond) -> dict[Any, Any]:
+    """For Starlette(exception_handlers=...): ServiceErrors and Starlette's own 404/405,
+    answered by `respond` (this module's error_response, or the /v1 routes' own)."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        return respond(exc)
+
+    return {ServiceError: handle, HTTPException: handle}
+
+
+EXCEPTION_HANDLERS = exception_handlers(error_response)
 
 
 class ErrorMiddleware:
-    """Turns an unexpected exception into the fixed 500 answer (logged once, here),
-    instead of Starlette's plain-text page and uvicorn's second traceback."""
+    """Turns an unexpected exception into `respond`'s fixed 500 answer (logged once, by
+    `respond`), instead of Starlette's plain-text page and uvicorn's second traceback.
+    After a response has started there is nothing left to answer: the error is logged
+    and the connection ends with the response unfinished."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, respond: Respond = error_response) -> None:
         self.app = app
+        self.respond = respond
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,4 +98,4 @@ class ErrorMiddleware:
             if started:
                 _log.error("unexpected error after an HTTP response started", exc_info=exc)
                 raise
-            await error_response(exc)(scope, receive, send)
+            await self.respond(exc)(scope, receive, send)

@@ -11,9 +11,10 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
 
 from services.gateway.http.deps import HttpDeps
+from services.gateway.http.errors import ErrorMiddleware
 from services.gateway.http.openai_calls import OpenAIDeps
 from services.gateway.http.openai_embeddings import embeddings_endpoint
-from services.gateway.http.openai_errors import EXCEPTION_HANDLERS, OpenAIErrorMiddleware
+from services.gateway.http.openai_errors import EXCEPTION_HANDLERS, error_response
 from services.gateway.http.openai_generate import generate_endpoints
 from services.gateway.http.openai_models import models_endpoints
 
@@ -34,7 +35,7 @@ def openai_routes(deps: HttpDeps, prefix: str = PREFIX) -> list[BaseRoute]:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(OpenAIErrorMiddleware)],
+        middleware=[Middleware(ErrorMiddleware, respond=error_response)],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     return [Mount(prefix, app=app)]

@@ -16,13 +16,11 @@ from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.errors import InvalidArgument, ServiceError
 from services.common.interceptor import INTERNAL_MESSAGE
-from services.gateway.http.errors import DEFAULT_RETRY_AFTER, JSON
+from services.gateway.http.errors import DEFAULT_RETRY_AFTER, JSON, exception_handlers
 
 _log = logging.getLogger(__name__)
 
@@ -86,36 +84,5 @@ def error_response(exc: BaseException) -> Response:
     return _json(status, body, headers)
 
 
-async def _handle(request: Request, exc: Exception) -> Response:
-    return error_response(exc)
-
-
 # For the /v1 Starlette app: ServiceErrors and Starlette's own 404/405.
-EXCEPTION_HANDLERS: dict[Any, Any] = {ServiceError: _handle, HTTPException: _handle}
-
-
-class OpenAIErrorMiddleware:
-    """Unexpected exceptions as OpenAI's 500 body (logged once, here), not the v2 one."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked)
-        except Exception as exc:  # noqa: BLE001 - the /v1 place unexpected errors become 500
-            if started:
-                _log.error("unexpected error after an OpenAI response started", exc_info=exc)
-                return
-            await error_response(exc)(scope, receive, send)
+EXCEPTION_HANDLERS = exception_handlers(error_response)
