@@ -8,7 +8,6 @@ away mid-stream stops the generation.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,9 @@ from services.gateway.balancer import Health
 from services.gateway.main import GatewayServer
 from services.inference.main import InferenceServer
 from tests.integration.conftest import StartInferenceAt
-from tests.integration.gateway.conftest import StartGateway, backend_address, until
-from tests.integration.inference.generate_models import CHAT, smollm2_dir
+from tests.integration.gateway.chat_servers import start_chat
+from tests.integration.gateway.conftest import StartGateway, until
+from tests.integration.inference.generate_models import CHAT
 
 KEYS = """
 keys:
@@ -55,15 +55,7 @@ Connect = Callable[[GatewayServer], pb_grpc.GRPCInferenceServiceStub]
 async def servers(
     start_inference_at: StartInferenceAt, start_gateway: StartGateway, tmp_path: Path
 ) -> tuple[InferenceServer, GatewayServer]:
-    root = tmp_path / "repository"
-    (root / "smollm2").mkdir(parents=True)
-    (root / "smollm2" / "1").symlink_to(smollm2_dir() / "1", target_is_directory=True)
-    shutil.copy(smollm2_dir() / "config.yaml", root / "smollm2" / "config.yaml")
-    backend = await start_inference_at(root)
-    keys = tmp_path / "keys.yaml"
-    keys.write_text(KEYS)
-    gateway = await start_gateway(backends=backend_address(backend), api_keys_file=str(keys))
-    return backend, gateway
+    return await start_chat(start_inference_at, start_gateway, tmp_path, KEYS)
 
 
 @pytest.fixture

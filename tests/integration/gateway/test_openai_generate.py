@@ -10,7 +10,6 @@ engine's running sequences return to 0 long before max_tokens are made).
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from services.gateway.balancer import Health
 from services.gateway.main import GatewayServer
 from services.inference.main import InferenceServer
 from tests.integration.conftest import StartInferenceAt
+from tests.integration.gateway.chat_servers import start_chat
 from tests.integration.gateway.conftest import StartGateway, backend_address, until
-from tests.integration.inference.generate_models import smollm2_dir
 
 KEYS = """
 keys:
@@ -41,15 +40,7 @@ LONG = 1500
 async def servers(
     start_inference_at: StartInferenceAt, start_gateway: StartGateway, tmp_path: Path
 ) -> tuple[InferenceServer, GatewayServer]:
-    root = tmp_path / "repository"
-    (root / "smollm2").mkdir(parents=True)
-    (root / "smollm2" / "1").symlink_to(smollm2_dir() / "1", target_is_directory=True)
-    shutil.copy(smollm2_dir() / "config.yaml", root / "smollm2" / "config.yaml")
-    backend = await start_inference_at(root)
-    keys = tmp_path / "keys.yaml"
-    keys.write_text(KEYS)
-    gateway = await start_gateway(backends=backend_address(backend), api_keys_file=str(keys))
-    return backend, gateway
+    return await start_chat(start_inference_at, start_gateway, tmp_path, KEYS)
 
 
 @pytest.fixture
