@@ -11,6 +11,13 @@ import pytest
 
 from services.inference.main import InferenceServer
 from services.inference.settings import InferenceSettings
+from services.registry.client import RegistryClient
+from services.registry.main import RegistryServer, create_server
+from services.registry.settings import RegistrySettings
+
+# The registry fixture's tokens.
+ADMIN = "admin-secret"
+READER = "reader-secret"
 
 
 @pytest.fixture
@@ -59,3 +66,29 @@ async def start_inference_at() -> AsyncIterator[StartInferenceAt]:
     yield start
     for server in started:
         await server.shutdown(0)
+
+
+@pytest.fixture
+async def registry(tmp_path: Path) -> AsyncIterator[RegistryServer]:
+    """A registry with admin and reader tokens, polling its change feed quickly."""
+    settings = RegistrySettings(
+        data_dir=tmp_path / "registry",
+        host="localhost",
+        port=0,
+        metrics_port=0,
+        admin_token=ADMIN,
+        reader_token=READER,
+        grace_seconds=0,
+        watch_poll_seconds=0.1,
+    )
+    server = await create_server(settings)
+    await server.start()
+    yield server
+    await server.stop(0)
+
+
+@pytest.fixture
+async def admin(registry: RegistryServer) -> AsyncIterator[RegistryClient]:
+    """An admin client of the registry."""
+    async with RegistryClient(f"localhost:{registry.server.port}", ADMIN) as client:
+        yield client

@@ -27,8 +27,8 @@ from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from services.gateway.main import GatewayServer
 from services.registry.client import RegistryClient
 from services.registry.main import RegistryServer
+from tests.integration.conftest import READER
 from tests.integration.gateway.conftest import (
-    READER,
     StartGateway,
     StartInference,
     backend_address,

@@ -22,8 +22,8 @@ from services.gateway.main import GatewayServer
 from services.inference.main import InferenceServer
 from services.registry.client import RegistryClient
 from services.registry.main import RegistryServer
+from tests.integration.conftest import READER
 from tests.integration.gateway.conftest import (
-    READER,
     StartGateway,
     StartInference,
     backend_address,

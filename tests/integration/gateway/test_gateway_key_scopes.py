@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.gateway.main import GatewayServer
 from services.registry.client import RegistryClient
 from services.registry.main import RegistryServer
+from tests.integration.conftest import READER
 from tests.integration.gateway.conftest import (
-    READER,
     StartGateway,
     StartInference,
     backend_address,

@@ -18,8 +18,8 @@ from services.inference.main import InferenceServer
 from services.inference.settings import InferenceSettings
 from services.registry.client import RegistryClient
 from services.registry.main import RegistryServer
+from tests.integration.conftest import READER
 from tests.integration.gateway.conftest import (
-    READER,
     StartGateway,
     StartInference,
     backend_address,

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from services.gateway.main import GatewayServer
 from services.registry.client import RegistryClient
 from services.registry.main import RegistryServer
+from tests.integration.conftest import READER
 from tests.integration.gateway.conftest import (
-    READER,
     StartGateway,
     StartInference,
     backend_address,

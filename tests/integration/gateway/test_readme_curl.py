@@ -27,12 +27,8 @@ from services.gateway.main import GatewayServer
 from services.inference.main import InferenceServer
 from services.registry.client import RegistryClient
 from services.registry.main import RegistryServer
-from tests.integration.gateway.conftest import (
-    READER,
-    StartGateway,
-    backend_address,
-    registry_address,
-)
+from tests.integration.conftest import READER
+from tests.integration.gateway.conftest import StartGateway, backend_address, registry_address
 from tests.integration.inference.embedding_models import minilm_dir
 from tests.integration.inference.generate_models import smollm2_dir
 from tools.demo.upload import version_files

@@ -21,11 +21,10 @@ from services.inference.main import InferenceServer
 from services.inference.registry_source import STATE_FILE, RegistrySource
 from services.inference.settings import InferenceSettings
 from services.registry.client import RegistryClient
-from services.registry.main import RegistryServer, create_server
-from services.registry.settings import RegistrySettings
+from services.registry.main import RegistryServer
+from tests.integration.conftest import READER
 from tests.integration.inference.warmup_models import export_rows_of_three
 
-ADMIN, READER = "admin-secret", "reader-secret"
 StartFollower = Callable[..., Awaitable[InferenceServer]]
 
 
@@ -33,31 +32,6 @@ StartFollower = Callable[..., Awaitable[InferenceServer]]
 def rows_of_three(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """model.onnx of the Reshape model that the default warm-up breaks."""
     return export_rows_of_three(tmp_path_factory.mktemp("rows") / "model.onnx")
-
-
-@pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[RegistryServer]:
-    """A registry on port 0 that polls its change feed quickly."""
-    settings = RegistrySettings(
-        data_dir=tmp_path / "registry",
-        host="localhost",
-        port=0,
-        metrics_port=0,
-        admin_token=ADMIN,
-        reader_token=READER,
-        grace_seconds=0,
-        watch_poll_seconds=0.05,
-    )
-    server = await create_server(settings)
-    await server.start()
-    yield server
-    await server.stop(0)
-
-
-@pytest.fixture
-async def admin(registry: RegistryServer) -> AsyncIterator[RegistryClient]:
-    async with RegistryClient(f"localhost:{registry.server.port}", ADMIN) as client:
-        yield client
 
 
 @pytest.fixture
