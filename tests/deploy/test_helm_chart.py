@@ -506,7 +506,7 @@ def test_helm_test_pod_calls_the_gateway(chart: Chart) -> None:
     ]
     assert env_of(c)["MAAS_API_KEY"]["secretKeyRef"] == {"name": "maas-auth", "key": "api-key"}
     scripts = one(docs, "ConfigMap", "maas-scripts")["data"]
-    for name in ("wait_ready.py", "smoke_test.py"):
+    for name in ("wait_ready.py", "smoke_test.py", "tls_channel.py"):
         assert scripts[name] == (CHART / "files" / name).read_text()
 
 
