@@ -85,7 +85,14 @@ def start_inference(
     more flags (--workers 2 ...)."""
     root = Path(tempfile.mkdtemp(prefix="maas-bench-repo-"))
     model_repository(model, onnx_path, config, root)
-    port_file = root / "port"
+    return start_inference_at(root, root / "port", timeout, extra)
+
+
+def start_inference_at(
+    root: Path, port_file: Path, timeout: float = 120, extra: Sequence[str] = ()
+) -> Process:
+    """maas-inference on port 0 (metrics too) over the repository `root`, its gRPC port
+    read from `port_file` once it listens."""
     command = [
         sys.executable,
         "-m",

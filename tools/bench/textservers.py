@@ -5,13 +5,18 @@ on port 0 (or the addresses of running ones)."""
 from __future__ import annotations
 
 import importlib
-import sys
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.bench.servers import ROOT, Process, start_gateway, wait_for_file, wait_for_grpc_ready
+from tools.bench.servers import (
+    ROOT,
+    Process,
+    start_gateway,
+    start_inference_at,
+    wait_for_grpc_ready,
+)
 
 # Where the tests build the demo models too, so one build serves both.
 DEMO_MODELS = ROOT / ".data" / "demo-models"
@@ -29,24 +34,7 @@ def start_inference_over(models: dict[str, Path], timeout: float = 300) -> Proce
     root = Path(tempfile.mkdtemp(prefix="maas-bench-text-"))
     for name, model_dir in models.items():
         (root / name).symlink_to(model_dir.resolve(), target_is_directory=True)
-    port_file = root.parent / f"{root.name}.port"
-    command = [
-        sys.executable,
-        "-m",
-        "services.inference.main",
-        "--model-repository",
-        str(root),
-        "--port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--port-file",
-        str(port_file),
-        "--log-level",
-        "WARNING",
-    ]
-    server = Process("inference", command)
-    server.address = f"127.0.0.1:{wait_for_file(port_file, server, timeout)}"
+    server = start_inference_at(root, root.parent / f"{root.name}.port", timeout)
     for name in models:
         wait_for_grpc_ready(server.address, name, server, timeout)
     return server
