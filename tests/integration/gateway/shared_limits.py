@@ -37,6 +37,8 @@ class Tally:
     first: float = math.inf
     first_ok: float = math.inf
     last: float = -math.inf
+    # When each request was sent (bounded by the hammer's count and time).
+    sends: list[float] = field(default_factory=list)
 
     @property
     def admitted(self) -> int:
@@ -55,6 +57,14 @@ class Tally:
         refilled nothing."""
         return self.last - self.first_ok
 
+    def idle(self, fills: float) -> float:
+        """Seconds while serving that no request was sent, beyond `fills` (the time the
+        bucket takes to fill) in each gap: refill the bucket could not keep. A stall of
+        the test's event loop (it runs the gateways and the callers) longer than that
+        leaves the bucket full, and its tokens are lost to every caller."""
+        times = sorted(t for t in self.sends if t >= self.first_ok)
+        return sum(max(0.0, b - a - fills) for a, b in zip(times, times[1:], strict=False))
+
 
 async def hammer(
     stubs: Sequence[pb_grpc.GRPCInferenceServiceStub], key: str, seconds: float
@@ -68,6 +78,7 @@ async def hammer(
     async def caller(index: int, stub: pb_grpc.GRPCInferenceServiceStub) -> None:
         while loop.time() < end:
             tally.first = min(tally.first, loop.time())
+            tally.sends.append(loop.time())
             try:
                 await stub.ModelInfer(request, metadata=metadata, timeout=10)
                 tally.ok[index] += 1
