@@ -51,11 +51,12 @@ class Tally:
 
     @property
     def served(self) -> float:
-        """From the first admitted answer to the last answer: the bucket was in use
-        all along. Unlike `elapsed` it leaves out the start-up (channels connecting,
+        """From the first admitted answer to the last request sent: the bucket was in
+        use all along. Unlike `elapsed` it leaves out the start-up (channels connecting,
         the first requests queueing on a busy machine), when the bucket sat full and
-        refilled nothing."""
-        return self.last - self.first_ok
+        refilled nothing, and the answers still coming in after the last send, when
+        nobody asked for the refill."""
+        return max(self.sends, default=self.first_ok) - self.first_ok
 
     def idle(self, fills: float) -> float:
         """Seconds while serving that no request was sent, beyond `fills` (the time the

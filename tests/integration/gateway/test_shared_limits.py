@@ -1,9 +1,9 @@
 """Rate limits that hold across gateway replicas: three real gateways on one real Redis.
 
 One key at 50 requests/s with a burst of 20, hammered through all three for 10 s,
-is admitted rate x elapsed + burst times in total (within 5%; elapsed counted from the
-first admitted answer, less any stall that left the bucket full, at least, from the
-first send at most), not three times that;
+is admitted rate x elapsed + burst times in total, not three times that: within 5%,
+elapsed counted at most from the first send to the last answer, and at least from
+the first admitted answer to the last send, less any stall that left the bucket full;
 the rest are RESOURCE_EXHAUSTED, as each gateway's rate-limited metric agrees. The
 HTTP front end takes from the same bucket.
 """
