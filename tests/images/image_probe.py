@@ -130,6 +130,9 @@ def dry_run(argv: list[str]) -> dict[str, Any]:
     try:
         if argv[0] == "python":
             sys.argv = argv[1:]
+            # As `python SCRIPT` does: the script's directory first on the import path,
+            # where the chart's scripts find their shared module (tls_channel.py).
+            sys.path.insert(0, os.path.dirname(os.path.abspath(argv[1])))
             runpy.run_path(argv[1], run_name="__main__")
         else:
             entry = _entry(argv[0])
