@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,6 +96,15 @@ class ModelMetadata:
     outputs: tuple[TensorSpec, ...]
 
 
+@dataclass
+class Run:
+    """One request being recorded (InferenceApp.recording): when it started and the
+    time it spent queued, once the scheduler says."""
+
+    started: int
+    queue_ns: int | None = None
+
+
 class InferenceApp:
     """Requests in, results out, over the model manager."""
 
@@ -116,20 +126,9 @@ class InferenceApp:
         model's whole answer."""
         started = time.monotonic_ns()
         model = self._resolve(request)
-        queue_ns: int | None = None
-        code = "INTERNAL"
-        try:
+        with self.recording(model, started) as run:
             inputs, names = await self._checked(model, request)
-            outputs, queue_ns = await model.infer(inputs, request.deadline, request.context)
-            code = "OK"
-        except ServiceError as exc:
-            code = exc.status
-            raise
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        finally:
-            self.record(model, code, started, queue_ns)
+            outputs, run.queue_ns = await model.infer(inputs, request.deadline, request.context)
         return InferResult(
             model.name,
             str(model.version),
@@ -185,9 +184,27 @@ class InferenceApp:
             raise DeadlineExceeded("deadline passed before the request was queued")
         return inputs, names
 
+    @contextlib.contextmanager
+    def recording(self, model: LoadedModel, started: int | None = None) -> Iterator[Run]:
+        """Record the request the block runs (its code from how the block ends, the
+        queue time it sets on the Run): ModelInfer's, and each chunk of an explanation's
+        evaluations (services.inference.explain.evaluate)."""
+        run = Run(time.monotonic_ns() if started is None else started)
+        code = "INTERNAL"
+        try:
+            yield run
+            code = "OK"
+        except ServiceError as exc:
+            code = exc.status
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            self.record(model, code, run.started, run.queue_ns)
+
     def record(self, model: LoadedModel, code: str, started: int, queue_ns: int | None) -> None:
-        """Count one finished request (statistics and metrics): ModelInfer's, and each
-        chunk of an explanation's evaluations (services.inference.explain.evaluate)."""
+        """Count one finished request (statistics and metrics)."""
         elapsed = time.monotonic_ns() - started
         model.stats.record_request(code == "OK", elapsed, queue_ns)
         self._observe(model, code, elapsed, queue_ns)

@@ -9,18 +9,26 @@ budget (max_evaluations), the deadline and cancellation checked before each chun
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import numpy as np
 
-from services.common.errors import Cancelled, DeadlineExceeded, InvalidArgument, ServiceError
+from services.common.errors import Cancelled, DeadlineExceeded, InvalidArgument
 from services.common.names import echo
+from services.inference.app import Run
 from services.inference.model import LoadedModel
 from services.inference.tasks import RequestContext
 
-# (model, status code name, start time in monotonic ns, queue ns): InferenceApp.record.
-Recorder = Callable[[LoadedModel, str, int, int | None], None]
+# InferenceApp.recording: a block recorded as one request in the model's statistics
+# and metrics, its queue time set on the Run it yields.
+Recording = Callable[[LoadedModel], AbstractContextManager[Run]]
+
+
+@contextlib.contextmanager
+def _unrecorded(model: LoadedModel) -> Iterator[Run]:
+    yield Run(0)
 
 
 class Evaluator:
@@ -33,14 +41,14 @@ class Evaluator:
         max_evaluations: int,
         deadline: float | None,
         context: RequestContext | None = None,
-        record: Recorder | None = None,
+        recording: Recording | None = None,
         chunk_rows: int | None = None,
     ) -> None:
         self.model = model
         self.max_evaluations = max_evaluations
         self.deadline = deadline
         self.context = context or RequestContext()
-        self._record = record
+        self._recording = recording or _unrecorded
         # A model that batches takes [rows, ...]; one that does not takes one example,
         # which the rows here carry with a leading axis of 1 (removed when sent).
         self.batched = model.signature.batchable
@@ -100,21 +108,8 @@ class Evaluator:
             raise DeadlineExceeded(
                 f"deadline passed after {self.evaluations} model evaluations of the explanation"
             )
-        started = time.monotonic_ns()
-        queue_ns: int | None = None
-        code = "INTERNAL"
-        try:
-            outputs, queue_ns = await self.model.infer(inputs, self.deadline, self.context)
-            code = "OK"
-        except ServiceError as exc:
-            code = exc.status
-            raise
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        finally:
-            if self._record is not None:
-                self._record(self.model, code, started, queue_ns)
+        with self._recording(self.model) as run:
+            outputs, run.queue_ns = await self.model.infer(inputs, self.deadline, self.context)
         self.evaluations += rows
         return outputs
 

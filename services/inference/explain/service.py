@@ -60,7 +60,7 @@ class Explainer:
             deadline=request.deadline,
             context=job.context,
             # Each chunk is recorded as InferenceApp.infer records a request.
-            record=self.app.record,
+            recording=self.app.recording,
             chunk_rows=_chunk_rows(model),
         )
         try:
