@@ -131,12 +131,23 @@ def _dequantise(gguf: Path, out: Path) -> None:
 
 
 def _genai_build(hf: Path, out: Path, cache: Path, log: Path) -> None:
-    """onnxruntime-genai's model builder, int4 for CPU; its chatter goes to `log`."""
+    """onnxruntime-genai's model builder, int4 for CPU; its chatter goes to `log`.
+
+    int4 weights with float32 arithmetic (`accuracy_level=1`), not the builder's CPU
+    default of int8 activations (4). With int8 activations ONNX Runtime's MatMulNBits
+    takes one kernel for a single row and another for two or more on CPUs without
+    AVX-512 (an AMD EPYC with AVX2 here), and the two disagree by up to 0.46 in the
+    logits: a sequence decoded alone would not match itself decoded in a batch, which
+    the engine promises (docs/large-models.md). Both int8 paths are also 1.0 to 1.4
+    logits away from float32 arithmetic; float32 rows agree to 5e-5 at any batch size.
+    It costs speed on that CPU: 21 against 12 ms a step for one sequence, 71 against
+    59 ms for 16 (docs/benchmarks.md)."""
     command = [
         sys.executable,
         "-m",
         "onnxruntime_genai.models.builder",
         *("-i", str(hf), "-o", str(out), "-p", "int4", "-e", "cpu", "-c", str(cache)),
+        *("--extra_options", "accuracy_level=1"),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     with open(log, "w") as handle:
