@@ -142,6 +142,11 @@ class ModelConfig(_Strict):
     generate: GenerateConfig = GenerateConfig()
     dynamic_batching: DynamicBatching = DynamicBatching()
     instances: int = Field(1, ge=1, le=64)
+    # On the CPU, a request that finds the queue empty runs on the event loop instead
+    # of an instance's thread while the model's recent runs predict under this many
+    # µs for its rows: the hand-over to a thread and back costs more than a small
+    # model's run. 0: every run on an instance's thread. Never on CUDA or TensorRT.
+    inline_run_us: int = Field(200, ge=0, le=10_000)
     # Tried in order; "auto" means CUDA where ONNX Runtime has it, else CPU.
     providers: tuple[str, ...] = ("auto",)
     # Fail the load instead of falling back to CPU when CUDA was asked for.

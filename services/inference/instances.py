@@ -96,7 +96,7 @@ class InstanceThread:
             jobs, future = item
             loop = future.get_loop()
             try:
-                result = _run_batch(self.runner, self.buffers, jobs)
+                result = run_batch(self.runner, self.buffers, jobs)
             except Exception as exc:  # noqa: BLE001 - delivered to the batch's callers
                 loop.call_soon_threadsafe(_fail, future, exc)
             except BaseException as exc:  # noqa: BLE001 - the scheduler replaces this thread
@@ -123,8 +123,8 @@ def _fail(future: asyncio.Future[Result], exc: Exception) -> None:
         future.set_exception(exc)
 
 
-def _run_batch(runner: Runner, buffers: BatchBuffers, jobs: list[Job]) -> Result:
-    """Merge, run and split on a worker thread; returns the results and the three
+def run_batch(runner: Runner, buffers: BatchBuffers, jobs: list[Job]) -> Result:
+    """Merge, run and split (on the instance's thread, or inline); returns the results and the three
     durations (input, infer, output) in nanoseconds."""
     t0 = time.monotonic_ns()
     inputs = jobs[0].inputs if len(jobs) == 1 else buffers.merge(jobs)

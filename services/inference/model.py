@@ -15,6 +15,7 @@ from services.common.telemetry import Tracing
 from services.inference.binding import IoBindingRunner
 from services.inference.config import ModelConfig
 from services.inference.runtime import (
+    CPU,
     LoadError,
     RunnerPlan,
     Signature,
@@ -57,6 +58,8 @@ class Sessions:
     runners: list[Runner]
     signature: Signature
     provider: str
+    # Plain session.run() on the CPU: a run may take the event loop (Scheduler).
+    inline: bool = False
 
 
 def warmup_samples(config: ModelConfig, signature: Signature) -> list[tuple[str, Tensors]]:
@@ -112,7 +115,8 @@ def open_sessions(path: Path, config: ModelConfig) -> Sessions:
     provider = sessions[0].get_providers()[0]
     if plan.kind != "run":
         _log.info("model %s runs with IO binding on %s:%d", path, plan.device, plan.device_id)
-    return Sessions(runners, signature, provider)
+    inline = plan.kind == "run" and provider == CPU
+    return Sessions(runners, signature, provider, inline)
 
 
 @dataclass(eq=False)
@@ -149,6 +153,7 @@ class LoadedModel:
             batchable=sessions.signature.batchable,
             stats=stats,
             tracing=tracing,
+            inline_run_ns=config.inline_run_us * 1000 if sessions.inline else 0,
         )
         _log.info(
             "model %s version %s ready on %s",

@@ -71,6 +71,18 @@ def _modes(text: str) -> list[bool]:
         raise argparse.ArgumentTypeError(f"expected on, off or on,off; got {text!r}") from None
 
 
+def _mapping(text: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"not YAML: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a YAML mapping, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The bench's flags; each overrides the preset's value."""
     parser.add_argument("--preset", choices=sorted(PRESETS), default="standard")
@@ -109,6 +121,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="a flag for the inference services this run starts, e.g. --inference-flag=--workers=2",
+    )
+    parser.add_argument(
+        "--model-config",
+        type=_mapping,
+        default={},
+        help="YAML keys added to the config.yaml of the models this run serves, "
+        "e.g. --model-config 'inline_run_us: 0'",
     )
     parser.add_argument(
         "--profile",
@@ -159,6 +178,7 @@ def plan_from_args(args: argparse.Namespace) -> Any:
         name=name,
         gateway_flags=args.gateway_flag,
         inference_flags=args.inference_flag,
+        model_config=args.model_config,
         profile=args.profile,
         profile_native=args.profile_native,
         rounds=args.rounds,

@@ -49,6 +49,7 @@ class Plan:
     name: str = ""
     gateway_flags: list[str] = field(default_factory=list)  # e.g. --no-backend-mux
     inference_flags: list[str] = field(default_factory=list)  # e.g. --workers=2
+    model_config: dict[str, Any] = field(default_factory=dict)  # added to each config.yaml
     profile: list[int] = field(default_factory=list)  # levels to profile each maas hop at
     profile_native: bool = True  # C frames too (py-spy pauses the process per sample)
     rounds: int = 1  # of each level, targets interleaved; the median round is kept
@@ -168,7 +169,7 @@ class Runner:
                 started = start_inference(
                     model.name,
                     model.path,
-                    batching_config(on, plan.max_batch_size),
+                    {**batching_config(on, plan.max_batch_size), **plan.model_config},
                     extra=plan.inference_flags,
                 )
                 stack.callback(started.stop)
