@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.registry.client import RegistryClient
@@ -68,6 +69,16 @@ async def wait_for_version(address: str, version: str) -> None:
     raise AssertionError(f"version {version} never served")
 
 
+async def wait_serving(address: str) -> None:
+    """Until the service reports SERVING: for the gateway, its registry snapshot loaded."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        async for reply in health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60):
+            if reply.status == serving:
+                return
+
+
 def by_id(spans: list[Span]) -> dict[str, Span]:
     return {s.span_id: s for s in spans}
 
@@ -109,6 +120,9 @@ async def test_one_trace_through_all_three_services(
             env=otel_env(endpoint, "maas-gateway"),
         )
         processes.append(gateway)
+        # Only once the gateway has its snapshot (a busy machine can delay it past the
+        # upload below, and then version 2 is in it and nothing is stale).
+        await wait_serving(gateway.address)
         # A new version after the gateway started: its route goes stale, and the next
         # request through the gateway re-reads it from the registry (in that trace).
         async with RegistryClient(registry.address) as client:
