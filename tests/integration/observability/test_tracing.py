@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.registry.client import RegistryClient
