@@ -124,8 +124,8 @@ def _fail(future: asyncio.Future[Result], exc: Exception) -> None:
 
 
 def run_batch(runner: Runner, buffers: BatchBuffers, jobs: list[Job]) -> Result:
-    """Merge, run and split (on the instance's thread, or inline); returns the results and the three
-    durations (input, infer, output) in nanoseconds."""
+    """Merge, run and split, on the instance's thread or inline; returns the results
+    and the three durations (input, infer, output) in nanoseconds."""
     t0 = time.monotonic_ns()
     inputs = jobs[0].inputs if len(jobs) == 1 else buffers.merge(jobs)
     t1 = time.monotonic_ns()

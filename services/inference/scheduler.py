@@ -6,15 +6,14 @@ queued requests of the same shape (grouping, not padding) up to max_batch_size,
 runs ONNX Runtime on the instance's thread, and splits the outputs back. Expired
 and cancelled requests are dropped before they run.
 
-Inline runs: handing a request to an instance's thread and its result back costs two
-cross-thread wake-ups, tens to hundreds of µs of CPU, more than a small model's run on
-the CPU. So when `inline_run_ns` is set (CPU sessions only), runs that the model's
-recent runs (the lower quartile of their time per row) predict under that bound take
-the event loop itself: a request that finds the queue empty runs at once (unless a
-queue delay asks the batcher to wait for rows), and the workers run the batches they
-form without their threads, so a queue that formed under load drains. A slower
-model, or one whose runs slow down, goes through the threads again. An inline run
-that costs the loop far more CPU than predicted ends inline runs for that version.
+Small models on the CPU run on the event loop where services.inference.inline predicts
+it pays: a request that finds the queue empty runs at once (unless a queue delay asks
+for rows), and a worker runs the batch it formed without its thread.
+
+Batch formation is linear: the queue is a FIFO of every request plus one FIFO per
+shape, with a running count of each shape's rows, so forming a batch looks only at
+the requests it takes (and at dropped ones, once). A worker that crashes fails the
+requests it holds with INTERNAL and is replaced, so nothing waits on a dead worker.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from opentelemetry import trace
 from services.common.errors import DeadlineExceeded, Internal, ResourceExhausted, Unavailable
 from services.common.telemetry import Tracing
 from services.inference.config import DynamicBatching
+from services.inference.inline import InlinePolicy
 from services.inference.instances import (
     BatchBuffers,
     InstanceCrashed,
@@ -45,14 +45,6 @@ __all__ = ["BatchBuffers", "Job", "Runner", "Scheduler", "Tensors", "batch_key"]
 
 _log = logging.getLogger(__name__)
 CRASHED = "the model instance running this request failed; it has been restarted"
-# Recent runs whose lower quartile of time per row predicts the next run: robust to
-# the runs measured while their thread was descheduled (a busy machine: up to three
-# in four), and to the odd run that was expensive.
-_RUN_TIMES_KEPT = 15
-# An inline run that cost the loop's thread this many times the bound in CPU time
-# (so not a run that was merely descheduled) shows the model's cost does not follow
-# its rows: it never runs inline again.
-_INLINE_TRIP = 20
 # Wait before restarting a worker that crashed holding no request: a fault in the
 # scheduler itself would otherwise restart it in a busy loop.
 _IDLE_CRASH_BACKOFF_S = 1.0
@@ -93,10 +85,7 @@ class Scheduler:
         inline_run_ns: int = 0,
     ) -> None:
         self._runners = runners
-        self._inline_ns = inline_run_ns
-        # Nanoseconds a run takes per row: the lower quartile of the recent runs.
-        self._row_times: deque[float] = deque(maxlen=_RUN_TIMES_KEPT)
-        self._row_ns: float | None = None
+        self._inline = InlinePolicy(inline_run_ns)
         self._tracing = tracing or Tracing()
         self._batching = batching
         self._batchable = batchable
@@ -142,7 +131,7 @@ class Scheduler:
         count = rows or 1
         if not self._merge:
             rows, key = None, ()
-        if self._inline_submit and not self._waiting and self._inline(count):
+        if self._inline_submit and not self._waiting and self._inline.allows(count):
             return self._run_inline(inputs, count), 0
         job = Job(
             inputs, rows, key, deadline, loop.create_future(), count, span=self._tracing.current()
@@ -163,46 +152,17 @@ class Scheduler:
         assert job.started_ns is not None
         return outputs, job.started_ns - job.enqueued_ns
 
-    def _inline(self, rows: int) -> bool:
-        """Whether a run of `rows` rows may take the event loop (see the module doc)."""
-        return (
-            self._inline_ns > 0
-            and self._row_ns is not None
-            and self._row_ns * rows < self._inline_ns
-        )
-
     def _run_inline(self, inputs: Tensors, rows: int) -> Tensors:
         tracing = self._tracing
         attributes = {"maas.batch_size": rows, "maas.batch_requests": 1}
         with tracing.span("inference.batch", attributes):  # under the request's own span
-            t0, cpu0 = time.monotonic_ns(), time.thread_time_ns()
-            outputs = self._runners[0](inputs)
-            infer, cpu = time.monotonic_ns() - t0, time.thread_time_ns() - cpu0
-            if tracing.enabled:
-                begin = time.time_ns() - infer
-                tracing.record("inference.ort_run", begin, begin + infer, attributes=attributes)
-        self._observe(rows, infer)
+            begin, started = time.time_ns(), time.monotonic_ns()
+            outputs = self._inline.run(lambda: self._runners[0](inputs))
+            infer = time.monotonic_ns() - started
+            tracing.record("inference.ort_run", begin, begin + infer, attributes=attributes)
+        self._inline.observe(rows, infer)
         self._stats.record_execution(rows, 1, 0, infer, 0)
-        self._check_inline(cpu)
         return outputs
-
-    def _check_inline(self, cpu_ns: int) -> None:
-        """Stop running inline after an inline run that cost far more than predicted."""
-        if cpu_ns <= _INLINE_TRIP * self._inline_ns:
-            return
-        _log.warning(
-            "a run predicted under %d µs took %d µs of the event loop's CPU; this model "
-            "version's runs no longer run inline (set inline_run_us: 0 for a model whose "
-            "cost depends on its values rather than its rows)",
-            self._inline_ns // 1000,
-            cpu_ns // 1000,
-        )
-        self._inline_ns = 0
-
-    def _observe(self, rows: int, infer_ns: int) -> None:
-        times = self._row_times
-        times.append(infer_ns / max(rows, 1))
-        self._row_ns = sorted(times)[len(times) // 4]
 
     async def close(self) -> None:
         """Refuse new requests, finish queued and running ones, stop the workers."""
@@ -415,10 +375,9 @@ class Scheduler:
         with tracing.span("inference.batch", attributes, links=links, context=parent):
             run_started = time.time_ns()
             try:
-                if self._inline(rows):  # drains the queue without the threads
-                    cpu = time.thread_time_ns()
-                    results, timings = run_batch(thread.runner, thread.buffers, jobs)
-                    self._check_inline(time.thread_time_ns() - cpu)
+                if self._inline.allows(rows):  # drains the queue without the threads
+                    batch = (thread.runner, thread.buffers, jobs)
+                    results, timings = self._inline.run(lambda: run_batch(*batch))
                 else:
                     results, timings = await thread.run(jobs)
             except InstanceCrashed:
@@ -434,7 +393,7 @@ class Scheduler:
                     "inference.ort_run", begin, begin + infer, attributes={"maas.batch_size": rows}
                 )
         self._stats.record_execution(rows, len(jobs), *timings)
-        self._observe(rows, timings[1])
+        self._inline.observe(rows, timings[1])
         for job, result in zip(jobs, results, strict=True):
             if not job.future.done():
                 job.future.set_result(result)

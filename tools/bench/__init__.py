@@ -72,15 +72,13 @@ def _modes(text: str) -> list[bool]:
 
 
 def _mapping(text: str) -> dict[str, Any]:
-    import yaml
+    from services.common.errors import InvalidArgument
+    from services.common.yamltext import load_mapping
 
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise argparse.ArgumentTypeError(f"not YAML: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a YAML mapping, got {text!r}")
-    return value
+        return load_mapping(text, source="--model-config")
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
