@@ -51,3 +51,29 @@ class Explanation:
     error_estimate: float
     # Rows sent through the model.
     evaluations: int
+
+    @classmethod
+    def additive(
+        cls,
+        job: ExplainJob,
+        attributions: dict[str, np.ndarray],
+        *,
+        target: int,
+        base_value: float,
+        output_value: float,
+        evaluations: int,
+        tokens: list[str] | None = None,
+    ) -> Explanation:
+        """An additive method's answer: its error estimate is how far the attributions'
+        sum is from output_value - base_value."""
+        total = float(sum(float(a.sum()) for a in attributions.values()))
+        return cls(
+            attributions=attributions,
+            tokens=tokens,
+            output=job.output,
+            target=target,
+            base_value=base_value,
+            output_value=output_value,
+            error_estimate=abs(total - (output_value - base_value)),
+            evaluations=evaluations,
+        )

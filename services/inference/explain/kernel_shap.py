@@ -150,15 +150,12 @@ async def explain_kernel_shap(job: ExplainJob, evaluator: Evaluator) -> Explanat
     )
     split = features.split(phi[None])
     attributions = {n: a.reshape(job.inputs[n].shape) for n, a in split.items()}
-    total = float(phi.sum())
-    return Explanation(
-        attributions=attributions,
-        tokens=None,
-        output=job.output,
+    return Explanation.additive(
+        job,
+        attributions,
         target=target,
         base_value=base,
         output_value=fx,
-        error_estimate=abs(total - (fx - base)),
         evaluations=evaluator.evaluations,
     )
 

@@ -132,14 +132,11 @@ async def explain_occlusion(job: ExplainJob, evaluator: Evaluator) -> Explanatio
                 shares[window] += (fx - float(value)) / size
                 covers[window] += 1
         attributions[name] = (shares / np.maximum(covers, 1))[None]
-    total = float(sum(a.sum() for a in attributions.values()))
-    return Explanation(
-        attributions=attributions,
-        tokens=None,
-        output=job.output,
+    return Explanation.additive(
+        job,
+        attributions,
         target=target,
         base_value=base,
         output_value=fx,
-        error_estimate=abs(total - (fx - base)),
         evaluations=evaluator.evaluations,
     )

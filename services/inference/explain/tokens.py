@@ -102,16 +102,14 @@ async def explain_tokens(job: ExplainJob, evaluator: Evaluator) -> Explanation:
     else:
         (full, base), target = await score.values([text, ""])
         attributions = await _kernel_shap(job, score, evaluator, tokens)
-    gap = abs(float(attributions.sum()) - (float(full) - float(base)))
-    return Explanation(
-        attributions={name: attributions.astype(np.float64)},
-        tokens=list(tokens.strings),
-        output=job.output,
+    return Explanation.additive(
+        job,
+        {name: attributions.astype(np.float64)},
         target=target,
         base_value=float(base),
         output_value=float(full),
-        error_estimate=gap,
         evaluations=evaluator.evaluations,
+        tokens=list(tokens.strings),
     )
 
 

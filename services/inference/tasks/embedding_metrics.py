@@ -7,14 +7,10 @@ the loaded models' registries into the server's at scrape time.
 
 from __future__ import annotations
 
-import threading
-
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-# Distinct API key ids counted per model; the rest are counted as "other".
-MAX_KEYS = 256
-ANONYMOUS = "anonymous"
-OTHER = "other"
+from services.inference.tasks.key_labels import KeyLabels
+
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -23,8 +19,8 @@ class EmbeddingMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._keys: set[str] = set()
-        self._lock = threading.Lock()
+        # The label for an API key id (bounded per model).
+        self.key = KeyLabels()
         self.texts = Counter(
             "maas_embedding_texts",
             "Texts embedded (rate() is texts per second).",
@@ -42,17 +38,6 @@ class EmbeddingMetrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
-
-    def key(self, key_id: str) -> str:
-        """The label for an API key id: at most MAX_KEYS distinct ids per model."""
-        key = key_id or ANONYMOUS
-        with self._lock:
-            if key in self._keys:
-                return key
-            if len(self._keys) < MAX_KEYS:
-                self._keys.add(key)
-                return key
-        return OTHER
 
     def embedded(self, key_id: str, texts: int, tokens: int) -> None:
         """One request's texts, embedded."""

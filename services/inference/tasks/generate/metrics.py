@@ -8,7 +8,6 @@ registry at scrape time, so a model's series leave with it and none is global.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -18,11 +17,7 @@ from prometheus_client.registry import Collector
 
 from services.common.metrics import LATENCY_BUCKETS
 from services.inference.tasks.generate.engine import Engine, Job, Observer
-
-# Distinct API key ids counted per model; the rest are counted as "other".
-MAX_KEYS = 256
-ANONYMOUS = "anonymous"
-OTHER = "other"
+from services.inference.tasks.key_labels import KeyLabels
 
 
 class GenerationMetrics(Observer):
@@ -31,8 +26,8 @@ class GenerationMetrics(Observer):
     def __init__(self) -> None:
         # Series without model and version labels: TaskMetrics adds them.
         self.registry = CollectorRegistry(auto_describe=True)
-        self._keys: set[str] = set()
-        self._lock = threading.Lock()
+        # The label for an API key id (bounded per model).
+        self.key = KeyLabels()
         self.ttft = Histogram(
             "maas_generate_time_to_first_token_seconds",
             "From the request's arrival to its first output token (queue and prefill).",
@@ -62,19 +57,6 @@ class GenerationMetrics(Observer):
             ["key"],
             registry=self.registry,
         )
-
-    def key(self, key_id: str) -> str:
-        """The label for an API key id: bounded to MAX_KEYS distinct ids per model."""
-        if not key_id:
-            return ANONYMOUS
-        key = key_id
-        with self._lock:
-            if key in self._keys:
-                return key
-            if len(self._keys) < MAX_KEYS:
-                self._keys.add(key)
-                return key
-        return OTHER
 
     def watch(self, engine: Engine) -> None:
         """Report the engine's cache and queue at scrape time."""
