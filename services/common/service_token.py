@@ -26,7 +26,13 @@ import yaml
 from services.common.errors import ServiceError, Unauthenticated
 from services.common.interceptor import Behavior, rejecting, responses_of, rewrap_handler
 from services.common.redact import showing_full_detail
-from services.common.tokens import bearer_token, hash_token, match_digest, token_digest
+from services.common.tokens import (
+    bearer_token,
+    entry_digest,
+    file_entries,
+    match_digest,
+    token_digest,
+)
 
 DETAIL_HEADER = "x-maas-detail"
 # Services any caller may use: health (probes) and reflection (names only).
@@ -37,7 +43,6 @@ OPEN_SERVICES = frozenset(
         "grpc.reflection.v1alpha.ServerReflection",
     }
 )
-_SHA256_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -53,25 +58,10 @@ class ServiceToken:
 
 def parse_service_tokens(data: Any, *, source: str) -> list[ServiceToken]:
     """Tokens from a parsed tokens file: {tokens: [{id, sha256 | token}]}."""
-    entries = data.get("tokens") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ValueError(f"{source}: expected a mapping with a 'tokens' list")
-    tokens = []
-    for i, entry in enumerate(entries):
-        where = f"{source}: tokens[{i}]"
-        if not isinstance(entry, dict):
-            raise ValueError(f"{where}: expected a mapping, got {type(entry).__name__}")
-        ident = str(entry.get("id") or f"token-{i}")
-        if "sha256" in entry:
-            hexdigest = str(entry["sha256"]).lower()
-            if len(hexdigest) != 64 or not set(hexdigest) <= _SHA256_HEX:
-                raise ValueError(f"{where}: sha256 must be 64 hex digits")
-        elif entry.get("token"):
-            hexdigest = hash_token(str(entry["token"]))
-        else:
-            raise ValueError(f"{where}: expected 'sha256' (hex digest) or 'token'")
-        tokens.append(ServiceToken(ident, bytes.fromhex(hexdigest)))
-    return tokens
+    return [
+        ServiceToken(str(entry.get("id") or f"token-{i}"), entry_digest(entry, where, "token"))
+        for i, where, entry in file_entries(data, "tokens", source=source)
+    ]
 
 
 def load_service_tokens(path: str | None, token: str | None) -> tuple[ServiceToken, ...]:

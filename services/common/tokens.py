@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from services.common.errors import Unauthenticated
@@ -19,6 +19,7 @@ T = TypeVar("T")
 # No secret maas issues comes near this; the headers' own limit is grpc core's
 # (ServiceSettings.max_metadata_bytes), so a longer token is refused here, by name.
 MAX_TOKEN_BYTES = 4096
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def hash_token(token: str) -> str:
@@ -62,3 +63,31 @@ def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
             )
         return token.decode(errors="replace")
     return None
+
+
+def file_entries(
+    data: Any, list_key: str, *, source: str
+) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(index, where, entry) for each entry of a parsed tokens or keys file, a mapping
+    whose `list_key` holds a list of mappings; `where` names the entry in errors."""
+    entries = data.get(list_key) if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"{source}: expected a mapping with a '{list_key}' list")
+    for i, entry in enumerate(entries):
+        where = f"{source}: {list_key}[{i}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(entry).__name__}")
+        yield i, where, entry
+
+
+def entry_digest(entry: dict[str, Any], where: str, secret_key: str) -> bytes:
+    """The sha256 an entry of a tokens or keys file names: its 'sha256' (64 hex digits),
+    or the digest of its plain secret under `secret_key`."""
+    if "sha256" in entry:
+        hexdigest = str(entry["sha256"]).lower()
+        if len(hexdigest) != 64 or not set(hexdigest) <= _HEX_DIGITS:
+            raise ValueError(f"{where}: sha256 must be 64 hex digits")
+        return bytes.fromhex(hexdigest)
+    if entry.get(secret_key):
+        return token_digest(str(entry[secret_key]))
+    raise ValueError(f"{where}: expected 'sha256' (hex digest) or '{secret_key}'")

@@ -24,14 +24,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from services.common.errors import PermissionDenied, ResourceExhausted, Unauthenticated
-from services.common.tokens import bearer_token, hash_token, match_digest
+from services.common.tokens import bearer_token, entry_digest, file_entries, match_digest
 from services.gateway.evaluations import EvaluationBudget, EvaluationRate
 from services.gateway.scopes import ALL_SCOPES, parse_scopes, scope_of
 
 if TYPE_CHECKING:  # redis is an optional extra: imported only when configured
     from services.gateway.limiter import SharedLimiter
-
-SHA256_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -228,19 +226,10 @@ def _number(entry: dict[str, Any], name: str, where: str) -> float | None:
     return float(value)
 
 
-def parse_key(entry: Any, where: str, default_id: str) -> ApiKey:
+def parse_key(entry: dict[str, Any], where: str, default_id: str) -> ApiKey:
     """One entry of a keys file."""
-    if not isinstance(entry, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(entry).__name__}")
     ident = str(entry.get("id") or entry.get("name") or default_id)
-    if "sha256" in entry:
-        hexdigest = str(entry["sha256"]).lower()
-        if len(hexdigest) != 64 or not set(hexdigest) <= SHA256_HEX_DIGITS:
-            raise ValueError(f"{where}: sha256 must be 64 hex digits")
-    elif entry.get("key"):
-        hexdigest = hash_token(str(entry["key"]))
-    else:
-        raise ValueError(f"{where}: expected 'sha256' (hex digest of the key) or 'key'")
+    digest = entry_digest(entry, where, "key")
     rate = _number(entry, "rate_per_second", where)
     burst = _number(entry, "burst", where)
     models = entry.get("models")
@@ -253,7 +242,7 @@ def parse_key(entry: Any, where: str, default_id: str) -> ApiKey:
     explain_burst = _number(entry, "explain_evaluations_burst", where)
     return ApiKey(
         id=ident,
-        digest=bytes.fromhex(hexdigest),
+        digest=digest,
         rate_per_second=rate,
         burst=burst if burst is not None else max(rate or 1.0, 1.0),
         models=frozenset(models) if models is not None else None,
@@ -265,10 +254,10 @@ def parse_key(entry: Any, where: str, default_id: str) -> ApiKey:
 
 def parse_keys(data: Any, *, source: str) -> list[ApiKey]:
     """Keys from a parsed keys file: {keys: [...]}."""
-    entries = data.get("keys") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ValueError(f"{source}: expected a mapping with a 'keys' list")
-    keys = [parse_key(e, f"{source}: keys[{i}]", f"key-{i}") for i, e in enumerate(entries)]
+    keys = [
+        parse_key(entry, where, f"key-{i}")
+        for i, where, entry in file_entries(data, "keys", source=source)
+    ]
     ids = [k.id for k in keys]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{source}: key ids must be unique")

@@ -19,8 +19,13 @@ import yaml
 
 from services.common.errors import PermissionDenied, ServiceError, Unauthenticated
 from services.common.interceptor import rejecting
-from services.common.tokens import bearer_token, hash_token, match_digest, token_digest
-from services.registry.names import SHA256_HEX
+from services.common.tokens import (
+    bearer_token,
+    entry_digest,
+    file_entries,
+    match_digest,
+    token_digest,
+)
 from services.registry.settings import RegistrySettings
 
 REGISTRY_SERVICE = "maas.registry.v1.ModelRegistry"
@@ -93,14 +98,8 @@ class TokenTable:
 
 def parse_tokens(data: Any, *, source: str) -> list[Principal]:
     """Principals from a parsed tokens file: {tokens: [{id, role, sha256 | token}]}."""
-    entries = data.get("tokens") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ValueError(f"{source}: expected a mapping with a 'tokens' list")
     principals = []
-    for i, entry in enumerate(entries):
-        where = f"{source}: tokens[{i}]"
-        if not isinstance(entry, dict):
-            raise ValueError(f"{where}: expected a mapping, got {type(entry).__name__}")
+    for i, where, entry in file_entries(data, "tokens", source=source):
         ident = str(entry.get("id") or f"token-{i}")
         try:
             role = Role(str(entry.get("role", "")))
@@ -108,15 +107,7 @@ def parse_tokens(data: Any, *, source: str) -> list[Principal]:
             raise ValueError(
                 f"{where}: role must be 'admin' or 'reader', got {entry.get('role')!r}"
             ) from None
-        if "sha256" in entry:
-            hexdigest = str(entry["sha256"]).lower()
-            if not SHA256_HEX.fullmatch(hexdigest):
-                raise ValueError(f"{where}: sha256 must be 64 hex digits")
-        elif entry.get("token"):
-            hexdigest = hash_token(str(entry["token"]))
-        else:
-            raise ValueError(f"{where}: expected 'sha256' (hex digest) or 'token'")
-        principals.append(Principal(ident, role, bytes.fromhex(hexdigest)))
+        principals.append(Principal(ident, role, entry_digest(entry, where, "token")))
     return principals
 
 

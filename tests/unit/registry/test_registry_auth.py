@@ -7,13 +7,8 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import PermissionDenied, Unauthenticated
-from services.registry.auth import (
-    Role,
-    hash_token,
-    load_tokens,
-    parse_tokens,
-    registry_policy,
-)
+from services.common.tokens import hash_token
+from services.registry.auth import Role, load_tokens, parse_tokens, registry_policy
 from services.registry.settings import RegistrySettings
 
 
