@@ -15,6 +15,7 @@ from typing import Any
 
 from services.common.errors import InvalidArgument
 from services.common.ratelog import Throttled
+from services.common.wirefmt import I32, I64, LEN, VARINT, read_varint
 
 UNDECODABLE = "the request is not a valid protobuf message of the type this method takes"
 GROUPS = "the request holds a protobuf group (wire type 3), which no maas message has"
@@ -22,18 +23,6 @@ GROUPS = "the request holds a protobuf group (wire type 3), which no maas messag
 # services.gateway.wire.MAX_FIELDS); a legitimate request has a few dozen at most.
 MAX_FIELDS = 4096
 TOO_MANY_FIELDS = f"the request has more than {MAX_FIELDS} top-level fields, expected at most that"
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
 
 
 def top_level_groups(data: bytes) -> bool:
@@ -50,16 +39,16 @@ def top_level_groups(data: bytes) -> bool:
         count += 1
         if count > MAX_FIELDS:
             raise InvalidArgument(TOO_MANY_FIELDS)
-        key, pos = _varint(data, pos)
+        key, pos = read_varint(data, pos)
         kind = key & 7
-        if kind == _LEN:
-            length, pos = _varint(data, pos)
+        if kind == LEN:
+            length, pos = read_varint(data, pos)
             pos += length
-        elif kind == _VARINT:
-            _, pos = _varint(data, pos)
-        elif kind == _I64:
+        elif kind == VARINT:
+            _, pos = read_varint(data, pos)
+        elif kind == I64:
             pos += 8
-        elif kind == _I32:
+        elif kind == I32:
             pos += 4
         else:  # 3 starts a group; 4, 6 and 7 never parse
             return True

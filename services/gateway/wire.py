@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from services.common.errors import InvalidArgument
 from services.common.names import ECHO_LIMIT, MAX_NAME, model_name
 from services.common.versions import MAX_SELECTOR, selector
+from services.common.wirefmt import I32, I64, LEN, VARINT, encode_varint, read_varint
 
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 NAME, VERSION, ID = 1, 2, 3
 # Top-level fields a client request may have; legitimate ones have a handful.
 MAX_FIELDS = 4096
@@ -53,30 +53,6 @@ class Head:
     name: str = ""
     version: str = ""
     id: str = ""
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    end = len(data)
-    while True:
-        if pos >= end or shift > 63:
-            raise InvalidArgument("malformed request: truncated or overlong varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def encode_varint(value: int) -> bytes:
-    """The base-128 varint encoding of a non-negative integer."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 class BadHead(InvalidArgument):
@@ -114,10 +90,10 @@ def _scan(
                 f"malformed request: expected at most {max_fields} top-level fields, got "
                 f"more ({pos} of {end} bytes read)"
             )
-        key, pos = _varint(data, pos)
+        key, pos = read_varint(data, pos)
         number, kind = key >> 3, key & 7
-        if kind == _LEN:
-            length, pos = _varint(data, pos)
+        if kind == LEN:
+            length, pos = read_varint(data, pos)
             if pos + length > end:
                 raise InvalidArgument("malformed request: a field runs past the end")
             if number in (NAME, VERSION, ID):
@@ -130,11 +106,11 @@ def _scan(
             elif collect is not None and number == collect[0]:
                 collect[1].append((entry, pos + length))
             pos += length
-        elif kind == _VARINT:
-            _, pos = _varint(data, pos)
-        elif kind == _I64:
+        elif kind == VARINT:
+            _, pos = read_varint(data, pos)
+        elif kind == I64:
             pos += 8
-        elif kind == _I32:
+        elif kind == I32:
             pos += 4
         else:
             raise InvalidArgument(f"malformed request: unsupported wire type {kind}")
@@ -206,7 +182,7 @@ def only_field(data: bytes, number: int) -> bytes:
 def string_field(number: int, value: str) -> bytes:
     """One length-delimited field, serialized."""
     raw = value.encode()
-    return encode_varint(number << 3 | _LEN) + encode_varint(len(raw)) + raw
+    return encode_varint(number << 3 | LEN) + encode_varint(len(raw)) + raw
 
 
 def with_version(data: bytes, version: str) -> bytes:
@@ -237,4 +213,4 @@ def wrap_stream_response(infer_response: bytes, extra: bytes = b"") -> bytes:
     """A ModelStreamInferResponse holding a serialized ModelInferResponse (field 2),
     with the serialized fields `extra` appended to it (one copy)."""
     size = encode_varint(len(infer_response) + len(extra))
-    return b"".join((encode_varint(2 << 3 | _LEN), size, infer_response, extra))
+    return b"".join((encode_varint(2 << 3 | LEN), size, infer_response, extra))

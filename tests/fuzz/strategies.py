@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common.datatypes import DATATYPES
-from services.gateway.wire import encode_varint
+from services.common.wirefmt import encode_varint
 
 DATATYPE_NAMES = [d.name for d in DATATYPES]
 INT64 = st.integers(-(2**63), 2**63 - 1)

@@ -28,9 +28,10 @@ from services.common.datatypes import DATATYPES, DataType, by_name
 from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.names import echo
 from services.common.tensors import checked_shape, element_count
+from services.common.wirefmt import encode_varint
 from services.gateway.http.json_data import kind as _kind
 from services.gateway.http.json_data import pack
-from services.gateway.wire import MAX_FIELDS, encode_varint
+from services.gateway.wire import MAX_FIELDS
 
 HEADER_LENGTH = "inference-header-content-length"
 BINARY_SIZE = "binary_data_size"

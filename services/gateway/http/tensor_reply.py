@@ -23,8 +23,9 @@ from google.protobuf.message import DecodeError
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common.datatypes import by_name
-from services.common.errors import Internal
+from services.common.errors import Internal, InvalidArgument
 from services.common.tensors import encode_bytes_elements, encoded
+from services.common.wirefmt import I32, I64, LEN, VARINT, read_varint
 from services.gateway.http.tensor_json import BINARY_SIZE, OutputPlan
 
 JSON = "application/json"
@@ -93,19 +94,6 @@ def _unreadable() -> Internal:
     return Internal("the backend's reply could not be read")
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise _unreadable()
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
 def split_raw(data: bytes) -> tuple[bytes, list[memoryview]]:
     """The reply without its raw_output_contents (field 6), and those as views of `data`.
 
@@ -117,26 +105,29 @@ def split_raw(data: bytes) -> tuple[bytes, list[memoryview]]:
     head: list[memoryview] = []
     raws: list[memoryview] = []
     pos, end = 0, len(data)
-    while pos < end:
-        start = pos
-        key, pos = _varint(data, pos)
-        number, kind = key >> 3, key & 7
-        if kind == 2:
-            length, pos = _varint(data, pos)
-            stop = pos + length
-        elif kind == 0:
-            _, stop = _varint(data, pos)
-        elif kind in (1, 5):
-            stop = pos + (8 if kind == 1 else 4)
-        else:
-            raise _unreadable()
-        if stop > end:
-            raise _unreadable()
-        if number == 6 and kind == 2:
-            raws.append(view[pos:stop])
-        else:
-            head.append(view[start:stop])
-        pos = stop
+    try:
+        while pos < end:
+            start = pos
+            key, pos = read_varint(data, pos)
+            number, kind = key >> 3, key & 7
+            if kind == LEN:
+                length, pos = read_varint(data, pos)
+                stop = pos + length
+            elif kind == VARINT:
+                _, stop = read_varint(data, pos)
+            elif kind in (I64, I32):
+                stop = pos + (8 if kind == I64 else 4)
+            else:
+                raise _unreadable()
+            if stop > end:
+                raise _unreadable()
+            if number == 6 and kind == LEN:
+                raws.append(view[pos:stop])
+            else:
+                head.append(view[start:stop])
+            pos = stop
+    except InvalidArgument:  # a truncated or overlong varint
+        raise _unreadable() from None
     return b"".join(head), raws
 
 

@@ -1,7 +1,8 @@
 """The API-key label of a model's token counters, bounded per model.
 
 Key ids come from clients' keys, so the distinct labels a model keeps are capped:
-the first MAX_KEYS ids get a series each, later ones are counted together as OTHER.
+the first MAX_KEYS ids get a series each, later ones are counted together as OTHER,
+and calls without a key as ANONYMOUS.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ class KeyLabels:
         self._lock = threading.Lock()
 
     def __call__(self, key_id: str) -> str:
-        key = key_id or ANONYMOUS
+        if not key_id:  # one fixed label, not counted toward the bound
+            return ANONYMOUS
+        key = key_id
         with self._lock:
             if key in self._keys:
                 return key

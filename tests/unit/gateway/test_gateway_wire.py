@@ -6,6 +6,7 @@ import pytest
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common.errors import InvalidArgument
+from services.common.wirefmt import encode_varint, read_varint
 from services.gateway import wire
 
 
@@ -73,8 +74,14 @@ def test_malformed_requests_are_invalid_arguments(data: bytes) -> None:
 
 def test_varints_round_trip() -> None:
     for value in (0, 1, 127, 128, 300, 2**32, 2**63 - 1):
-        encoded = wire.encode_varint(value)
-        assert wire._varint(encoded, 0) == (value, len(encoded))
+        encoded = encode_varint(value)
+        assert read_varint(encoded, 0) == (value, len(encoded))
+
+
+@pytest.mark.parametrize("data", [b"", b"\x80", b"\xff" * 11 + b"\x01"])
+def test_truncated_or_overlong_varints_are_refused(data: bytes) -> None:
+    with pytest.raises(InvalidArgument, match="truncated or overlong varint"):
+        read_varint(data, 0)
 
 
 # Client requests: read_request bounds the scan and checks what routing relies on.

@@ -1,5 +1,5 @@
 """Token choice, stop strings, the sampling_parameters JSON and messages of generate
-requests, metrics key labels, and the host KV cache's slot release."""
+requests, and the host KV cache's slot release."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from services.common.errors import InvalidArgument
 from services.inference.tasks.generate.chat import ChatTemplate, Message
 from services.inference.tasks.generate.decoder import DecoderShape, KvCache
-from services.inference.tasks.generate.metrics import MAX_KEYS, GenerationMetrics
 from services.inference.tasks.generate.params import parse_messages, parse_request, parse_sampling
 from services.inference.tasks.generate.sampling import Sampler, SamplingParams, StopText
 
@@ -142,15 +141,6 @@ def test_exactly_one_of_text_input_and_messages() -> None:
     flags = {"text_input": text, "exclude_input_in_output": np.array([True])}
     request = parse_request(flags, 4, None)
     assert request.exclude_input and not request.stream and request.prompt == "hello"
-
-
-def test_key_labels_are_bounded() -> None:
-    metrics = GenerationMetrics()
-    assert metrics.key("") == "anonymous"
-    labels = {metrics.key(f"key-{i}") for i in range(MAX_KEYS + 50)}
-    assert len(labels) == MAX_KEYS + 1 and "other" in labels
-    # A key seen before the cap keeps its own label.
-    assert metrics.key("key-3") == "key-3" and metrics.key("key-999") == "other"
 
 
 def test_a_released_cache_slot_reads_as_zeros_and_the_others_keep_theirs() -> None:

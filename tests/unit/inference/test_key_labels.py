@@ -15,10 +15,12 @@ def test_key_ids_keep_their_label_up_to_the_bound() -> None:
     assert labels("b") == "b"
 
 
-def test_no_key_is_anonymous_and_counts_toward_the_bound() -> None:
+def test_no_key_is_anonymous_outside_the_bound() -> None:
     labels = KeyLabels(limit=1)
     assert labels("") == ANONYMOUS
-    assert labels("a") == OTHER
+    assert labels("a") == "a"
+    assert labels("b") == OTHER
+    assert labels("") == ANONYMOUS
 
 
 def test_the_bound_holds_across_threads() -> None:
