@@ -13,6 +13,7 @@ from typing import Any
 from services.common.names import MODEL_NAME
 from services.gateway.http.errors import JSON
 from services.gateway.http.openai_schemas import MAX_INT, MAX_SEED, MAX_STOP
+from services.gateway.http.openapi_errors import error_answers
 
 Schema = dict[str, Any]
 _ERROR = {"$ref": "#/components/schemas/OpenAIError"}
@@ -30,29 +31,12 @@ _WHY = {
     503: "Temporarily unable to serve (no ready backend, draining).",
     504: "The deadline passed before an answer came.",
 }
-_HEADERS = {
-    401: {"www-authenticate": "Bearer"},
-    429: {"retry-after": "Seconds to wait before trying again."},
-}
 _LISTING = (400, 401, 403, 429, 500, 503, 504)
 _CALLS = (*_LISTING, 404, 413, 499, 501)
 
 
 def _errors(statuses: tuple[int, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for status in sorted(set(statuses)):
-        answer: dict[str, Any] = {
-            "description": _WHY[status],
-            "content": {JSON: {"schema": _ERROR}},
-        }
-        headers = _HEADERS.get(status)
-        if headers:
-            answer["headers"] = {
-                name: {"description": why, "required": True, "schema": {"type": "string"}}
-                for name, why in headers.items()
-            }
-        out[str(status)] = answer
-    return out
+    return error_answers(statuses, _WHY, _ERROR)
 
 
 def _ref(name: str) -> Schema:

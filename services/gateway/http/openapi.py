@@ -22,6 +22,7 @@ from services.gateway.app import VERSION_HEADER
 from services.gateway.http.calls import TIMEOUT_HEADER, TIMEOUT_PATTERN
 from services.gateway.http.errors import JSON
 from services.gateway.http.openai_openapi import openai_paths, openai_schemas
+from services.gateway.http.openapi_errors import error_answers
 from services.gateway.http.openapi_explain import explain_ops, explain_schemas
 from services.gateway.http.openapi_generate import generate_ops, generate_schemas
 from services.gateway.http.openapi_schemas import schemas
@@ -51,28 +52,8 @@ _COMMON = (400, 401, 403, 429, 500, 503)
 _FORWARDED = (*_COMMON, 404, 409, 412, 499, 504)
 
 
-# The headers services.gateway.http.errors adds to some error answers.
-_ERROR_HEADERS = {
-    401: {"www-authenticate": "Bearer"},
-    429: {"retry-after": "Seconds to wait before trying again."},
-}
-
-
 def _errors(statuses: tuple[int, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for status in sorted(set(statuses)):
-        answer: dict[str, Any] = {
-            "description": _ERROR_WHY[status],
-            "content": {JSON: {"schema": _ERROR_REF}},
-        }
-        headers = _ERROR_HEADERS.get(status)
-        if headers:
-            answer["headers"] = {
-                name: {"description": why, "required": True, "schema": {"type": "string"}}
-                for name, why in headers.items()
-            }
-        out[str(status)] = answer
-    return out
+    return error_answers(statuses, _ERROR_WHY, _ERROR_REF)
 
 
 def _json_ok(schema: Schema, description: str = "OK") -> dict[str, Any]:
