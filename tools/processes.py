@@ -58,6 +58,7 @@ class ServiceProcess:
         self.port_file.unlink(missing_ok=True)
         self._cut_lifeline()
         command = [
+            *self._command_prefix(),
             sys.executable,
             "-m",
             f"services.{self.service}.main",
@@ -90,6 +91,10 @@ class ServiceProcess:
             os.close(read_end)
         self._lifeline = write_end
         return process
+
+    def _command_prefix(self) -> list[str]:
+        """What the command runs under (a subclass's `ip netns exec`); nothing here."""
+        return []
 
     def _http_args(self, port: int) -> list[str]:
         """The gateway's HTTP flags: the port it had, or a free one when gRPC's is free too."""

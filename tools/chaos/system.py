@@ -13,7 +13,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.errors import NotFound
-from services.common.lifeline import LIFELINE_ENV
 from services.registry.client import RegistryClient
 from services.registry.transfer import plan_upload
 from tools.chaos.hosts import NetnsHost
@@ -39,8 +37,6 @@ API = {
 
 class Service(ServiceProcess):
     """One service; on a NetnsHost when `host` is given."""
-
-    _harness_end: int | None = None  # our end of its lifeline
 
     def __init__(
         self,
@@ -61,47 +57,8 @@ class Service(ServiceProcess):
             cwd=Path(__file__).resolve().parents[2],
         )
 
-    def _launch(self, port: int) -> subprocess.Popen[bytes]:
-        # As tools/processes.py launches, with a netns prefix and a lifeline of our own.
-        self.port_file.unlink(missing_ok=True)
-        self._cut()
-        command = [
-            *(self.host.exec_prefix() if self.host else []),
-            sys.executable,
-            "-m",
-            f"services.{self.service}.main",
-            "--port",
-            str(port),
-            "--metrics-port",
-            "0",
-            "--port-file",
-            str(self.port_file),
-            *self._http_args(port),
-            *self._args,
-        ]
-        read_end, write_end = os.pipe()  # never written to: EOF once the harness is gone
-        try:
-            with self.log_path.open("ab") as log:
-                process = subprocess.Popen(
-                    command,
-                    cwd=self._cwd,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**self._env, LIFELINE_ENV: str(read_end)},
-                    pass_fds=(read_end,),
-                )
-        except BaseException:
-            os.close(write_end)
-            raise
-        finally:
-            os.close(read_end)
-        self._harness_end = write_end
-        return process
-
-    def _cut(self) -> None:
-        if self._harness_end is not None:
-            os.close(self._harness_end)
-            self._harness_end = None
+    def _command_prefix(self) -> list[str]:
+        return self.host.exec_prefix() if self.host else []
 
     @property
     def address(self) -> str:
