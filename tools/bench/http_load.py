@@ -9,14 +9,13 @@ and reads each answer whole without parsing it.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import orjson
 
-from tools.bench.loadgen import LoadResult, run_load
+from tools.bench.loadgen import LoadResult, measure, run_load
 
 Encoding = Literal["json", "binary"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -94,40 +93,15 @@ async def _drive(spec: HttpLoadSpec, share: int, offset: int, start: float) -> L
             if first.status != 200:
                 raise RuntimeError(f"the target answered {first.status}: {answer[:300]!r}")
             result.completed = 1
-        await asyncio.sleep(max(0.0, start - time.time()))
-        begin = time.perf_counter() + spec.warmup
-        end = begin + spec.seconds
-        cpu: list[float] = []
 
-        async def marks() -> None:
-            await asyncio.sleep(max(0.0, begin - time.perf_counter()))
-            cpu.append(time.process_time())
-            await asyncio.sleep(max(0.0, end - time.perf_counter()))
-            cpu.append(time.process_time())
+        async def send(i: int) -> str:
+            data, headers = bodies[i % len(bodies)]
+            try:
+                async with session.post(spec.url, data=data, headers=headers) as response:
+                    await response.read()
+                    return "" if response.status == 200 else f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return type(exc).__name__
 
-        async def worker(index: int) -> None:
-            i = index
-            latencies = result.latencies
-            while (now := time.perf_counter()) < end:
-                data, headers = bodies[i % len(bodies)]
-                i += 1
-                code = ""
-                try:
-                    async with session.post(spec.url, data=data, headers=headers) as response:
-                        await response.read()
-                        if response.status != 200:
-                            code = f"HTTP {response.status}"
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    code = type(exc).__name__
-                if code:
-                    if begin <= time.perf_counter() <= end:
-                        result.errors[code] = result.errors.get(code, 0) + 1
-                    continue
-                result.completed += 1
-                # Calls that complete inside the window count, whenever they began.
-                if begin <= (done := time.perf_counter()) <= end:
-                    latencies.append(done - now)
-
-        await asyncio.gather(marks(), *(worker(offset * 7919 + k) for k in range(share)))
-    result.cpu_seconds = cpu[1] - cpu[0] if len(cpu) == 2 else 0.0
+        await measure(result, spec.warmup, share, offset, start, send)
     return result

@@ -10,7 +10,7 @@ import asyncio
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, cast
@@ -106,39 +106,60 @@ async def _drive(spec: LoadSpec, share: int, offset: int, start: float) -> LoadR
         first = await call(spec.payloads[0], timeout=spec.timeout)
         _check_response(first)
         result.completed = 1
-        await asyncio.sleep(max(0.0, start - time.time()))
-        begin = time.perf_counter() + spec.warmup
-        end = begin + spec.seconds
-        cpu: list[float] = []
+        payloads = spec.payloads
 
-        async def marks() -> None:
-            await asyncio.sleep(max(0.0, begin - time.perf_counter()))
-            cpu.append(time.process_time())
-            await asyncio.sleep(max(0.0, end - time.perf_counter()))
-            cpu.append(time.process_time())
+        async def send(i: int) -> str:
+            try:
+                await call(payloads[i % len(payloads)], timeout=spec.timeout)
+            except grpc.aio.AioRpcError as exc:
+                return str(exc.code().name)
+            return ""
 
-        async def worker(index: int) -> None:
-            payloads = spec.payloads
-            i = index
-            latencies = result.latencies
-            while (now := time.perf_counter()) < end:
-                try:
-                    await call(payloads[i % len(payloads)], timeout=spec.timeout)
-                except grpc.aio.AioRpcError as exc:
-                    if begin <= time.perf_counter() <= end:
-                        code = exc.code().name
-                        result.errors[code] = result.errors.get(code, 0) + 1
-                    continue
-                finally:
-                    i += 1
-                result.completed += 1
-                # Calls that complete inside the window count, whenever they began.
-                if begin <= (done := time.perf_counter()) <= end:
-                    latencies.append(done - now)
-
-        await asyncio.gather(marks(), *(worker(offset * 7919 + k) for k in range(share)))
-    result.cpu_seconds = cpu[1] - cpu[0] if len(cpu) == 2 else 0.0
+        await measure(result, spec.warmup, share, offset, start, send)
     return result
+
+
+async def measure(
+    result: LoadResult,
+    warmup: float,
+    share: int,
+    offset: int,
+    start: float,
+    send: Callable[[int], Awaitable[str]],
+) -> None:
+    """`share` workers call `send(i)` back to back, from `start` (wall clock) plus
+    `warmup` until `result.window` seconds later, and `result` gets what completed
+    inside the window, its latencies, the error codes `send` gave ("" for success)
+    and this process's CPU time. Worker k of process `offset` starts at request
+    offset * 7919 + k, so that the processes do not send the same payloads in step."""
+    await asyncio.sleep(max(0.0, start - time.time()))
+    begin = time.perf_counter() + warmup
+    end = begin + result.window
+    cpu: list[float] = []
+
+    async def marks() -> None:
+        await asyncio.sleep(max(0.0, begin - time.perf_counter()))
+        cpu.append(time.process_time())
+        await asyncio.sleep(max(0.0, end - time.perf_counter()))
+        cpu.append(time.process_time())
+
+    async def worker(index: int) -> None:
+        i = index
+        latencies = result.latencies
+        while (now := time.perf_counter()) < end:
+            code = await send(i)
+            i += 1
+            if code:
+                if begin <= time.perf_counter() <= end:
+                    result.errors[code] = result.errors.get(code, 0) + 1
+                continue
+            result.completed += 1
+            # Calls that complete inside the window count, whenever they began.
+            if begin <= (done := time.perf_counter()) <= end:
+                latencies.append(done - now)
+
+    await asyncio.gather(marks(), *(worker(offset * 7919 + k) for k in range(share)))
+    result.cpu_seconds = cpu[1] - cpu[0] if len(cpu) == 2 else 0.0
 
 
 def _check_response(data: bytes) -> None:
