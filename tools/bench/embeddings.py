@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -308,7 +307,7 @@ def markdown(document: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Build the model, serve it, measure, write bench/results/<name>-embeddings.json."""
-    from tools.bench.textservers import demo_model, serve
+    from tools.bench.textservers import demo_model, serve, write_results
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.model_dir = args.prebuilt or demo_model(MODEL, args.models_dir)
@@ -316,9 +315,5 @@ def run(args: argparse.Namespace) -> int:
         served = serve({args.model: args.model_dir}, stack, args.gateway)
         document = bench(args, served.gateway, served.pids, print)
     print(markdown(document))
-    name = args.name or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{name}-embeddings.json"
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_results(document, args.out, args.name, "embeddings")
     return 0

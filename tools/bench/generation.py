@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import resource
 from collections.abc import Awaitable, Callable
@@ -282,7 +281,7 @@ def markdown(document: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Build the model, serve it, measure, write bench/results/<name>-generation.json."""
-    from tools.bench.textservers import demo_model, serve
+    from tools.bench.textservers import demo_model, serve, write_results
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.model_dir = args.prebuilt or demo_model(MODEL, args.models_dir)
@@ -292,9 +291,5 @@ def run(args: argparse.Namespace) -> int:
         args.direct, args.direct_pid = served.inference, served.inference_pid
         document = asyncio.run(bench(args, served.gateway, print))
     print(markdown(document))
-    name = args.name or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{name}-generation.json"
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_results(document, args.out, args.name, "generation")
     return 0

@@ -4,11 +4,14 @@ on port 0 (or the addresses of running ones)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
+import json
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tools.bench.servers import (
     ROOT,
@@ -62,3 +65,13 @@ def serve(models: dict[str, Path], stack: ExitStack, gateway: str | None = None)
     for name in models:
         wait_for_grpc_ready(front.address, name, front)
     return Served(front.address, [inference.pid, front.pid], inference.address, inference.pid)
+
+
+def write_results(document: dict[str, Any], out: Path, name: str | None, kind: str) -> Path:
+    """`out/<name>-<kind>.json` (name: the UTC time when none is given), printed."""
+    name = name or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-{kind}.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
