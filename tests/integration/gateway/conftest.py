@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from services.inference.settings import InferenceSettings
 from services.registry.client import RegistryClient
 from services.registry.main import RegistryServer
 from tests.integration.conftest import READER
+from tests.redisserver import RedisServer, running_redis
 
 StartInference = Callable[..., Awaitable[InferenceServer]]
 StartGateway = Callable[..., Awaitable[GatewayServer]]
@@ -121,6 +122,13 @@ async def pair_in_registry(admin: RegistryClient, test_models: Path) -> Registry
         await admin.upload("pair", test_models / "pair" / "1" / "model.onnx")
     await admin.set_alias("pair", "production", 1)
     return admin
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis of the test's own, on a free port (the shared rate-limit tests)."""
+    with running_redis() as server:
+        yield server
 
 
 @pytest.fixture

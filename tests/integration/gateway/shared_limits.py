@@ -9,17 +9,52 @@ import http.client
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import orjson
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.gateway.main import GatewayServer
-from tests.integration.gateway.conftest import pair_request
+from tests.integration.gateway.conftest import (
+    StartGateway,
+    StartInference,
+    backend_address,
+    pair_request,
+)
+from tests.redisserver import RedisServer
 
 # Concurrent gRPC callers per gateway: enough to keep every replica over the rate,
 # few enough for a shared 2-core machine.
 CALLERS = 3
+
+
+async def start_replicas(
+    start_inference: StartInference,
+    start_gateway: StartGateway,
+    redis_server: RedisServer,
+    keys: str,
+    count: int,
+    tmp_path: Path,
+    repository: Path | None = None,
+) -> list[GatewayServer]:
+    """`count` gateways with the API keys `keys`, on one Redis, in front of one
+    inference server (over `repository`, or the pair repository)."""
+    keys_file = tmp_path / "keys.yaml"
+    keys_file.write_text(keys)
+    backend = await (start_inference(repository) if repository else start_inference())
+    return [
+        await start_gateway(
+            backends=backend_address(backend),
+            api_keys_file=str(keys_file),
+            rate_limit_redis_url=redis_server.url,
+            # A busy test machine can stall a Redis round trip past the default 0.25 s;
+            # fail-open would then admit from the replica's own bucket, which is the
+            # outage test's subject, not these tests' (they assert no Redis error).
+            rate_limit_redis_timeout_seconds=5.0,
+        )
+        for _ in range(count)
+    ]
 
 
 def bearer(key: str) -> tuple[tuple[str, str], ...]:

@@ -9,7 +9,6 @@ replica finds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -18,8 +17,9 @@ import pytest
 from maas_proto.explain.v1 import explain_pb2, explain_pb2_grpc
 
 from services.gateway.main import GatewayServer
-from tests.integration.gateway.conftest import StartGateway, StartInference, backend_address
-from tests.redisserver import RedisServer, running_redis
+from tests.integration.gateway.conftest import StartGateway, StartInference
+from tests.integration.gateway.shared_limits import start_replicas
+from tests.redisserver import RedisServer
 from tools import digits
 
 BURST = 100.0
@@ -40,12 +40,6 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
-
-
-@pytest.fixture
 async def replicas(
     start_inference: StartInference,
     start_gateway: StartGateway,
@@ -53,18 +47,9 @@ async def replicas(
     repository: Path,
     tmp_path: Path,
 ) -> list[GatewayServer]:
-    keys = tmp_path / "keys.yaml"
-    keys.write_text(KEYS)
-    backend = await start_inference(repository)
-    return [
-        await start_gateway(
-            backends=backend_address(backend),
-            api_keys_file=str(keys),
-            rate_limit_redis_url=redis_server.url,
-            rate_limit_redis_timeout_seconds=5.0,  # a busy machine is not a Redis outage
-        )
-        for _ in range(2)
-    ]
+    return await start_replicas(
+        start_inference, start_gateway, redis_server, KEYS, 2, tmp_path, repository
+    )
 
 
 def occlusion(image: np.ndarray, **parameters: int) -> explain_pb2.ExplainRequest:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -23,7 +23,6 @@ from services.gateway.main import GatewayServer
 from tests.integration.gateway.conftest import (
     StartGateway,
     StartInference,
-    backend_address,
     pair_request,
 )
 from tests.integration.gateway.shared_limits import (
@@ -33,8 +32,9 @@ from tests.integration.gateway.shared_limits import (
     post_infer,
     rate_limited,
     redis_errors,
+    start_replicas,
 )
-from tests.redisserver import RedisServer, running_redis
+from tests.redisserver import RedisServer
 
 _log = logging.getLogger(__name__)
 Connect = Callable[[GatewayServer], pb_grpc.GRPCInferenceServiceStub]
@@ -47,33 +47,15 @@ keys:
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
-
-
-@pytest.fixture
 async def replicas(
     start_inference: StartInference,
     start_gateway: StartGateway,
     redis_server: RedisServer,
     tmp_path: Path,
 ) -> list[GatewayServer]:
-    keys = tmp_path / "keys.yaml"
-    keys.write_text(KEYS)
-    backend = await start_inference()
-    return [
-        await start_gateway(
-            backends=backend_address(backend),
-            api_keys_file=str(keys),
-            rate_limit_redis_url=redis_server.url,
-            # A busy test machine can stall a Redis round trip past the default 0.25 s;
-            # fail-open would then admit from the replica's own bucket, which is the
-            # outage test's subject, not this one's (no Redis error is asserted below).
-            rate_limit_redis_timeout_seconds=5.0,
-        )
-        for _ in range(REPLICAS)
-    ]
+    return await start_replicas(
+        start_inference, start_gateway, redis_server, KEYS, REPLICAS, tmp_path
+    )
 
 
 async def test_one_key_is_limited_across_three_replicas(
