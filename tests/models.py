@@ -145,6 +145,23 @@ def bytes_model(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def fan_out_model(path: Path, width: int) -> None:
+    """x [batch, 1] -> y [batch, width]: every row's value repeated `width` times, so a
+    tiny request gets a large answer (the stream backpressure tests)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = oh.make_tensor("shape", onnx.TensorProto.INT64, [2], [1, width])
+    graph = oh.make_graph(
+        [oh.make_node("Expand", ["x", "shape"], ["y"])],
+        "fan_out",
+        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 1])],
+        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", width])],
+        initializer=[shape],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
 def build(root: Path) -> None:
     """Write every test model under root/<model>/1/model.onnx."""
     torch.manual_seed(0)

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import onnx
-import onnx.helper as oh
 import pytest
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -26,27 +24,12 @@ from services.gateway.main import GatewayServer
 from services.gateway.settings import GatewaySettings
 from services.inference.main import InferenceServer
 from services.inference.settings import InferenceSettings
+from tests.models import fan_out_model
 
 WIDTH = STREAM_BUDGET_BYTES // 4  # floats per answer: one budget each
 SENT = 200
 MOST = 16  # answers made for a stalled stream: a few, never the window of 64
 MIB = 1 << 20
-
-
-def fan_out_model(path: Path) -> None:
-    """x [batch, 1] -> y [batch, WIDTH]: every row's value repeated WIDTH times."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shape = oh.make_tensor("shape", onnx.TensorProto.INT64, [2], [1, WIDTH])
-    graph = oh.make_graph(
-        [oh.make_node("Expand", ["x", "shape"], ["y"])],
-        "fan_out",
-        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 1])],
-        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", WIDTH])],
-        initializer=[shape],
-    )
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
 
 
 def request(i: int) -> pb.ModelInferRequest:
@@ -58,7 +41,7 @@ def request(i: int) -> pb.ModelInferRequest:
 
 @pytest.fixture
 async def inference(tmp_path: Path) -> AsyncIterator[InferenceServer]:
-    fan_out_model(tmp_path / "repository" / "fan_out" / "1" / "model.onnx")
+    fan_out_model(tmp_path / "repository" / "fan_out" / "1" / "model.onnx", WIDTH)
     settings = InferenceSettings(
         port=0,
         metrics_port=0,

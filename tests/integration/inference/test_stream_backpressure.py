@@ -16,34 +16,17 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import onnx
-import onnx.helper as oh
 import pytest
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
+from tests.models import fan_out_model
 from tests.servers import ServiceProcess
 
 WIDTH = 65536  # floats per output row: 256 KiB an answer
 SENT = 600  # requests the client sends without reading: ~150 MiB of answers
 WINDOW = 64  # the inference servicer's STREAM_WINDOW, and the gateway's default
 MIB = 1 << 20
-
-
-def fan_out_model(path: Path) -> None:
-    """x [batch, 1] -> y [batch, WIDTH]: every row's value repeated WIDTH times."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shape = oh.make_tensor("shape", onnx.TensorProto.INT64, [2], [1, WIDTH])
-    graph = oh.make_graph(
-        [oh.make_node("Expand", ["x", "shape"], ["y"])],
-        "fan_out",
-        [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 1])],
-        [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", WIDTH])],
-        initializer=[shape],
-    )
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
 
 
 @dataclass
@@ -57,7 +40,7 @@ class Front:
 @pytest.fixture(params=["inference", "gateway"])
 def front(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Front]:
     root = tmp_path / "repository"
-    fan_out_model(root / "fan_out" / "1" / "model.onnx")
+    fan_out_model(root / "fan_out" / "1" / "model.onnx", WIDTH)
     inference = ServiceProcess("inference", ["--model-repository", str(root)], tmp_path)
     processes = [inference]
     try:
