@@ -26,11 +26,10 @@ class KeyLabels:
     def __call__(self, key_id: str) -> str:
         if not key_id:  # one fixed label, not counted toward the bound
             return ANONYMOUS
-        key = key_id
         with self._lock:
-            if key in self._keys:
-                return key
+            if key_id in self._keys:
+                return key_id
             if len(self._keys) < self._limit:
-                self._keys.add(key)
-                return key
+                self._keys.add(key_id)
+                return key_id
         return OTHER
