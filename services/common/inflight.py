@@ -14,7 +14,13 @@ from typing import Any
 
 import grpc
 
-from services.common.interceptor import Behavior, Continuation, responses_of, rewrap_handler
+from services.common.interceptor import (
+    Behavior,
+    Continuation,
+    WrappedHandlers,
+    responses_of,
+    rewrap_handler,
+)
 
 # A stream that stays open for as long as the client likes and carries no work; its
 # behavior writes with context.write and returns nothing (grpc_health's Watch).
@@ -30,6 +36,7 @@ class InFlight(grpc.aio.ServerInterceptor):
         self._idle.set()
         self._watches: set[asyncio.Future[Any]] = set()
         self._ending = False
+        self._wrapped = WrappedHandlers(self._wrap)
 
     def end_watches(self) -> None:
         """End every open health Watch (each finishes with status OK)."""
@@ -62,7 +69,10 @@ class InFlight(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        if handler_call_details.method == WATCH:
+        return self._wrapped.get(handler_call_details.method, handler)
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if method == WATCH:
             return rewrap_handler(handler, lambda b: b, self._watch)
 
         def unary(behavior: Behavior) -> Behavior:

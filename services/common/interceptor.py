@@ -20,9 +20,37 @@ INTERNAL_MESSAGE = "internal error"
 # Undecodable requests are the client's doing: one log line per this many seconds.
 UNDECODABLE_LOG_SECONDS = 10.0
 _PASS_THROUGH = (asyncio.CancelledError, grpc.aio.AbortError)
+# Wrapped handlers kept per interceptor. Only methods that have a handler are wrapped
+# (an unknown method has none), so this bounds nothing a client can grow by itself.
+WRAPPED_METHODS_MAX = 256
 
 Behavior = Callable[..., Any]
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+Wrap = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
+
+
+class WrappedHandlers:
+    """Each method's wrapped handler, built on its first call and reused while the
+    handler under it is the same object, as a registered method's is on every call.
+
+    Building the wrappers (closures, a new RpcMethodHandler) on every call cost about
+    15 µs per call for the three interceptors every server has. A handler that an
+    inner interceptor makes per call (an auth refusal) is wrapped afresh.
+    """
+
+    def __init__(self, wrap: Wrap) -> None:
+        self._wrap = wrap
+        self._by_method: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def get(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        entry = self._by_method.get(method)
+        if entry is not None and entry[0] is handler:
+            return entry[1]
+        wrapped = self._wrap(method, handler)
+        if entry is None and len(self._by_method) >= WRAPPED_METHODS_MAX:
+            self._by_method.clear()
+        self._by_method[method] = (handler, wrapped)
+        return wrapped
 
 
 def rewrap_handler(
@@ -114,6 +142,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self) -> None:
         self._undecodable = Throttled(_log, UNDECODABLE_LOG_SECONDS)
+        self._wrapped = WrappedHandlers(self._wrap)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -121,7 +150,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
+        return self._wrapped.get(handler_call_details.method, handler)
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         decoding = _decoding(handler, method, self._undecodable)
         decode = _identity if decoding is None else decoding
 
@@ -156,6 +187,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: RpcMetrics) -> None:
         self._metrics = metrics
+        self._wrapped = WrappedHandlers(self._wrap)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -163,7 +195,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
+        return self._wrapped.get(handler_call_details.method, handler)
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         metrics = self._metrics
 
         def done(context: grpc.aio.ServicerContext, started: float, ended: grpc.StatusCode) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
@@ -85,15 +86,19 @@ def _in_use(family: int, kind: int, proto: int, address: tuple[Any, ...]) -> boo
     return False
 
 
-def run_service(prog: str, main: Coroutine[None, None, None]) -> int:
-    """Run a service's main coroutine; a port in use or unusable TLS files are one
-    line on stderr and status 2.
+def run_service(prog: str, main: Coroutine[None, None, None], event_loop: str = "uvloop") -> int:
+    """Run a service's main coroutine on `event_loop` (uvloop or asyncio); a port in
+    use or unusable TLS files are one line on stderr and status 2.
 
     A parent's lifeline, if one was passed, is watched from here on.
     """
     watch_lifeline()
+    _log.info("running on the %s event loop", event_loop)
     try:
-        asyncio.run(main)
+        if event_loop == "uvloop":
+            uvloop.run(main)
+        else:
+            asyncio.run(main)
     except (PortInUse, TlsError) as exc:
         sys.stderr.write(f"{prog}: {exc}\n")
         return 2

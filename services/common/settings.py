@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -87,6 +87,11 @@ class ServiceSettings(BaseSettings):
         description="PEM CA certificates: clients must present a certificate they signed "
         "(mutual TLS).",
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop",
+        description="The event loop the service runs on: uvloop (the default) or the "
+        'standard library\'s asyncio loop (docs/benchmarks.md, "The event loop").',
+    )
     workers: int = Field(
         1,
         ge=1,
@@ -113,6 +118,9 @@ def add_server_flags(parser: argparse.ArgumentParser, port: int, metrics_port: i
     parser.add_argument("--max-message-bytes", type=int, help="gRPC message limit, both ways")
     parser.add_argument("--grace-seconds", type=float, help="drain time on SIGTERM")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--event-loop", choices=("uvloop", "asyncio"), help="event loop (default uvloop)"
+    )
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     parser.add_argument(

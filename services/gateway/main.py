@@ -369,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if settings.workers > 1:
         sys.exit(supervise(settings, sys.argv[1:] if argv is None else argv))
     try:
-        code = run_service("maas-gateway", serve(settings))
+        code = run_service("maas-gateway", serve(settings), settings.event_loop)
     except (ValueError, OSError) as exc:
         sys.exit(f"maas-gateway: {exc}")
     sys.exit(code)

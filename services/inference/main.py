@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port = SharedPort("port", settings.port, settings.port_file)
         argv = sys.argv[1:] if argv is None else list(argv)
         return run_supervisor("maas-inference", Supervisor("inference", settings, argv, [port]))
-    return run_service("maas-inference", serve(settings))
+    return run_service("maas-inference", serve(settings), settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as exc:
         sys.exit(f"maas-registry: {exc}")
     try:
-        code = run_service("maas-registry", serve(settings))
+        code = run_service("maas-registry", serve(settings), settings.event_loop)
     except (ValueError, OSError) as exc:
         sys.exit(f"maas-registry: {exc}")
     sys.exit(code)
