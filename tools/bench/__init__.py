@@ -9,6 +9,7 @@
     maas bench --targets gateway,gateway-http --models digits --batching on --seconds 10
     maas bench generation           # text models: streamed generation (tools/bench/generation.py)
     maas bench embeddings           # and sentence embeddings (tools/bench/embeddings.py)
+    maas bench ab --b-flag=--event-loop=asyncio   # one hop, two flag sets (tools/bench/ab.py)
 
 Targets: `ort` (ONNX Runtime in this process at the service's effective batch sizes,
 the physical limit), `inference` (direct), `gateway` (gRPC), `gateway-http` (the
@@ -26,8 +27,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-# `maas bench generation|embeddings`: modules of tools.bench with add_arguments and run.
-SUITES = ("generation", "embeddings")
+# `maas bench generation|embeddings|ab`: modules of tools.bench with add_arguments and run.
+SUITES = ("generation", "embeddings", "ab")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # About 7 minutes on 2 cores.
@@ -140,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="profile Python frames only (py-spy never pauses the server; no C frames)",
     )
     # Text models have their own suites, each with its own flags after its name.
-    suites = parser.add_subparsers(dest="suite", metavar="{generation,embeddings}")
+    suites = parser.add_subparsers(dest="suite", metavar="{generation,embeddings,ab}")
     for suite in SUITES:
         module = importlib.import_module(f"tools.bench.{suite}")
         sub = suites.add_parser(
