@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from pydantic import ValidationError
 
+from services.gateway.settings import GatewaySettings
+from services.inference.settings import InferenceSettings
 from tests.servers import ServiceProcess
 
 
@@ -54,3 +57,13 @@ def test_an_unknown_event_loop_is_refused_naming_the_choices(
             tmp_path,
         )
     assert "invalid choice: 'trio' (choose from 'uvloop', 'asyncio')" in str(caught.value)
+
+
+def test_the_environment_chooses_the_loop_per_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAAS_INFERENCE_EVENT_LOOP", "asyncio")
+    assert InferenceSettings().event_loop == "asyncio"
+    assert GatewaySettings().event_loop == "uvloop"
+    monkeypatch.setenv("MAAS_GATEWAY_EVENT_LOOP", "tokio")
+    with pytest.raises(ValidationError) as caught:
+        GatewaySettings()
+    assert "'uvloop' or 'asyncio'" in str(caught.value)
