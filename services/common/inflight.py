@@ -16,8 +16,7 @@ import grpc
 
 from services.common.interceptor import (
     Behavior,
-    Continuation,
-    WrappedHandlers,
+    WrappingInterceptor,
     responses_of,
     rewrap_handler,
 )
@@ -27,16 +26,16 @@ from services.common.interceptor import (
 WATCH = "/grpc.health.v1.Health/Watch"
 
 
-class InFlight(grpc.aio.ServerInterceptor):
+class InFlight(WrappingInterceptor):
     """Counts the calls running now, health Watches aside; `idle()` waits for none."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.count = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._watches: set[asyncio.Future[Any]] = set()
         self._ending = False
-        self._wrapped = WrappedHandlers(self._wrap)
 
     def end_watches(self) -> None:
         """End every open health Watch (each finishes with status OK)."""
@@ -62,14 +61,6 @@ class InFlight(grpc.aio.ServerInterceptor):
             await asyncio.sleep(0)
             if self.count == 0:
                 return
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return self._wrapped.get(handler_call_details.method, handler)
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if method == WATCH:

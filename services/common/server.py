@@ -24,7 +24,7 @@ from services.common.interceptor import ErrorInterceptor, MetricsInterceptor
 from services.common.lifeline import watch_lifeline
 from services.common.metrics import MetricsServer, RpcMetrics
 from services.common.reflection import enable_reflection
-from services.common.settings import ServiceSettings
+from services.common.settings import EventLoop, ServiceSettings
 from services.common.telemetry import Telemetry
 from services.common.tls import ServerTls, TlsError
 
@@ -86,7 +86,9 @@ def _in_use(family: int, kind: int, proto: int, address: tuple[Any, ...]) -> boo
     return False
 
 
-def run_service(prog: str, main: Coroutine[None, None, None], event_loop: str = "uvloop") -> int:
+def run_service(
+    prog: str, main: Coroutine[None, None, None], event_loop: EventLoop = "uvloop"
+) -> int:
     """Run a service's main coroutine on `event_loop` (uvloop or asyncio); a port in
     use or unusable TLS files are one line on stderr and status 2.
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KIB = 1024
 MIB = 1024 * KIB
+# The event loops a service can run on (services.common.server.run_service).
+EventLoop = Literal["uvloop", "asyncio"]
 
 
 class ServiceSettings(BaseSettings):
@@ -87,7 +89,7 @@ class ServiceSettings(BaseSettings):
         description="PEM CA certificates: clients must present a certificate they signed "
         "(mutual TLS).",
     )
-    event_loop: Literal["uvloop", "asyncio"] = Field(
+    event_loop: EventLoop = Field(
         "uvloop",
         description="The event loop the service runs on: uvloop (the default) or the "
         'standard library\'s asyncio loop (docs/benchmarks.md, "The event loop").',
@@ -119,7 +121,7 @@ def add_server_flags(parser: argparse.ArgumentParser, port: int, metrics_port: i
     parser.add_argument("--grace-seconds", type=float, help="drain time on SIGTERM")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument(
-        "--event-loop", choices=("uvloop", "asyncio"), help="event loop (default uvloop)"
+        "--event-loop", choices=get_args(EventLoop), help="event loop (default uvloop)"
     )
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")

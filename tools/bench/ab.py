@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 HELP = "two flag sets of one hop (inference or gateway) side by side: CPU per request, A/B"
 MODEL = "digits"
@@ -86,28 +86,24 @@ def _sides(hop: str, flags: dict[str, list[str]]) -> Iterator[tuple[dict[str, An
 def _measure(
     server: Any, behind: Any, payloads: tuple[bytes, ...], args: argparse.Namespace
 ) -> Round:
-    from tools.bench.cpu import tree_cpu_seconds
+    from tools.bench.cpu import hops_cpu_seconds, spent
     from tools.bench.loadgen import LoadSpec, run_load
+    from tools.bench.stats import cpu_per_request_us
 
-    def cpu() -> tuple[float, float | None]:
-        own = tree_cpu_seconds(server.pid)
-        if own is None:
-            raise RuntimeError(f"{server.name} exited:\n{server.logs()}")
-        return own, tree_cpu_seconds(behind.pid) if behind else None
-
+    hops = {"own": [server.pid], **({"inference": [behind.pid]} if behind else {})}
     spec = LoadSpec(server.address, payloads, args.concurrency, args.seconds, 0.5, args.processes)
-    (own0, behind0), result = cpu(), None
+    before = hops_cpu_seconds(hops)
     result = run_load(spec)
-    own1, behind1 = cpu()
+    after = hops_cpu_seconds(hops)
+    if before is None or after is None:
+        raise RuntimeError(f"{server.name} exited:\n{server.logs()}")
     if result.errors:
         raise RuntimeError(f"{server.name} answered errors: {result.errors}")
-    per = 1e6 / max(1, result.completed)
+    per_request = cpu_per_request_us(spent(before, after), max(1, result.completed))
     return Round(
-        cpu_us_per_request=(own1 - own0) * per,
+        cpu_us_per_request=per_request["own"],
         requests_per_second=len(result.latencies) / result.window,
-        inference_cpu_us_per_request=(
-            (behind1 - behind0) * per if behind0 is not None and behind1 is not None else None
-        ),
+        inference_cpu_us_per_request=per_request.get("inference"),
     )
 
 
@@ -120,9 +116,7 @@ def summary(rounds: dict[str, list[Round]]) -> dict[str, Any]:
             "cpu_us_per_request": statistics.median(r.cpu_us_per_request for r in measured),
             "requests_per_second": statistics.median(r.requests_per_second for r in measured),
             "inference_cpu_us_per_request": (
-                statistics.median(b for b in behind if b is not None)
-                if all(b is not None for b in behind)
-                else None
+                None if None in behind else statistics.median(cast(list[float], behind))
             ),
         }
     ratios = [

@@ -17,7 +17,7 @@ from services.common.interceptor import (
     WRAPPED_METHODS_MAX,
     ErrorInterceptor,
     MetricsInterceptor,
-    WrappedHandlers,
+    WrappingInterceptor,
     rejecting,
 )
 from services.common.metrics import RpcMetrics
@@ -104,19 +104,23 @@ async def test_a_handler_made_per_call_is_wrapped_afresh_each_time() -> None:
     assert await again.unary_unary(b"y", Context()) == b"live:y"
 
 
-def test_the_cache_keeps_at_most_its_bound_of_methods() -> None:
+async def test_the_cache_keeps_at_most_its_bound_of_methods() -> None:
     built: list[str] = []
 
-    def wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        built.append(method)
-        return handler
+    class Counting(WrappingInterceptor):
+        def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+            built.append(method)
+            return handler
 
-    cache = WrappedHandlers(wrap)
+    async def servicer(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return SERVICER
+
+    cache = Counting()
     for i in range(WRAPPED_METHODS_MAX + 10):
-        cache.get(f"/s/M{i}", SERVICER)
+        await cache.intercept_service(servicer, Details(f"/s/M{i}"))
     assert len(cache._by_method) <= WRAPPED_METHODS_MAX
     # A method still kept is not built again.
     kept = next(iter(cache._by_method))
     count = len(built)
-    cache.get(kept, SERVICER)
+    await cache.intercept_service(servicer, Details(kept))
     assert len(built) == count
