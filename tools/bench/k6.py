@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,36 +188,94 @@ def measure(
             tls=root_ca is not None,
             metadata=metadata,
         )
-        cpu_before = hops_cpu_seconds(hops) if hops else None
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.monotonic()
-        try:
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None, f"k6 timed out after {timeout}s"
-        elapsed = time.monotonic() - started
-        cpu_after = hops_cpu_seconds(hops) if hops else None
-        used = resource.getrusage(resource.RUSAGE_CHILDREN)
-        loadgen = used.ru_utime + used.ru_stime - children.ru_utime - children.ru_stime
-        log = (done.stdout + done.stderr)[-1500:]
-        if done.returncode != 0 or not summary_path.exists():
-            return None, f"k6 failed ({done.returncode}): {log}"
-        try:
-            level = parse_summary(json.loads(summary_path.read_text()), concurrency, seconds)
-        except (ValueError, KeyError) as exc:
-            return None, f"k6: {exc}: {log}"
-    level = replace(level, loadgen_cpu=round(loadgen / elapsed, 2))
-    if cpu_before is not None and cpu_after is not None:
+        run = _once(cmd, env, summary_path, concurrency, seconds, hops, timeout)
+        crash = go_crash(run.log) if run.level is None else ""
+        if crash:
+            # k6 itself died (a Go panic in its JS runtime, seen once in CI): one rerun, and
+            # the crash said in the note so the document shows it happened.
+            summary_path.unlink(missing_ok=True)
+            run = _once(cmd, env, summary_path, concurrency, seconds, hops, timeout)
+    if run.level is None:
+        return None, run.log
+    note = f"{CRASH_NOTE}: {crash}" if crash else ""
+    level = replace(run.level, loadgen_cpu=round(run.loadgen / run.elapsed, 2))
+    if run.cpu_before is not None and run.cpu_after is not None:
         # Over every request k6 completed, warm-up included, as ours counts them.
-        server = spent(cpu_before, cpu_after)
+        server = spent(run.cpu_before, run.cpu_after)
         level = replace(
             level,
-            server_cpu=round(sum(server.values()) / elapsed, 2),
+            server_cpu=round(sum(server.values()) / run.elapsed, 2),
             cpu_us_per_request=cpu_per_request_us(server, level.completed or 0),
         )
     if not level.error_codes:
-        return level, ""
+        return level, note
     # The script logs each VU's first failure; one of them says why.
-    failures = [line for line in done.stderr.splitlines() if "ModelInfer failed" in line]
+    stderr = run.done.stderr if run.done else ""
+    failures = [line for line in stderr.splitlines() if "ModelInfer failed" in line]
     failed = sum(level.error_codes.values())
-    return level, f"{failed} requests failed: {failures[0] if failures else log}"
+    why = f"{failed} requests failed: {failures[0] if failures else run.log}"
+    return level, "; ".join(filter(None, [note, why]))
+
+
+CRASH_NOTE = "k6 crashed and was run again"
+_LOG_KEPT = 1500
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One k6 process: its Level (None when it failed), the end of its output (why, when it
+    failed), the process, and the CPU figures measure() turns into per-request ones."""
+
+    level: Level | None
+    log: str
+    done: subprocess.CompletedProcess[str] | None = None
+    elapsed: float = 0.0
+    loadgen: float = 0.0
+    cpu_before: Mapping[str, float] | None = None
+    cpu_after: Mapping[str, float] | None = None
+
+
+def _once(
+    cmd: list[str],
+    env: Mapping[str, str],
+    summary_path: Path,
+    concurrency: int,
+    seconds: float,
+    hops: Mapping[str, Sequence[int]] | None,
+    timeout: float,
+) -> _Run:
+    cpu_before = hops_cpu_seconds(hops) if hops else None
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return _Run(None, f"k6 timed out after {timeout}s")
+    elapsed = time.monotonic() - started
+    cpu_after = hops_cpu_seconds(hops) if hops else None
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    loadgen = used.ru_utime + used.ru_stime - children.ru_utime - children.ru_stime
+    if done.returncode != 0 or not summary_path.exists():
+        return _Run(None, f"k6 failed ({done.returncode}): {_tail(done)}", done)
+    try:
+        level = parse_summary(json.loads(summary_path.read_text()), concurrency, seconds)
+    except (ValueError, KeyError) as exc:
+        return _Run(None, f"k6: {exc}: {_tail(done)}", done)
+    return _Run(level, _tail(done), done, elapsed, loadgen, cpu_before, cpu_after)
+
+
+def _tail(done: subprocess.CompletedProcess[str]) -> str:
+    """The end of k6's output; a Go crash's first line (what panicked) kept in front, since
+    the goroutine dump after it would push it out."""
+    log = done.stdout + done.stderr
+    crash = go_crash(log)
+    tail = log[-_LOG_KEPT:]
+    return f"{crash} ... {tail}" if crash and crash not in tail else tail
+
+
+def go_crash(log: str) -> str:
+    """The line a Go runtime crash starts with ('panic: ...', 'fatal error: ...'), or ""."""
+    for line in log.splitlines():
+        if line.startswith(("panic: ", "fatal error: ")):
+            return line.strip()[:300]
+    return ""

@@ -18,7 +18,9 @@ def test_ours_and_k6_measure_both_targets(tmp_path: Path) -> None:
     args = ["--concurrency", "2", "--seconds", "0.5", "--rounds", "1"]
     assert k6_compare.main([*args, "--generators", "ours,k6", "--out", str(out)]) == 0
     document = json.loads(out.read_text())
-    assert document["notes"] == []
+    # k6 itself may crash (a Go panic, seen once in CI); it is then run again and the note
+    # says so. Any other note is a failure.
+    assert [n for n in document["notes"] if k6.CRASH_NOTE not in n] == []
     assert set(document["results"]) == {"direct c=2", "gateway c=2"}
     for key, runs in document["results"].items():
         assert set(runs) == {"ours", "k6"}, key
