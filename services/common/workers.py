@@ -17,6 +17,9 @@ while every worker serves. The port files are written once every worker serves.
   supervisor with status 1, since its siblings would fail alike.
 - Each worker holds a lifeline (services/common/lifeline.py): a supervisor killed
   with SIGKILL leaves no worker behind on the port.
+- A service may ask for one file every worker shares (an anonymous memfd, its
+  descriptor passed down as the lifeline is): the gateway keeps its rate limits and
+  stream slots there (services/gateway/worker_limits.py).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +48,7 @@ from services.common.settings import ServiceSettings
 from services.common.tls import TlsError
 from services.common.workers_metrics import MergedMetrics, WorkerStatus
 from services.common.workers_ports import Reservation, reserve
-from services.common.workers_role import INDEX_ENV, REPORT_ENV
+from services.common.workers_role import INDEX_ENV, REPORT_ENV, SHARED_ENV
 
 _log = logging.getLogger(__name__)
 KILL_AFTER_GRACE = 10.0
@@ -84,8 +87,14 @@ class Supervisor:
         settings: ServiceSettings,
         argv: Sequence[str],
         ports: Sequence[SharedPort],
+        *,
+        shared: Callable[[], int] | None = None,
     ) -> None:
+        """`shared` makes a file every worker gets the descriptor of (SHARED_ENV), for
+        state they keep together (the gateway's limits table); made once, at start."""
         self.service = service
+        self._make_shared = shared
+        self._shared_fd: int | None = None
         self.settings = settings
         self.argv = list(argv)
         self.ports = list(ports)
@@ -114,6 +123,8 @@ class Supervisor:
                 self.bound[shared.setting] = reservation.port
             self._run_dir = Path(tempfile.mkdtemp(prefix=f"maas-{self.service}-workers-"))
             self._lifeline = os.pipe()  # never written: EOF in every worker when we are gone
+            if self._make_shared is not None:
+                self._shared_fd = self._make_shared()
             self._metrics = self._start_metrics()
             spawned = await asyncio.gather(
                 *(self._spawn(w) for w in self._workers), return_exceptions=True
@@ -173,9 +184,13 @@ class Supervisor:
             REPORT_ENV: str(write_end),
             INDEX_ENV: str(worker.index),
         }
+        passed = [lifeline, write_end]
+        if self._shared_fd is not None:
+            env[SHARED_ENV] = str(self._shared_fd)
+            passed.append(self._shared_fd)
         try:
             worker.process = await asyncio.create_subprocess_exec(
-                *self._command(worker), env=env, pass_fds=(lifeline, write_end)
+                *self._command(worker), env=env, pass_fds=passed
             )
         except BaseException:
             os.close(read_end)
@@ -279,6 +294,9 @@ class Supervisor:
             for fd in self._lifeline:
                 os.close(fd)
             self._lifeline = None
+        if self._shared_fd is not None:
+            os.close(self._shared_fd)
+            self._shared_fd = None
         if self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
             self._run_dir = None

@@ -6,8 +6,9 @@ plain `key:` entries are hashed at load) or from the
 MAAS_GATEWAY_API_KEYS setting. Only sha256 digests are kept, compared in
 constant time; the key itself is never logged, and errors name the key's id.
 Scopes (services.gateway.scopes) say which methods a key may call; without a
-`scopes` list a key has them all. Rate limits are counted here, per replica, or in
-Redis for every replica at once (services.gateway.limiter); the replica's own
+`scopes` list a key has them all. Rate limits are counted here, per replica (one
+table for all the workers of a `--workers` supervisor, services.gateway.worker_limits),
+or in Redis for every replica at once (services.gateway.limiter); the replica's own
 buckets stay for when Redis fails under the fail-open policy. Explanations also
 draw on an evaluation budget per key (services.gateway.evaluations).
 """
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -55,6 +56,10 @@ class ApiKey:
         return f"ApiKey(id={self.id!r})"
 
 
+# A key's two buckets: its requests and its explanation evaluations.
+Bucket = Literal["requests", "evaluations"]
+
+
 class TokenBucket:
     """`rate` tokens per second, holding at most `burst`; starts full."""
 
@@ -74,6 +79,21 @@ class TokenBucket:
             return True
         return False
 
+    def give(self, now: float, amount: float) -> None:
+        """Give back `amount` tokens, up to the burst."""
+        self.take(now, 0.0)  # refill to now first
+        self.tokens = min(self.burst, self.tokens + amount)
+
+
+# (key id, which bucket, rate, burst, now) -> the bucket: a worker's own by default, or
+# one every worker of a supervisor shares (services.gateway.worker_limits).
+BucketFactory = Callable[[str, Bucket, float, float, float], TokenBucket]
+
+
+def own_bucket(key_id: str, which: Bucket, rate: float, burst: float, now: float) -> TokenBucket:
+    """A bucket of this process alone."""
+    return TokenBucket(rate, burst, now)
+
 
 class KeyTable:
     """The configured keys and their rate-limit buckets: the replica's own, and the
@@ -85,20 +105,23 @@ class KeyTable:
         clock: Callable[[], float] = time.monotonic,
         shared: SharedLimiter | None = None,
         evaluations: EvaluationRate | None = None,
+        bucket: BucketFactory = own_bucket,
     ) -> None:
         self.keys = tuple(keys)
         self._clock = clock
         self.shared = shared
         now = clock()
         self._buckets = {
-            k.id: TokenBucket(k.rate_per_second, k.burst, now)
+            k.id: bucket(k.id, "requests", k.rate_per_second, k.burst, now)
             for k in self.keys
             if k.rate_per_second is not None
         }
         rate = evaluations or EvaluationRate()
         self.evaluations = EvaluationBudget(
             {
-                k.id: TokenBucket(
+                k.id: bucket(
+                    k.id,
+                    "evaluations",
                     k.explain_evaluations_per_second or rate.per_second,
                     k.explain_evaluations_burst or rate.burst,
                     now,
@@ -282,12 +305,15 @@ def load_keys(
     env_keys: str | None,
     shared: SharedLimiter | None = None,
     evaluations: EvaluationRate | None = None,
+    bucket: BucketFactory = own_bucket,
 ) -> KeyTable:
-    """Keys from the keys file and the API-keys setting (their buckets in `shared`
-    when given; explanation budgets at `evaluations` unless a key sets its own)."""
+    """Keys from the keys file and the API-keys setting: their buckets in Redis through
+    `shared` when given, and made by `bucket` (this process's own, or its workers')
+    otherwise and for fail-open's fallback; explanation budgets at `evaluations`
+    unless a key sets its own."""
     keys: list[ApiKey] = []
     if path:
         keys += parse_keys(yaml.safe_load(Path(path).read_text()), source=path)
     if env_keys:
         keys += parse_env_keys(env_keys)
-    return KeyTable(keys, shared=shared, evaluations=evaluations)
+    return KeyTable(keys, shared=shared, evaluations=evaluations, bucket=bucket)

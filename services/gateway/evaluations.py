@@ -94,8 +94,7 @@ class EvaluationBudget:
                 return
             if taken is not None:
                 return
-        bucket.take(self._clock(), 0.0)  # refill to now first
-        bucket.tokens = min(bucket.burst, bucket.tokens + amount)
+        bucket.give(self._clock(), amount)
 
 
 def _over(key: ApiKey, bucket: TokenBucket, charge: float, retry_after: float) -> ResourceExhausted:

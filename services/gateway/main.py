@@ -24,7 +24,7 @@ from services.common.tls_client import add_client_flags
 from services.common.workers import SharedPort, Supervisor, run_supervisor
 from services.common.workers_role import WorkerRole
 from services.gateway.app import GatewayApp
-from services.gateway.auth import KeyTable, load_keys
+from services.gateway.auth import KeyTable, StreamSlots, load_keys, own_bucket
 from services.gateway.backends import PoolOptions
 from services.gateway.balancer import PICKERS
 from services.gateway.canary import CanaryPolicy, load_canary
@@ -42,6 +42,8 @@ from services.gateway.routes import RouteTable
 from services.gateway.routing import Router
 from services.gateway.servicer import SERVICE_NAME, GatewayServicer
 from services.gateway.settings import GatewaySettings
+from services.gateway.worker_limits import WorkerStreamSlots, WorkerTable
+from services.gateway.worker_limits import create as create_table
 from services.registry.client import RegistryClient
 
 if TYPE_CHECKING:  # redis is an optional extra: imported only when configured
@@ -69,15 +71,23 @@ def make_limiter(settings: GatewaySettings, metrics: GatewayMetrics) -> SharedLi
     return SharedLimiter(buckets, policy, on_error=metrics.redis_errors.inc)
 
 
-def make_keys(settings: GatewaySettings, limiter: SharedLimiter | None = None) -> KeyTable | None:
-    """The API keys, or None with --no-auth; no keys at all is a configuration error."""
+def make_keys(
+    settings: GatewaySettings,
+    limiter: SharedLimiter | None = None,
+    limits: WorkerTable | None = None,
+) -> KeyTable | None:
+    """The API keys, or None with --no-auth; no keys at all is a configuration error.
+    With `limits` (one of a supervisor's workers) their buckets hold for every worker."""
     if settings.no_auth:
         _log.warning("authentication is disabled (--no-auth): anyone may call the gateway")
         return None
     evaluations = EvaluationRate(
         settings.explain_evaluations_per_second, settings.explain_evaluations_burst
     )
-    keys = load_keys(settings.api_keys_file, settings.secret("api_keys"), limiter, evaluations)
+    bucket = limits.bucket if limits is not None else own_bucket
+    keys = load_keys(
+        settings.api_keys_file, settings.secret("api_keys"), limiter, evaluations, bucket
+    )
     if not len(keys):
         raise ValueError(
             "no API keys configured: pass --api-keys-file, set MAAS_GATEWAY_API_KEYS, "
@@ -89,7 +99,15 @@ def make_keys(settings: GatewaySettings, limiter: SharedLimiter | None = None) -
 class GatewayServer:
     """Discovery, the registry follower, the backend pool, and the gRPC and HTTP servers."""
 
-    def __init__(self, settings: GatewaySettings, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        rng: random.Random | None = None,
+        limits: WorkerTable | None = None,
+    ) -> None:
+        """`limits`: the table a supervisor's workers share their rate limits and
+        stream slots in (services.gateway.worker_limits); None for a single process."""
         if not (settings.backends or settings.backend_dns or settings.backend_endpointslice):
             raise ValueError(
                 "no backends: set --backends, --backend-dns or --backend-endpointslice"
@@ -131,7 +149,7 @@ class GatewayServer:
         self.app = GatewayApp(
             self.routes,
             CanaryPolicy(load_canary(settings.canary_file), rng),
-            make_keys(settings, self.limiter),
+            make_keys(settings, self.limiter, limits),
             backends_ready=lambda: self.pool.healthy() > 0,
         )
         tracing = self.telemetry.tracing("maas.gateway")
@@ -141,7 +159,11 @@ class GatewayServer:
             self.metrics,
             follower=self.follower,
             tracing=tracing,
-            max_streams_per_key=settings.max_streams_per_key,
+            streams=(
+                WorkerStreamSlots(limits, settings.max_streams_per_key)
+                if limits is not None
+                else StreamSlots(settings.max_streams_per_key)
+            ),
         )
         self.servicer = GatewayServicer(
             self.app,
@@ -337,8 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def serve(settings: GatewaySettings) -> None:
     """Run until SIGTERM or SIGINT, then drain."""
-    server = GatewayServer(settings)
     role = WorkerRole.from_env()
+    limits = None
+    if role is not None and role.shared_fd is not None:
+        limits = WorkerTable(role.shared_fd, role.index)
+    server = GatewayServer(settings, limits=limits)
     if role is not None:  # one of a supervisor's --workers
         server.grpc.share_port = server.grpc.private_metrics = True
         server.http.options = dataclasses.replace(server.http.options, reuse_port=True)
@@ -349,13 +374,28 @@ async def serve(settings: GatewaySettings) -> None:
     await server.wait()
 
 
-def supervise(settings: GatewaySettings, argv: Sequence[str]) -> int:
+def supervise(settings: GatewaySettings, argv: Sequence[str]) -> Supervisor:
     """--workers N: N gateways sharing the gRPC and HTTP ports."""
     ports = [
         SharedPort("port", settings.port, settings.port_file),
         SharedPort("http_port", settings.http_port, settings.http_port_file),
     ]
-    return run_supervisor("maas-gateway", Supervisor("gateway", settings, argv, ports))
+    return gateway_supervisor(settings, argv, ports)
+
+
+def gateway_supervisor(
+    settings: GatewaySettings, argv: Sequence[str], ports: Sequence[SharedPort]
+) -> Supervisor:
+    """The supervisor of --workers N gateways, with the table their rate limits and
+    stream slots share (services.gateway.worker_limits) sized for the keys configured."""
+    keys = 0 if settings.no_auth else len(make_keys(settings) or ())
+    return Supervisor(
+        "gateway",
+        settings,
+        argv,
+        ports,
+        shared=(lambda: create_table(keys, settings.workers)) if keys else None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -367,7 +407,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"maas-gateway: invalid settings: {exc}")
     configure_logging(settings.log_level, "gateway")
     if settings.workers > 1:
-        sys.exit(supervise(settings, sys.argv[1:] if argv is None else argv))
+        try:
+            supervisor = supervise(settings, sys.argv[1:] if argv is None else argv)
+        except (ValueError, OSError) as exc:
+            sys.exit(f"maas-gateway: {exc}")
+        sys.exit(run_supervisor("maas-gateway", supervisor))
     try:
         code = run_service("maas-gateway", serve(settings), settings.event_loop)
     except (ValueError, OSError) as exc:

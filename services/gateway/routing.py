@@ -129,6 +129,7 @@ class Router:
         follower: RegistryFollower | None = None,
         tracing: Tracing | None = None,
         max_streams_per_key: int = DEFAULT_MAX_STREAMS_PER_KEY,
+        streams: StreamSlots | None = None,
     ) -> None:
         self.app = app
         self.backends = backends
@@ -137,7 +138,8 @@ class Router:
         self.tracing = tracing or Tracing()
         self._answered: set[str] = set()
         self.rollouts = Rollouts()
-        self.streams = StreamSlots(max_streams_per_key)
+        # This process's own count, or one across a supervisor's workers.
+        self.streams = streams or StreamSlots(max_streams_per_key)
         # Whether a (model, version, READY versions) is decoupled (services.gateway.relay).
         self.decoupled: dict[tuple[str, str, frozenset[int] | None], bool] = {}
 

@@ -19,13 +19,14 @@ from tests.models import Slow, export
 
 @pytest.fixture
 async def start_supervisor() -> AsyncIterator[StartSupervisor]:
-    """`await start(settings, argv, ports)`; every supervisor is shut down at the end."""
+    """`await start(service, settings, argv, ports, **Supervisor's options)`; every
+    supervisor is shut down at the end."""
     started: list[Supervisor] = []
 
     async def start(
-        service: str, settings: Any, argv: list[str], ports: list[SharedPort]
+        service: str, settings: Any, argv: list[str], ports: list[SharedPort], **options: Any
     ) -> Supervisor:
-        supervisor = Supervisor(service, settings, argv, ports)
+        supervisor = Supervisor(service, settings, argv, ports, **options)
         started.append(supervisor)
         await supervisor.start()
         return supervisor
