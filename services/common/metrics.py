@@ -48,8 +48,10 @@ class MetricsServer:
     The page itself is prometheus_client's WSGI app (formats, gzip, `name[]`).
 
     `/healthz` answers 200 while `ready()` says the service serves (its gRPC health
-    status, "" SERVING), else 503: Kubernetes probes it over HTTPS when the gRPC port
-    needs a client certificate. It names no model, so this port never
+    status, "" SERVING), else 503, and `/readyz` 200 while `api_ready()` says it can
+    serve its API (the status of its API service: for the gateway, the registry
+    loaded and a backend healthy): Kubernetes probes them over HTTPS, for liveness and
+    readiness, when the gRPC port needs a client certificate. They name no model, so this port never
     tells anyone which models are loaded. With `tls_cert` and `tls_key` the listener is
     HTTPS; the files are read again when they change (a rotated Secret), checked per
     connection, so a new certificate needs no restart.
@@ -66,11 +68,13 @@ class MetricsServer:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         ready: Callable[[], bool] | None = None,
+        api_ready: Callable[[], bool] | None = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("metrics TLS needs both tls_cert and tls_key")
         self.registry = registry
         self._ready = ready or (lambda: True)
+        self._checks = {"/healthz": self._ready, "/readyz": api_ready or self._ready}
         self._tls = _TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
         self._host = host.strip("[]") or "::"
         self._requested = port
@@ -178,8 +182,9 @@ class MetricsServer:
             return _response("400 Bad Request", [], b"expected 'GET /metrics HTTP/1.1'\n")
         method, target, _ = parts
         path, _, query = target.partition("?")
-        if path == "/healthz":
-            if self._ready():
+        check = self._checks.get(path)
+        if check is not None:
+            if check():
                 return _response("200 OK", [("Content-Type", "text/plain")], b"ok\n")
             return _response(
                 "503 Service Unavailable", [("Content-Type", "text/plain")], b"not serving\n"

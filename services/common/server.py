@@ -194,6 +194,9 @@ class GrpcServer:
     # here), and /metrics is plaintext on a loopback port for the supervisor to merge.
     share_port: bool = False
     private_metrics: bool = False
+    # What /readyz on the metrics port adds to /healthz: whether the API service can
+    # serve (read from the metrics thread, so a plain attribute read). None: as /healthz.
+    api_ready: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
         self.health = health.aio.HealthServicer()
@@ -270,6 +273,7 @@ class GrpcServer:
             tls_cert=tls.tls_cert if tls else None,
             tls_key=tls.tls_key if tls else None,
             ready=lambda: self._serving,
+            api_ready=lambda: self._serving and (self.api_ready is None or self.api_ready()),
         )
         self.metrics_port = start_metrics(metrics, self.settings)
         return metrics

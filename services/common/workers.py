@@ -4,8 +4,9 @@ Each worker is the ordinary service (`python -m services.<service>.main`, the sa
 flags) with `--workers 1`, bound with SO_REUSEPORT to the port the supervisor holds
 (services/common/workers_ports.py), so the kernel spreads *connections* over them.
 The supervisor serves no gRPC itself: it serves the one metrics port, merging the
-workers' pages (services/common/workers_metrics.py), and its /healthz is 200 only
-while every worker serves. The port files are written once every worker serves.
+workers' pages (services/common/workers_metrics.py); its /healthz is 200 only
+while every worker serves, and its /readyz only while every worker's /readyz is.
+The port files are written once every worker serves.
 
 - SIGTERM or SIGINT: every worker gets SIGTERM and drains as a single process does
   (health NOT_SERVING, in-flight calls finish within --grace-seconds); the supervisor
@@ -46,7 +47,7 @@ from services.common.metrics import MetricsServer
 from services.common.server import PortInUse, start_metrics
 from services.common.settings import ServiceSettings
 from services.common.tls import TlsError
-from services.common.workers_metrics import MergedMetrics, WorkerStatus
+from services.common.workers_metrics import MergedMetrics, WorkerStatus, answers_ready
 from services.common.workers_ports import Reservation, reserve
 from services.common.workers_role import INDEX_ENV, REPORT_ENV, SHARED_ENV
 
@@ -160,6 +161,7 @@ class Supervisor:
             tls_cert=self.settings.tls_cert if tls else None,
             tls_key=self.settings.tls_key if tls else None,
             ready=self.ready,
+            api_ready=self.api_ready,
         )
         self.metrics_port = start_metrics(metrics, self.settings)
         return metrics
@@ -256,6 +258,12 @@ class Supervisor:
     def ready(self) -> bool:
         """/healthz: every worker serves and no drain has begun."""
         return not self._stopping.is_set() and all(w.serving for w in self._workers)
+
+    def api_ready(self) -> bool:
+        """/readyz: every worker serves and says on its own /readyz that it can serve
+        its API (asked from the metrics thread)."""
+        statuses = self.statuses()
+        return self.ready() and all(answers_ready(w.metrics_port) for w in statuses)
 
     # -- stop ----------------------------------------------------------------------
 

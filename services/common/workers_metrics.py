@@ -109,6 +109,17 @@ def scrape(port: int) -> list[Metric]:
     return list(text_string_to_metric_families(text))
 
 
+def answers_ready(port: int) -> bool:
+    """Whether one worker's loopback /readyz says it can serve its API."""
+    try:
+        with urllib.request.urlopen(  # noqa: S310 -- a fixed http://127.0.0.1 URL
+            f"http://127.0.0.1:{port}/readyz", timeout=SCRAPE_TIMEOUT
+        ) as response:
+            return bool(response.status == 200)
+    except OSError:  # 503 (an HTTPError) or no answer: not ready
+        return False
+
+
 class MergedMetrics(Collector):
     """The supervisor's /metrics: its workers' pages merged, and the workers themselves."""
 

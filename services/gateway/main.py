@@ -208,6 +208,8 @@ class GatewayServer:
             service="gateway",
         )
         self._ready: bool | None = None
+        # /readyz on the metrics port: the v2 service's health as last published.
+        self.grpc.api_ready = lambda: bool(self._ready)
         self._ready_changed = asyncio.Event()
         self._health_tasks: set[asyncio.Task[None]] = set()
 

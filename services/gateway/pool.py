@@ -255,6 +255,11 @@ class BackendPool:
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
                 state.ready = state.known = None
+            elif exc.code() is grpc.StatusCode.UNAVAILABLE and not self.connected(backend):
+                # Gone without a call to fail (a backend stopped while idle): ejected as
+                # a failed call's would be, so readiness does not count it meanwhile.
+                self._eject(backend)
+                state.reconnecting = True
             else:
                 state.catalog_wanted = True  # try again at the next interval
             return

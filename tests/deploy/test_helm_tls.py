@@ -98,15 +98,15 @@ def test_no_tls_env_volume_or_certificate_by_default(chart: Chart) -> None:
 
 @pytest.mark.parametrize("values", TLS_SETS)
 @pytest.mark.parametrize("component", list(WORKLOADS))
-def test_probes_are_https_healthz_on_the_metrics_port(
-    chart: Chart, values: str, component: str
-) -> None:
+def test_probes_are_https_on_the_metrics_port(chart: Chart, values: str, component: str) -> None:
     """kubelet's gRPC probes cannot speak TLS; with auth on, the gateway's HTTP health
-    route wants an API key, so every probe asks the metrics port's /healthz."""
+    route wants an API key, so every probe asks the metrics port: /healthz to start
+    and stay alive, /readyz (the API service can serve) to take traffic."""
     live = container(chart.render(values), component)
-    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+    paths = {"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
+    for kind, path in paths.items():
         assert "grpc" not in live[kind]
-        assert live[kind]["httpGet"] == {"scheme": "HTTPS", "path": "/healthz", "port": "metrics"}
+        assert live[kind]["httpGet"] == {"scheme": "HTTPS", "path": path, "port": "metrics"}
 
 
 def test_gateway_readiness_uses_v2_ready_over_https_when_auth_is_off(chart: Chart) -> None:

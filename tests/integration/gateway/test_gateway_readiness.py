@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -134,3 +136,35 @@ async def test_a_model_unloaded_on_one_backend_is_routed_around_through_health_w
         await asyncio.gather(*(stub.ModelInfer(pair_request(), timeout=10) for _ in range(40)))
         assert served(first, "pair") > 0 and retries(gateway) == 0
     assert state.health is Health.HEALTHY
+
+
+def metrics_page(port: int, path: str) -> int:
+    """The status of a GET on the gateway's metrics port."""
+    try:
+        with urllib.request.urlopen(f"http://localhost:{port}{path}", timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+async def test_readyz_on_the_metrics_port_follows_the_backends_and_healthz_does_not(
+    start_inference: StartInference, start_gateway: StartGateway
+) -> None:
+    # What Kubernetes probes over HTTPS when TLS is on (the chart's tlsProbes): readiness
+    # must leave rotation without a healthy backend, liveness must not restart for it.
+    backend = await start_inference()
+    gateway = await start_gateway(backends=backend_address(backend))
+    port = gateway.grpc.metrics_port
+
+    async def status(path: str) -> int:
+        return await asyncio.to_thread(metrics_page, port, path)
+
+    assert (await status("/readyz"), await status("/healthz")) == (200, 200)
+    await backend.shutdown(0)
+    loop, end = asyncio.get_running_loop(), asyncio.get_running_loop().time() + 30
+    while await status("/readyz") != 503:
+        assert loop.time() < end, "/readyz still 200 with the only backend gone"
+        await asyncio.sleep(0.05)
+    assert gateway.app.ready() is False
+    assert await status("/healthz") == 200
+    await gateway.shutdown(0)

@@ -403,10 +403,12 @@ signed the servers, its own certificate for mutual TLS, the shared internal name
 {{- end }}
 
 {{/* Probes while TLS is on: kubelet's gRPC probes cannot speak TLS, so every probe is an
-HTTPS GET (kubelet does not verify the certificate) of /healthz on the metrics port,
-which needs no client certificate and names no model; the gateway's readiness asks
-/v2/health/ready on its HTTP listener when auth is off (a probe carries no API key).
-dict: root, component */}}
+HTTPS GET (kubelet does not verify the certificate) on the metrics port, which needs
+no client certificate and names no model: /healthz (up, not draining) for startup and
+liveness, /readyz (the API service can serve: for the gateway, the registry loaded
+and a backend healthy) for readiness, as the gRPC probes ask without TLS. The
+gateway's readiness asks /v2/health/ready on its HTTP listener instead when auth is
+off. dict: root, component */}}
 {{- define "maas.tlsProbes" -}}
 {{- $v := index .root.Values .component -}}
 {{- range $kind := list "startup" "readiness" "liveness" }}
@@ -418,7 +420,7 @@ dict: root, component */}}
     path: /v2/health/ready
     port: http
     {{- else }}
-    path: /healthz
+    path: {{ eq $kind "readiness" | ternary "/readyz" "/healthz" }}
     port: metrics
     {{- end }}
   {{- range $key := list "initialDelaySeconds" "periodSeconds" "timeoutSeconds" "failureThreshold" }}
