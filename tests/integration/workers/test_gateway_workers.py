@@ -20,6 +20,7 @@ from tests.integration.workers.helpers import (
     connection,
     per_worker,
     samples,
+    scrape,
     slow_request,
     stub,
     total,
@@ -159,3 +160,25 @@ async def test_a_worker_that_fails_before_serving_stops_the_supervisor() -> None
     text = err.decode()
     assert "no backends" in text
     assert "exited with status 1 before serving" in text
+
+
+async def test_readyz_is_every_workers_and_follows_the_backends(
+    start_supervisor: StartSupervisor,
+    start_inference_at: StartInferenceAt,
+    make_repository: Callable[..., Path],
+    slow_model: Path,
+    tmp_path: Path,
+) -> None:
+    backend = await backend_at(start_inference_at, make_repository, slow_model)
+    gateway = await gateway_workers(start_supervisor, backend, tmp_path)
+    metrics = gateway.metrics_port
+    assert await scrape(metrics, "/readyz") == (200, "ok\n")
+    await backend.shutdown(0)
+
+    async def out_of_rotation() -> bool:
+        return (await scrape(metrics, "/readyz"))[0] == 503
+
+    # Each worker ejects the backend gone idle; the supervisor's /readyz follows them,
+    # while /healthz (liveness: every worker up) stays 200.
+    await wait_until(out_of_rotation)
+    assert await scrape(metrics, "/healthz") == (200, "ok\n")
