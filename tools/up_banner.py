@@ -3,6 +3,7 @@ commands that work as printed (tritonclient, grpcurl, the large demos' examples)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -83,11 +84,19 @@ def banner(
         f'    grpcurl {grpc_tls} {grpcurl_auth}-d \'{{"name": "{DEMO_MODEL}"}}\' {gw} {method}',
         "",
     ]
+    http = by_name["gateway"].http_port
+    http_url = f"{scheme}://localhost:{http}" if http else None
+    if http_url:
+        image = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0] * 64}
+        body = json.dumps({"inputs": [image]}, separators=(",", ":"))  # v2 JSON, flattened
+        lines += [
+            "curl (v2 REST):",
+            f"    curl -s {curl_auth}{http_url}/v2/models/{DEMO_MODEL}/infer -d '{body}'",
+            "",
+        ]
     if large:
         from tools.demo.serve import examples
 
-        http = by_name["gateway"].http_port
-        http_url = f"{scheme}://localhost:{http}" if http else None
         lines += [*examples(gw, http_url, Path(data_dir), headers, curl_auth), ""]
     lines += [
         "Register another model (callable through the gateway within seconds):",

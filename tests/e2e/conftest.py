@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -109,3 +110,19 @@ def system(tmp_path_factory: pytest.TempPathFactory, demo_export: Path) -> Itera
     )
     yield running
     running.stop()
+
+
+def printed_curl(output: str) -> list[str]:
+    """The banner's curl line for the demo model, as argv."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip().startswith("curl ")]
+    digits = [ln for ln in lines if "/v2/models/digits/infer" in ln]
+    assert len(digits) == 1, lines
+    return shlex.split(digits[0])
+
+
+def run_printed_curl(output: str) -> dict[str, object]:
+    """Run the banner's digits curl line as printed; its JSON answer."""
+    done = subprocess.run(printed_curl(output), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, object] = json.loads(done.stdout)
+    return answer

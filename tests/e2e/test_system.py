@@ -14,7 +14,7 @@ import pytest
 import tritonclient.grpc as tc
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.conftest import System, start_system
+from tests.e2e.conftest import System, run_printed_curl, start_system
 from tests.interop.clients import pair_inputs
 
 
@@ -28,6 +28,9 @@ def test_output_says_how_to_call_it_and_that_auth_is_off(system: System) -> None
     assert "auth: OFF" in system.output
     assert f'InferenceServerClient("{system.address("gateway")}")' in system.output
     assert "grpcurl -plaintext" in system.output
+    # The printed curl line classifies over the gateway's REST port, as printed.
+    (probabilities,) = run_printed_curl(system.output)["outputs"]  # type: ignore[misc]
+    assert probabilities["name"] == "probabilities" and len(probabilities["data"]) == 10
 
 
 def test_digits_classifies_held_out_digits_with_the_exported_accuracy(system: System) -> None:

@@ -23,7 +23,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.conftest import System, start_system
+from tests.e2e.conftest import System, printed_curl, run_printed_curl, start_system
 
 END = "Ctrl-C stops all three."
 
@@ -87,6 +87,13 @@ def test_printed_grpcurl_lines_run(system: System) -> None:
     )
     assert meta.returncode == 0, meta.stderr
     assert json.loads(meta.stdout)["name"] == "digits"
+
+
+def test_printed_curl_line_runs(system: System) -> None:
+    assert "--cacert" in printed_curl(system.output)
+    answer = run_printed_curl(system.output)
+    (probabilities,) = answer["outputs"]  # type: ignore[misc]
+    assert probabilities["name"] == "probabilities" and len(probabilities["data"]) == 10
 
 
 def _health(address: str, credentials: grpc.ChannelCredentials) -> int:
