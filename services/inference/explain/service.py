@@ -22,6 +22,9 @@ from services.inference.validate import check_encoded, decode_costly, decode_inp
 
 # A request that names no max_evaluations gets this many, or the server's cap if lower.
 DEFAULT_EVALUATIONS = 2048
+# What an explanation of an embedding model explains when the request names no output
+# (services.inference.tasks.embedding.EMBEDDING; that module needs the `text` extra).
+EMBEDDING_OUTPUT = "embedding"
 
 
 @dataclass(frozen=True)
@@ -112,10 +115,14 @@ class Explainer:
         )
 
 
+def _is_embedding(model: LoadedModel) -> bool:
+    return model.task is not None and model.config.task == "embedding"
+
+
 def _chunk_rows(model: LoadedModel) -> int | None:
     """Rows per request: the model's max_batch_size; an embedding model reports 0 (its
     batching is the task's own), so its texts go in batches of the task's size."""
-    if model.task is not None and model.config.task == "embedding":
+    if _is_embedding(model):
         return model.config.embedding.max_batch_size
     return None
 
@@ -135,6 +142,8 @@ def _example(model: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.
 
 def _output(model: LoadedModel, name: str) -> str:
     outputs = {spec.name: spec for spec in model.signature.outputs}
+    if not name and _is_embedding(model):
+        name = EMBEDDING_OUTPUT  # its num_input_tokens beside it is a count, not a prediction
     if not name:
         if len(outputs) != 1:
             raise InvalidArgument(

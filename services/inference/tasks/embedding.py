@@ -1,4 +1,5 @@
-"""Embedding models (`task: embedding`): BYTES `text` [n] in, FP32 `embedding` [n, d] out.
+"""Embedding models (`task: embedding`): BYTES `text` [n] in, FP32 `embedding` [n, d] and
+UINT32 `num_input_tokens` [n] (each text's tokens as the model ran them, no padding) out.
 
 The version directory holds `model.onnx` (input_ids, attention_mask int64 [batch, seq]
 -> embedding FP32 [batch, d], pooled and normalised in the graph) and the Hugging Face
@@ -10,6 +11,7 @@ ONNX Runtime session (runtime.create_session: CUDA where it exists).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,8 @@ from services.inference.tasks.text_batcher import TextBatcher, TextJob
 
 TEXT = "text"
 EMBEDDING = "embedding"
+# Triton vLLM's name for a prompt's token count, which the gateway's /v1 usage reads.
+NUM_INPUT_TOKENS = "num_input_tokens"
 # Request parameter: false asks for INVALID_ARGUMENT instead of cutting a long text.
 TRUNCATE_PARAM = "truncate"
 MODEL_FILE = "model.onnx"
@@ -41,6 +45,14 @@ TOKENIZER_FILE = "tokenizer.json"
 # Graph inputs the runner feeds; token_type_ids (BERT exports often keep it) gets zeros.
 _IDS, _MASK, _TYPES = "input_ids", "attention_mask", "token_type_ids"
 _WARMUP_TEXT = "warm-up"
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One request's vectors [n, d] and each text's token count, UINT32 [n]."""
+
+    vectors: np.ndarray
+    tokens: np.ndarray
 
 
 class EmbeddingRunner:
@@ -71,9 +83,10 @@ class EmbeddingRunner:
         self._whole.no_padding()
         self._whole.no_truncation()
 
-    def run(self, jobs: Sequence[TextJob]) -> list[np.ndarray | ServiceError]:
-        """One outcome per job: its [n, d] rows, or the error of a text too long for it."""
-        outcomes: list[np.ndarray | ServiceError | None] = []
+    def run(self, jobs: Sequence[TextJob[Embedded]]) -> list[Embedded | ServiceError]:
+        """One outcome per job: its rows and token counts, or the error of a text too
+        long for it."""
+        outcomes: list[Embedded | ServiceError | None] = []
         encodings: list[Encoding] = []
         for job in jobs:
             encoded = (self._cut if job.truncate else self._whole).encode_batch(job.texts)
@@ -86,10 +99,11 @@ class EmbeddingRunner:
         for i, job in enumerate(jobs):
             if outcomes[i] is None:
                 end = start + len(job.texts)
-                outcomes[i] = vectors[start:end]
+                # The encodings are unpadded: padding is added per session run.
+                tokens = np.array([len(e.ids) for e in encodings[start:end]], np.uint32)
+                outcomes[i] = Embedded(vectors[start:end], tokens)
                 if self._metrics is not None:
-                    tokens = sum(len(e.ids) for e in encodings[start:end])
-                    self._metrics.embedded(job.key_id, len(job.texts), tokens)
+                    self._metrics.embedded(job.key_id, len(job.texts), int(tokens.sum()))
                 start = end
         if self._metrics is not None and encodings:
             self._metrics.batch_texts.observe(len(encodings))
@@ -168,7 +182,7 @@ class EmbeddingModel:
         return self._batcher.depth
 
     @property
-    def batcher(self) -> TextBatcher:
+    def batcher(self) -> TextBatcher[Embedded]:
         """The queue and worker (its run counters show how texts were batched)."""
         return self._batcher
 
@@ -179,13 +193,15 @@ class EmbeddingModel:
     async def submit(
         self, inputs: Tensors, deadline: float | None, context: RequestContext
     ) -> tuple[Tensors, int]:
-        """The request's texts embedded, batched with other requests' texts."""
+        """The request's texts embedded, batched with other requests' texts, and their
+        token counts."""
         truncate = truncate_parameter(context.parameters)
         texts = [str(t) for t in inputs[TEXT].reshape(-1).tolist()]
         if not texts:
-            return {EMBEDDING: np.zeros((0, self._width), np.float32)}, 0
-        vectors, queue_ns = await self._batcher.submit(texts, truncate, deadline, context.key_id)
-        return {EMBEDDING: vectors}, queue_ns
+            empty = {EMBEDDING: np.zeros((0, self._width), np.float32)}
+            return empty | {NUM_INPUT_TOKENS: np.zeros(0, np.uint32)}, 0
+        done, queue_ns = await self._batcher.submit(texts, truncate, deadline, context.key_id)
+        return {EMBEDDING: done.vectors, NUM_INPUT_TOKENS: done.tokens}, queue_ns
 
     async def stream(
         self, inputs: Tensors, deadline: float | None, context: RequestContext
@@ -230,9 +246,13 @@ def open_embedding(directory: Path, config: ModelConfig) -> TaskBackend:
             f"output '{EMBEDDING}' has shape {list(warm.shape)} for one text, "
             f"expected [1, {width if width > 0 else 'd'}]"
         )
+    # `embedding` first: a client that reads the first output still gets the vectors.
     signature = Signature(
         (TensorSpec(TEXT, by_name("BYTES", tensor=TEXT), (-1,), also=((-1, 1),)),),
-        (TensorSpec(EMBEDDING, by_name("FP32", tensor=EMBEDDING), (-1, int(warm.shape[1]))),),
+        (
+            TensorSpec(EMBEDDING, by_name("FP32", tensor=EMBEDDING), (-1, int(warm.shape[1]))),
+            TensorSpec(NUM_INPUT_TOKENS, by_name("UINT32", tensor=NUM_INPUT_TOKENS), (-1,)),
+        ),
     )
     return EmbeddingModel(runner, signature, session.get_providers()[0], config, metrics)
 

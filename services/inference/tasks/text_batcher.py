@@ -18,8 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import Generic, TypeVar
 
 from services.common.errors import (
     DeadlineExceeded,
@@ -33,16 +32,18 @@ from services.inference.stats import ModelStats
 
 _log = logging.getLogger(__name__)
 FAILED = "the model failed to run this batch"
+# What the runner makes of one job (the embedding task's vectors and token counts).
+R = TypeVar("R")
 
 
 @dataclass(eq=False)
-class TextJob:
+class TextJob(Generic[R]):
     """One queued request: its texts and whether they may be cut to the model's length."""
 
     texts: list[str]
     truncate: bool
     deadline: float | None
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[R]
     # The caller's API key id ("" when none), for usage counted per key.
     key_id: str = ""
     enqueued_ns: int = field(default_factory=time.monotonic_ns)
@@ -55,16 +56,16 @@ class TextJob:
         return self.future.done() or (self.deadline is not None and now >= self.deadline)
 
 
-# Blocking: one outcome per job, in order (its rows, or the error that job alone gets).
-BatchRunner = Callable[[Sequence[TextJob]], list[np.ndarray | ServiceError]]
+# Blocking: one outcome per job, in order (its result, or the error that job alone gets).
+BatchRunner = Callable[[Sequence[TextJob[R]]], list[R | ServiceError]]
 
 
-class TextBatcher:
+class TextBatcher(Generic[R]):
     """Queue and worker of one loaded text model version."""
 
     def __init__(
         self,
-        run: BatchRunner,
+        run: BatchRunner[R],
         *,
         max_batch_size: int,
         max_queue_delay_us: int,
@@ -78,7 +79,7 @@ class TextBatcher:
         self._delay_s = max_queue_delay_us / 1e6
         self._max_queue = max_queue_size
         self._name = name
-        self._order: deque[TextJob] = deque()
+        self._order: deque[TextJob[R]] = deque()
         self._texts = 0  # texts in queued jobs
         self._jobs = 0  # queued jobs
         self._closed = False
@@ -101,8 +102,9 @@ class TextBatcher:
 
     async def submit(
         self, texts: list[str], truncate: bool, deadline: float | None, key_id: str = ""
-    ) -> tuple[np.ndarray, int]:
-        """Run one request's texts; returns their rows and the nanoseconds they queued."""
+    ) -> tuple[R, int]:
+        """Run one request's texts; returns the runner's result and the nanoseconds they
+        queued."""
         if self._closed or self._worker is None:
             raise Unavailable("model version is unloading")
         if len(texts) > self._max_queue:
@@ -118,7 +120,7 @@ class TextBatcher:
         loop = asyncio.get_running_loop()
         if deadline is not None and loop.time() >= deadline:
             raise DeadlineExceeded("deadline passed before the request was queued")
-        job = TextJob(texts, truncate, deadline, loop.create_future(), key_id)
+        job: TextJob[R] = TextJob(texts, truncate, deadline, loop.create_future(), key_id)
         if len(self._order) > 2 * self._max_queue:
             self._order = deque(j for j in self._order if j.queued)
         self._order.append(job)
@@ -126,12 +128,12 @@ class TextBatcher:
         self._jobs += 1
         self._wakeup.set()
         try:
-            rows = await job.future
+            result = await job.future
         except asyncio.CancelledError:
             self._unqueue(job)  # a cancelled caller leaves the queue at once
             raise
         assert job.started_ns is not None
-        return rows, job.started_ns - job.enqueued_ns
+        return result, job.started_ns - job.enqueued_ns
 
     async def close(self) -> None:
         """Refuse new requests, finish the queued ones, stop the worker and its thread."""
@@ -142,13 +144,13 @@ class TextBatcher:
         if self._executor is not None:
             await asyncio.to_thread(self._executor.shutdown, wait=True)
 
-    def _unqueue(self, job: TextJob) -> None:
+    def _unqueue(self, job: TextJob[R]) -> None:
         if job.queued:
             job.queued = False
             self._texts -= len(job.texts)
             self._jobs -= 1
 
-    def _pop_live(self) -> TextJob | None:
+    def _pop_live(self) -> TextJob[R] | None:
         """The oldest live job, taken out of the queue; expired ones met are failed."""
         now = asyncio.get_running_loop().time()
         while self._order:
@@ -162,7 +164,7 @@ class TextBatcher:
             return job
         return None
 
-    async def _next_batch(self) -> list[TextJob]:
+    async def _next_batch(self) -> list[TextJob[R]]:
         """Jobs to run together: the oldest, then those behind it while their texts fit,
         after waiting up to max_queue_delay_us for the batch to fill."""
         loop = asyncio.get_running_loop()
@@ -188,7 +190,7 @@ class TextBatcher:
                 continue
             return [head, *self._take_fitting(len(head.texts))]
 
-    def _take_fitting(self, texts: int) -> list[TextJob]:
+    def _take_fitting(self, texts: int) -> list[TextJob[R]]:
         """The queued jobs behind a head of `texts` texts, in order, while they fit;
         stops at the first that does not, so requests run in the order they came."""
         now = asyncio.get_running_loop().time()
@@ -245,12 +247,12 @@ class TextBatcher:
                     job.future.set_result(outcome)
 
 
-def _expire(job: TextJob) -> None:
+def _expire(job: TextJob[R]) -> None:
     if not job.future.done():
         job.future.set_exception(DeadlineExceeded("deadline passed while the request was queued"))
 
 
-def _fail(jobs: Sequence[TextJob], error: Callable[[], ServiceError]) -> None:
+def _fail(jobs: Sequence[TextJob[R]], error: Callable[[], ServiceError]) -> None:
     for job in jobs:
         if not job.future.done():
             job.future.set_exception(error())

@@ -2,8 +2,9 @@
 over the demo all-MiniLM-L6-v2 (tools/demo/minilm.py) beside the tensor model `pair`.
 
 The vectors must be those the same texts get over the gateway's v2 gRPC path, bit
-for bit, in both encodings; only text models are listed, and only those the key
-may use.
+for bit, in both encodings; usage and the gateway's token counter are the tokens
+the model's own tokenizer makes of the texts, without padding; only text models are
+listed, and only those the key may use.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import numpy as np
 import pytest
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from tokenizers import Tokenizer
 
 from services.gateway.main import GatewayServer
 from tests.integration.conftest import StartInferenceAt
 from tests.integration.gateway.conftest import StartGateway, backend_address, output
 from tests.integration.inference.embedding_models import minilm_dir
+from tools.demo import minilm
 
 KEYS = """
 keys:
@@ -31,6 +34,9 @@ keys:
   - {id: team-pair, key: key-pair, models: [pair]}
 """
 TEXTS = ["I love eating pizza.", "Pasta is my favourite dinner.", "Stocks fell today."]
+# Of different lengths, so a count of the padded batch would be too large; the last
+# is longer than max_length, so it counts what the model ran.
+USAGE_TEXTS = ["hi", *TEXTS, " ".join(f"word{i} and more" for i in range(150))]
 
 
 @pytest.fixture
@@ -112,6 +118,39 @@ async def test_embeddings_equal_the_v2_path(gateway: GatewayServer) -> None:
     vector = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), dtype="<f4")
     # Alone, not padded beside longer texts: compared with the same request over v2.
     assert np.array_equal(vector, (await grpc_vectors(gateway, TEXTS[:1]))[0])
+
+
+def expected_tokens(texts: list[str]) -> list[int]:
+    """Each text's tokens by the model's tokenizer, unpadded, cut at max_length."""
+    tokenizer = Tokenizer.from_file(str(minilm_dir() / "1" / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(minilm.MAX_LENGTH)
+    return [len(e.ids) for e in tokenizer.encode_batch(texts)]
+
+
+def prompt_tokens_counted(gateway: GatewayServer) -> float:
+    labels = {"key": "team-a", "model": "minilm", "kind": "prompt"}
+    value = gateway.metrics_registry.get_sample_value("maas_gateway_tokens_total", labels)
+    return value or 0.0
+
+
+async def test_embeddings_usage_is_the_tokenizers_count(gateway: GatewayServer) -> None:
+    each = expected_tokens(USAGE_TEXTS)
+    assert len(set(each)) == len(each) and each[-1] == minilm.MAX_LENGTH
+    before = prompt_tokens_counted(gateway)
+    status, body = await call(
+        gateway, "POST", "/v1/embeddings", body={"model": "minilm", "input": USAGE_TEXTS}
+    )
+    assert status == 200, body
+    assert body["usage"] == {"prompt_tokens": sum(each), "total_tokens": sum(each)}
+    assert prompt_tokens_counted(gateway) - before == sum(each)
+
+    status, body = await call(
+        gateway, "POST", "/v1/embeddings", body={"model": "minilm", "input": USAGE_TEXTS[1]}
+    )
+    assert status == 200, body
+    assert body["usage"] == {"prompt_tokens": each[1], "total_tokens": each[1]}
+    assert prompt_tokens_counted(gateway) - before == sum(each) + each[1]
 
 
 async def test_embeddings_refusals(gateway: GatewayServer) -> None:

@@ -60,8 +60,10 @@ def request(texts: Sequence[str], shape: Sequence[int] | None = None) -> pb.Mode
 
 async def embed(stub: pb_grpc.GRPCInferenceServiceStub, texts: Sequence[str]) -> np.ndarray:
     reply = await stub.ModelInfer(request(texts))
-    (output,) = reply.outputs
+    output, counts = reply.outputs
     assert (output.name, output.datatype) == ("embedding", "FP32")
+    assert (counts.name, counts.datatype) == ("num_input_tokens", "UINT32")
+    assert list(counts.shape) == [len(texts)]
     assert list(output.shape) == [len(texts), minilm.DIMENSION]
     return np.frombuffer(reply.raw_output_contents[0], np.float32).reshape(output.shape)
 
@@ -98,12 +100,14 @@ async def test_metadata_and_config_show_the_text_signature(
         config = (await stub.ModelConfig(pb.ModelConfigRequest(name=minilm.NAME))).config
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("text", "BYTES", [-1])]
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [
-        ("embedding", "FP32", [-1, minilm.DIMENSION])
+        ("embedding", "FP32", [-1, minilm.DIMENSION]),
+        ("num_input_tokens", "UINT32", [-1]),
     ]
     assert config.max_batch_size == 0
     assert [(t.name, list(t.dims)) for t in config.input] == [("text", [-1])]
     assert [(t.name, list(t.dims)) for t in config.output] == [
-        ("embedding", [-1, minilm.DIMENSION])
+        ("embedding", [-1, minilm.DIMENSION]),
+        ("num_input_tokens", [-1]),
     ]
 
 

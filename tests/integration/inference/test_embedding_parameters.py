@@ -1,8 +1,9 @@
 """What an embedding request says beyond its texts, through a real inference server
 over gRPC: the `truncate` parameter (default true; false makes a text longer than
 max_length INVALID_ARGUMENT naming it), ModelStreamInfer, where each request gets
-its one final response, and the API key id (x-maas-key-id, as the gateway passes it)
-under which the model counts the tokens it embedded."""
+its one final response, the outputs it asks for (num_input_tokens beside the vectors
+unless it names only some), and the API key id (x-maas-key-id, as the gateway passes
+it) under which the model counts the tokens it embedded."""
 
 from __future__ import annotations
 
@@ -42,9 +43,15 @@ def request(texts: Sequence[str], **parameters: object) -> pb.ModelInferRequest:
 
 
 def vectors(reply: pb.ModelInferResponse) -> np.ndarray:
-    (output,) = reply.outputs
+    output = reply.outputs[0]
     assert (output.name, output.datatype) == ("embedding", "FP32")
     return np.frombuffer(reply.raw_output_contents[0], np.float32).reshape(output.shape)
+
+
+def token_counts(reply: pb.ModelInferResponse) -> list[int]:
+    index = [o.name for o in reply.outputs].index("num_input_tokens")
+    assert reply.outputs[index].datatype == "UINT32"
+    return np.frombuffer(reply.raw_output_contents[index], np.uint32).tolist()
 
 
 @pytest.fixture
@@ -120,6 +127,24 @@ async def test_stream_requests_each_get_one_final_response(
     assert "expected at most max_length" in by_id["strict"].error_message
 
 
+async def test_requested_outputs_are_all_a_reply_holds(
+    stub: pb_grpc.GRPCInferenceServiceStub,
+) -> None:
+    everything = await stub.ModelInfer(request([SHORT, "hi"]))
+    assert [o.name for o in everything.outputs] == ["embedding", "num_input_tokens"]
+    only = request([SHORT, "hi"])
+    only.outputs.add(name="embedding")
+    reply = await stub.ModelInfer(only)
+    assert [o.name for o in reply.outputs] == ["embedding"]
+    assert len(reply.raw_output_contents) == 1
+    np.testing.assert_array_equal(vectors(reply), vectors(everything))
+    counts = request([SHORT, "hi"])
+    counts.outputs.add(name="num_input_tokens")
+    reply = await stub.ModelInfer(counts)
+    assert [o.name for o in reply.outputs] == ["num_input_tokens"]
+    assert token_counts(reply) == token_counts(everything)
+
+
 async def test_tokens_embedded_are_counted_per_api_key_id(
     server: InferenceServer, stub: pb_grpc.GRPCInferenceServiceStub
 ) -> None:
@@ -127,8 +152,12 @@ async def test_tokens_embedded_are_counted_per_api_key_id(
     tokenizer.no_padding()
     tokenizer.enable_truncation(minilm.MAX_LENGTH)
     texts = [SHORT, LONG, "hi"]
-    tokens = sum(len(e.ids) for e in tokenizer.encode_batch(texts))
-    await stub.ModelInfer(request(texts), metadata=((KEY_ID_HEADER, "key-a"),))
+    each = [len(e.ids) for e in tokenizer.encode_batch(texts)]
+    tokens = sum(each)
+    assert each[1] == minilm.MAX_LENGTH  # the long text counts as the model ran it, cut
+    reply = await stub.ModelInfer(request(texts), metadata=((KEY_ID_HEADER, "key-a"),))
+    # Each text's own count, not the batch's padded length.
+    assert token_counts(reply) == each
     await stub.ModelInfer(request(["hi"]))
     url = f"http://localhost:{server.grpc.metrics_port}/metrics"
     text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())

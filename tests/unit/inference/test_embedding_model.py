@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 from services.common.errors import InvalidArgument
 from services.inference.config import EmbeddingConfig, ModelConfig
@@ -62,17 +63,31 @@ async def test_texts_n_and_n_by_1_give_n_vectors_in_chunks_equal_to_each_alone(
         np.testing.assert_allclose(alone["embedding"][0], flat["embedding"][i], atol=1e-5)
     empty, queued = await model.submit({"text": strings([], (0,))}, None, context)
     assert empty["embedding"].shape == (0, minilm.DIMENSION) and queued == 0
+    assert empty["num_input_tokens"].shape == (0,)
+    # The texts merged and run 2 + 2 + 1 still get their own, unpadded counts.
+    tokenizer = Tokenizer.from_file(str(minilm_dir() / "1" / "tokenizer.json"))
+    tokenizer.no_padding()
+    expected = [len(e.ids) for e in tokenizer.encode_batch(TEXTS)]
+    assert flat["num_input_tokens"].dtype == np.uint32
+    assert flat["num_input_tokens"].tolist() == expected
+    assert column["num_input_tokens"].tolist() == expected
 
 
 def test_signature_and_provider(version: Path) -> None:
     loaded = open_embedding(version, ModelConfig(task="embedding"))
-    (text,), (embedding,) = loaded.signature.inputs, loaded.signature.outputs
+    (text,), (embedding, tokens) = loaded.signature.inputs, loaded.signature.outputs
     assert (text.name, text.datatype.name, text.shape) == ("text", "BYTES", (-1,))
     assert (embedding.name, embedding.datatype.name, embedding.shape) == (
         "embedding",
         "FP32",
         (-1, minilm.DIMENSION),
     )
+    assert (tokens.name, tokens.datatype.name, tokens.shape) == (
+        "num_input_tokens",
+        "UINT32",
+        (-1,),
+    )
+    assert loaded.signature.batchable
     assert loaded.provider == "CPUExecutionProvider" and loaded.decoupled is False
 
 
