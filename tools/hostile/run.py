@@ -46,7 +46,7 @@ FULL = Profile(
     },
     mutated=2000,
     truncated=335,
-    names=20000,
+    names=100000,  # issue A, item 3: 100,000 random names, RSS and state flat
     streams=200,
     stream_requests=24,
     slow_connections=100,
