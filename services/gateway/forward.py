@@ -92,17 +92,23 @@ class Forwarder:
         metadata: tuple[tuple[str, str], ...] = (),
         model: str = "",
         version: int | None = None,
+        wait: float | None = None,
     ) -> bytes:
         """Forward one call of a v2 `method` about `model` (`version`, or any; "": none) to
-        a backend that has it ready; `deadline` is event-loop time."""
+        a backend that has it ready; `deadline` is event-loop time. `wait`: how long to
+        wait for a backend with it ready when none has (default: the pool's)."""
         target = path(method)
 
         async def send(backend: Backend, remaining: float) -> bytes:
             return await self._call(backend, target, request, remaining, metadata)
 
         # ModelReady answers at once, since readiness is what it asks about.
-        wait = 0.0 if method == "ModelReady" else self.pool.options.ready_wait_seconds
-        return await self._attempts(send, deadline, wait, model, version)
+        if method == "ModelReady":
+            wait = 0.0
+        return await self._attempts(send, deadline, self._wait(wait), model, version)
+
+    def _wait(self, wait: float | None) -> float:
+        return self.pool.options.ready_wait_seconds if wait is None else wait
 
     async def stream(
         self,
@@ -111,6 +117,7 @@ class Forwarder:
         metadata: tuple[tuple[str, str], ...] = (),
         model: str = "",
         version: int | None = None,
+        wait: float | None = None,
     ) -> AsyncIterator[bytes]:
         """Forward one inference request over a ModelStreamInfer call of its own to one
         backend that has the model ready, and yield every response it makes (serialized
@@ -131,8 +138,8 @@ class Forwarder:
             call, first = await self._open_stream(backend, target, request, remaining, metadata)
             return backend, call, first
 
-        wait = self.pool.options.ready_wait_seconds
-        backend, call, first = await self._attempts(open_call, deadline, wait, model, version)
+        opened = await self._attempts(open_call, deadline, self._wait(wait), model, version)
+        backend, call, first = opened
         try:
             yield first
             while True:

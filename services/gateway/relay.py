@@ -36,6 +36,7 @@ from services.common.streams import ERROR_STATUS_PARAM, FINAL_PARAM, close_itera
 from services.common.versions import is_number
 from services.gateway import wire
 from services.gateway.app import Route
+from services.gateway.rollout import first_wait
 
 if TYPE_CHECKING:
     from services.gateway.routing import Call, Passed, Router
@@ -149,10 +150,11 @@ async def _dispatch(
 ) -> AsyncGenerator[bytes, None]:
     """Router.dispatch for a stream: on a version some backend has READY, once more
     after re-reading the catalogs if that failed before the first response."""
-    settled, _ = router.settle(route)
+    settled, stand_in = router.settle(route)
     relayed = False
     try:
-        async with contextlib.aclosing(_forward(router, call, settled, passed)) as parts:
+        first = _forward(router, call, settled, passed, first_wait(stand_in))
+        async with contextlib.aclosing(first) as parts:
             async for data in parts:
                 relayed = True
                 yield data
@@ -168,14 +170,14 @@ async def _dispatch(
 
 
 async def _forward(
-    router: Router, call: Call, route: Route, passed: Passed
+    router: Router, call: Call, route: Route, passed: Passed, wait: float | None = None
 ) -> AsyncGenerator[bytes, None]:
     """Router._forward for a stream: an alias a backend does not know goes as its
     number, if that was answered before any response."""
     request = router.routed_request(call, route)
     relayed = False
     try:
-        sent = _send(router, request, call.deadline, passed, route.model, route.version)
+        sent = _send(router, request, call.deadline, passed, route.model, route.version, wait)
         async with contextlib.aclosing(sent) as parts:
             async for data in parts:
                 relayed = True
@@ -185,17 +187,23 @@ async def _forward(
         if relayed or not route.fallback:
             raise
     request = wire.with_version(call.request, route.fallback)
-    sent = _send(router, request, call.deadline, passed, route.model, route.fallback)
+    sent = _send(router, request, call.deadline, passed, route.model, route.fallback, wait)
     async with contextlib.aclosing(sent) as parts:
         async for data in parts:
             yield data
 
 
 async def _send(
-    router: Router, request: bytes, deadline: float, passed: Passed, model: str, version: str
+    router: Router,
+    request: bytes,
+    deadline: float,
+    passed: Passed,
+    model: str,
+    version: str,
+    wait: float | None = None,
 ) -> AsyncGenerator[bytes, None]:
     number = int(version) if is_number(version) else None
-    parts = router.backends.stream(request, deadline, passed, model, number)
+    parts = router.backends.stream(request, deadline, passed, model, number, wait)
     try:
         async for data in parts:
             yield data

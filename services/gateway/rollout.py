@@ -71,3 +71,15 @@ class Rollouts:
         if key not in self._serving and len(self._serving) >= self._limit:
             self._serving.clear()
         self._serving[key] = number
+
+
+def first_wait(stand_in: bool) -> float | None:
+    """How long the first try of a call waits for a backend with its version ready;
+    None: the pool's ready wait.
+
+    A stand-in is the version the backends had READY at the last catalog read while
+    the one the route names was loading. When none has it any more (the rollout
+    unloaded it), waiting for it cannot help: the call fails over at once to the
+    catalogs read again, and goes to what is ready then, with the whole wait.
+    """
+    return 0.0 if stand_in else None

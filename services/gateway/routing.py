@@ -37,7 +37,7 @@ from services.gateway.explain import explain
 from services.gateway.follower import RegistryFollower
 from services.gateway.metrics import FrontEnd, GatewayMetrics
 from services.gateway.relay import key_passed, relay
-from services.gateway.rollout import Rollouts
+from services.gateway.rollout import Rollouts, first_wait
 from services.gateway.statistics import statistics
 
 _log = logging.getLogger(__name__)
@@ -59,9 +59,11 @@ class Backends(Protocol):
         metadata: Passed = (),
         model: str = "",
         version: int | None = None,
+        wait: float | None = None,
     ) -> bytes:
         """A backend's serialized reply to a serialized request about `model` (`version`,
-        or any); only backends that have it ready are asked."""
+        or any); only backends that have it ready are asked, waiting up to `wait` (None:
+        the configured ready wait) for one when none has."""
         ...
 
     def stream(
@@ -71,6 +73,7 @@ class Backends(Protocol):
         metadata: Passed = (),
         model: str = "",
         version: int | None = None,
+        wait: float | None = None,
     ) -> AsyncIterator[bytes]:
         """Every response (serialized ModelStreamInferResponse) one backend makes to one
         inference request sent over a stream of its own; an error_message response
@@ -241,9 +244,10 @@ class Router:
         (a rollout unloading the old version) is learnt from that answer: the catalogs
         are read again and the call goes once more, to what is ready now.
         """
-        settled, _ = self.settle(route)
+        settled, stand_in = self.settle(route)
         try:
-            return await self._forward(method, call, settled, passed), settled
+            wait = first_wait(stand_in)
+            return await self._forward(method, call, settled, passed, wait), settled
         except (NotFound, Unavailable):
             if settled is route:
                 raise  # not settled on readiness (a number asked for, or nothing known)
@@ -251,19 +255,20 @@ class Router:
         settled, _ = self.settle(route)
         return await self._forward(method, call, settled, passed), settled
 
-    async def _forward(self, method: str, call: Call, route: Route, passed: Passed) -> bytes:
+    async def _forward(
+        self, method: str, call: Call, route: Route, passed: Passed, wait: float | None = None
+    ) -> bytes:
         """Forward to a backend with the model (a numbered version) ready; a backend that
         knows no aliases (a model directory) gets the alias's number, `route.fallback`."""
         request = self.routed_request(call, route)
+        model, deadline = route.model, call.deadline
         try:
-            return await self._send(
-                method, request, call.deadline, passed, route.model, route.version
-            )
+            return await self._send(method, request, deadline, passed, model, route.version, wait)
         except NotFound:
             if not route.fallback:
                 raise
         request = wire.with_version(call.request, route.fallback)
-        return await self._send(method, request, call.deadline, passed, route.model, route.fallback)
+        return await self._send(method, request, deadline, passed, model, route.fallback, wait)
 
     def routed_request(self, call: Call, route: Route) -> bytes:
         """The request as it goes to a backend on `route`: NOT_FOUND at once for a model
@@ -286,11 +291,20 @@ class Router:
         return request
 
     async def _send(
-        self, method: str, request: bytes, deadline: float, passed: Passed, model: str, version: str
+        self,
+        method: str,
+        request: bytes,
+        deadline: float,
+        passed: Passed,
+        model: str,
+        version: str,
+        wait: float | None = None,
     ) -> bytes:
         number = int(version) if is_number(version) else None
         try:
-            return await self.backends.unary(method, request, deadline, passed, model, number)
+            return await self.backends.unary(
+                method, request, deadline, passed, model, number, wait=wait
+            )
         except Unavailable:
             self.backends.want_catalogs()
             raise

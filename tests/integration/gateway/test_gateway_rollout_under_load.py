@@ -29,9 +29,18 @@ StartFollowing = Callable[..., Awaitable[InferenceServer]]
 CLIENTS = 8
 
 
+# A call waits up to ready_wait_seconds for a backend with its version ready. With a
+# wait far past the clients' deadline, a call that waited for a version that its
+# backends had unloaded (instead of going to the one they loaded) fails its deadline.
+LONG_WAIT = 60.0
+DEADLINE = 5.0
+
+
 @pytest.mark.parametrize("production", [True, False], ids=["production-alias", "latest"])
+@pytest.mark.parametrize("ready_wait", [None, LONG_WAIT], ids=["default-wait", "long-wait"])
 async def test_a_new_version_takes_traffic_only_once_ready_and_no_request_fails(
     production: bool,
+    ready_wait: float | None,
     registry: RegistryServer,
     admin: RegistryClient,
     test_models: Path,
@@ -45,10 +54,12 @@ async def test_a_new_version_takes_traffic_only_once_ready_and_no_request_fails(
     if production:
         await admin.set_alias("pair", "production", 2)
     backends = [await start_following(), await start_following()]
+    waits = {} if ready_wait is None else {"ready_wait_seconds": ready_wait}
     gateway = await start_gateway(
         registry=registry_address(registry),
         registry_token=READER,
         backends=",".join(backend_address(b) for b in backends),
+        **waits,
     )
     stub = connect(gateway)
     assert (await stub.ModelInfer(pair_request(), timeout=10)).model_version == "2"
@@ -60,7 +71,7 @@ async def test_a_new_version_takes_traffic_only_once_ready_and_no_request_fails(
     async def client() -> None:
         while not stop.is_set():
             try:
-                reply = await stub.ModelInfer(pair_request(), timeout=10)
+                reply = await stub.ModelInfer(pair_request(), timeout=DEADLINE)
                 answered[reply.model_version] += 1
             except grpc.aio.AioRpcError as exc:
                 failed[f"{exc.code().name}: {exc.details()}"] += 1

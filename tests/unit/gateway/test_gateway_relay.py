@@ -43,6 +43,7 @@ class Backends:
         metadata: Passed = (),
         model: str = "",
         version: int | None = None,
+        wait: float | None = None,
     ) -> bytes:
         self.sent.append((method, model, metadata))
         if method == "ModelConfig":
@@ -61,6 +62,7 @@ class Backends:
         metadata: Passed = (),
         model: str = "",
         version: int | None = None,
+        wait: float | None = None,
     ) -> AsyncIterator[bytes]:
         self.sent.append(("stream", model, metadata))
         yield stream_reply(model, b"a", False)

@@ -42,6 +42,9 @@ class Backends:
     sent: list[tuple[str, str, str]] = field(default_factory=list)
     wanted: int = 0
     refreshed: int = 0
+    waits: list[float | None] = field(default_factory=list)
+    # what `ready` becomes when the catalogs are read again (None: unchanged)
+    ready_after_refresh: dict[str, frozenset[int]] | None = None
 
     async def unary(
         self,
@@ -51,7 +54,9 @@ class Backends:
         metadata: Passed = (),
         model: str = "",
         version: int | None = None,
+        wait: float | None = None,
     ) -> bytes:
+        self.waits.append(wait)
         head = wire.read_head(request)
         if model and self.ready is not None:
             versions = self.ready.get(model, frozenset())
@@ -73,6 +78,8 @@ class Backends:
 
     async def refresh_catalogs(self, deadline: float) -> None:
         self.refreshed += 1
+        if self.ready_after_refresh is not None:
+            self.ready = self.ready_after_refresh
 
 
 def table(*, aliases: dict[str, int] | None = None) -> RouteTable:
@@ -121,6 +128,37 @@ async def test_an_alias_a_backend_lacks_is_retried_as_its_number() -> None:
     routing, _, _ = router(backends, table())
     assert (await routing.infer(call())).version == "1"
     assert [v for _, _, v in backends.sent] == ["production", "1"]
+
+
+async def test_a_stand_in_version_that_is_gone_fails_over_without_waiting_for_it() -> None:
+    # production moved to 2 while the backends' catalogs (as last read) have only 1
+    # READY: the call stands in on 1. The backends have unloaded 1 meanwhile, so
+    # waiting for a backend with 1 ready cannot help: the first try does not wait,
+    # the catalogs are read again, and the call goes to 2 with the whole wait.
+    backends = Backends(
+        ready={"digits": frozenset({1})}, ready_after_refresh={"digits": frozenset({2})}
+    )
+    real = backends.unary
+
+    async def unloaded(method: str, request: bytes, *args: object, **kw: object) -> bytes:
+        if wire.read_head(request).version == "1":
+            backends.waits.append(kw.get("wait"))  # type: ignore[arg-type]
+            raise NotFound("model 'digits' has no version '1'")
+        return await real(method, request, *args, **kw)  # type: ignore[arg-type]
+
+    backends.unary = unloaded  # type: ignore[method-assign]
+    r, _, _ = router(backends, table(aliases={"production": 2}))
+    answer = await r.infer(call())
+    assert answer.version == "2"
+    assert backends.waits == [0.0, None]
+    assert backends.refreshed == 1
+
+
+async def test_a_call_on_the_version_its_route_names_gets_the_whole_wait() -> None:
+    backends = Backends(ready={"digits": frozenset({1, 2})})
+    r, _, _ = router(backends, table(aliases={"production": 2}))
+    assert (await r.infer(call())).version == "2"
+    assert backends.waits == [None]
 
 
 async def test_unknown_models_and_versions_never_reach_a_backend() -> None:
