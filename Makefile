@@ -79,7 +79,9 @@ fuzz: install ## Fuzz every parser that sees client bytes, FUZZ_SECONDS (120) pe
 		status=$$?; $(PY) -m tools.fuzz_report $(FUZZ_REPORT) && exit $$status
 
 # Faults and soak (docs/reliability.md). The network faults need root for `ip netns`;
-# without it they are skipped with the reason. `make test` runs a short chaos run.
+# without it they are skipped with the reason. Generation streams of the smollm2 demo
+# (built first if needed) run beside the load (--streams 0: none). `make test` runs a
+# short chaos run.
 SOAK_SECONDS ?= 600
 .PHONY: chaos soak
 chaos: install ## Every fault under steady load: sent, failed, recovery (bench/results/chaos.json)

@@ -11,6 +11,7 @@ from pathlib import Path
 from tools.chaos.faults import FAULTS, FULL, SHORT
 from tools.chaos.load import LoadOptions
 from tools.chaos.run import run_chaos
+from tools.chaos.streams import StreamOptions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=25.0, help="requests/s per client")
     parser.add_argument("--deadline", type=float, default=3.0, help="each request's deadline, s")
     parser.add_argument("--slow", type=float, default=1.0, help="slower than this is disrupted")
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=1,
+        help="clients running smollm2 generation streams beside the load (0: none)",
+    )
+    parser.add_argument("--stream-tokens", type=int, default=24, help="max_tokens of each stream")
     parser.add_argument("--folder", default=".data/chaos", help="logs and data of the run")
     parser.add_argument("--json", default="bench/results/chaos.json", help="write the report here")
     args = parser.parse_args(argv)
@@ -36,9 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     load = LoadOptions(
         clients=args.clients, rate_per_client=args.rate, deadline_s=args.deadline, slow_s=args.slow
     )
+    streams = (
+        StreamOptions(clients=args.streams, max_tokens=args.stream_tokens)
+        if args.streams > 0
+        else None
+    )
     folder = Path(args.folder) / time.strftime("%Y%m%d-%H%M%S")
     profile = SHORT if args.short else FULL
-    report = asyncio.run(run_chaos(folder, faults, profile, load, args.replicas))
+    report = asyncio.run(run_chaos(folder, faults, profile, load, args.replicas, streams))
     print()
     print(report.table())
     print(f"\nlogs: {report.logs}")
@@ -47,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {args.json}")
     unmet = report.unmet()
     for row in unmet:
-        print(f"chaos: goal not met: {row.fault}: {row.failed} failed, expected 0", file=sys.stderr)
+        silent = row.streams.silent if row.streams else 0
+        print(
+            f"chaos: goal not met: {row.fault}: {row.failed} failed, expected 0; "
+            f"{silent} streams cut without a status, expected 0",
+            file=sys.stderr,
+        )
     return 1 if unmet else 0
 
 

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tools.chaos.load import OK, Load
-from tools.chaos.model import MODEL
 from tools.chaos.system import Service, System
 
 
@@ -97,7 +96,7 @@ async def kill_replica(system: System, load: Load, profile: Profile) -> Injected
     replica.signal(signal.SIGKILL)
     await _exited(replica, 10)
     await asyncio.sleep(profile.kill_observe_s)
-    took = await system.restart(replica, MODEL)
+    took = await system.restart(replica)
     return Injected(start, await _settle(profile, load), f"{replica.name} back in {took:.1f}s")
 
 
@@ -140,7 +139,7 @@ async def cut_off_replica(system: System, load: Load, profile: Profile) -> Injec
         await asyncio.sleep(profile.net_s)
     finally:
         system.netns_host.clear()
-    await replica.wait_serving(MODEL)
+    await system.wait_models(replica)
     note = f"{replica.name} unreachable {profile.net_s:.0f}s ({applied})"
     return Injected(start, await _settle(profile, load), note)
 
@@ -187,7 +186,7 @@ async def rolling_restart(system: System, load: Load, profile: Profile) -> Injec
         stopping = time.monotonic()
         await _exited(replica, 40)
         drained.append(time.monotonic() - stopping)
-        took.append(await system.restart(replica, MODEL))
+        took.append(await system.restart(replica))
     note = (
         f"{len(took)} replicas, each exited in {max(drained):.1f}s at most after SIGTERM "
         f"and served again {max(took):.1f}s after its start"

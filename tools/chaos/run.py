@@ -16,7 +16,11 @@ from pathlib import Path
 from tools.chaos.faults import FAULTS, NETNS_FAULTS, Profile
 from tools.chaos.hosts import NetnsHost, NetnsUnavailable
 from tools.chaos.load import Load, LoadOptions, Window
+from tools.chaos.streams import StreamLoad, StreamOptions, StreamWindow
 from tools.chaos.system import System
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_MODELS = ROOT / ".data" / "demo-models"
 
 
 @dataclass
@@ -32,10 +36,16 @@ class Row:
     note: str = ""
     skipped: str = ""
     window: Window | None = None
+    streams: StreamWindow | None = None
 
     @property
     def met(self) -> bool:
-        return bool(self.skipped) or not self.goal_zero_failed or self.failed == 0
+        """The row's goal, and for every fault: no stream cut without a clear status."""
+        if self.skipped:
+            return True
+        if self.streams is not None and self.streams.silent:
+            return False
+        return not self.goal_zero_failed or self.failed == 0
 
 
 @dataclass
@@ -74,6 +84,23 @@ class Report:
             lines.append(
                 f"| {r.fault} | {r.sent} | {r.failed}{codes}{goal} | {r.recover_s:.1f} s | {note} |"
             )
+        streams = [r for r in self.rows if r.streams is not None]
+        if streams:
+            lines += [
+                "",
+                "| fault | streams ended | complete | cut, with a clear status | "
+                "cut after tokens | cut without a status **goal: 0** |",
+                "|---|---:|---:|---:|---:|---:|",
+            ]
+            for r in streams:
+                w = r.streams
+                assert w is not None
+                bad = {s: n for s, n in w.outcomes.items() if s not in ("COMPLETE", "SILENT")}
+                codes = " (" + ", ".join(f"{s} {n}" for s, n in sorted(bad.items())) + ")"
+                lines.append(
+                    f"| {r.fault} | {w.sent} | {w.complete} | {w.cut}{codes if bad else ''} "
+                    f"| {w.cut_after_tokens} | {w.silent} |"
+                )
         return "\n".join(lines)
 
     def to_json(self) -> str:
@@ -113,14 +140,45 @@ def cleanup_on_signals(system: System, host: NetnsHost | None) -> Iterator[None]
             signal.signal(s, handler)
 
 
+def demo_model(name: str) -> Path:
+    """The built demo model directory (tools/demo), built first if it is not current;
+    the same folder the tests build into."""
+    from tools.demo import smollm2
+
+    builders = {smollm2.NAME: smollm2.build}
+    if name not in builders:
+        raise ValueError(f"no demo generator named {name!r}: expected one of {list(builders)}")
+    model_dir = DEMO_MODELS / name
+    builders[name](model_dir)
+    return model_dir
+
+
+def fill(windows: list[tuple[Row, float, float]], load: Load, streams: StreamLoad | None) -> None:
+    """Each row's figures: the requests started in its window, the streams that ended in it."""
+    for row, start, end in windows:
+        window = load.window(start, end, load.options.slow_s)
+        row.window = window
+        row.sent, row.failed, row.recover_s = window.sent, window.failed, window.recover_s
+        print(f"chaos: {row.fault}: sent {row.sent}, {window.statuses}", flush=True)
+        for detail, count in window.details.items():
+            print(f"chaos:     {count} x {detail}", flush=True)
+        if streams is not None:
+            row.streams = streams.window(start, end)
+            print(f"chaos:   streams: {row.streams.outcomes}", flush=True)
+            for detail, count in row.streams.details.items():
+                print(f"chaos:     {count} x {detail}", flush=True)
+
+
 async def run_chaos(
     folder: Path,
     faults: Sequence[str],
     profile: Profile,
     load_options: LoadOptions,
     replicas: int = 2,
+    stream_options: StreamOptions | None = None,
 ) -> Report:
-    """Run the system under load through `faults` (keys of FAULTS), in order."""
+    """Run the system under load through `faults` (keys of FAULTS), in order; with
+    `stream_options`, generation streams of the smollm2 demo run beside the load."""
     folder.mkdir(parents=True, exist_ok=True)
     host: NetnsHost | None = None
     rows = [Row(k, FAULTS[k][0], FAULTS[k][2]) for k in faults]
@@ -132,13 +190,25 @@ async def run_chaos(
             for row in rows:
                 if row.key in NETNS_FAULTS:
                     row.skipped = str(exc)
-    system = System(folder, replicas=replicas, netns_host=host)
-    options = {"profile": asdict(profile), "load": asdict(load_options), "replicas": replicas}
+    generator = None
+    if stream_options is not None:
+        generator = (stream_options.model, demo_model(stream_options.model))
+    system = System(folder, replicas=replicas, netns_host=host, generator=generator)
+    options: dict[str, object] = {
+        "profile": asdict(profile),
+        "load": asdict(load_options),
+        "streams": asdict(stream_options) if stream_options else None,
+        "replicas": replicas,
+    }
     report = Report(rows, options, machine(), str(system.logs))
     with cleanup_on_signals(system, host):
         await system.start()
-        load = Load(system.gateway.address if system.gateway else "", load_options)
+        target = system.gateway.address if system.gateway else ""
+        load = Load(target, load_options)
+        streams = StreamLoad(target, stream_options) if stream_options else None
         load.start()
+        if streams is not None:
+            streams.start()
         windows: list[tuple[Row, float, float]] = []
         try:
             for row in rows:
@@ -154,12 +224,9 @@ async def run_chaos(
                 row.note = injected.note
                 windows.append((row, injected.start, injected.end))
         finally:
-            await load.stop()  # the requests still in flight belong to the last window
-        for row, start, end in windows:
-            window = load.window(start, end, load_options.slow_s)
-            row.window = window
-            row.sent, row.failed, row.recover_s = window.sent, window.failed, window.recover_s
-            print(f"chaos: {row.fault}: sent {row.sent}, {window.statuses}", flush=True)
-            for detail, count in window.details.items():
-                print(f"chaos:     {count} x {detail}", flush=True)
+            # the requests and streams still in flight belong to the last window
+            await load.stop()
+            if streams is not None:
+                await streams.stop()
+        fill(windows, load, streams)
     return report

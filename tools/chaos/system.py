@@ -25,6 +25,7 @@ from services.registry.client import RegistryClient
 from services.registry.transfer import plan_upload
 from tools.chaos.hosts import NetnsHost
 from tools.chaos.model import MODEL, write_model
+from tools.demo.upload import version_files
 from tools.processes import ServiceProcess
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -104,7 +105,11 @@ class Service(ServiceProcess):
 
 
 class System:
-    """Registry, `replicas` inference processes (plus one on `netns_host`) and a gateway."""
+    """Registry, `replicas` inference processes (plus one on `netns_host`) and a gateway.
+
+    With `generator` (name and built model directory of a generative model, such as
+    the smollm2 demo), every replica serves that model too, for the stream load.
+    """
 
     def __init__(
         self,
@@ -112,6 +117,7 @@ class System:
         replicas: int = 2,
         netns_host: NetnsHost | None = None,
         gateway_args: Sequence[str] = (),
+        generator: tuple[str, Path] | None = None,
     ) -> None:
         self.folder = folder
         self.logs = folder / "logs"
@@ -119,6 +125,7 @@ class System:
         self._replica_count = replicas
         self.netns_host = netns_host
         self._gateway_args = list(gateway_args)
+        self.generator = generator
         self.registry: Service | None = None
         self.replicas: list[Service] = []
         self.gateway: Service | None = None
@@ -138,6 +145,8 @@ class System:
         )
         await self.registry.wait_serving()
         await self.register(alias="production")
+        if self.generator is not None:
+            await self._register_generator(*self.generator)
         hosts: list[NetnsHost | None] = [None] * self._replica_count
         if self.netns_host is not None:
             hosts.append(self.netns_host)
@@ -150,7 +159,7 @@ class System:
                 args += ["--host", "0.0.0.0"]
             self.replicas.append(Service(name, "inference", args, self.logs, host))
         for replica in self.replicas:
-            await replica.wait_serving(MODEL)
+            await self.wait_models(replica)
         backends = ",".join(r.address for r in self.replicas)
         self.gateway = Service(
             "gateway",
@@ -182,15 +191,44 @@ class System:
             raise RuntimeError(f"registered {MODEL} v{created.version}, expected v{version}")
         return version
 
+    @property
+    def models(self) -> list[str]:
+        """What every replica serves."""
+        return [MODEL] + ([self.generator[0]] if self.generator else [])
+
+    async def wait_models(self, replica: Service) -> float:
+        """Until `replica` serves every model; seconds it took."""
+        start = time.monotonic()
+        for model in self.models:
+            await replica.wait_serving(model)
+        return time.monotonic() - start
+
+    async def _register_generator(self, name: str, model_dir: Path) -> None:
+        assert self.registry is not None
+        config = model_dir / "config.yaml"
+        async with RegistryClient(self.registry.address) as client:
+            await client.upload_files(
+                name,
+                version_files(model_dir),
+                alias="production",
+                config=config.read_text() if config.is_file() else "",
+            )
+
     async def set_alias(self, alias: str, version: int) -> None:
         assert self.registry is not None
         async with RegistryClient(self.registry.address) as client:
             await client.set_alias(MODEL, alias, version)
 
-    async def restart(self, service: Service, wait_for: str | None = None) -> float:
-        """Start an exited service again on its port; seconds until it is SERVING."""
+    async def restart(self, service: Service) -> float:
+        """Start an exited service again on its port; seconds until it is SERVING (a
+        replica: until it serves every model)."""
         service.restart()
-        return await service.wait_serving(wait_for)
+        if service in self.replicas:
+            start = time.monotonic()
+            await service.wait_port()
+            await self.wait_models(service)
+            return time.monotonic() - start
+        return await service.wait_serving()
 
     def stop(self) -> None:
         """SIGCONT (a hung one cannot drain), then SIGTERM everything, gateway first."""
