@@ -140,18 +140,20 @@ class Forwarder:
 
         opened = await self._attempts(open_call, deadline, self._wait(wait), model, version)
         backend, call, first = opened
+        responses = 1
         try:
             yield first
             while True:
                 try:
                     data = await call.read()
                 except grpc.aio.AioRpcError as exc:
-                    raise self._relay_error(exc) from None
+                    raise _cut(exc, responses) or self._relay_error(exc) from None
                 if data is grpc.aio.EOF:
                     return
                 assert isinstance(data, bytes)
                 if wire.stream_failed(data):
                     raise _backend_error(data)
+                responses += 1
                 yield data
         finally:
             call.cancel()
@@ -367,6 +369,18 @@ class _Refused(Exception):
 
     def details(self) -> str:
         return self.error.message
+
+
+def _cut(exc: grpc.aio.AioRpcError, responses: int) -> errors.ServiceError | None:
+    """A backend stream that broke after `responses` responses of the answer (the
+    backend stopped or went away): UNAVAILABLE saying so, since its answer is partly
+    out and cannot be retried. None for a status that is the backend's answer."""
+    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        return None
+    return errors.Unavailable(
+        f"the inference backend stopped after {responses} responses of this answer "
+        f"({exc.code().name}); an answer that has begun is not retried"
+    )
 
 
 def _backend_error(data: bytes) -> errors.ServiceError:

@@ -191,3 +191,40 @@ async def test_stream_requests_after_a_backend_went_away_are_answered_by_the_oth
             assert replies[-1].infer_response.parameters[FINAL].bool_param is True
     retries = gateway.metrics_registry.get_sample_value("maas_gateway_retries_total") or 0
     print(f"6 stream requests after a backend went away: {retries:g} retried")
+
+
+async def test_a_backend_that_stops_mid_answer_ends_the_request_with_unavailable(
+    tmp_path: Path, start_inference_at: StartInferenceAt, start_gateway: StartGateway
+) -> None:
+    # A generation's answer cannot be retried once tokens are out: the request ends
+    # with an error response that says what happened (the backend stopped, after how
+    # many responses) and carries UNAVAILABLE, and the client's stream goes on.
+    backend = await start_inference_at(repository_with(tmp_path / "repo", CONFIG))
+    gateway = await start_gateway(backends=backend_address(backend))
+    async with grpc.aio.insecure_channel(f"localhost:{gateway.grpc.port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        await stub.ModelReady(pb.ModelReadyRequest(name=MODEL), timeout=30)
+        queue: asyncio.Queue[pb.ModelInferRequest | None] = asyncio.Queue()
+
+        async def requests() -> AsyncIterator[pb.ModelInferRequest]:
+            while (request := await queue.get()) is not None:
+                yield request
+
+        await queue.put(generate_request(PROMPT, 400, id="long"))
+        replies: list[pb.ModelStreamInferResponse] = []
+        call = stub.ModelStreamInfer(requests(), timeout=60)
+        async for reply in call:
+            replies.append(reply)
+            if len(replies) == 2:
+                await backend.shutdown(0)  # mid-answer: 2 tokens out, hundreds to go
+            if reply.error_message or reply.infer_response.parameters[FINAL].bool_param:
+                break
+        await queue.put(None)
+        cut = replies[-1]
+        assert cut.error_message.startswith("the inference backend stopped after "), cut
+        assert "an answer that has begun is not retried" in cut.error_message
+        assert cut.infer_response.parameters["maas_error_status"].string_param == "UNAVAILABLE"
+        assert cut.infer_response.id == "long"
+        assert len(replies) < 400 and not any(r.error_message for r in replies[:-1])
+        async for extra in call:
+            raise AssertionError(f"nothing follows the request's last response: {extra}")
