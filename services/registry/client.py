@@ -41,6 +41,10 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 Progress = Callable[[int], None]
 CHUNK_BYTES = 1 * MIB
+# The longest pause between a Watch's reconnect attempts: a registry back after an
+# outage is followed again within about this long (the channel's own reconnect
+# backoff is capped to it too).
+WATCH_MAX_BACKOFF = 2.0
 # Errors a watch gives up on; anything else is retried with backoff.
 _FATAL = frozenset(
     {
@@ -110,6 +114,10 @@ class RegistryClient:
                 ("grpc.max_receive_message_length", 64 * MIB),
                 ("grpc.max_send_message_length", 64 * MIB),
                 ("grpc.service_config", _SERVICE_CONFIG),
+                # A registry back after an outage is reached within seconds, not at
+                # the end of gRPC's own reconnect backoff (up to 120 s by default).
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", int(WATCH_MAX_BACKOFF * 1000)),
             ],
             interceptors=interceptors,
             check_seconds=tls_check_seconds,
@@ -332,7 +340,7 @@ class RegistryClient:
         model: str = "",
         bookmarks: bool = False,
         min_backoff: float = 0.2,
-        max_backoff: float = 10.0,
+        max_backoff: float = WATCH_MAX_BACKOFF,
     ) -> AsyncIterator[Event]:
         """Events after `since_revision` (None: from now), reconnecting as needed.
 
@@ -357,8 +365,19 @@ class RegistryClient:
                 if error.status in _FATAL:
                     raise error from None
                 _log.info("watch: reconnecting", extra={"status": error.status, "at": revision})
-            await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, max_backoff)
+            await asyncio.sleep(reconnect_delay(backoff, random.random()))
+            backoff = next_backoff(backoff, max_backoff)
+
+
+def reconnect_delay(backoff: float, draw: float) -> float:
+    """The pause before a Watch reconnects: `backoff` with jitter (`draw` in [0, 1)),
+    from half to one and a half times it."""
+    return backoff * (0.5 + draw)
+
+
+def next_backoff(backoff: float, max_backoff: float = WATCH_MAX_BACKOFF) -> float:
+    """The backoff after one more failed attempt: doubled, up to `max_backoff`."""
+    return min(backoff * 2, max_backoff)
 
 
 async def _upload_requests(
