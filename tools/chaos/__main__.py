@@ -30,10 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--streams",
         type=int,
-        default=1,
+        default=2,
         help="clients running smollm2 generation streams beside the load (0: none)",
     )
-    parser.add_argument("--stream-tokens", type=int, default=24, help="max_tokens of each stream")
+    parser.add_argument("--stream-tokens", type=int, default=48, help="max_tokens of each stream")
     parser.add_argument("--folder", default=".data/chaos", help="logs and data of the run")
     parser.add_argument("--json", default="bench/results/chaos.json", help="write the report here")
     args = parser.parse_args(argv)

@@ -67,9 +67,9 @@ class StreamWindow:
 class StreamOptions:
     """How many stream clients, the model, each stream's length and deadline, the bounds."""
 
-    clients: int = 1
+    clients: int = 2
     model: str = "smollm2"
-    max_tokens: int = 24
+    max_tokens: int = 48
     deadline_s: float = 30.0
     max_seconds: float = 900.0
     max_streams: int = 100_000
