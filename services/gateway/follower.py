@@ -20,7 +20,12 @@ from collections.abc import Callable
 
 from services.common.errors import NotFound, ServiceError
 from services.gateway.routes import RouteTable
-from services.registry.client import RegistryClient
+from services.registry.client import (
+    WATCH_MAX_BACKOFF,
+    RegistryClient,
+    next_backoff,
+    reconnect_delay,
+)
 from services.registry.domain import EventType, Snapshot
 
 _log = logging.getLogger(__name__)
@@ -36,7 +41,7 @@ class RegistryFollower:
         on_change: Callable[[], None] | None = None,
         *,
         min_backoff: float = 0.2,
-        max_backoff: float = 10.0,
+        max_backoff: float = WATCH_MAX_BACKOFF,
     ) -> None:
         self.client = client
         self.table = table
@@ -102,8 +107,8 @@ class RegistryFollower:
                     "registry unreachable; serving the last known routes",
                     extra={"status": exc.status, "retry_seconds": round(backoff, 2)},
                 )
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, self.max_backoff)
+                await asyncio.sleep(reconnect_delay(backoff, random.random()))
+                backoff = next_backoff(backoff, self.max_backoff)
 
     def start(self) -> None:
         """Start following in the background."""

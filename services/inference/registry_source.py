@@ -28,7 +28,7 @@ from services.common.files import sha256_file, write_atomically
 from services.inference.config import ModelConfig
 from services.inference.manager import ModelManager
 from services.inference.registry_plan import Desired, Selection, desired_state, version_config
-from services.registry.client import RegistryClient
+from services.registry.client import WATCH_MAX_BACKOFF, RegistryClient, next_backoff
 from services.registry.domain import (
     MAIN_FILE,
     EventType,
@@ -116,7 +116,7 @@ class RegistrySource:
         await self._save_state()
         self.revision = snapshot.revision
 
-    async def _follow(self, max_backoff: float = 10.0) -> None:
+    async def _follow(self, max_backoff: float = WATCH_MAX_BACKOFF) -> None:
         while True:
             try:
                 if self.revision is None:
@@ -140,7 +140,7 @@ class RegistrySource:
                 _log.exception("following the registry failed; retrying")
                 self.revision = None
             await asyncio.sleep(self._backoff)
-            self._backoff = min(self._backoff * 2, max_backoff)
+            self._backoff = next_backoff(self._backoff, max_backoff)
 
     async def _receive(self, client: RegistryClient) -> None:
         """Note what each event changed; applying is _process's job."""
