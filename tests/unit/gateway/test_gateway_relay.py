@@ -17,7 +17,9 @@ from services.gateway.app import GatewayApp
 from services.gateway.auth import ApiKey
 from services.gateway.canary import CanaryPolicy
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.routes import RouteTable
 from services.gateway.routing import Call, Passed, Router
+from services.registry.domain import Model, ModelSnapshot, Signature, Snapshot, Version
 
 FINAL = "triton_final_response"
 
@@ -34,6 +36,13 @@ class Backends:
     """`chat` is decoupled, `pair` is not, `gone` has no ModelConfig; records each call."""
 
     sent: list[tuple[str, str, Passed]] = field(default_factory=list)
+    # READY versions per model (None: the backends do not say), what they become when
+    # the catalogs are read again, the versions no backend has any more, and the wait
+    # each stream call was given
+    ready: dict[str, frozenset[int]] | None = None
+    ready_after_refresh: dict[str, frozenset[int]] | None = None
+    unloaded: frozenset[int] = frozenset()
+    waits: list[float | None] = field(default_factory=list)
 
     async def unary(
         self,
@@ -65,11 +74,14 @@ class Backends:
         wait: float | None = None,
     ) -> AsyncIterator[bytes]:
         self.sent.append(("stream", model, metadata))
+        self.waits.append(wait)
+        if version in self.unloaded:
+            raise NotFound(f"model '{model}' has no version '{version}'")
         yield stream_reply(model, b"a", False)
         yield stream_reply(model, b"b", True)
 
     def ready_versions(self, model: str) -> frozenset[int] | None:
-        return None
+        return None if self.ready is None else self.ready.get(model, frozenset())
 
     def knows(self, model: str, version: int | None = None) -> bool | None:
         return None
@@ -78,11 +90,12 @@ class Backends:
         pass
 
     async def refresh_catalogs(self, deadline: float) -> None:
-        pass
+        if self.ready_after_refresh is not None:
+            self.ready = self.ready_after_refresh
 
 
-def router(backends: Backends) -> Router:
-    app = GatewayApp(None, CanaryPolicy({}, random.Random(0)), None, lambda: True)
+def router(backends: Backends, routes: RouteTable | None = None) -> Router:
+    app = GatewayApp(routes, CanaryPolicy({}, random.Random(0)), None, lambda: True)
     return Router(app, backends, GatewayMetrics(CollectorRegistry()))
 
 
@@ -137,3 +150,22 @@ async def test_the_backend_gets_the_keys_id_and_never_one_the_caller_named() -> 
         (("x-request-id", "r-1"), ("x-maas-key-id", "team-a")),
         (("x-request-id", "r-1"),),
     ]
+
+
+async def test_a_stream_standing_in_on_a_version_that_is_gone_fails_over_without_waiting() -> None:
+    # production moved to 2 while the catalogs (as last read) have only 1 READY: the
+    # request stands in on 1, which the backends have unloaded meanwhile. Its first
+    # try does not wait for 1; after the catalogs are read again it goes to 2 with the
+    # whole wait (None: the pool's).
+    routes = RouteTable()
+    versions = [Version("chat", n, (), Signature()) for n in (1, 2)]
+    routes.load(Snapshot(5, [ModelSnapshot(Model("chat", aliases={"production": 2}), versions)]))
+    backends = Backends(
+        ready={"chat": frozenset({1})},
+        ready_after_refresh={"chat": frozenset({2})},
+        unloaded=frozenset({1}),
+    )
+    replies = await answers(router(backends, routes), call("chat"))
+    assert [p.infer_response.raw_output_contents[0] for p in replies] == [b"a", b"b"]
+    assert not any(p.error_message for p in replies)
+    assert backends.waits == [0.0, None]
