@@ -54,10 +54,21 @@ class Rollouts:
                 self._remember(model.name, alias, number)
             return replace(route, version=str(number), fallback=""), False
         stand_in = self._stand_in(model, alias, number, ready)
+        if stand_in is None:
+            # Not a stand-in: nothing comes after it to wait on, so it gets the whole wait.
+            return route, False
         return replace(route, version=str(stand_in), fallback=""), True
 
-    def _stand_in(self, model: ModelRoute, alias: str, number: int, ready: frozenset[int]) -> int:
+    def _stand_in(
+        self, model: ModelRoute, alias: str, number: int, ready: frozenset[int]
+    ) -> int | None:
+        """The version to serve meanwhile; None to send the alias itself, for the
+        backends to resolve, when they have versions READY but none the route table
+        knows as active: the table is behind them (its registry Watch was away while
+        they followed a change), and the number it holds may be one they unloaded."""
         active = sorted(v for v in ready if v in model.versions and model.versions[v].active)
+        if alias and ready and not active:
+            return None
         if alias:
             before = self._serving.get((model.name, alias))
             if before is not None and before in ready:

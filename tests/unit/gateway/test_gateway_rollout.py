@@ -58,6 +58,18 @@ def test_the_latest_is_the_newest_version_that_is_ready() -> None:
     assert settled(rollouts, app({"production": 1}), "", None) == "production"
 
 
+def test_an_alias_goes_as_the_alias_when_the_backends_are_ahead_of_the_table() -> None:
+    # The route table (its registry Watch away) still has production at 1 and knows
+    # no version 3, while the backends followed the registry to 3 and unloaded 1: the
+    # number 1 would fail on every backend, so the alias goes for each to resolve.
+    gateway, rollouts = app({"production": 1}), Rollouts()
+    assert settled(rollouts, gateway, "", {3}) == "production"
+    assert settled(rollouts, gateway, "production", {3}) == "production"
+    # With nothing ready anywhere, or a known version ready, nothing changes.
+    assert settled(rollouts, gateway, "", set()) == "1"
+    assert settled(rollouts, gateway, "", {2, 3}) == "2"
+
+
 async def test_a_version_unloaded_under_a_request_is_learnt_from_the_answer() -> None:
     backends = Backends(ready={"digits": frozenset({1})})
 
