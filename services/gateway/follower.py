@@ -18,14 +18,10 @@ import logging
 import random
 from collections.abc import Callable
 
+from services.common.backoff import WATCH_MAX_BACKOFF, next_backoff, reconnect_delay
 from services.common.errors import NotFound, ServiceError
 from services.gateway.routes import RouteTable
-from services.registry.client import (
-    WATCH_MAX_BACKOFF,
-    RegistryClient,
-    next_backoff,
-    reconnect_delay,
-)
+from services.registry.client import RegistryClient
 from services.registry.domain import EventType, Snapshot
 
 _log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 A front end (the gRPC servicer today, HTTP routes later) reads a request's few
 routing fields, calls this, and converts what comes back; every routing decision
 is made here, so both front ends take the same path. Nothing here imports grpc:
-backends are reached through the `Backends` protocol.
+backends are reached through the `Backends` protocol (services.gateway.backend_api).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
@@ -33,6 +33,7 @@ from services.common.versions import is_number
 from services.gateway import wire
 from services.gateway.app import GatewayApp, IndexRow, Route
 from services.gateway.auth import ApiKey, StreamSlots, authorize
+from services.gateway.backend_api import Backends, Passed
 from services.gateway.explain import explain
 from services.gateway.follower import RegistryFollower
 from services.gateway.metrics import FrontEnd, GatewayMetrics
@@ -41,61 +42,10 @@ from services.gateway.rollout import Rollouts, first_wait
 from services.gateway.statistics import statistics
 
 _log = logging.getLogger(__name__)
-Passed = tuple[tuple[str, str], ...]
 # Without a registry, the model names a backend has answered for become metric labels,
 # up to this many; model names are client input, so anything else is labelled "".
 MAX_LABELLED_MODELS = 1000
 DEFAULT_MAX_STREAMS_PER_KEY = 64
-
-
-class Backends(Protocol):
-    """The inference backends: what they have ready, and sending them one call."""
-
-    async def unary(
-        self,
-        method: str,
-        request: bytes,
-        deadline: float,
-        metadata: Passed = (),
-        model: str = "",
-        version: int | None = None,
-        wait: float | None = None,
-    ) -> bytes:
-        """A backend's serialized reply to a serialized request about `model` (`version`,
-        or any); only backends that have it ready are asked, waiting up to `wait` (None:
-        the configured ready wait) for one when none has."""
-        ...
-
-    def stream(
-        self,
-        request: bytes,
-        deadline: float,
-        metadata: Passed = (),
-        model: str = "",
-        version: int | None = None,
-        wait: float | None = None,
-    ) -> AsyncIterator[bytes]:
-        """Every response (serialized ModelStreamInferResponse) one backend makes to one
-        inference request sent over a stream of its own; an error_message response
-        raises its ServiceError."""
-        ...
-
-    def ready_versions(self, model: str) -> frozenset[int] | None:
-        """The versions of `model` some backend has READY (None: a backend does not say)."""
-        ...
-
-    def knows(self, model: str, version: int | None = None) -> bool | None:
-        """Whether some backend has `model` (that version, or any) in any state (None: a
-        backend does not say)."""
-        ...
-
-    def want_catalogs(self) -> None:
-        """What the backends have may have changed: learn it again soon."""
-        ...
-
-    async def refresh_catalogs(self, deadline: float) -> None:
-        """Learn what the backends have now (by `deadline`, event-loop time)."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.common.backoff import WATCH_MAX_BACKOFF, next_backoff
 from services.common.errors import ServiceError
 from services.common.files import sha256_file, write_atomically
 from services.inference.config import ModelConfig
 from services.inference.manager import ModelManager
 from services.inference.registry_plan import Desired, Selection, desired_state, version_config
-from services.registry.client import WATCH_MAX_BACKOFF, RegistryClient, next_backoff
+from services.registry.client import RegistryClient
 from services.registry.domain import (
     MAIN_FILE,
     EventType,

@@ -20,6 +20,7 @@ from maas_proto.registry.v1 import registry_pb2 as pb
 from maas_proto.registry.v1 import registry_pb2_grpc
 
 from services.common import errors
+from services.common.backoff import WATCH_MAX_BACKOFF, next_backoff, reconnect_delay
 from services.common.errors import error_from_rpc
 from services.common.settings import MIB
 from services.common.tls_client import DEFAULT_CHECK_SECONDS, ChannelSource, ClientTLS
@@ -41,10 +42,6 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 Progress = Callable[[int], None]
 CHUNK_BYTES = 1 * MIB
-# The longest pause between a Watch's reconnect attempts: a registry back after an
-# outage is followed again within about this long (the channel's own reconnect
-# backoff is capped to it too).
-WATCH_MAX_BACKOFF = 2.0
 # Errors a watch gives up on; anything else is retried with backoff.
 _FATAL = frozenset(
     {
@@ -367,17 +364,6 @@ class RegistryClient:
                 _log.info("watch: reconnecting", extra={"status": error.status, "at": revision})
             await asyncio.sleep(reconnect_delay(backoff, random.random()))
             backoff = next_backoff(backoff, max_backoff)
-
-
-def reconnect_delay(backoff: float, draw: float) -> float:
-    """The pause before a Watch reconnects: `backoff` with jitter (`draw` in [0, 1)),
-    from half to one and a half times it."""
-    return backoff * (0.5 + draw)
-
-
-def next_backoff(backoff: float, max_backoff: float = WATCH_MAX_BACKOFF) -> float:
-    """The backoff after one more failed attempt: doubled, up to `max_backoff`."""
-    return min(backoff * 2, max_backoff)
 
 
 async def _upload_requests(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
@@ -65,6 +67,38 @@ class LoadOptions:
     model_version: str = ""
 
 
+class Clients:
+    """`count` client loops, run from `start` until `stop`, `max_seconds` or `max_started`
+    calls in all; a loop asks `more()` before each call."""
+
+    def __init__(self, count: int, max_seconds: float, max_started: int) -> None:
+        self.count, self.max_seconds, self.max_started = count, max_seconds, max_started
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = 0
+        self._deadline = 0.0
+
+    def start(self, client: Callable[[int], Coroutine[Any, Any, None]]) -> None:
+        self._deadline = time.monotonic() + self.max_seconds
+        self._tasks = [asyncio.create_task(client(i)) for i in range(self.count)]
+
+    async def stop(self) -> None:
+        """Start no more calls and wait for those in flight."""
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+    def more(self) -> bool:
+        """Whether a loop may make another call (counted as started if so)."""
+        if (
+            self._stop.is_set()
+            or time.monotonic() > self._deadline
+            or self._started >= self.max_started
+        ):
+            return False
+        self._started += 1
+        return True
+
+
 @dataclass
 class Load:
     """Runs the clients against `target` until stopped or a bound is reached."""
@@ -74,25 +108,15 @@ class Load:
     records: list[Record] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._started = 0
+        o = self.options
+        self._clients = Clients(o.clients, o.max_seconds, o.max_requests)
 
     def start(self) -> None:
-        self._deadline = time.monotonic() + self.options.max_seconds
-        self._tasks = [asyncio.create_task(self._client(i)) for i in range(self.options.clients)]
+        self._clients.start(self._client)
 
     async def stop(self) -> None:
         """Stop sending and wait for the requests in flight."""
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
-
-    def _bounded(self) -> bool:
-        return (
-            self._stop.is_set()
-            or time.monotonic() > self._deadline
-            or self._started >= self.options.max_requests
-        )
+        await self._clients.stop()
 
     async def _client(self, index: int) -> None:
         o = self.options
@@ -101,12 +125,11 @@ class Load:
         async with grpc.aio.insecure_channel(self.target) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             next_at = time.monotonic() + rng.uniform(0, period)
-            while not self._bounded():
+            while self._clients.more():
                 delay = next_at - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 next_at = max(next_at + period, time.monotonic())
-                self._started += 1
                 self.records.append(await self._one(stub, rng))
 
     async def _one(self, stub: Stub, rng: np.random.Generator) -> Record:

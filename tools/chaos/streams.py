@@ -15,7 +15,6 @@ that started before a fault and was cut by it belongs to that fault's row.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from services.common.streams import ERROR_STATUS_PARAM, FINAL_PARAM
+from tools.chaos.load import Clients
 
 COMPLETE = "COMPLETE"
 SILENT = "SILENT"  # ended OK without its final response or an error: the goal is 0
@@ -114,32 +114,21 @@ class StreamLoad:
     records: list[StreamRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._started = 0
+        o = self.options
+        self._clients = Clients(o.clients, o.max_seconds, o.max_streams)
 
     def start(self) -> None:
-        self._deadline = time.monotonic() + self.options.max_seconds
-        self._tasks = [asyncio.create_task(self._client(i)) for i in range(self.options.clients)]
+        self._clients.start(self._client)
 
     async def stop(self) -> None:
         """Stop starting streams and wait for those running."""
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
-
-    def _bounded(self) -> bool:
-        return (
-            self._stop.is_set()
-            or time.monotonic() > self._deadline
-            or self._started >= self.options.max_streams
-        )
+        await self._clients.stop()
 
     async def _client(self, index: int) -> None:
         async with grpc.aio.insecure_channel(self.target) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             n = 0
-            while not self._bounded():
-                self._started += 1
+            while self._clients.more():
                 prompt = PROMPTS[(index + n) % len(PROMPTS)]
                 self.records.append(await self._one(stub, prompt, f"c{index}-{n}"))
                 n += 1

@@ -7,7 +7,7 @@ run's alias flip, just after a 30 s registry outage, reached the gateway 6 s lat
 
 from __future__ import annotations
 
-from services.registry.client import WATCH_MAX_BACKOFF, next_backoff, reconnect_delay
+from services.common.backoff import WATCH_MAX_BACKOFF, next_backoff, reconnect_delay
 
 
 def worst_pauses(outage_s: float, min_backoff: float = 0.2) -> list[float]:
