@@ -145,9 +145,12 @@ async def run_handmade(
         reference_stall: dict[str, float] = {}
         if len(payload) >= REFERENCE_FROM:
             ref = same_size_reference(len(payload))
-            with meter.case() as ref_window:
+            with meter.case(alone=True) as ref_window:
                 await unary(chan, method, ref, auth)
             reference, reference_stall = ref_window.growth_mb(), ref_window.stall_ms
+            worst = category.figures.setdefault("reference_stall_ms", {})
+            for service, ms in reference_stall.items():
+                worst[service] = round(max(worst.get(service, 0.0), ms), 1)
             del ref
         with meter.case() as window:
             outcome = await unary(chan, method, payload, (*auth, *case.header))

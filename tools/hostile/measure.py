@@ -48,12 +48,15 @@ class Meter:
                 span.probe_errors[name] = span.probe_errors.get(name, 0) + count
 
     @contextmanager
-    def case(self) -> Iterator[Span]:
+    def case(self, alone: bool = False) -> Iterator[Span]:
         """A span over the block and what it left running (until every service answers
-        a probe again); figures are filled in when it ends."""
+        a probe again); figures are filled in when it ends. `alone`: its stalls count
+        for it only, not for the spans around it (a well-formed reference request,
+        which the goals do not judge)."""
         self._fold()
         span = Span()
-        self._open.append(span)
+        outer = self._open
+        self._open = [span] if alone else [*outer, span]
         try:
             with self.sampler.window() as window:
                 try:
@@ -61,7 +64,7 @@ class Meter:
                 finally:
                     self._fold(fence=time.monotonic())
         finally:
-            self._open.remove(span)
+            self._open = outer
         span.rss_mb = window.growth_mb()
         span.threads = window.thread_growth()
 
