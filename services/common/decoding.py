@@ -66,6 +66,9 @@ class Decoder:
     def __call__(self, data: bytes) -> Any:
         try:
             message = self._deserialize(data)
+        except InvalidArgument:  # a deserializer's own refusal (too many fields) stands
+            self._log.warning("%s: a request message was refused", self._method)
+            raise
         except Exception:  # noqa: BLE001 - whatever the parser raises, the bytes are at fault
             self._log.warning("%s: a request message did not parse", self._method)
             raise InvalidArgument(UNDECODABLE) from None

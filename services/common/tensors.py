@@ -20,7 +20,12 @@ from services.common.datatypes import DATATYPES, DataType, by_name, by_numpy
 from services.common.errors import InvalidArgument
 from services.common.names import echo
 
+# A tensor's raw contents: bytes, or a view into the message they came in.
+Raw = bytes | memoryview
+
 _LEN = struct.Struct("<I")
+# The alignment of a bytes object's data (and of numpy's own arrays) on 64-bit CPython.
+ALIGNMENT = 16
 # numpy's own limits: at most 32 dimensions (numpy 1.x; 2.x allows 64), and an
 # array whose size in bytes, zero dimensions aside, fits in a signed 64-bit int.
 MAX_RANK = 32
@@ -79,7 +84,7 @@ class Encoded:
     datatype: DataType
     shape: tuple[int, ...]
     count: int
-    raw: bytes | None
+    raw: Raw | None
     # The message, for its typed contents; None with raw contents.
     message: TensorMessage | None
 
@@ -88,12 +93,18 @@ class Encoded:
         if self.raw is not None:
             if self.datatype.is_bytes:
                 return decode_bytes_elements(self.name, self.raw, self.count).reshape(self.shape)
-            return np.frombuffer(self.raw, dtype=self.datatype.numpy).reshape(self.shape)
+            array = np.frombuffer(self.raw, dtype=self.datatype.numpy)
+            if array.ctypes.data % ALIGNMENT:
+                # A view into the message at whatever offset the field had: copied to
+                # where a bytes object's data would be, since ONNX Runtime's kernels
+                # can give other low bits for unaligned inputs.
+                array = array.copy()
+            return array.reshape(self.shape)
         assert self.message is not None
         return _decode_typed(self.message, self.datatype, self.shape, self.count)
 
 
-def encoded(tensor: TensorMessage, raw: bytes | None) -> Encoded:
+def encoded(tensor: TensorMessage, raw: Raw | None) -> Encoded:
     """`tensor` with its datatype and shape checked against the data present, without
     allocating anything in proportion to the shape; InvalidArgument naming the tensor."""
     name = tensor.name
@@ -127,7 +138,7 @@ def _datatype(name: str, datatype: str) -> DataType:
         ) from None
 
 
-def decode(tensor: TensorMessage, raw: bytes | None) -> np.ndarray:
+def decode(tensor: TensorMessage, raw: Raw | None) -> np.ndarray:
     """The numpy array a tensor message carries, from `raw` or its typed contents."""
     return encoded(tensor, raw).decode()
 
@@ -177,7 +188,7 @@ def _decode_typed(
     return array.astype(dtype.numpy, copy=False).reshape(shape)
 
 
-def decode_bytes_elements(name: str, raw: bytes, count: int) -> np.ndarray:
+def decode_bytes_elements(name: str, raw: Raw, count: int) -> np.ndarray:
     """BYTES elements from length-prefixed raw contents, as a 1-D object array.
 
     Elements that all have the same length (empty ones, fixed-size keys) are read
@@ -193,7 +204,7 @@ def decode_bytes_elements(name: str, raw: bytes, count: int) -> np.ndarray:
     return _each_length(name, raw, count)
 
 
-def _same_length(raw: bytes, count: int, length: int) -> np.ndarray:
+def _same_length(raw: Raw, count: int, length: int) -> np.ndarray:
     out = np.empty(count, dtype=object)
     if length == 0:
         out[:] = b""
@@ -205,7 +216,7 @@ def _same_length(raw: bytes, count: int, length: int) -> np.ndarray:
     return out
 
 
-def _each_length(name: str, raw: bytes, count: int) -> np.ndarray:
+def _each_length(name: str, raw: Raw, count: int) -> np.ndarray:
     view = memoryview(raw)
     size = len(view)
     unpack = _LEN.unpack_from
@@ -221,7 +232,7 @@ def _each_length(name: str, raw: bytes, count: int) -> np.ndarray:
                     f"tensor {echo(name)}: BYTES element {i} declares {length} bytes at offset "
                     f"{start}, got only {size - start}"
                 )
-            items[i] = raw[start:offset]
+            items[i] = bytes(view[start:offset])
     except struct.error:
         raise InvalidArgument(
             f"tensor {echo(name)}: BYTES element {i} needs a 4-byte length prefix at offset "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import model_config_pb2 as mc
@@ -35,12 +35,19 @@ def parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, object]:
 
 
 def infer_request(
-    msg: pb.ModelInferRequest, deadline: float | None, key_id: str = ""
+    msg: pb.ModelInferRequest,
+    deadline: float | None,
+    key_id: str = "",
+    raws: Sequence[bytes | memoryview] | None = None,
 ) -> InferRequest:
     """A ModelInferRequest's fields and tensors, each tensor checked against the data it
-    carries (decoded later, once it fits the model); InvalidArgument naming the first bad one."""
+    carries (decoded later, once it fits the model); InvalidArgument naming the first bad one.
+
+    `raws`: the raw contents where they were kept out of the message
+    (services.inference.received); the message's own otherwise."""
     version = selector(msg.model_version, what="model_version")
-    raws = msg.raw_input_contents
+    if raws is None:
+        raws = msg.raw_input_contents
     if raws and len(raws) != len(msg.inputs):
         raise InvalidArgument(
             f"raw_input_contents has {len(raws)} entries, expected {len(msg.inputs)} "

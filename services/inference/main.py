@@ -10,7 +10,6 @@ from pathlib import Path
 
 from maas_proto.explain.v1 import explain_pb2_grpc
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
-from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from prometheus_client import CollectorRegistry
 
 from services.common.logs import configure_logging
@@ -39,6 +38,7 @@ from services.inference.registry_plan import Selection
 from services.inference.registry_source import RegistrySource
 from services.inference.repository import DirectorySource
 from services.inference.servicer import InferenceServicer
+from services.inference.servicer import add_to_server as add_inference_servicer
 from services.inference.settings import InferenceSettings
 from services.inference.validate import TensorLimits
 from services.registry.client import RegistryClient
@@ -96,7 +96,7 @@ class InferenceServer:
             [
                 ServiceBinding(
                     SERVICE_NAME,
-                    lambda s: pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, s),
+                    lambda s: add_inference_servicer(servicer, s),
                 ),
                 forward_binding(self.forward),
                 ServiceBinding(

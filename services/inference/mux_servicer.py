@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.internal.v1 import forward_pb2 as fw
 from maas_proto.internal.v1 import forward_pb2_grpc as fw_grpc
 from opentelemetry import propagate, trace
@@ -28,6 +27,7 @@ from services.common.errors import ResourceExhausted, ServiceError, Unavailable,
 from services.common.interceptor import INTERNAL_MESSAGE, UNDECODABLE_LOG_SECONDS
 from services.common.ratelog import Throttled
 from services.common.server import ServiceBinding
+from services.inference.received import received
 from services.inference.servicer import InferenceServicer
 
 _log = logging.getLogger(__name__)
@@ -68,9 +68,7 @@ class ForwardServicer(fw_grpc.ForwardServicer):
         if max_message_bytes is not None:
             self.max_reply_bytes = max_message_bytes - FRAME_OVERHEAD
             self.batch_bytes = min(BATCH_BYTES, max_message_bytes // 2)
-        self.decode = Decoder(
-            pb.ModelInferRequest.FromString, INFER_METHOD, Throttled(_log, UNDECODABLE_LOG_SECONDS)
-        )
+        self.decode = Decoder(received, INFER_METHOD, Throttled(_log, UNDECODABLE_LOG_SECONDS))
         self.draining = asyncio.Event()
         # The peer address of each open stream, and the calls running on all of them:
         # what a test or a debugger asks of the multiplexing.

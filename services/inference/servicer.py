@@ -21,6 +21,7 @@ from services.common.telemetry import Tracing
 from services.common.version import server_version
 from services.inference import convert
 from services.inference.app import InferenceApp, InferResult
+from services.inference.received import Received, received
 
 _log = logging.getLogger(__name__)
 SERVER_NAME = "maas"
@@ -97,27 +98,28 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
     async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+        self, request: Received, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         return await self._infer(request, deadline_of(context), _key_id(context))
 
     async def _infer(
-        self, request: pb.ModelInferRequest, deadline: float | None, key_id: str
+        self, received: Received, deadline: float | None, key_id: str
     ) -> pb.ModelInferResponse:
         """Decode, run and encode one request, each step a span of its own when tracing."""
+        request = received.message
         if self.tracing.enabled:
             span = trace.get_current_span()
             span.set_attribute("maas.model", request.model_name)
             span.set_attribute("maas.requested_version", request.model_version)
         with self.tracing.span("inference.decode"):
-            decoded = convert.infer_request(request, deadline, key_id)
+            decoded = convert.infer_request(request, deadline, key_id, received.raws)
         result = await self.app.infer(decoded)
         with self.tracing.span("inference.encode"):
             return await _encoded(result, convert.wants_raw(request))
 
     async def ModelStreamInfer(
         self,
-        request_iterator: AsyncIterator[pb.ModelInferRequest],
+        request_iterator: AsyncIterator[Received],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Each request runs as it arrives (so stream requests batch together) and gets
@@ -127,7 +129,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         key_id = _key_id(context)
 
         async def answer(
-            request: pb.ModelInferRequest | InvalidArgument,
+            request: Received | InvalidArgument,
         ) -> AsyncIterator[pb.ModelStreamInferResponse]:
             if isinstance(request, InvalidArgument):
                 yield convert.stream_error(pb.ModelInferResponse(), request.message, request.status)
@@ -140,15 +142,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             yield response
 
     async def _stream_one(
-        self, request: pb.ModelInferRequest, deadline: float | None, key_id: str
+        self, received: Received, deadline: float | None, key_id: str
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """One request's stream responses; its failure becomes its last response."""
+        request = received.message
         echo = pb.ModelInferResponse(
             model_name=request.model_name, model_version=request.model_version, id=request.id
         )
         try:
             with self.tracing.span("inference.stream_request"):
-                decoded = convert.infer_request(request, deadline, key_id)
+                decoded = convert.infer_request(request, deadline, key_id, received.raws)
                 raw = convert.wants_raw(request)
                 empty_final = convert.wants_empty_final(request)
                 results = self.app.stream(decoded)
@@ -194,7 +197,7 @@ async def _encoded(result: InferResult, raw: bool) -> pb.ModelInferResponse:
 
 async def _each_message(
     requests: AsyncIterator[Any],
-) -> AsyncIterator[pb.ModelInferRequest | InvalidArgument]:
+) -> AsyncIterator[Received | InvalidArgument]:
     """The stream's requests, and in place of a message that did not decode its error
     (services.common.decoding raises it from the stream, which reads on after it)."""
     iterator = aiter(requests)
@@ -207,3 +210,45 @@ async def _each_message(
             yield exc
             continue
         yield request
+
+
+# The methods whose requests are read by services.inference.received, not parsed whole.
+_RECEIVED = ("ModelInfer", "ModelStreamInfer")
+
+
+class _ReadingReceived:
+    """A server as the generated registration sees it: the handlers it registers come
+    out with `received` as ModelInfer's and ModelStreamInfer's deserializer."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        """Ignored: the generic handler is built again from the rewritten methods."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        rewritten = {name: _reading_received(name, h) for name, h in handlers.items()}
+        generic = grpc.method_handlers_generic_handler(service, rewritten)
+        self._server.add_generic_rpc_handlers((generic,))
+        self._server.add_registered_method_handlers(service, rewritten)
+
+
+def _reading_received(name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if name not in _RECEIVED:
+        return handler
+    serialize = handler.response_serializer
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(
+            handler.stream_stream, request_deserializer=received, response_serializer=serialize
+        )
+    return grpc.unary_unary_rpc_method_handler(
+        handler.unary_unary, request_deserializer=received, response_serializer=serialize
+    )
+
+
+def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """The v2 GRPCInferenceService on `server`, its inference requests' raw contents
+    read in place (services.inference.received)."""
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, _ReadingReceived(server))
