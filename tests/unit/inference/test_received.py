@@ -100,3 +100,15 @@ def test_more_top_level_fields_than_the_cap_are_refused() -> None:
     with pytest.raises(InvalidArgument) as caught:
         received(data)
     assert caught.value.message == TOO_MANY_FIELDS
+
+
+@pytest.mark.parametrize("elements", [[b"ab", b"cd"], [b"a", b"", b"long element"]])
+def test_bytes_elements_from_a_view_are_bytes(elements: list[bytes]) -> None:
+    raw = b"".join(len(e).to_bytes(4, "little") + e for e in elements)
+    request = pb.ModelInferRequest(model_name="m")
+    request.inputs.add(name="s", datatype="BYTES", shape=[len(elements)])
+    request.raw_input_contents.append(raw)
+    got = received(request.SerializeToString())
+    array = encoded(got.message.inputs[0], got.raws[0]).decode()
+    assert list(array) == elements
+    assert all(type(item) is bytes for item in array)
