@@ -28,6 +28,7 @@ from services.common.errors import (
     ServiceError,
     Unavailable,
 )
+from services.common.route_version import VERSION_HEADER_FROM, route_version_entry
 from services.common.telemetry import AttributeValue, Tracing
 from services.common.versions import is_number
 from services.gateway import wire
@@ -210,21 +211,42 @@ class Router:
     ) -> bytes:
         """Forward to a backend with the model (a numbered version) ready; a backend that
         knows no aliases (a model directory) gets the alias's number, `route.fallback`."""
-        request = self.routed_request(call, route)
         model, deadline = route.model, call.deadline
+        in_header = method == "ModelInfer" and len(call.request) >= VERSION_HEADER_FROM
+        self.check_known(route)
+        request, sent = self._versioned(call, route.version, passed, in_header)
         try:
-            return await self._send(method, request, deadline, passed, model, route.version, wait)
+            return await self._send(method, request, deadline, sent, model, route.version, wait)
         except NotFound:
             if not route.fallback:
                 raise
-        request = wire.with_version(call.request, route.fallback)
-        return await self._send(method, request, deadline, passed, model, route.fallback, wait)
+        request, sent = self._versioned(call, route.fallback, passed, in_header)
+        return await self._send(method, request, deadline, sent, model, route.fallback, wait)
 
     def routed_request(self, call: Call, route: Route) -> bytes:
         """The request as it goes to a backend on `route`: NOT_FOUND at once for a model
         or version no backend has in any state (without a registry), and the version
         the route resolved written in."""
-        model, request = route.model, call.request
+        self.check_known(route)
+        return self._versioned(call, route.version, (), in_header=False)[0]
+
+    @staticmethod
+    def _versioned(
+        call: Call, version: str, passed: Passed, in_header: bool
+    ) -> tuple[bytes, Passed]:
+        """The request and metadata that carry `version` to a backend: the request as it
+        came if it says so already; else written into its bytes, or `in_header` (a
+        large ModelInfer) in metadata, sparing a copy (services.common.route_version)."""
+        if version == call.head.version:
+            return call.request, passed
+        if in_header:
+            return call.request, (*passed, route_version_entry(version))
+        return wire.with_version(call.request, version), passed
+
+    def check_known(self, route: Route) -> None:
+        """NOT_FOUND at once for a model or version no backend has in any state, when
+        there is no registry to say which exist."""
+        model = route.model
         if model and self.app.routes is None:
             # Without a registry the backends' catalogs say which models and versions
             # exist: one that none has in any state is NOT_FOUND at once, rather than
@@ -236,9 +258,6 @@ class Router:
             if number is not None and self.backends.knows(model, number) is False:
                 self.backends.want_catalogs()
                 raise NotFound(f"model '{model}' has no version '{number}'")
-        if route.version != call.head.version:
-            request = wire.with_version(request, route.version)
-        return request
 
     async def _send(
         self,

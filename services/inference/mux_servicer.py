@@ -28,7 +28,7 @@ from services.common.interceptor import INTERNAL_MESSAGE, UNDECODABLE_LOG_SECOND
 from services.common.ratelog import Throttled
 from services.common.server import ServiceBinding
 from services.inference.received import received
-from services.inference.servicer import InferenceServicer
+from services.inference.servicer import InferenceServicer, routed
 
 _log = logging.getLogger(__name__)
 SERVICE_NAME = fw.DESCRIPTOR.services_by_name["Forward"].full_name
@@ -147,7 +147,9 @@ class ForwardServicer(fw_grpc.ForwardServicer):
             if frame.method != "ModelInfer":
                 raise _unimplemented(frame.method)
             request = self.decode(frame.payload)
-            key_id = key_id_of(list(frame.metadata.items()))
+            metadata = list(frame.metadata.items())
+            routed(request, metadata)
+            key_id = key_id_of(metadata)
             response = await _within(deadline, self.inference._infer(request, deadline, key_id))
             payload = response.SerializeToString()
             if self.max_reply_bytes is not None and len(payload) > self.max_reply_bytes:

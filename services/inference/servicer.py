@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -16,6 +16,7 @@ from services.common.caller import key_id_of
 from services.common.deadlines import deadline_of
 from services.common.errors import InvalidArgument, ServiceError
 from services.common.interceptor import INTERNAL_MESSAGE
+from services.common.route_version import route_version_of
 from services.common.streams import answer_streams, close_iterator
 from services.common.telemetry import Tracing
 from services.common.version import server_version
@@ -100,7 +101,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: Received, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        return await self._infer(request, deadline_of(context), _key_id(context))
+        metadata = context.invocation_metadata()
+        routed(request, metadata)
+        return await self._infer(request, deadline_of(context), key_id_of(metadata))
 
     async def _infer(
         self, received: Received, deadline: float | None, key_id: str
@@ -246,6 +249,14 @@ def _reading_received(name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMeth
     return grpc.unary_unary_rpc_method_handler(
         handler.unary_unary, request_deserializer=received, response_serializer=serialize
     )
+
+
+def routed(request: Received, metadata: Sequence[tuple[str, Any]] | None) -> None:
+    """The version the gateway decided, where it came in metadata, as the request's
+    own (services.common.route_version)."""
+    version = route_version_of(metadata)
+    if version is not None:
+        request.message.model_version = version
 
 
 def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:

@@ -13,6 +13,8 @@ import pytest
 from maas_proto.inference import grpc_predict_v2_pb2 as pb
 from maas_proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
+from services.common.route_version import VERSION_HEADER_FROM
+from services.common.wirefmt import encode_varint
 from services.gateway.main import GatewayServer
 from services.inference.main import InferenceServer
 from services.inference.settings import InferenceSettings
@@ -246,3 +248,28 @@ async def test_with_inference_in_registry_mode(
         assert set(await asyncio.gather(*(infer_version(stub) for _ in range(20)))) == {"3"}
     finally:
         await backend.shutdown(0)
+
+
+def _padded(request: pb.ModelInferRequest, size: int) -> bytes:
+    """`request` with an unknown length-delimited field (15) making it `size` bytes or
+    more: a large request whose tensors stay small."""
+    body = request.SerializeToString()
+    padding = b"\0" * size
+    return body + encode_varint(15 << 3 | 2) + encode_varint(len(padding)) + padding
+
+
+async def test_a_large_request_is_served_the_version_the_gateway_decided(
+    routed: GatewayServer, connect: Connect
+) -> None:
+    # From VERSION_HEADER_FROM bytes the decided version goes in metadata, not written
+    # into the body: the backend (a model directory, which would serve its newest for
+    # an empty version) must still serve production (1), and a pin.
+    address = f"localhost:{routed.grpc.port}"
+    async with grpc.aio.insecure_channel(address) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        for version, pin, served in (("", None, "1"), ("production", None, "1"), ("", "2", "2")):
+            data = _padded(pair_request(version), VERSION_HEADER_FROM)
+            metadata = (("x-maas-version", pin),) if pin else ()
+            reply = pb.ModelInferResponse.FromString(await infer(data, metadata=metadata))
+            assert reply.model_version == served, (version, pin)
+            np.testing.assert_array_equal(output(reply, "sum"), [[2, 3, 4, 5]])
