@@ -11,7 +11,6 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -23,14 +22,14 @@ from services.common.telemetry import Telemetry
 from services.common.tls_client import add_client_flags
 from services.common.workers import SharedPort, Supervisor, run_supervisor
 from services.common.workers_role import WorkerRole
+from services.gateway.access import make_keys, make_limiter
 from services.gateway.app import GatewayApp
-from services.gateway.auth import KeyTable, StreamSlots, load_keys, own_bucket
+from services.gateway.auth import StreamSlots
 from services.gateway.backends import PoolOptions
 from services.gateway.balancer import PICKERS
 from services.gateway.canary import CanaryPolicy, load_canary
 from services.gateway.discovery import Discovery, DnsDiscovery, StaticDiscovery
 from services.gateway.endpointslices import EndpointSliceDiscovery
-from services.gateway.evaluations import EvaluationRate
 from services.gateway.follower import RegistryFollower
 from services.gateway.forward import Forwarder
 from services.gateway.http.app import build_app
@@ -46,54 +45,7 @@ from services.gateway.worker_limits import WorkerStreamSlots, WorkerTable
 from services.gateway.worker_limits import create as create_table
 from services.registry.client import RegistryClient
 
-if TYPE_CHECKING:  # redis is an optional extra: imported only when configured
-    from services.gateway.limiter import SharedLimiter
-
 _log = logging.getLogger(__name__)
-
-
-def make_limiter(settings: GatewaySettings, metrics: GatewayMetrics) -> SharedLimiter | None:
-    """The rate limiter shared through Redis, or None without a Redis URL."""
-    url = settings.secret("rate_limit_redis_url")
-    if not url:
-        return None
-    try:
-        from services.gateway.limiter import RedisBuckets, SharedLimiter
-    except ImportError:
-        raise ValueError(
-            "rate_limit_redis_url needs the Redis client: install maas with the 'redis' extra"
-        ) from None
-    buckets = RedisBuckets(
-        url, timeout=settings.rate_limit_redis_timeout_seconds, ca_file=settings.tls_ca
-    )
-    policy = settings.rate_limit_redis_policy
-    _log.info("rate limits shared through Redis", extra={"redis": buckets.url, "policy": policy})
-    return SharedLimiter(buckets, policy, on_error=metrics.redis_errors.inc)
-
-
-def make_keys(
-    settings: GatewaySettings,
-    limiter: SharedLimiter | None = None,
-    limits: WorkerTable | None = None,
-) -> KeyTable | None:
-    """The API keys, or None with --no-auth; no keys at all is a configuration error.
-    With `limits` (one of a supervisor's workers) their buckets hold for every worker."""
-    if settings.no_auth:
-        _log.warning("authentication is disabled (--no-auth): anyone may call the gateway")
-        return None
-    evaluations = EvaluationRate(
-        settings.explain_evaluations_per_second, settings.explain_evaluations_burst
-    )
-    bucket = limits.bucket if limits is not None else own_bucket
-    keys = load_keys(
-        settings.api_keys_file, settings.secret("api_keys"), limiter, evaluations, bucket
-    )
-    if not len(keys):
-        raise ValueError(
-            "no API keys configured: pass --api-keys-file, set MAAS_GATEWAY_API_KEYS, "
-            "or pass --no-auth"
-        )
-    return keys
 
 
 class GatewayServer:
