@@ -15,7 +15,7 @@ from typing import Any
 
 from services.common.errors import InvalidArgument
 from services.common.ratelog import Throttled
-from services.common.wirefmt import I32, I64, LEN, VARINT, read_varint
+from services.common.wirefmt import next_field
 
 UNDECODABLE = "the request is not a valid protobuf message of the type this method takes"
 GROUPS = "the request holds a protobuf group (wire type 3), which no maas message has"
@@ -39,18 +39,8 @@ def top_level_groups(data: bytes) -> bool:
         count += 1
         if count > MAX_FIELDS:
             raise InvalidArgument(TOO_MANY_FIELDS)
-        key, pos = read_varint(data, pos)
-        kind = key & 7
-        if kind == LEN:
-            length, pos = read_varint(data, pos)
-            pos += length
-        elif kind == VARINT:
-            _, pos = read_varint(data, pos)
-        elif kind == I64:
-            pos += 8
-        elif kind == I32:
-            pos += 4
-        else:  # 3 starts a group; 4, 6 and 7 never parse
+        _, _, pos = next_field(data, pos)
+        if pos < 0:  # 3 starts a group; 4, 6 and 7 never parse
             return True
     return False
 

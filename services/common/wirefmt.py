@@ -37,3 +37,22 @@ def encode_varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def next_field(data: bytes | memoryview, pos: int) -> tuple[int, int, int]:
+    """The field whose key is at `pos`: its key, where its value starts, and where the
+    next field starts (past the end of `data` for a length that runs over it; -1 for a
+    group or a wire type no field has, whose end only a parser finds). InvalidArgument
+    when a varint is cut short."""
+    key, pos = read_varint(data, pos)
+    kind = key & 7
+    if kind == LEN:
+        length, pos = read_varint(data, pos)
+        return key, pos, pos + length
+    if kind == VARINT:
+        return key, pos, read_varint(data, pos)[1]
+    if kind == I64:
+        return key, pos, pos + 8
+    if kind == I32:
+        return key, pos, pos + 4
+    return key, pos, -1

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from services.common.errors import InvalidArgument
 from services.common.names import ECHO_LIMIT, MAX_NAME, model_name
 from services.common.versions import MAX_SELECTOR, selector
-from services.common.wirefmt import I32, I64, LEN, VARINT, encode_varint, read_varint
+from services.common.wirefmt import LEN, encode_varint, next_field
 
 NAME, VERSION, ID = 1, 2, 3
 # Top-level fields a client request may have; legitimate ones have a handful.
@@ -90,30 +90,23 @@ def _scan(
                 f"malformed request: expected at most {max_fields} top-level fields, got "
                 f"more ({pos} of {end} bytes read)"
             )
-        key, pos = read_varint(data, pos)
+        key, start, pos = next_field(data, pos)
         number, kind = key >> 3, key & 7
-        if kind == LEN:
-            length, pos = read_varint(data, pos)
-            if pos + length > end:
-                raise InvalidArgument("malformed request: a field runs past the end")
-            if number in (NAME, VERSION, ID):
-                if single and number in found and number in _SINGLE:
-                    raise InvalidArgument(
-                        f"malformed request: the {_SINGLE[number]} (field {number}) appears "
-                        "more than once, expected once"
-                    )
-                found[number] = (pos, pos + length)
-            elif collect is not None and number == collect[0]:
-                collect[1].append((entry, pos + length))
-            pos += length
-        elif kind == VARINT:
-            _, pos = read_varint(data, pos)
-        elif kind == I64:
-            pos += 8
-        elif kind == I32:
-            pos += 4
-        else:
+        if pos < 0:
             raise InvalidArgument(f"malformed request: unsupported wire type {kind}")
+        if kind != LEN:
+            continue
+        if pos > end:
+            raise InvalidArgument("malformed request: a field runs past the end")
+        if number in (NAME, VERSION, ID):
+            if single and number in found and number in _SINGLE:
+                raise InvalidArgument(
+                    f"malformed request: the {_SINGLE[number]} (field {number}) appears "
+                    "more than once, expected once"
+                )
+            found[number] = (start, pos)
+        elif collect is not None and number == collect[0]:
+            collect[1].append((entry, pos))
     if pos != end:
         raise InvalidArgument("malformed request: a field runs past the end")
     return found

@@ -10,7 +10,7 @@ from maas_proto.inference import model_config_pb2 as mc
 from services.common.errors import InvalidArgument
 from services.common.names import echo
 from services.common.streams import ERROR_STATUS_PARAM, FINAL_PARAM
-from services.common.tensors import encode, encoded
+from services.common.tensors import Raw, encode, encoded
 from services.common.versions import selector
 from services.inference.app import InferRequest, InferResult, ModelDetails, ModelMetadata
 from services.inference.manager import IndexEntry
@@ -38,7 +38,7 @@ def infer_request(
     msg: pb.ModelInferRequest,
     deadline: float | None,
     key_id: str = "",
-    raws: Sequence[bytes | memoryview] | None = None,
+    raws: Sequence[Raw] | None = None,
 ) -> InferRequest:
     """A ModelInferRequest's fields and tensors, each tensor checked against the data it
     carries (decoded later, once it fits the model); InvalidArgument naming the first bad one.

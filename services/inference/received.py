@@ -24,9 +24,10 @@ from maas_proto.inference import grpc_predict_v2_pb2 as pb
 
 from services.common.decoding import MAX_FIELDS, TOO_MANY_FIELDS
 from services.common.errors import InvalidArgument
-from services.common.wirefmt import I32, I64, LEN, VARINT, read_varint
+from services.common.wirefmt import LEN, next_field
 
-RAW_INPUT_CONTENTS = 7  # ModelInferRequest.raw_input_contents
+# ModelInferRequest.raw_input_contents (field 7), length-delimited: its key.
+RAW_INPUT_KEY = 7 << 3 | LEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,36 +51,18 @@ def received(data: bytes) -> Received:
             raise InvalidArgument(TOO_MANY_FIELDS)
         entry = pos
         try:
-            pos, raw = _field(view, pos)
+            key, start, pos = next_field(view, pos)
         except InvalidArgument as exc:  # a truncated varint: not a message
             raise ValueError(exc.message) from None
         if pos < 0:
             break  # a group, or no wire type at all: protobuf decides
-        if raw is not None:
+        if pos > end:
+            raise ValueError("a field runs past the end of the message")
+        if key == RAW_INPUT_KEY:
             rest.append(view[kept:entry])
-            raws.append(raw)
+            raws.append(view[start:pos])
             kept = pos
     if not raws:
         return Received(pb.ModelInferRequest.FromString(data), ())
     rest.append(view[kept:])
     return Received(pb.ModelInferRequest.FromString(b"".join(rest)), tuple(raws))
-
-
-def _field(view: memoryview, pos: int) -> tuple[int, memoryview | None]:
-    """The position after the field at `pos` (-1 where the scan stops), and its value
-    if it is a raw_input_contents entry."""
-    key, pos = read_varint(view, pos)
-    kind = key & 7
-    if kind == LEN:
-        length, pos = read_varint(view, pos)
-        if pos + length > len(view):
-            raise ValueError("a field runs past the end of the message")
-        raw = view[pos : pos + length] if key >> 3 == RAW_INPUT_CONTENTS else None
-        return pos + length, raw
-    if kind == VARINT:
-        return read_varint(view, pos)[1], None
-    if kind == I64:
-        return pos + 8, None
-    if kind == I32:
-        return pos + 4, None
-    return -1, None
