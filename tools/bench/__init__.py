@@ -4,6 +4,7 @@
     maas bench --preset peers       # maas beside PyTriton and KServe (`make bench-peers`)
     maas bench --preset peers --rounds 3 --gateway-flag=--no-backend-mux   # goals 1 and 2
     maas bench --targets inference,gateway --concurrency 16 --profile 16   # py-spy per hop
+    maas bench --targets inference --concurrency 16 --profile 16 --profile-perf   # perf per hop
     maas bench --targets inference,ort --models digits --concurrency 1,4,16 --seconds 5
     maas bench --targets inference --inference host:8021 --gateway host:8001
     maas bench --targets gateway,gateway-http --models digits --batching on --seconds 10
@@ -140,6 +141,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="profile Python frames only (py-spy never pauses the server; no C frames)",
     )
+    parser.add_argument(
+        "--profile-perf",
+        action="store_true",
+        help="profile with Linux perf instead: on-CPU time by thread and library, unbiased "
+        "by system calls (py-spy's native samples over-weight them)",
+    )
     # Text models have their own suites, each with its own flags after its name.
     suites = parser.add_subparsers(dest="suite", metavar="{generation,embeddings,ab}")
     for suite in SUITES:
@@ -180,6 +187,7 @@ def plan_from_args(args: argparse.Namespace) -> Any:
         model_config=args.model_config,
         profile=args.profile,
         profile_native=args.profile_native,
+        profile_perf=args.profile_perf,
         rounds=args.rounds,
         **preset,
     )

@@ -52,6 +52,7 @@ class Plan:
     model_config: dict[str, Any] = field(default_factory=dict)  # added to each config.yaml
     profile: list[int] = field(default_factory=list)  # levels to profile each maas hop at
     profile_native: bool = True  # C frames too (py-spy pauses the process per sample)
+    profile_perf: bool = False  # Linux perf (on-CPU time by thread and library), not py-spy
     rounds: int = 1  # of each level, targets interleaved; the median round is kept
 
 
@@ -298,10 +299,14 @@ class Runner:
     def _profile(
         self, target: _Target, model: BenchModel, requests: Sequence[bytes], c: int
     ) -> None:
-        """py-spy on each maas hop of `target` under one more level of load at `c`."""
-        from tools.bench import profile
+        """py-spy (or perf) on each maas hop of `target` under one more level at `c`."""
+        from tools.bench import perf_profile, profile
 
-        if not profile.available():
+        tool = "perf" if self.plan.profile_perf else "py-spy"
+        if self.plan.profile_perf and not perf_profile.available():
+            self._note("not profiled: perf missing (apt-get install linux-perf)")
+            return
+        if not self.plan.profile_perf and not profile.available():
             self._note(f"not profiled: {profile.PY_SPY} missing (tools/bench/venvs.sh prof)")
             return
         series = target.series
@@ -318,16 +323,20 @@ class Runner:
             processes=self.plan.processes,
         )
         where = self.plan.out / f"{self.plan.name or 'bench'}-profiles" / f"{series.target}-c{c}"
-        level, hops = profile.under_load(
-            target.hops, load, seconds, where, native=self.plan.profile_native
-        )
+        if self.plan.profile_perf:
+            level, hops = perf_profile.under_load(target.hops, load, seconds, where)
+        else:
+            level, hops = profile.under_load(
+                target.hops, load, seconds, where, native=self.plan.profile_native
+            )
+        describe = perf_profile.describe if self.plan.profile_perf else profile.describe
         for hop in hops:
             self.profiles.append(
-                {"model": model.name, "series": series.label, "concurrency": c, **hop}
+                {"model": model.name, "series": series.label, "concurrency": c, "tool": tool, **hop}
             )
-            for line in profile.describe(hop, f"{series.label} c={c}"):
+            for line in describe(hop, f"{series.label} c={c}"):
                 self.say(line)
-        self.say(f"    (under py-spy: {level.throughput:.0f} req/s, not a measurement)")
+        self.say(f"    (under {tool}: {level.throughput:.0f} req/s, not a measurement)")
 
     def _perf_analyzer(self, model: BenchModel, target: str, address: str) -> None:
         series = Series(f"perf_analyzer -> {target}", "perf_analyzer", model.name, address)
