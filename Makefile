@@ -180,7 +180,7 @@ helm-check: install ## helm lint --strict + kubernetes-validate (1.30, newest) o
 
 # Benchmarks (docs/benchmarks.md). perf_analyzer and the peers run from venvs of
 # their own under .bench/, built once by tools/bench/venvs.sh.
-.PHONY: bench bench-peers bench-peers-quick bench-profile bench-k6 bench-generation bench-embeddings
+.PHONY: bench bench-peers bench-peers-quick bench-profile bench-k6 bench-server-floor bench-generation bench-embeddings
 bench: install ## Standard benchmark (~8 min): bench/results/<date>.json and .png
 	bash tools/bench/venvs.sh perf || echo "bench: perf_analyzer unavailable, measuring without it" >&2
 	$(PY) -m tools.bench --preset standard $(BENCH_ARGS)
@@ -206,6 +206,10 @@ bench-profile: install ## py-spy on each maas hop at c=16 under 10 s of load (be
 bench-k6: install ## digits direct and through the gateway: ours, k6 and perf_analyzer at c=1,16 (~4 min)
 	bash tools/bench/venvs.sh perf || echo "bench: perf_analyzer unavailable, measuring without it" >&2
 	$(PY) -m tools.bench.k6_compare $(BENCH_ARGS)
+
+bench-server-floor: install ## Server CPU per unary call: grpc.aio, grpclib, pyvoy, hypercorn at c=1,16 (~2 min)
+	bash tools/bench/venvs.sh floor
+	$(PY) -m tools.bench.server_floor $(BENCH_ARGS)
 
 # The text models (docs/benchmarks.md): each level runs GEN_SECONDS / EMB_SECONDS per
 # target, so the generation run takes about 3 levels x 3 targets x GEN_SECONDS plus

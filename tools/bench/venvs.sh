@@ -6,8 +6,10 @@
 #   pytriton  NVIDIA PyTriton (bundles a Triton server; runs on CPU)
 #   kserve    KServe's Python ModelServer
 #   prof      py-spy, for profiling a running service (py-spy record -p PID)
+#   floor     the Python gRPC servers that tools/bench/server_floor.py compares: grpc.aio,
+#             grpclib, pyvoy (Envoy) and hypercorn, grpcio pinned to the one in .venv
 # Each is built once; a stamp file marks a finished one.
-# Usage: venvs.sh [perf|pytriton|kserve|prof]... (default: perf pytriton kserve)
+# Usage: venvs.sh [perf|pytriton|kserve|prof|floor]... (default: perf pytriton kserve)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
@@ -41,12 +43,13 @@ perf() {
 pytriton() { make_venv pytriton nvidia-pytriton onnxruntime numpy; }
 kserve() { make_venv kserve kserve onnxruntime numpy; }
 prof() { make_venv prof py-spy; }
+floor() { make_venv floor grpcio==1.85.3 uvloop psutil grpclib==0.4.9 pyvoy==1.3.0 hypercorn==0.18.0; }
 
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(perf pytriton kserve)
 for t in "${targets[@]}"; do
     case $t in
-        perf|pytriton|kserve|prof) "$t" ;;
-        *) echo "unknown venv '$t', expected perf, pytriton, kserve or prof" >&2; exit 2 ;;
+        perf|pytriton|kserve|prof|floor) "$t" ;;
+        *) echo "unknown venv '$t', expected perf, pytriton, kserve, prof or floor" >&2; exit 2 ;;
     esac
 done
