@@ -180,7 +180,7 @@ helm-check: install ## helm lint --strict + kubernetes-validate (1.30, newest) o
 
 # Benchmarks (docs/benchmarks.md). perf_analyzer and the peers run from venvs of
 # their own under .bench/, built once by tools/bench/venvs.sh.
-.PHONY: bench bench-peers bench-peers-quick bench-profile bench-k6 bench-server-floor bench-generation bench-embeddings
+.PHONY: bench bench-peers bench-peers-quick bench-profile bench-k6 bench-server-floor bench-front-cost bench-generation bench-embeddings
 bench: install ## Standard benchmark (~8 min): bench/results/<date>.json and .png
 	bash tools/bench/venvs.sh perf || echo "bench: perf_analyzer unavailable, measuring without it" >&2
 	$(PY) -m tools.bench --preset standard $(BENCH_ARGS)
@@ -210,6 +210,10 @@ bench-k6: install ## digits direct and through the gateway: ours, k6 and perf_an
 bench-server-floor: install ## Server CPU per unary call: grpc.aio, grpclib, pyvoy, hypercorn at c=1,16 (~2 min)
 	bash tools/bench/venvs.sh floor
 	$(PY) -m tools.bench.server_floor $(BENCH_ARGS)
+
+bench-front-cost: install ## maas inference's ModelInfer behind grpc.aio (as shipped) and behind pyvoy (a prototype), digits (~4 min)
+	bash tools/bench/venvs.sh floor
+	$(PY) -m tools.bench.front_cost $(BENCH_ARGS)
 
 # The text models (docs/benchmarks.md): each level runs GEN_SECONDS / EMB_SECONDS per
 # target, so the generation run takes about 3 levels x 3 targets x GEN_SECONDS plus

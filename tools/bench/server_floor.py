@@ -136,8 +136,15 @@ def table(rows: list[Row]) -> list[str]:
     return lines
 
 
-async def run_calls(call: Any, concurrency: int, calls: int) -> tuple[int, int]:
-    """`calls` calls from `concurrency` callers, LOAD_CAP_S at most: (made, failed)."""
+async def run_calls(
+    call: Any,
+    concurrency: int,
+    calls: int,
+    request: bytes = REQUEST,
+    expect: bytes | None = PAYLOAD,
+) -> tuple[int, int]:
+    """`calls` calls from `concurrency` callers, LOAD_CAP_S at most: (made, failed). A
+    call fails on an error status, or with `expect` on a reply that is not it."""
     left, made, failed = calls, 0, 0
     deadline = time.monotonic() + LOAD_CAP_S
 
@@ -147,10 +154,11 @@ async def run_calls(call: Any, concurrency: int, calls: int) -> tuple[int, int]:
             left -= 1
             made += 1
             try:
-                reply = await call(REQUEST, timeout=10)
+                reply = await call(request, timeout=10)
             except grpc.aio.AioRpcError:
-                reply = None
-            if reply != PAYLOAD:
+                failed += 1
+                continue
+            if expect is not None and reply != expect:
                 failed += 1
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
@@ -164,11 +172,18 @@ def _server_cpu(pid: int) -> float:
     return seconds
 
 
-async def load(call: Any, pid: int, concurrency: int, calls: int) -> Figures:
+async def load(
+    call: Any,
+    pid: int,
+    concurrency: int,
+    calls: int,
+    request: bytes = REQUEST,
+    expect: bytes | None = PAYLOAD,
+) -> Figures:
     """A warm-up, then `calls` calls measured: rate and CPU µs per call of both sides."""
-    await run_calls(call, concurrency, WARMUP_CALLS)
+    await run_calls(call, concurrency, WARMUP_CALLS, request, expect)
     server, client, began = _server_cpu(pid), time.process_time(), time.perf_counter()
-    made, failed = await run_calls(call, concurrency, calls)
+    made, failed = await run_calls(call, concurrency, calls, request, expect)
     elapsed = time.perf_counter() - began
     client, server = time.process_time() - client, _server_cpu(pid) - server
     per_call = 1e6 / max(made, 1)
@@ -274,13 +289,18 @@ def available(venv: Path) -> tuple[list[Server], dict[str, str]]:
     return chosen, versions
 
 
+def parser(description: str, out: str) -> argparse.ArgumentParser:
+    """The flags of this bench and of tools/bench/front_cost.py: rounds, calls, output."""
+    flags = argparse.ArgumentParser(description=description)
+    flags.add_argument("--rounds", type=int, default=3)
+    flags.add_argument("--calls-c1", type=int, default=3000)
+    flags.add_argument("--calls-c16", type=int, default=16000)
+    flags.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / out)
+    return flags
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--calls-c1", type=int, default=3000)
-    parser.add_argument("--calls-c16", type=int, default=16000)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/server-floor.json")
-    args = parser.parse_args(argv)
+    args = parser(__doc__.splitlines()[0], "server-floor.json").parse_args(argv)
     venv = ROOT / ".bench" / "floor"
     chosen, versions = available(venv)
     if not chosen:
