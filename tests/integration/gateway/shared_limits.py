@@ -72,6 +72,8 @@ class Tally:
     first: float = math.inf
     first_ok: float = math.inf
     last: float = -math.inf
+    end: float = math.inf  # when the callers were to stop sending
+    stopped: float = -math.inf  # when the last caller stopped
     # When each request was sent (bounded by the hammer's count and time).
     sends: list[float] = field(default_factory=list)
 
@@ -109,7 +111,7 @@ async def hammer(
     loop = asyncio.get_running_loop()
     request, metadata = pair_request(), bearer(key)
     tally = Tally([0] * len(stubs))
-    end = loop.time() + seconds
+    end = tally.end = loop.time() + seconds
 
     async def caller(index: int, stub: pb_grpc.GRPCInferenceServiceStub) -> None:
         while loop.time() < end:
@@ -123,6 +125,7 @@ async def hammer(
                 tally.codes[exc.code()] += 1
                 tally.details.add(exc.details() or "")
             tally.last = max(tally.last, loop.time())
+        tally.stopped = max(tally.stopped, loop.time())
 
     await asyncio.gather(*(caller(i, stub) for i, stub in enumerate(stubs) for _ in range(CALLERS)))
     return tally

@@ -82,7 +82,10 @@ async def test_one_key_is_limited_across_three_replicas(
         tally.ok,
     )
     assert idle < SECONDS / 4, idle  # a machine this stalled measures nothing
-    assert tally.elapsed >= SECONDS
+    # The callers sent until the end. Not `elapsed >= SECONDS`: a stall of this event
+    # loop (it runs the gateways and the callers) just before the end leaves the last
+    # answer up to the stall's length before it, and the bounds use the times measured.
+    assert tally.stopped >= tally.end and tally.elapsed >= SECONDS / 2, tally.elapsed
     assert 0.95 * least <= tally.admitted <= 1.05 * most, (tally.admitted, least, most)
     # Every replica served some of them: the limit is one bucket, not one per replica
     # (three per-replica buckets would admit about three times as many).
