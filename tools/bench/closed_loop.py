@@ -11,17 +11,10 @@ from collections.abc import Mapping
 
 import grpc
 
-from tools.bench.cpu import tree_cpu_seconds
+from tools.bench.cpu import live_cpu_seconds
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 WARMUP_CALLS = 8
-
-
-def _cpu(pid: int) -> float:
-    seconds = tree_cpu_seconds(pid)
-    if seconds is None:
-        raise RuntimeError(f"server process {pid} is gone")
-    return seconds
 
 
 async def closed_loop(
@@ -48,12 +41,12 @@ async def closed_loop(
             latencies.append(time.perf_counter() - started)
             i += 1
 
-    before = {hop: _cpu(pid) for hop, pid in hops.items()}
+    before = {hop: live_cpu_seconds(pid) for hop, pid in hops.items()}
     began = time.perf_counter()
     await asyncio.gather(*(caller(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - began
     count = len(latencies)
     figures = {"rps": count / elapsed, "p50_ms": statistics.median(latencies) * 1000}
     for hop, pid in hops.items():
-        figures[f"{hop}_cpu_us"] = (_cpu(pid) - before[hop]) / count * 1e6
+        figures[f"{hop}_cpu_us"] = (live_cpu_seconds(pid) - before[hop]) / count * 1e6
     return figures

@@ -31,6 +31,14 @@ def tree_cpu_seconds(pid: int) -> float | None:
     return total
 
 
+def live_cpu_seconds(pid: int) -> float:
+    """`tree_cpu_seconds` of a server that must still be running: RuntimeError if not."""
+    seconds = tree_cpu_seconds(pid)
+    if seconds is None:
+        raise RuntimeError(f"server process {pid} is gone")
+    return seconds
+
+
 def hops_cpu_seconds(hops: Mapping[str, Sequence[int]]) -> dict[str, float] | None:
     """CPU seconds so far of each hop's processes (trees); None if any is gone."""
     out: dict[str, float] = {}

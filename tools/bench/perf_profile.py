@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tools.bench.profile import sample_under_load
 from tools.bench.stats import Level
 
 # `perf report --sort pid,dso` rows: "  32.43%     6831:python   libpython3.11.so.1.0"
@@ -99,27 +100,15 @@ def under_load(
     """Record every process of every hop while `load` runs; the load's level (perf
     costs the cores a few percent, so it is near a measurement but not one) and one
     summary per process, whose recording stays in `out/<hop>-<pid>.data`."""
-    out.mkdir(parents=True, exist_ok=True)
-    started = [
-        (hop, pid, path, record(pid, seconds, path))
-        for hop, pids in hops.items()
-        for pid in pids
-        for path in [out / f"{hop}-{pid}.data"]
-    ]
-    level = load()
-    found = []
-    for hop, pid, path, process in started:
-        try:
-            _, err = process.communicate(timeout=seconds + 60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, err = process.communicate()
-        if not path.exists():
-            why = err.decode(errors="replace").strip()[-300:]
-            found.append({"hop": hop, "path": str(path), "error": why or "no samples"})
-            continue
-        found.append({"hop": hop, "path": str(path), **summarize(report(path), pid)})
-    return level, found
+    return sample_under_load(
+        hops,
+        load,
+        out,
+        ".data",
+        lambda pid, path: record(pid, seconds, path),
+        lambda path, pid: summarize(report(path), pid),
+        wait=seconds + 60,
+    )
 
 
 def describe(hop: Mapping[str, Any], label: str) -> list[str]:

@@ -141,6 +141,45 @@ def _kind(frames: list[str]) -> str:
     return "other"
 
 
+Recorder = Callable[[int, Path], "subprocess.Popen[bytes]"]
+Summarizer = Callable[[Path, int], Mapping[str, Any]]
+
+
+def sample_under_load(
+    hops: Mapping[str, Sequence[int]],
+    load: Callable[[], Level],
+    out: Path,
+    suffix: str,
+    recorder: Recorder,
+    summarizer: Summarizer,
+    wait: float,
+) -> tuple[Level, list[dict[str, Any]]]:
+    """Record every process of every hop with `recorder(pid, path)` into
+    `out/<hop>-<pid><suffix>` while `load` runs, waiting up to `wait` s for each
+    recording after it; the load's level and one summary per process (or its error)."""
+    out.mkdir(parents=True, exist_ok=True)
+    started = [
+        (hop, pid, path, recorder(pid, path))
+        for hop, pids in hops.items()
+        for pid in pids
+        for path in [out / f"{hop}-{pid}{suffix}"]
+    ]
+    level = load()
+    found = []
+    for hop, pid, path, process in started:
+        try:
+            _, err = process.communicate(timeout=wait)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, err = process.communicate()
+        if not path.exists():
+            why = err.decode(errors="replace").strip()[-300:]
+            found.append({"hop": hop, "path": str(path), "error": why or "no samples"})
+            continue
+        found.append({"hop": hop, "path": str(path), **summarizer(path, pid)})
+    return level, found
+
+
 def under_load(
     hops: Mapping[str, Sequence[int]],
     load: Callable[[], Level],
@@ -150,30 +189,47 @@ def under_load(
 ) -> tuple[Level, list[dict[str, Any]]]:
     """Sample every process of every hop while `load` runs (about `seconds` of load
     after its spawn and warm-up); the load's level and one summary per hop, whose raw
-    samples stay in `out/<hop>.txt`. The level is not a measurement: py-spy itself
+    samples stay in `out/<hop>-<pid>.txt`. The level is not a measurement: py-spy itself
     takes CPU from the same cores."""
-    out.mkdir(parents=True, exist_ok=True)
-    started = [
-        (hop, path, record(pid, seconds + 2, path, native=native))
-        for hop, pids in hops.items()
-        for pid in pids
-        for path in [out / f"{hop}-{pid}.txt"]
+    return sample_under_load(
+        hops,
+        load,
+        out,
+        ".txt",
+        lambda pid, path: record(pid, seconds + 2, path, native=native),
+        lambda path, _: asdict(summarize(path.read_text())),
+        wait=seconds + 60,
+    )
+
+
+@dataclass(frozen=True)
+class Profiler:
+    """One way to profile a hop, as `maas bench --profile` runs it."""
+
+    name: str
+    missing: str | None  # why it cannot run here, if it cannot
+    under_load: Callable[
+        [Mapping[str, Sequence[int]], Callable[[], Level], float, Path],
+        tuple[Level, list[dict[str, Any]]],
     ]
-    level = load()
-    found = []
-    for hop, path, process in started:
-        try:
-            _, err = process.communicate(timeout=seconds + 60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, err = process.communicate()
-        if not path.exists():
-            why = err.decode(errors="replace").strip()[-300:]
-            found.append({"hop": hop, "path": str(path), "error": why or "no samples"})
-            continue
-        summary = summarize(path.read_text())
-        found.append({"hop": hop, "path": str(path), **asdict(summary)})
-    return level, found
+    describe: Callable[[Mapping[str, Any], str], list[str]]
+
+
+def profiler(perf: bool, native: bool = True) -> Profiler:
+    """perf (tools/bench/perf_profile.py) or py-spy, with `native` C frames or not."""
+    if perf:
+        from tools.bench import perf_profile
+
+        missing = None if perf_profile.available() else "perf missing (apt-get install linux-perf)"
+        return Profiler("perf", missing, perf_profile.under_load, perf_profile.describe)
+    missing = None if available() else f"{PY_SPY} missing (tools/bench/venvs.sh prof)"
+
+    def sampled(
+        hops: Mapping[str, Sequence[int]], load: Callable[[], Level], seconds: float, out: Path
+    ) -> tuple[Level, list[dict[str, Any]]]:
+        return under_load(hops, load, seconds, out, native=native)
+
+    return Profiler("py-spy", missing, sampled, describe)
 
 
 def describe(hop: Mapping[str, Any], label: str, frames: int = 8) -> list[str]:

@@ -300,14 +300,11 @@ class Runner:
         self, target: _Target, model: BenchModel, requests: Sequence[bytes], c: int
     ) -> None:
         """py-spy (or perf) on each maas hop of `target` under one more level at `c`."""
-        from tools.bench import perf_profile, profile
+        from tools.bench.profile import profiler
 
-        tool = "perf" if self.plan.profile_perf else "py-spy"
-        if self.plan.profile_perf and not perf_profile.available():
-            self._note("not profiled: perf missing (apt-get install linux-perf)")
-            return
-        if not self.plan.profile_perf and not profile.available():
-            self._note(f"not profiled: {profile.PY_SPY} missing (tools/bench/venvs.sh prof)")
+        tool = profiler(self.plan.profile_perf, self.plan.profile_native)
+        if tool.missing:
+            self._note(f"not profiled: {tool.missing}")
             return
         series = target.series
         assert series.address is not None
@@ -323,20 +320,15 @@ class Runner:
             processes=self.plan.processes,
         )
         where = self.plan.out / f"{self.plan.name or 'bench'}-profiles" / f"{series.target}-c{c}"
-        if self.plan.profile_perf:
-            level, hops = perf_profile.under_load(target.hops, load, seconds, where)
-        else:
-            level, hops = profile.under_load(
-                target.hops, load, seconds, where, native=self.plan.profile_native
-            )
-        describe = perf_profile.describe if self.plan.profile_perf else profile.describe
+        level, hops = tool.under_load(target.hops, load, seconds, where)
         for hop in hops:
             self.profiles.append(
-                {"model": model.name, "series": series.label, "concurrency": c, "tool": tool, **hop}
+                {"model": model.name, "series": series.label, "concurrency": c}
+                | {"tool": tool.name, **hop}
             )
-            for line in describe(hop, f"{series.label} c={c}"):
+            for line in tool.describe(hop, f"{series.label} c={c}"):
                 self.say(line)
-        self.say(f"    (under {tool}: {level.throughput:.0f} req/s, not a measurement)")
+        self.say(f"    (under {tool.name}: {level.throughput:.0f} req/s, not a measurement)")
 
     def _perf_analyzer(self, model: BenchModel, target: str, address: str) -> None:
         series = Series(f"perf_analyzer -> {target}", "perf_analyzer", model.name, address)

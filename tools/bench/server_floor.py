@@ -30,7 +30,7 @@ import grpc
 import psutil  # type: ignore[import-untyped]  # no stubs in the dev extras
 import uvloop
 
-from tools.bench.cpu import tree_cpu_seconds
+from tools.bench.cpu import live_cpu_seconds
 from tools.bench.server_floor_app import PATH, PAYLOAD
 from tools.bench.servers import ROOT, Process
 
@@ -165,13 +165,6 @@ async def run_calls(
     return made, failed
 
 
-def _server_cpu(pid: int) -> float:
-    seconds = tree_cpu_seconds(pid)
-    if seconds is None:
-        raise RuntimeError(f"server process {pid} is gone")
-    return seconds
-
-
 async def load(
     call: Any,
     pid: int,
@@ -182,10 +175,10 @@ async def load(
 ) -> Figures:
     """A warm-up, then `calls` calls measured: rate and CPU µs per call of both sides."""
     await run_calls(call, concurrency, WARMUP_CALLS, request, expect)
-    server, client, began = _server_cpu(pid), time.process_time(), time.perf_counter()
+    server, client, began = live_cpu_seconds(pid), time.process_time(), time.perf_counter()
     made, failed = await run_calls(call, concurrency, calls, request, expect)
     elapsed = time.perf_counter() - began
-    client, server = time.process_time() - client, _server_cpu(pid) - server
+    client, server = time.process_time() - client, live_cpu_seconds(pid) - server
     per_call = 1e6 / max(made, 1)
     return Figures(made, failed, made / elapsed, server * per_call, client * per_call)
 
