@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.bench.profile import sample_under_load
+from tools.bench.sampling import sample_under_load
 from tools.bench.stats import Level
 
 # `perf report --sort pid,dso` rows: "  32.43%     6831:python   libpython3.11.so.1.0"
